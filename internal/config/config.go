@@ -1,0 +1,385 @@
+// Package config loads and validates the zkgate YAML file. One file serves
+// every role (gateway, controller, register, rollout, demo); each role reads
+// the sections it needs and validates only those.
+//
+// The keys documented in DESIGN.md §2 are a contract: add keys, never rename
+// or remove them without a migration note in the README.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole zkgate configuration file.
+type Config struct {
+	ZooKeeper  ZooKeeper  `yaml:"zookeeper"`
+	Registry   Registry   `yaml:"registry"`
+	Gateway    Gateway    `yaml:"gateway"`
+	Controller Controller `yaml:"controller"`
+}
+
+// ZooKeeper is how to reach the ensemble and where zkgate keeps its own state.
+type ZooKeeper struct {
+	Servers        []string      `yaml:"servers"`
+	SessionTimeout time.Duration `yaml:"session_timeout"`
+	// Root is the znode under which zkgate keeps marks, presence, leader
+	// election and the audit trail.
+	Root string `yaml:"root"`
+	// Auth, when set, adds digest credentials to the session and makes
+	// zkgate create its own nodes with an ACL that only these credentials
+	// may modify (everyone may read).
+	Auth *Auth `yaml:"auth"`
+	TLS  *TLS  `yaml:"tls"`
+}
+
+// Auth is a ZooKeeper digest credential.
+type Auth struct {
+	Scheme   string `yaml:"scheme"` // only "digest" is supported
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+}
+
+// TLS configures TLS to ZooKeeper's secureClientPort.
+type TLS struct {
+	CAFile             string `yaml:"ca_file"`
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	ServerName         string `yaml:"server_name"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// Registry is where and how services register themselves.
+type Registry struct {
+	// Format is "curator" (Spring Cloud Zookeeper / Curator ServiceInstance
+	// JSON) or "hostport" (node name is host:port, data ignored).
+	Format string `yaml:"format"`
+	Root   string `yaml:"root"`
+	// ResyncInterval is how often the whole registry is re-read even when no
+	// watch fired: the safety net for lost events.
+	ResyncInterval time.Duration `yaml:"resync_interval"`
+	// Watch, when false, ignores watches entirely and relies on the periodic
+	// resync alone (the "poll" baseline of the demo). Default true.
+	Watch *bool `yaml:"watch"`
+}
+
+// Gateway is the data plane.
+type Gateway struct {
+	// ID names this gateway in its presence node; default hostname-listen.
+	ID          string  `yaml:"id"`
+	Listen      string  `yaml:"listen"`
+	AdminListen string  `yaml:"admin_listen"`
+	Routes      []Route `yaml:"routes"`
+	// Balancer is "least_requests" (power of two choices, default) or
+	// "round_robin".
+	Balancer string `yaml:"balancer"`
+	// Retries bounds how many other instances are tried when the connection
+	// to an instance fails before the request was sent. Default 2.
+	Retries *int `yaml:"retries"`
+	// DialTimeout bounds connecting to an instance. Default 2s.
+	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// StaleAfter: /readyz fails when ZooKeeper has been unreachable and the
+	// routing state is older than this. Default 60s.
+	StaleAfter time.Duration `yaml:"stale_after"`
+	// FailOpen routes to marked instances when every instance of a service
+	// is marked, rather than answering 503. Default true.
+	FailOpen *bool `yaml:"fail_open"`
+	// Warmup ramps a returning instance's weight linearly over this period.
+	// Default 0 (off).
+	Warmup time.Duration `yaml:"warmup"`
+	// ShutdownTimeout bounds graceful shutdown on SIGTERM. Default 30s.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// MaxIdleConnsPerHost for upstream keep-alive connections. Default 256.
+	MaxIdleConnsPerHost int `yaml:"max_idle_conns_per_host"`
+}
+
+// Route maps a request to a service.
+type Route struct {
+	// Prefix is the path prefix to match, e.g. "/orders/". Longest prefix
+	// wins; among equal prefixes a route with a Host wins.
+	Prefix string `yaml:"prefix"`
+	// Host, when set, must equal the request's host (without port).
+	Host        string `yaml:"host"`
+	Service     string `yaml:"service"`
+	StripPrefix bool   `yaml:"strip_prefix"`
+	// Timeout bounds the whole upstream exchange (0: none).
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Controller is the management API and background jobs.
+type Controller struct {
+	Listen string `yaml:"listen"`
+	// Tokens are bearer tokens accepted for mutating calls.
+	Tokens []string `yaml:"tokens"`
+	// ReadTokens, when set, are required for GET calls too (Tokens are
+	// accepted as well).
+	ReadTokens []string `yaml:"read_tokens"`
+	// MarkTTL is the default lifetime of a mark. Default 10m.
+	MarkTTL time.Duration `yaml:"mark_ttl"`
+	// AbsentGrace: a mark whose address has been absent from the registry
+	// longer than this is removed. Default 30m.
+	AbsentGrace time.Duration `yaml:"absent_grace"`
+	// ReconcileInterval: how often the leader re-reads everything and
+	// repairs what events missed. Default 10s.
+	ReconcileInterval time.Duration `yaml:"reconcile_interval"`
+	// AuditLimit bounds the number of audit entries kept. Default 1000.
+	AuditLimit int `yaml:"audit_limit"`
+}
+
+// Defaults.
+const (
+	DefaultZKServer        = "127.0.0.1:2181"
+	DefaultSessionTimeout  = 10 * time.Second
+	DefaultZKRoot          = "/zkgate"
+	DefaultRegistryRoot    = "/services"
+	DefaultResyncInterval  = 30 * time.Second
+	DefaultGatewayListen   = "127.0.0.1:8080"
+	DefaultAdminListen     = "127.0.0.1:9080"
+	DefaultControllerAddr  = "127.0.0.1:7070"
+	DefaultRetries         = 2
+	DefaultDialTimeout     = 2 * time.Second
+	DefaultStaleAfter      = 60 * time.Second
+	DefaultShutdownTimeout = 30 * time.Second
+	DefaultMaxIdlePerHost  = 256
+	DefaultMarkTTL         = 10 * time.Minute
+	DefaultAbsentGrace     = 30 * time.Minute
+	DefaultReconcile       = 10 * time.Second
+	DefaultAuditLimit      = 1000
+
+	FormatCurator  = "curator"
+	FormatHostPort = "hostport"
+
+	BalancerLeastRequests = "least_requests"
+	BalancerRoundRobin    = "round_robin"
+)
+
+// Load reads, defaults and validates the file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes YAML (unknown keys are an error), fills defaults and
+// validates the sections every role shares. Role-specific checks are in
+// ValidateGateway and ValidateController.
+func Parse(data []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("parsing YAML: %w", err)
+	}
+	c.ApplyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// ApplyDefaults fills every unset key with its default.
+func (c *Config) ApplyDefaults() {
+	z := &c.ZooKeeper
+	if len(z.Servers) == 0 {
+		z.Servers = []string{DefaultZKServer}
+	}
+	if z.SessionTimeout == 0 {
+		z.SessionTimeout = DefaultSessionTimeout
+	}
+	if z.Root == "" {
+		z.Root = DefaultZKRoot
+	}
+	if z.Auth != nil && z.Auth.Scheme == "" {
+		z.Auth.Scheme = "digest"
+	}
+	r := &c.Registry
+	if r.Format == "" {
+		r.Format = FormatCurator
+	}
+	if r.Root == "" {
+		r.Root = DefaultRegistryRoot
+	}
+	if r.ResyncInterval == 0 {
+		r.ResyncInterval = DefaultResyncInterval
+	}
+	if r.Watch == nil {
+		r.Watch = ptr(true)
+	}
+	g := &c.Gateway
+	if g.Listen == "" {
+		g.Listen = DefaultGatewayListen
+	}
+	if g.AdminListen == "" {
+		g.AdminListen = DefaultAdminListen
+	}
+	if g.Balancer == "" {
+		g.Balancer = BalancerLeastRequests
+	}
+	if g.Retries == nil {
+		g.Retries = ptr(DefaultRetries)
+	}
+	if g.DialTimeout == 0 {
+		g.DialTimeout = DefaultDialTimeout
+	}
+	if g.StaleAfter == 0 {
+		g.StaleAfter = DefaultStaleAfter
+	}
+	if g.FailOpen == nil {
+		g.FailOpen = ptr(true)
+	}
+	if g.ShutdownTimeout == 0 {
+		g.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if g.MaxIdleConnsPerHost == 0 {
+		g.MaxIdleConnsPerHost = DefaultMaxIdlePerHost
+	}
+	ct := &c.Controller
+	if ct.Listen == "" {
+		ct.Listen = DefaultControllerAddr
+	}
+	if ct.MarkTTL == 0 {
+		ct.MarkTTL = DefaultMarkTTL
+	}
+	if ct.AbsentGrace == 0 {
+		ct.AbsentGrace = DefaultAbsentGrace
+	}
+	if ct.ReconcileInterval == 0 {
+		ct.ReconcileInterval = DefaultReconcile
+	}
+	if ct.AuditLimit == 0 {
+		ct.AuditLimit = DefaultAuditLimit
+	}
+}
+
+// Validate checks the zookeeper and registry sections.
+func (c *Config) Validate() error {
+	z := c.ZooKeeper
+	for _, s := range z.Servers {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			return fmt.Errorf("zookeeper.servers: %q is not host:port", s)
+		}
+	}
+	if z.SessionTimeout < 0 {
+		return errors.New("zookeeper.session_timeout must be positive")
+	}
+	if err := checkZNodePath("zookeeper.root", z.Root); err != nil {
+		return err
+	}
+	if z.Auth != nil {
+		if z.Auth.Scheme != "digest" {
+			return fmt.Errorf("zookeeper.auth.scheme: %q is not supported (use digest)", z.Auth.Scheme)
+		}
+		if z.Auth.Username == "" || strings.Contains(z.Auth.Username, ":") {
+			return errors.New("zookeeper.auth.username must be set and must not contain ':'")
+		}
+	}
+	if z.TLS != nil && (z.TLS.CertFile == "") != (z.TLS.KeyFile == "") {
+		return errors.New("zookeeper.tls: cert_file and key_file go together")
+	}
+	r := c.Registry
+	if r.Format != FormatCurator && r.Format != FormatHostPort {
+		return fmt.Errorf("registry.format: %q is not curator or hostport", r.Format)
+	}
+	if err := checkZNodePath("registry.root", r.Root); err != nil {
+		return err
+	}
+	if r.ResyncInterval < 0 {
+		return errors.New("registry.resync_interval must be positive")
+	}
+	return nil
+}
+
+// ValidateGateway checks the gateway section.
+func (c *Config) ValidateGateway() error {
+	g := c.Gateway
+	if err := checkListen("gateway.listen", g.Listen); err != nil {
+		return err
+	}
+	if err := checkListen("gateway.admin_listen", g.AdminListen); err != nil {
+		return err
+	}
+	if len(g.Routes) == 0 {
+		return errors.New("gateway.routes: at least one route is required")
+	}
+	seen := map[string]bool{}
+	for i, rt := range g.Routes {
+		where := fmt.Sprintf("gateway.routes[%d]", i)
+		if !strings.HasPrefix(rt.Prefix, "/") {
+			return fmt.Errorf("%s.prefix: %q must start with /", where, rt.Prefix)
+		}
+		if rt.Service == "" || strings.Contains(rt.Service, "/") {
+			return fmt.Errorf("%s.service: must be a service name without /", where)
+		}
+		if rt.Timeout < 0 {
+			return fmt.Errorf("%s.timeout must be positive", where)
+		}
+		key := rt.Host + " " + rt.Prefix
+		if seen[key] {
+			return fmt.Errorf("%s: duplicate route for host %q prefix %q", where, rt.Host, rt.Prefix)
+		}
+		seen[key] = true
+	}
+	if g.Balancer != BalancerLeastRequests && g.Balancer != BalancerRoundRobin {
+		return fmt.Errorf("gateway.balancer: %q is not least_requests or round_robin", g.Balancer)
+	}
+	if *g.Retries < 0 || *g.Retries > 10 {
+		return errors.New("gateway.retries must be between 0 and 10")
+	}
+	if g.DialTimeout < 0 || g.StaleAfter < 0 || g.Warmup < 0 || g.ShutdownTimeout < 0 {
+		return errors.New("gateway: durations must be positive")
+	}
+	return nil
+}
+
+// ValidateController checks the controller section.
+func (c *Config) ValidateController() error {
+	ct := c.Controller
+	if err := checkListen("controller.listen", ct.Listen); err != nil {
+		return err
+	}
+	if len(ct.Tokens) == 0 {
+		return errors.New("controller.tokens: at least one token is required for mutating calls")
+	}
+	for _, t := range append(append([]string{}, ct.Tokens...), ct.ReadTokens...) {
+		if strings.TrimSpace(t) == "" {
+			return errors.New("controller: empty token")
+		}
+	}
+	if ct.MarkTTL < 0 || ct.AbsentGrace < 0 || ct.ReconcileInterval < 0 {
+		return errors.New("controller: durations must be positive")
+	}
+	if ct.AuditLimit < 0 {
+		return errors.New("controller.audit_limit must be positive")
+	}
+	return nil
+}
+
+func checkListen(key, addr string) error {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("%s: %q is not host:port", key, addr)
+	}
+	return nil
+}
+
+func checkZNodePath(key, p string) error {
+	if !strings.HasPrefix(p, "/") || (len(p) > 1 && strings.HasSuffix(p, "/")) || strings.Contains(p, "//") {
+		return fmt.Errorf("%s: %q is not an absolute znode path", key, p)
+	}
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }

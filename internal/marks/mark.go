@@ -1,0 +1,88 @@
+// Package marks models drain marks: the persistent nodes
+// /zkgate/marks/<service>/<host:port> that tell every gateway to stop sending
+// new requests to an instance before it goes offline.
+package marks
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/zkgate/zkgate/internal/registry"
+)
+
+// Mark is one drain mark. The JSON fields are the node's content (a
+// contract, DESIGN.md §3); Service, Addr and Mzxid come from the node's
+// path and stat.
+type Mark struct {
+	Reason    string `json:"reason"`
+	By        string `json:"by"`
+	CreatedMs int64  `json:"created_ms"`
+	ExpiresMs int64  `json:"expires_ms"`
+	DeployID  string `json:"deploy_id"`
+
+	Service string `json:"-"`
+	Addr    string `json:"-"`
+	// Mzxid is the zxid of the mark's last write. The mark applies to its
+	// address while no registration of that address has a larger Czxid.
+	Mzxid int64 `json:"-"`
+}
+
+// Encode returns the node content.
+func (m Mark) Encode() []byte {
+	b, _ := json.Marshal(m) // cannot fail: only strings and integers
+	return b
+}
+
+// Decode parses node content into a mark for service and addr.
+func Decode(service, addr string, data []byte, mzxid int64) (Mark, error) {
+	var m Mark
+	if err := json.Unmarshal(data, &m); err != nil {
+		return Mark{}, fmt.Errorf("decoding mark %s/%s: %w", service, addr, err)
+	}
+	m.Service, m.Addr, m.Mzxid = service, addr, mzxid
+	return m, nil
+}
+
+// Expired reports whether the mark's TTL has passed at now.
+func (m Mark) Expired(now time.Time) bool {
+	return m.ExpiresMs > 0 && now.UnixMilli() >= m.ExpiresMs
+}
+
+// AppliesTo reports whether the mark keeps in out of rotation: in has the
+// mark's address and registered no later than the mark was written (zxid
+// order, never clocks), and the mark has not expired.
+func (m Mark) AppliesTo(in registry.Instance, now time.Time) bool {
+	return in.Addr == m.Addr && in.Czxid < m.Mzxid && !m.Expired(now)
+}
+
+// Snapshot is an immutable view of every mark. Never modify it.
+type Snapshot struct {
+	// Revision increases by one with every published snapshot.
+	Revision uint64
+	// Marks maps service, then address, to its mark.
+	Marks map[string]map[string]Mark
+	// Malformed counts mark nodes that could not be parsed.
+	Malformed int
+}
+
+// Get returns the mark of service/addr.
+func (s *Snapshot) Get(service, addr string) (Mark, bool) {
+	if s == nil {
+		return Mark{}, false
+	}
+	m, ok := s.Marks[service][addr]
+	return m, ok
+}
+
+// Count returns the number of marks.
+func (s *Snapshot) Count() int {
+	if s == nil {
+		return 0
+	}
+	n := 0
+	for _, ms := range s.Marks {
+		n += len(ms)
+	}
+	return n
+}

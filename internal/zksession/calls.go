@@ -1,0 +1,249 @@
+package zksession
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/go-zookeeper/zk"
+)
+
+// Errors re-exported so consumers need not import the client library for
+// the common cases.
+var (
+	ErrNoNode     = zk.ErrNoNode
+	ErrNodeExists = zk.ErrNodeExists
+	ErrBadVersion = zk.ErrBadVersion
+	ErrNotEmpty   = zk.ErrNotEmpty
+)
+
+// Stat is a znode's stat.
+type Stat = zk.Stat
+
+// ACL is a znode access control entry.
+type ACL = zk.ACL
+
+// Flags for Create.
+const (
+	FlagPersistent = 0
+	FlagEphemeral  = zk.FlagEphemeral
+	FlagSequence   = zk.FlagSequence
+)
+
+// IsUnknownOutcome reports whether err leaves the outcome of a write
+// unknown: the request may or may not have been applied. Such writes must
+// be re-read before they are retried.
+func IsUnknownOutcome(err error) bool {
+	return errors.Is(err, zk.ErrConnectionClosed) || errors.Is(err, zk.ErrSessionExpired) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+}
+
+// call runs f, which blocks in the client library, and returns early when
+// ctx ends. The library call itself is not cancelled: it completes (or
+// fails when the connection drops) in the background.
+func call[T any](ctx context.Context, s *Session, f func(*zk.Conn) (T, error)) (T, error) {
+	var zero T
+	if err := ctx.Err(); err != nil {
+		return zero, err
+	}
+	s.mu.Lock()
+	conn, closed := s.conn, s.closed
+	s.mu.Unlock()
+	if closed {
+		return zero, ErrClosed
+	}
+	type result struct {
+		v   T
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		v, err := f(conn)
+		ch <- result{v, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
+}
+
+type dataStat struct {
+	data []byte
+	stat *zk.Stat
+}
+
+// Get reads a node.
+func (s *Session) Get(ctx context.Context, p string) ([]byte, *Stat, error) {
+	r, err := call(ctx, s, func(c *zk.Conn) (dataStat, error) {
+		d, st, err := c.Get(p)
+		return dataStat{d, st}, err
+	})
+	return r.data, r.stat, wrap("get", p, err)
+}
+
+// GetW reads a node and makes sure a data watch is armed on it: any later
+// change or deletion produces a hint for the path. If a data watch set
+// through this session is already armed, no second one is added.
+func (s *Session) GetW(ctx context.Context, p string) ([]byte, *Stat, error) {
+	if !s.arm(watchKey{p, false}) {
+		return s.Get(ctx, p)
+	}
+	r, err := call(ctx, s, func(c *zk.Conn) (dataStat, error) {
+		d, st, _, err := c.GetW(p)
+		return dataStat{d, st}, err
+	})
+	if err != nil {
+		s.disarm(watchKey{p, false})
+	}
+	return r.data, r.stat, wrap("get", p, err)
+}
+
+type childrenStat struct {
+	children []string
+	stat     *zk.Stat
+}
+
+// Children lists a node's children.
+func (s *Session) Children(ctx context.Context, p string) ([]string, *Stat, error) {
+	r, err := call(ctx, s, func(c *zk.Conn) (childrenStat, error) {
+		ch, st, err := c.Children(p)
+		return childrenStat{ch, st}, err
+	})
+	return r.children, r.stat, wrap("list", p, err)
+}
+
+// ChildrenW lists a node's children and makes sure a child watch is armed
+// on it (see GetW).
+func (s *Session) ChildrenW(ctx context.Context, p string) ([]string, *Stat, error) {
+	if !s.arm(watchKey{p, true}) {
+		return s.Children(ctx, p)
+	}
+	r, err := call(ctx, s, func(c *zk.Conn) (childrenStat, error) {
+		ch, st, _, err := c.ChildrenW(p)
+		return childrenStat{ch, st}, err
+	})
+	if err != nil {
+		s.disarm(watchKey{p, true})
+	}
+	return r.children, r.stat, wrap("list", p, err)
+}
+
+type existsStat struct {
+	ok   bool
+	stat *zk.Stat
+}
+
+// Exists tells whether a node exists.
+func (s *Session) Exists(ctx context.Context, p string) (bool, *Stat, error) {
+	r, err := call(ctx, s, func(c *zk.Conn) (existsStat, error) {
+		ok, st, err := c.Exists(p)
+		return existsStat{ok, st}, err
+	})
+	return r.ok, r.stat, wrap("stat", p, err)
+}
+
+// ExistsW tells whether a node exists and arms a watch that fires when it
+// is created, changed or deleted. Unlike GetW it always adds a watch.
+func (s *Session) ExistsW(ctx context.Context, p string) (bool, *Stat, error) {
+	r, err := call(ctx, s, func(c *zk.Conn) (existsStat, error) {
+		ok, st, _, err := c.ExistsW(p)
+		return existsStat{ok, st}, err
+	})
+	return r.ok, r.stat, wrap("stat", p, err)
+}
+
+// Create creates a node and returns its actual path (sequential nodes get a
+// suffix).
+func (s *Session) Create(ctx context.Context, p string, data []byte, flags int32, acl []ACL) (string, error) {
+	if acl == nil {
+		acl = zk.WorldACL(zk.PermAll)
+	}
+	created, err := call(ctx, s, func(c *zk.Conn) (string, error) {
+		return c.Create(p, data, flags, acl)
+	})
+	return created, wrap("create", p, err)
+}
+
+// Set writes a node's data; version -1 matches any version.
+func (s *Session) Set(ctx context.Context, p string, data []byte, version int32) (*Stat, error) {
+	st, err := call(ctx, s, func(c *zk.Conn) (*zk.Stat, error) {
+		return c.Set(p, data, version)
+	})
+	return st, wrap("set", p, err)
+}
+
+// Delete deletes a node; version -1 matches any version.
+func (s *Session) Delete(ctx context.Context, p string, version int32) error {
+	_, err := call(ctx, s, func(c *zk.Conn) (struct{}, error) {
+		return struct{}{}, c.Delete(p, version)
+	})
+	return wrap("delete", p, err)
+}
+
+// Multi runs operations atomically.
+func (s *Session) Multi(ctx context.Context, ops ...any) ([]zk.MultiResponse, error) {
+	res, err := call(ctx, s, func(c *zk.Conn) ([]zk.MultiResponse, error) {
+		return c.Multi(ops...)
+	})
+	if err != nil {
+		return res, fmt.Errorf("zookeeper multi: %w", err)
+	}
+	return res, nil
+}
+
+// Sync makes the connected server catch up with the leader, so that a
+// following read sees every write committed before the Sync.
+func (s *Session) Sync(ctx context.Context, p string) error {
+	_, err := call(ctx, s, func(c *zk.Conn) (string, error) { return c.Sync(p) })
+	return wrap("sync", p, err)
+}
+
+// EnsurePath creates p and its missing parents as persistent nodes with acl.
+func (s *Session) EnsurePath(ctx context.Context, p string, acl []ACL) error {
+	if p == "/" || p == "" {
+		return nil
+	}
+	parts := strings.Split(strings.Trim(p, "/"), "/")
+	cur := ""
+	for _, part := range parts {
+		cur = path.Join(cur, "/"+part)
+		ok, _, err := s.Exists(ctx, cur)
+		if err != nil {
+			return err
+		}
+		if ok {
+			continue
+		}
+		if _, err := s.Create(ctx, cur, nil, FlagPersistent, acl); err != nil && !errors.Is(err, ErrNodeExists) {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Session) arm(k watchKey) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.armed[k]; ok {
+		return false
+	}
+	s.armed[k] = struct{}{}
+	return true
+}
+
+func (s *Session) disarm(k watchKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.armed, k)
+}
+
+func wrap(op, p string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("zookeeper %s %s: %w", op, p, err)
+}

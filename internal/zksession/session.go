@@ -1,0 +1,388 @@
+// Package zksession is zkgate's layer over go-zookeeper/zk: it keeps its own
+// session state, turns watch events into coalesced hints, and puts a
+// context on every call.
+//
+// go-zookeeper/zk never reports that a session expired while the client is
+// partitioned from the ensemble; it learns only when it reconnects. So the
+// session keeps its own state:
+//
+//	Connecting ──► Connected ──► Suspended ──► Lost ──► Connected (new session)
+//	                   ▲             │
+//	                   └─────────────┘ (reconnected in time: same session)
+//
+// Suspended means the connection is gone but the session may still be alive
+// on the servers: ephemerals and watches may still exist. Lost means the
+// client was suspended for longer than the session timeout (or the server
+// said the session expired): every ephemeral node of the session is gone or
+// about to be, and so is every watch. Consumers re-create ephemerals, re-arm
+// watches and resync after a new session.
+//
+// Watch events are taken through the connection's event callback, never its
+// 6-slot event channel, and are delivered to consumers as hints (see Hints).
+package zksession
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+)
+
+// State is the session state as zkgate sees it.
+type State int32
+
+// Session states.
+const (
+	// StateConnecting: no session has been established yet.
+	StateConnecting State = iota
+	// StateConnected: connected with a live session.
+	StateConnected
+	// StateSuspended: disconnected; the session may still be alive.
+	StateSuspended
+	// StateLost: the session is gone (expired, or suspended longer than the
+	// session timeout). Ephemerals and watches of the session are gone.
+	StateLost
+	// StateClosed: Close was called.
+	StateClosed
+)
+
+func (s State) String() string {
+	switch s {
+	case StateConnecting:
+		return "connecting"
+	case StateConnected:
+		return "connected"
+	case StateSuspended:
+		return "suspended"
+	case StateLost:
+		return "lost"
+	case StateClosed:
+		return "closed"
+	}
+	return fmt.Sprintf("state(%d)", int32(s))
+}
+
+// Config configures a Session.
+type Config struct {
+	Servers        []string
+	SessionTimeout time.Duration
+	// Username and Password, when set, are added as a digest credential
+	// (re-sent by the client after every reconnect).
+	Username, Password string
+	// TLS, when set, wraps every connection in TLS.
+	TLS *tls.Config
+	// Dialer, when set, makes the TCP connections (tests use it to cut
+	// connections). TLS is layered on top of it.
+	Dialer zk.Dialer
+	Logger *slog.Logger
+	// DropEvent, when set, is asked about every watch event before it is
+	// delivered; returning true drops it. It exists so tests can inject lost
+	// events; production code leaves it nil.
+	DropEvent func(zk.Event) bool
+	// Now is the clock (tests); default time.Now.
+	Now func() time.Time
+}
+
+// Session is a ZooKeeper client session with zkgate's own state tracking.
+// All methods are safe for concurrent use.
+type Session struct {
+	cfg  Config
+	conn *zk.Conn
+	log  *slog.Logger
+
+	mu          sync.Mutex
+	state       State
+	sessionID   int64
+	generation  uint64 // increments with every new session
+	since       time.Time
+	lostTimer   *time.Timer
+	stateWaiter chan struct{} // closed and replaced on every state change
+	hints       map[*Hints]struct{}
+	armed       map[watchKey]struct{}
+	closed      bool
+}
+
+type watchKey struct {
+	path  string
+	child bool
+}
+
+// Connect starts a session. It does not wait for the connection: use
+// WaitConnected. The session reconnects by itself until Close.
+func Connect(cfg Config) (*Session, error) {
+	if len(cfg.Servers) == 0 {
+		return nil, errors.New("zookeeper: no servers configured")
+	}
+	if cfg.SessionTimeout <= 0 {
+		cfg.SessionTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Session{
+		cfg:         cfg,
+		log:         cfg.Logger.With("component", "zookeeper"),
+		state:       StateConnecting,
+		since:       cfg.Now(),
+		stateWaiter: make(chan struct{}),
+		hints:       map[*Hints]struct{}{},
+		armed:       map[watchKey]struct{}{},
+	}
+	dialer := cfg.Dialer
+	if dialer == nil {
+		dialer = net.DialTimeout
+	}
+	if cfg.TLS != nil {
+		base := dialer
+		tc := cfg.TLS
+		dialer = func(network, addr string, timeout time.Duration) (net.Conn, error) {
+			c, err := base(network, addr, timeout)
+			if err != nil {
+				return nil, err
+			}
+			conf := tc.Clone()
+			if conf.ServerName == "" {
+				host, _, _ := net.SplitHostPort(addr)
+				conf.ServerName = host
+			}
+			tlsConn := tls.Client(c, conf)
+			_ = tlsConn.SetDeadline(time.Now().Add(timeout))
+			if err := tlsConn.Handshake(); err != nil {
+				c.Close()
+				return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+			}
+			_ = tlsConn.SetDeadline(time.Time{})
+			return tlsConn, nil
+		}
+	}
+	conn, _, err := zk.Connect(cfg.Servers, cfg.SessionTimeout,
+		zk.WithDialer(dialer),
+		zk.WithEventCallback(s.onEvent),
+		zk.WithLogger(zkLogger{s.log}),
+		zk.WithLogInfo(false),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to zookeeper %s: %w", strings.Join(cfg.Servers, ","), err)
+	}
+	s.mu.Lock()
+	s.conn = conn
+	s.mu.Unlock()
+	if cfg.Username != "" {
+		if err := conn.AddAuth("digest", []byte(cfg.Username+":"+cfg.Password)); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("adding zookeeper digest credentials: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// Close ends the session: its ephemeral nodes are deleted by the server at
+// once. Hints channels are closed.
+func (s *Session) Close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	conn := s.conn
+	s.mu.Unlock()
+	conn.Close()
+	s.mu.Lock()
+	s.setStateLocked(StateClosed)
+	if s.lostTimer != nil {
+		s.lostTimer.Stop()
+	}
+	for h := range s.hints {
+		h.close()
+	}
+	s.hints = map[*Hints]struct{}{}
+	s.mu.Unlock()
+}
+
+// State returns the current state and when it was entered.
+func (s *Session) State() (State, time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state, s.since
+}
+
+// SessionID returns the current (or last) session id, 0 before the first.
+func (s *Session) SessionID() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessionID
+}
+
+// Generation counts sessions: it increases each time a new session is
+// established, so a consumer can tell whether its ephemerals still exist.
+func (s *Session) Generation() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.generation
+}
+
+// SessionTimeout is the session timeout zkgate asked for.
+func (s *Session) SessionTimeout() time.Duration { return s.cfg.SessionTimeout }
+
+// Changed returns a channel that is closed at the next state change.
+func (s *Session) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stateWaiter
+}
+
+// WaitConnected blocks until the session is connected, ctx ends or the
+// session is closed.
+func (s *Session) WaitConnected(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		st, ch := s.state, s.stateWaiter
+		s.mu.Unlock()
+		switch st {
+		case StateConnected:
+			return nil
+		case StateClosed:
+			return ErrClosed
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for a zookeeper session (state %s): %w", st, ctx.Err())
+		}
+	}
+}
+
+// ErrClosed is returned once the session has been closed.
+var ErrClosed = errors.New("zookeeper session closed")
+
+func (s *Session) setStateLocked(st State) {
+	if s.state == st {
+		return
+	}
+	prev := s.state
+	s.state = st
+	s.since = s.cfg.Now()
+	close(s.stateWaiter)
+	s.stateWaiter = make(chan struct{})
+	s.log.Info("zookeeper session state", "from", prev.String(), "to", st.String(), "session", fmt.Sprintf("0x%x", s.sessionID))
+}
+
+// onEvent runs on the client's receive goroutine: it must never block.
+func (s *Session) onEvent(ev zk.Event) {
+	if ev.Type == zk.EventSession {
+		s.onSessionEvent(ev)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	switch ev.Type {
+	case zk.EventNodeDataChanged:
+		delete(s.armed, watchKey{ev.Path, false})
+	case zk.EventNodeChildrenChanged:
+		delete(s.armed, watchKey{ev.Path, true})
+	case zk.EventNodeDeleted:
+		delete(s.armed, watchKey{ev.Path, false})
+		delete(s.armed, watchKey{ev.Path, true})
+	case zk.EventNotWatching:
+		// Watches were invalidated (session expired or client closed).
+		delete(s.armed, watchKey{ev.Path, false})
+		delete(s.armed, watchKey{ev.Path, true})
+		return
+	}
+	if s.cfg.DropEvent != nil && s.cfg.DropEvent(ev) {
+		s.log.Debug("dropping watch event (injected)", "path", ev.Path, "type", ev.Type.String())
+		return
+	}
+	for h := range s.hints {
+		h.addPath(ev.Path)
+	}
+}
+
+func (s *Session) onSessionEvent(ev zk.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	switch ev.State {
+	case zk.StateHasSession:
+		if s.lostTimer != nil {
+			s.lostTimer.Stop()
+			s.lostTimer = nil
+		}
+		id := s.conn.SessionID()
+		// After Lost, consumers were told their ephemerals and watches are
+		// gone: treat the reconnection as a new session even if the server
+		// kept the old one alive a little longer.
+		newSession := id != s.sessionID || s.state == StateLost
+		s.sessionID = id
+		if newSession {
+			s.generation++
+			s.armed = map[watchKey]struct{}{}
+		}
+		s.setStateLocked(StateConnected)
+		for h := range s.hints {
+			h.addSession(newSession)
+		}
+	case zk.StateExpired:
+		s.expireLocked("the server reports the session expired")
+	case zk.StateDisconnected, zk.StateConnecting:
+		if s.state == StateConnected {
+			s.setStateLocked(StateSuspended)
+			gen := s.generation
+			s.lostTimer = time.AfterFunc(s.cfg.SessionTimeout, func() {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				if s.state == StateSuspended && s.generation == gen {
+					s.expireLocked("suspended longer than the session timeout")
+				}
+			})
+		}
+	case zk.StateAuthFailed:
+		s.log.Error("zookeeper authentication failed")
+	}
+}
+
+func (s *Session) expireLocked(why string) {
+	if s.state == StateLost || s.state == StateClosed {
+		return
+	}
+	s.log.Warn("zookeeper session lost", "reason", why, "session", fmt.Sprintf("0x%x", s.sessionID))
+	s.armed = map[watchKey]struct{}{}
+	s.setStateLocked(StateLost)
+	for h := range s.hints {
+		h.addLost()
+	}
+}
+
+// zkLogger adapts slog to zk.Logger.
+type zkLogger struct{ l *slog.Logger }
+
+func (z zkLogger) Printf(format string, args ...any) {
+	z.l.Debug(strings.TrimSpace(fmt.Sprintf(format, args...)))
+}
+
+// ACL returns the ACL zkgate puts on the nodes it creates: when digest
+// credentials are configured, only they may change the node and everyone may
+// read it; otherwise the open ACL.
+func (s *Session) ACL() []ACL {
+	if s.cfg.Username == "" {
+		return zk.WorldACL(zk.PermAll)
+	}
+	acl := zk.DigestACL(zk.PermAll, s.cfg.Username, s.cfg.Password)
+	return append(acl, zk.WorldACL(zk.PermRead)...)
+}
