@@ -1,12 +1,7 @@
 // Package registry follows a ZooKeeper service registry (Curator / Spring
 // Cloud Zookeeper layout, or plain host:port nodes) and publishes it as
-// immutable snapshots.
-//
-// The cache is level-triggered: a watch event is only a hint that something
-// under a path changed; the cache then re-reads that path and publishes a new
-// snapshot. A full re-read runs after every reconnect, after every new
-// session and every resync interval, and whatever it finds that the watches
-// had missed is counted (the divergence metric).
+// immutable snapshots of instances, identified by address. The following
+// itself (watches as hints, re-lists as truth, resyncs) is zktree's.
 package registry
 
 import (
@@ -67,10 +62,6 @@ type Snapshot struct {
 	Malformed int
 	// Time is when the snapshot was published.
 	Time time.Time
-	// Synced is when the state was last confirmed against ZooKeeper (a
-	// successful re-read or a connected session); readiness uses it to tell
-	// how stale the routing state may be.
-	Synced time.Time
 }
 
 // Instances returns the instances of service (nil when none).

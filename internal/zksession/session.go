@@ -102,6 +102,7 @@ type Session struct {
 	sessionID   int64
 	generation  uint64 // increments with every new session
 	since       time.Time
+	leftConn    time.Time // when the state last left Connected
 	lostTimer   *time.Timer
 	stateWaiter chan struct{} // closed and replaced on every state change
 	hints       map[*Hints]struct{}
@@ -217,6 +218,17 @@ func (s *Session) State() (State, time.Time) {
 	return s.state, s.since
 }
 
+// LastConnected returns now while connected, otherwise when the session was
+// last connected (zero if never).
+func (s *Session) LastConnected() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state == StateConnected {
+		return s.cfg.Now()
+	}
+	return s.leftConn
+}
+
 // SessionID returns the current (or last) session id, 0 before the first.
 func (s *Session) SessionID() int64 {
 	s.mu.Lock()
@@ -273,6 +285,9 @@ func (s *Session) setStateLocked(st State) {
 	prev := s.state
 	s.state = st
 	s.since = s.cfg.Now()
+	if prev == StateConnected {
+		s.leftConn = s.since
+	}
 	close(s.stateWaiter)
 	s.stateWaiter = make(chan struct{})
 	s.log.Info("zookeeper session state", "from", prev.String(), "to", st.String(), "session", fmt.Sprintf("0x%x", s.sessionID))

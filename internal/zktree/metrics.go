@@ -1,8 +1,8 @@
-package registry
+package zktree
 
 import "github.com/prometheus/client_golang/prometheus"
 
-type cacheMetrics struct {
+type metrics struct {
 	resyncs       prometheus.Counter
 	resyncSeconds prometheus.Histogram
 	divergence    *prometheus.CounterVec
@@ -12,36 +12,39 @@ type cacheMetrics struct {
 	lost          prometheus.Counter
 }
 
-func newCacheMetrics(reg prometheus.Registerer) *cacheMetrics {
-	m := &cacheMetrics{
+// newMetrics makes the tree's metrics, named prefix_… (e.g.
+// zkgate_registry_resync_divergence_total), and registers them when reg is
+// not nil.
+func newMetrics(prefix string, reg prometheus.Registerer) *metrics {
+	m := &metrics{
 		resyncs: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "zkgate_registry_resyncs_total",
-			Help: "Full re-reads of the registry (after reconnects, new sessions and every resync interval).",
+			Name: prefix + "_resyncs_total",
+			Help: "Full re-reads (after reconnects, new sessions and every resync interval).",
 		}),
 		resyncSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "zkgate_registry_resync_duration_seconds",
-			Help:    "Time a full re-read of the registry took.",
+			Name:    prefix + "_resync_duration_seconds",
+			Help:    "Time a full re-read took.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8),
 		}),
 		divergence: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "zkgate_registry_resync_divergence_total",
-			Help: "Registry nodes that a full resync found added, removed or changed although no watch had reported it.",
+			Name: prefix + "_resync_divergence_total",
+			Help: "Nodes that a full resync found added, removed or changed although no watch had reported it.",
 		}, []string{"kind"}),
 		malformed: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "zkgate_registry_malformed_total",
-			Help: "Malformed registry node versions seen (each skipped and logged once).",
+			Name: prefix + "_malformed_total",
+			Help: "Malformed node versions seen (each skipped and logged once).",
 		}),
 		malformedNow: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "zkgate_registry_malformed_nodes",
-			Help: "Registry nodes currently skipped because they are malformed.",
+			Name: prefix + "_malformed_nodes",
+			Help: "Nodes currently skipped because they are malformed.",
 		}),
 		revision: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "zkgate_registry_revision",
-			Help: "Revision of the latest registry snapshot.",
+			Name: prefix + "_revision",
+			Help: "Revision of the latest snapshot.",
 		}),
 		lost: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "zkgate_registry_session_lost_total",
-			Help: "Times the ZooKeeper session was lost while following the registry.",
+			Name: prefix + "_session_lost_total",
+			Help: "Times the ZooKeeper session was lost while following the tree.",
 		}),
 	}
 	for _, k := range []string{"added", "removed", "changed"} {

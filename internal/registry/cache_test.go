@@ -1,0 +1,372 @@
+package registry_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/zkgate/zkgate/internal/registry"
+	"github.com/zkgate/zkgate/internal/zksession"
+	"github.com/zkgate/zkgate/internal/zktest"
+)
+
+const waitFor = 20 * time.Second
+
+func curatorJSON(service, id, host string, port int, status string) []byte {
+	return fmt.Appendf(nil, `{"name":%q,"id":%q,"address":%q,"port":%d,"sslPort":null,`+
+		`"payload":{"@class":"org.springframework.cloud.zookeeper.discovery.ZookeeperInstance","id":"app","name":%q,"metadata":{"instance_status":%q}},`+
+		`"registrationTimeUTC":1651140425239,"serviceType":"DYNAMIC"}`, service, id, host, port, service, status)
+}
+
+// writer is a plain client that plays the services registering themselves.
+type writer struct {
+	t    *testing.T
+	conn *zk.Conn
+}
+
+func newWriter(t *testing.T, servers []string) *writer {
+	t.Helper()
+	conn, _, err := zk.Connect(servers, 5*time.Second, zk.WithLogInfo(false))
+	if err != nil {
+		t.Fatalf("connecting writer: %v", err)
+	}
+	t.Cleanup(conn.Close)
+	return &writer{t: t, conn: conn}
+}
+
+func (w *writer) ensure(p string) {
+	w.t.Helper()
+	parts := strings.Split(strings.Trim(p, "/"), "/")
+	cur := ""
+	for _, part := range parts {
+		cur += "/" + part
+		w.retry("create "+cur, func() error {
+			_, err := w.conn.Create(cur, nil, 0, zk.WorldACL(zk.PermAll))
+			if err == zk.ErrNodeExists {
+				return nil
+			}
+			return err
+		})
+	}
+}
+
+// retry repeats f while the ensemble may be electing a leader.
+func (w *writer) retry(what string, f func() error) {
+	w.t.Helper()
+	var err error
+	for i := 0; i < 100; i++ {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	w.t.Fatalf("%s: %v", what, err)
+}
+
+func (w *writer) register(service, id string, data []byte) string {
+	w.t.Helper()
+	w.ensure("/services/" + service)
+	p := "/services/" + service + "/" + id
+	w.retry("register "+p, func() error {
+		_, err := w.conn.Create(p, data, zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
+		if err == zk.ErrNodeExists {
+			return nil // an earlier try whose answer was lost
+		}
+		return err
+	})
+	return p
+}
+
+func (w *writer) remove(p string) {
+	w.t.Helper()
+	w.retry("delete "+p, func() error {
+		if err := w.conn.Delete(p, -1); err != zk.ErrNoNode {
+			return err
+		}
+		return nil
+	})
+}
+
+type harness struct {
+	sess  *zksession.Session
+	cache *registry.Cache
+	reg   *prometheus.Registry
+}
+
+func startCache(t *testing.T, cfg zksession.Config, opts registry.Options) *harness {
+	t.Helper()
+	if cfg.SessionTimeout == 0 {
+		cfg.SessionTimeout = 4 * time.Second
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	sess, err := zksession.Connect(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	opts.Registerer = reg
+	opts.Logger = cfg.Logger
+	if opts.Root == "" {
+		opts.Root = "/services"
+	}
+	c := registry.NewCache(sess, opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; sess.Close() })
+	return &harness{sess: sess, cache: c, reg: reg}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func addrs(s *registry.Snapshot, service string) string {
+	var out []string
+	for _, in := range s.Instances(service) {
+		out = append(out, in.Addr)
+	}
+	return strings.Join(out, ",")
+}
+
+func hasAddrs(c *registry.Cache, service, want string) func() bool {
+	return func() bool { s := c.Snapshot(); return s != nil && addrs(s, service) == want }
+}
+
+func TestCacheFollowsRegistrations(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	w.ensure("/services")
+	h := startCache(t, zksession.Config{Servers: zc.Servers()}, registry.Options{Watch: true, ResyncInterval: time.Hour})
+
+	eventually(t, "first snapshot", func() bool { return h.cache.Snapshot() != nil })
+	p1 := w.register("orders", "a1", curatorJSON("orders", "a1", "127.0.0.1", 9001, "UP"))
+	eventually(t, "a registration to appear", hasAddrs(h.cache, "orders", "127.0.0.1:9001"))
+
+	p2 := w.register("orders", "a2", curatorJSON("orders", "a2", "127.0.0.1", 9002, "UP"))
+	w.register("payment", "b1", curatorJSON("payment", "b1", "127.0.0.1", 9100, "UP"))
+	eventually(t, "a second instance", hasAddrs(h.cache, "orders", "127.0.0.1:9001,127.0.0.1:9002"))
+	eventually(t, "a new service found under the root", hasAddrs(h.cache, "payment", "127.0.0.1:9100"))
+
+	// The same address registering again under a new id: newest czxid wins.
+	w.register("orders", "a1-restarted", curatorJSON("orders", "a1-restarted", "127.0.0.1", 9001, "UP"))
+	eventually(t, "the newest registration of an address to win", func() bool {
+		in, ok := h.cache.Snapshot().Lookup("orders", "127.0.0.1:9001")
+		return ok && in.ID == "a1-restarted"
+	})
+	w.remove(p1)
+	w.remove(p2)
+	eventually(t, "removals to disappear", hasAddrs(h.cache, "orders", "127.0.0.1:9001"))
+
+	// A data change (Spring's OUT_OF_SERVICE) is seen through the data watch.
+	if _, err := w.conn.Set("/services/payment/b1", curatorJSON("payment", "b1", "127.0.0.1", 9100, "OUT_OF_SERVICE"), -1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "instance_status to be followed", func() bool {
+		in, ok := h.cache.Snapshot().Lookup("payment", "127.0.0.1:9100")
+		return ok && !in.Up()
+	})
+}
+
+func TestCacheSkipsMalformedNodes(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	w.register("orders", "good", curatorJSON("orders", "good", "127.0.0.1", 9001, "UP"))
+	w.register("orders", "bad-json", []byte(`{"address":`))
+	w.register("orders", "no-port", []byte(`{"address":"127.0.0.1"}`))
+	w.register("orders", "empty", nil)
+	h := startCache(t, zksession.Config{Servers: zc.Servers()}, registry.Options{Watch: true, ResyncInterval: 300 * time.Millisecond})
+
+	eventually(t, "the good instance to load", hasAddrs(h.cache, "orders", "127.0.0.1:9001"))
+	if m := h.cache.Snapshot().Malformed; m != 3 {
+		t.Fatalf("Malformed = %d, want 3", m)
+	}
+	// Resyncs keep re-reading them, but each node version is reported once.
+	time.Sleep(time.Second)
+	if got := counter(t, h.reg, "zkgate_registry_malformed_total"); got != 3 {
+		t.Fatalf("zkgate_registry_malformed_total = %v, want 3 (once per node version)", got)
+	}
+	w.register("orders", "good2", curatorJSON("orders", "good2", "127.0.0.1", 9002, "UP"))
+	eventually(t, "later good nodes to load", hasAddrs(h.cache, "orders", "127.0.0.1:9001,127.0.0.1:9002"))
+}
+
+func TestCacheHostPortFormat(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	w.register("echo", "127.0.0.1:7001", []byte("whatever"))
+	w.register("echo", "not-an-address", nil)
+	h := startCache(t, zksession.Config{Servers: zc.Servers()}, registry.Options{Watch: true, Parser: registry.HostPortParser{}, ResyncInterval: time.Hour})
+	eventually(t, "host:port node to load", hasAddrs(h.cache, "echo", "127.0.0.1:7001"))
+	if m := h.cache.Snapshot().Malformed; m != 1 {
+		t.Fatalf("Malformed = %d, want 1", m)
+	}
+}
+
+func TestCacheRepairsDroppedWatchEvent(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	w.register("orders", "a1", curatorJSON("orders", "a1", "127.0.0.1", 9001, "UP"))
+	var dropping atomic.Bool
+	var dropped atomic.Int32
+	h := startCache(t, zksession.Config{
+		Servers: zc.Servers(),
+		DropEvent: func(ev zk.Event) bool {
+			if dropping.Load() && strings.HasPrefix(ev.Path, "/services/orders") {
+				dropped.Add(1)
+				return true
+			}
+			return false
+		},
+	}, registry.Options{Watch: true, ResyncInterval: 2 * time.Second})
+	eventually(t, "first load", hasAddrs(h.cache, "orders", "127.0.0.1:9001"))
+
+	dropping.Store(true)
+	w.register("orders", "a2", curatorJSON("orders", "a2", "127.0.0.1", 9002, "UP"))
+	eventually(t, "the event to be dropped", func() bool { return dropped.Load() > 0 })
+	if got := addrs(h.cache.Snapshot(), "orders"); got != "127.0.0.1:9001" {
+		t.Fatalf("instance appeared although its event was dropped (%s): the test injects nothing", got)
+	}
+	dropping.Store(false)
+	eventually(t, "resync to repair the dropped event", hasAddrs(h.cache, "orders", "127.0.0.1:9001,127.0.0.1:9002"))
+	if got := counterLabel(t, h.reg, "zkgate_registry_resync_divergence_total", "kind", "added"); got < 1 {
+		t.Fatalf("divergence added = %v, want ≥ 1", got)
+	}
+}
+
+func TestCachePollingMode(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	w.register("orders", "a1", curatorJSON("orders", "a1", "127.0.0.1", 9001, "UP"))
+	h := startCache(t, zksession.Config{Servers: zc.Servers()}, registry.Options{Watch: false, ResyncInterval: time.Second})
+	eventually(t, "first load", hasAddrs(h.cache, "orders", "127.0.0.1:9001"))
+	w.register("orders", "a2", curatorJSON("orders", "a2", "127.0.0.1", 9002, "UP"))
+	eventually(t, "the poll to find it", hasAddrs(h.cache, "orders", "127.0.0.1:9001,127.0.0.1:9002"))
+}
+
+func TestCacheSurvivesLeaderLoss(t *testing.T) {
+	zc := zktest.StartEnsemble(t, 3)
+	w := newWriter(t, zc.Servers())
+	w.register("orders", "a1", curatorJSON("orders", "a1", "127.0.0.1", 9001, "UP"))
+	h := startCache(t, zksession.Config{Servers: zc.Servers(), SessionTimeout: 6 * time.Second}, registry.Options{Watch: true, ResyncInterval: time.Hour})
+	eventually(t, "first load", hasAddrs(h.cache, "orders", "127.0.0.1:9001"))
+
+	leader, err := zc.Leader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := zc.Kill(leader); err != nil {
+		t.Fatal(err)
+	}
+	w.register("orders", "a2", curatorJSON("orders", "a2", "127.0.0.1", 9002, "UP"))
+	eventually(t, "the cache to follow after leader loss", hasAddrs(h.cache, "orders", "127.0.0.1:9001,127.0.0.1:9002"))
+	w.remove("/services/orders/a1")
+	eventually(t, "removals after leader loss", hasAddrs(h.cache, "orders", "127.0.0.1:9002"))
+}
+
+func TestCachePartitionLongerThanSessionTimeout(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	w.register("orders", "a1", curatorJSON("orders", "a1", "127.0.0.1", 9001, "UP"))
+	w.register("orders", "a2", curatorJSON("orders", "a2", "127.0.0.1", 9002, "UP"))
+	part := zktest.NewPartitioner()
+	h := startCache(t, zksession.Config{Servers: zc.Servers(), SessionTimeout: 2 * time.Second, Dialer: part.Dialer()},
+		registry.Options{Watch: true, ResyncInterval: time.Hour})
+	eventually(t, "first load", hasAddrs(h.cache, "orders", "127.0.0.1:9001,127.0.0.1:9002"))
+	gen := h.sess.Generation()
+
+	part.Cut()
+	eventually(t, "the session to be lost", func() bool { st, _ := h.sess.State(); return st == zksession.StateLost })
+	// While partitioned: static stability, the last snapshot stays.
+	if got := addrs(h.cache.Snapshot(), "orders"); got != "127.0.0.1:9001,127.0.0.1:9002" {
+		t.Fatalf("snapshot changed while partitioned: %s", got)
+	}
+	if age := time.Since(h.cache.LastContact()); age < time.Second {
+		t.Fatalf("LastContact is only %v old while partitioned", age)
+	}
+	w.remove("/services/orders/a1")
+	w.register("orders", "a3", curatorJSON("orders", "a3", "127.0.0.1", 9003, "UP"))
+	part.Restore()
+
+	eventually(t, "a new session", func() bool { return h.sess.Generation() > gen })
+	eventually(t, "a full resync with nothing stale", hasAddrs(h.cache, "orders", "127.0.0.1:9002,127.0.0.1:9003"))
+	// Watches are re-armed on the new session.
+	w.register("orders", "a4", curatorJSON("orders", "a4", "127.0.0.1", 9004, "UP"))
+	eventually(t, "watches re-armed", hasAddrs(h.cache, "orders", "127.0.0.1:9002,127.0.0.1:9003,127.0.0.1:9004"))
+}
+
+func TestCacheWholeEnsembleDown(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	w.register("orders", "a1", curatorJSON("orders", "a1", "127.0.0.1", 9001, "UP"))
+	h := startCache(t, zksession.Config{Servers: zc.Servers(), SessionTimeout: 2 * time.Second},
+		registry.Options{Watch: true, ResyncInterval: 500 * time.Millisecond})
+	eventually(t, "first load", hasAddrs(h.cache, "orders", "127.0.0.1:9001"))
+	if err := zc.StopAll(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the session to be lost", func() bool { st, _ := h.sess.State(); return st == zksession.StateLost })
+	time.Sleep(time.Second) // several resync intervals with nothing to read
+	if got := addrs(h.cache.Snapshot(), "orders"); got != "127.0.0.1:9001" {
+		t.Fatalf("snapshot lost while ZooKeeper is down: %q", got)
+	}
+	if age := time.Since(h.cache.LastContact()); age < time.Second {
+		t.Fatalf("LastContact is only %v old with ZooKeeper down", age)
+	}
+}
+
+func counter(t *testing.T, g prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	return counterLabel(t, g, name, "", "")
+}
+
+func counterLabel(t *testing.T, g prometheus.Gatherer, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			match := label == ""
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label && lp.GetValue() == value {
+					match = true
+				}
+			}
+			if match {
+				if c := m.GetCounter(); c != nil {
+					return c.GetValue()
+				}
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	t.Fatalf("metric %s{%s=%q} not found", name, label, value)
+	return 0
+}

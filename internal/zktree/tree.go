@@ -1,0 +1,555 @@
+// Package zktree follows a two-level ZooKeeper tree, root/<group>/<item>,
+// and publishes it as immutable snapshots. The service registry
+// (/services/<service>/<instance>) and the drain marks
+// (/zkgate/marks/<service>/<host:port>) are both such trees.
+//
+// The tree is level-triggered: a watch event is only a hint that something
+// under a path changed; the tree then re-reads that path and publishes a new
+// snapshot. A full re-read runs after every reconnect, after every new
+// session and every resync interval, and whatever it finds that the watches
+// had missed is counted (the divergence metric). While ZooKeeper is
+// unreachable the last snapshot stays (static stability).
+package zktree
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"path"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/zkgate/zkgate/internal/zksession"
+)
+
+// Options configure a Tree. Parse and Build are required.
+type Options[T, G any] struct {
+	// Root is the tree's root path, e.g. /services.
+	Root string
+	// Parse turns one item node into a value, or says why it is malformed.
+	// Malformed nodes are skipped, counted and logged once per node
+	// version. Parse must not panic.
+	Parse func(group, item string, data []byte, st *zksession.Stat) (T, error)
+	// Build makes a group's published value from its well-formed items.
+	// It is called only for groups that changed. ok false leaves the group
+	// out of the snapshot.
+	Build func(group string, items []T) (g G, ok bool)
+	// Watch arms watches and follows their hints. When false the tree is
+	// re-read only every ResyncInterval (a polling baseline).
+	Watch bool
+	// ResyncInterval is how often everything is re-read even if no watch
+	// fired. Default 30s.
+	ResyncInterval time.Duration
+	// Concurrency bounds the reads in flight during a full resync.
+	// Default 64.
+	Concurrency int
+	// MetricsPrefix names the metrics, e.g. "zkgate_registry".
+	MetricsPrefix string
+	Logger        *slog.Logger
+	Registerer    prometheus.Registerer
+}
+
+// Snapshot is an immutable view of the tree. Never modify it.
+type Snapshot[G any] struct {
+	// Revision increases by one with every published snapshot.
+	Revision uint64
+	// Groups maps a group name to its built value.
+	Groups map[string]G
+	// Malformed counts item nodes skipped because Parse failed.
+	Malformed int
+	// Time is when the snapshot was published.
+	Time time.Time
+}
+
+// Tree follows root/<group>/<item>. One goroutine (Run) owns the state;
+// readers call Snapshot at any time.
+type Tree[T, G any] struct {
+	sess    *zksession.Session
+	opts    Options[T, G]
+	log     *slog.Logger
+	metrics *metrics
+
+	snap    atomic.Pointer[Snapshot[G]]
+	updates chan struct{}
+	kick    chan struct{}
+	// lastSync is when the last full re-read completed (unix nanos).
+	lastSync atomic.Int64
+	loaded   atomic.Bool
+
+	// Owned by Run.
+	groups   map[string]*group[T]
+	revision uint64
+
+	malMu     sync.Mutex
+	malformed map[string]int64 // node path → mzxid already reported
+}
+
+type group[T any] struct {
+	items map[string]item[T]
+}
+
+type item[T any] struct {
+	mzxid int64
+	czxid int64
+	val   T
+	bad   bool // malformed: skipped
+}
+
+// New returns a tree over sess. Call Run to fill it.
+func New[T, G any](sess *zksession.Session, opts Options[T, G]) *Tree[T, G] {
+	if opts.ResyncInterval <= 0 {
+		opts.ResyncInterval = 30 * time.Second
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 64
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.MetricsPrefix == "" {
+		opts.MetricsPrefix = "zkgate_tree"
+	}
+	return &Tree[T, G]{
+		sess:      sess,
+		opts:      opts,
+		log:       opts.Logger.With("component", "zktree", "root", opts.Root),
+		metrics:   newMetrics(opts.MetricsPrefix, opts.Registerer),
+		updates:   make(chan struct{}, 1),
+		kick:      make(chan struct{}, 1),
+		groups:    map[string]*group[T]{},
+		malformed: map[string]int64{},
+	}
+}
+
+// Snapshot returns the latest snapshot, or nil before the first full read.
+func (t *Tree[T, G]) Snapshot() *Snapshot[G] { return t.snap.Load() }
+
+// Updates is signalled (capacity one, never closed) after each new snapshot
+// is published; read Snapshot for the content.
+func (t *Tree[T, G]) Updates() <-chan struct{} { return t.updates }
+
+// LastContact returns when the tree was last known to match ZooKeeper: now
+// while the session is connected and the tree loaded, the moment the
+// connection was lost (or the last full re-read, if later) otherwise, zero
+// before the first full read.
+func (t *Tree[T, G]) LastContact() time.Time {
+	if !t.loaded.Load() {
+		return time.Time{}
+	}
+	last := time.Unix(0, t.lastSync.Load())
+	if conn := t.sess.LastConnected(); conn.After(last) {
+		return conn
+	}
+	return last
+}
+
+// Resync asks Run for a full re-read at once (used by reconcilers that
+// distrust what they see). It does not wait.
+func (t *Tree[T, G]) Resync() {
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run follows the tree until ctx ends. It returns ctx's error, or
+// zksession.ErrClosed when the session closes.
+func (t *Tree[T, G]) Run(ctx context.Context) error {
+	hints := t.sess.Hints(t.opts.Root)
+	defer t.sess.RemoveHints(hints)
+	ticker := time.NewTicker(t.opts.ResyncInterval)
+	defer ticker.Stop()
+
+	needFull := true
+	for {
+		if needFull {
+			if err := t.sess.WaitConnected(ctx); err != nil {
+				return err
+			}
+			// Hints that arrived before the re-read are covered by it.
+			hints.Take()
+			if err := t.fullResync(ctx); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				t.log.Warn("full resync failed; retrying", "err", err)
+				select {
+				case <-time.After(500 * time.Millisecond):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				continue
+			}
+			needFull = false
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case _, ok := <-hints.C():
+			if !ok {
+				return zksession.ErrClosed
+			}
+			b := hints.Take()
+			if b.Reconnected || b.NewSession {
+				needFull = true
+				continue
+			}
+			if b.Lost {
+				// Keep the last snapshot (static stability); the next
+				// session triggers a full resync.
+				t.metrics.lost.Inc()
+				continue
+			}
+			if !t.opts.Watch {
+				continue
+			}
+			if err := t.applyHints(ctx, b.Paths); err != nil {
+				t.log.Warn("re-reading after watch events failed; scheduling full resync", "err", err)
+				needFull = true
+			}
+		case <-ticker.C:
+			needFull = true
+		case <-t.kick:
+			needFull = true
+		}
+	}
+}
+
+// fullResync re-reads everything and publishes the result, counting what
+// differs from the state the watches had produced.
+func (t *Tree[T, G]) fullResync(ctx context.Context) error {
+	start := time.Now()
+	names, err := t.children(ctx, t.opts.Root)
+	if errors.Is(err, zksession.ErrNoNode) {
+		names, err = nil, t.watchRootCreation(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("listing %s: %w", t.opts.Root, err)
+	}
+	fresh := make(map[string]*group[T], len(names))
+	var mu sync.Mutex
+	var firstErr error
+	sem := make(chan struct{}, t.opts.Concurrency)
+	var wg sync.WaitGroup
+	for _, name := range names {
+		itemNames, err := t.children(ctx, path.Join(t.opts.Root, name))
+		if errors.Is(err, zksession.ErrNoNode) {
+			continue
+		}
+		if err != nil {
+			wg.Wait()
+			return fmt.Errorf("listing %s/%s: %w", t.opts.Root, name, err)
+		}
+		g := &group[T]{items: make(map[string]item[T], len(itemNames))}
+		fresh[name] = g
+		for _, n := range itemNames {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func(name, n string) {
+				defer func() { <-sem; wg.Done() }()
+				it, ok, err := t.readItem(ctx, name, n)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					if firstErr == nil {
+						firstErr = err
+					}
+					return
+				}
+				if ok {
+					g.items[n] = it
+				}
+			}(name, n)
+		}
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	if t.Snapshot() != nil {
+		t.countDivergence(fresh)
+	}
+	t.groups = fresh
+	t.publish(nil)
+	t.lastSync.Store(time.Now().UnixNano())
+	t.metrics.resyncs.Inc()
+	t.metrics.resyncSeconds.Observe(time.Since(start).Seconds())
+	t.log.Debug("full resync", "groups", len(fresh), "took", time.Since(start))
+	return nil
+}
+
+// watchRootCreation arms a watch for the creation of a missing root.
+func (t *Tree[T, G]) watchRootCreation(ctx context.Context) error {
+	if !t.opts.Watch {
+		return nil
+	}
+	_, _, err := t.sess.ExistsW(ctx, t.opts.Root)
+	return err
+}
+
+func (t *Tree[T, G]) countDivergence(fresh map[string]*group[T]) {
+	report := func(kind, name, n string) {
+		t.metrics.divergence.WithLabelValues(kind).Inc()
+		t.log.Info("resync found what the watches missed", "kind", kind, "group", name, "item", n)
+	}
+	for name, g := range fresh {
+		old := t.groups[name]
+		for n, it := range g.items {
+			var prev item[T]
+			var ok bool
+			if old != nil {
+				prev, ok = old.items[n]
+			}
+			switch {
+			case !ok:
+				report("added", name, n)
+			case prev.mzxid != it.mzxid || prev.czxid != it.czxid:
+				report("changed", name, n)
+			}
+		}
+	}
+	for name, old := range t.groups {
+		g := fresh[name]
+		for n := range old.items {
+			if g == nil {
+				report("removed", name, n)
+			} else if _, ok := g.items[n]; !ok {
+				report("removed", name, n)
+			}
+		}
+	}
+}
+
+// applyHints re-reads the paths that had watch events and publishes the
+// result if anything changed.
+func (t *Tree[T, G]) applyHints(ctx context.Context, paths map[string]struct{}) error {
+	dirty := map[string]bool{}
+	rootChanged := false
+	for p := range paths {
+		if p == t.opts.Root {
+			rootChanged = true
+			continue
+		}
+		rel := strings.TrimPrefix(p, strings.TrimSuffix(t.opts.Root, "/")+"/")
+		parts := strings.Split(rel, "/")
+		switch len(parts) {
+		case 1:
+			if err := t.relistGroup(ctx, parts[0]); err != nil {
+				return err
+			}
+			dirty[parts[0]] = true
+		case 2:
+			changed, err := t.rereadItem(ctx, parts[0], parts[1])
+			if err != nil {
+				return err
+			}
+			if changed {
+				dirty[parts[0]] = true
+			}
+		}
+	}
+	if rootChanged {
+		names, err := t.children(ctx, t.opts.Root)
+		if errors.Is(err, zksession.ErrNoNode) {
+			names, err = nil, t.watchRootCreation(ctx)
+		}
+		if err != nil {
+			return err
+		}
+		present := map[string]bool{}
+		for _, n := range names {
+			present[n] = true
+			if _, ok := t.groups[n]; !ok {
+				if err := t.relistGroup(ctx, n); err != nil {
+					return err
+				}
+				dirty[n] = true
+			}
+		}
+		for n := range t.groups {
+			if !present[n] {
+				delete(t.groups, n)
+				dirty[n] = true
+			}
+		}
+	}
+	if len(dirty) > 0 {
+		t.publish(dirty)
+	}
+	return nil
+}
+
+// relistGroup re-lists one group's items, reading the new ones.
+func (t *Tree[T, G]) relistGroup(ctx context.Context, name string) error {
+	itemNames, err := t.children(ctx, path.Join(t.opts.Root, name))
+	if errors.Is(err, zksession.ErrNoNode) {
+		delete(t.groups, name)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	g := t.groups[name]
+	if g == nil {
+		g = &group[T]{items: map[string]item[T]{}}
+		t.groups[name] = g
+	}
+	present := make(map[string]bool, len(itemNames))
+	for _, n := range itemNames {
+		present[n] = true
+		if _, ok := g.items[n]; ok {
+			continue // its data watch reports changes
+		}
+		it, ok, err := t.readItem(ctx, name, n)
+		if err != nil {
+			return err
+		}
+		if ok {
+			g.items[n] = it
+		}
+	}
+	for n := range g.items {
+		if !present[n] {
+			delete(g.items, n)
+		}
+	}
+	return nil
+}
+
+// rereadItem re-reads one item after a data event.
+func (t *Tree[T, G]) rereadItem(ctx context.Context, name, n string) (bool, error) {
+	g := t.groups[name]
+	it, ok, err := t.readItem(ctx, name, n)
+	if err != nil {
+		return false, err
+	}
+	if !ok {
+		if g != nil {
+			if _, had := g.items[n]; had {
+				delete(g.items, n)
+				return true, nil
+			}
+		}
+		return false, nil
+	}
+	if g == nil {
+		// An item of a group not listed yet: list the group.
+		return true, t.relistGroup(ctx, name)
+	}
+	prev, had := g.items[n]
+	g.items[n] = it
+	return !had || prev.mzxid != it.mzxid || prev.czxid != it.czxid, nil
+}
+
+// readItem reads and parses one item. ok is false when the node is gone.
+func (t *Tree[T, G]) readItem(ctx context.Context, name, n string) (item[T], bool, error) {
+	p := path.Join(t.opts.Root, name, n)
+	var data []byte
+	var st *zksession.Stat
+	var err error
+	if t.opts.Watch {
+		data, st, err = t.sess.GetW(ctx, p)
+	} else {
+		data, st, err = t.sess.Get(ctx, p)
+	}
+	if errors.Is(err, zksession.ErrNoNode) {
+		return item[T]{}, false, nil
+	}
+	if err != nil {
+		return item[T]{}, false, err
+	}
+	it := item[T]{mzxid: st.Mzxid, czxid: st.Czxid}
+	val, perr := t.opts.Parse(name, n, data, st)
+	if perr != nil {
+		it.bad = true
+		t.reportMalformed(p, st.Mzxid, perr)
+		return it, true, nil
+	}
+	it.val = val
+	return it, true, nil
+}
+
+// reportMalformed logs and counts a malformed node once per node version.
+func (t *Tree[T, G]) reportMalformed(p string, mzxid int64, err error) {
+	t.malMu.Lock()
+	defer t.malMu.Unlock()
+	if t.malformed[p] == mzxid {
+		return
+	}
+	t.malformed[p] = mzxid
+	t.metrics.malformed.Inc()
+	t.log.Warn("skipping malformed node", "path", p, "mzxid", mzxid, "err", err)
+}
+
+func (t *Tree[T, G]) children(ctx context.Context, p string) ([]string, error) {
+	var names []string
+	var err error
+	if t.opts.Watch {
+		names, _, err = t.sess.ChildrenW(ctx, p)
+	} else {
+		names, _, err = t.sess.Children(ctx, p)
+	}
+	return names, err
+}
+
+// publish builds and stores a new snapshot. dirty names the groups that
+// changed; nil means all.
+func (t *Tree[T, G]) publish(dirty map[string]bool) {
+	prev := t.snap.Load()
+	var groups map[string]G
+	if prev == nil || dirty == nil {
+		groups = make(map[string]G, len(t.groups))
+		for name, g := range t.groups {
+			if v, ok := t.build(name, g); ok {
+				groups[name] = v
+			}
+		}
+	} else {
+		groups = maps.Clone(prev.Groups)
+		for name := range dirty {
+			g := t.groups[name]
+			if g == nil {
+				delete(groups, name)
+				continue
+			}
+			if v, ok := t.build(name, g); ok {
+				groups[name] = v
+			} else {
+				delete(groups, name)
+			}
+		}
+	}
+	malformed := 0
+	for _, g := range t.groups {
+		for _, it := range g.items {
+			if it.bad {
+				malformed++
+			}
+		}
+	}
+	t.revision++
+	t.snap.Store(&Snapshot[G]{Revision: t.revision, Groups: groups, Malformed: malformed, Time: time.Now()})
+	t.loaded.Store(true)
+	t.metrics.revision.Set(float64(t.revision))
+	t.metrics.malformedNow.Set(float64(malformed))
+	select {
+	case t.updates <- struct{}{}:
+	default:
+	}
+}
+
+func (t *Tree[T, G]) build(name string, g *group[T]) (G, bool) {
+	vals := make([]T, 0, len(g.items))
+	for _, it := range g.items {
+		if !it.bad {
+			vals = append(vals, it.val)
+		}
+	}
+	return t.opts.Build(name, vals)
+}

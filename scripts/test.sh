@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The test command: installs ZooKeeper when missing, then checks formatting,
+# vets and runs every test with the race detector against real ZooKeeper
+# servers started by the project's harness (internal/zktest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh zookeeper
+export ZKGATE_REQUIRE_ZK=1   # never skip ZooKeeper tests silently
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt needed on: $unformatted" >&2
+  exit 1
+fi
+go vet ./...
+go test -race -count=1 -timeout 12m "$@" ./...
