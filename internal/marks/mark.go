@@ -37,6 +37,9 @@ func (m Mark) Encode() []byte {
 // Decode parses node content into a mark for service and addr.
 func Decode(service, addr string, data []byte, mzxid int64) (Mark, error) {
 	var m Mark
+	if _, err := registry.NormalizeAddr(addr); err != nil {
+		return Mark{}, fmt.Errorf("mark %s/%s: %w", service, addr, err)
+	}
 	if err := json.Unmarshal(data, &m); err != nil {
 		return Mark{}, fmt.Errorf("decoding mark %s/%s: %w", service, addr, err)
 	}

@@ -40,6 +40,9 @@ type Options[T, G any] struct {
 	// It is called only for groups that changed. ok false leaves the group
 	// out of the snapshot.
 	Build func(group string, items []T) (g G, ok bool)
+	// Flat follows root/<item> instead: every child of Root is an item of
+	// the single group "".
+	Flat bool
 	// Watch arms watches and follows their hints. When false the tree is
 	// re-read only every ResyncInterval (a polling baseline).
 	Watch bool
@@ -225,12 +228,16 @@ func (t *Tree[T, G]) Run(ctx context.Context) error {
 // differs from the state the watches had produced.
 func (t *Tree[T, G]) fullResync(ctx context.Context) error {
 	start := time.Now()
-	names, err := t.children(ctx, t.opts.Root)
-	if errors.Is(err, zksession.ErrNoNode) {
-		names, err = nil, t.watchRootCreation(ctx)
-	}
-	if err != nil {
-		return fmt.Errorf("listing %s: %w", t.opts.Root, err)
+	names := []string{""}
+	if !t.opts.Flat {
+		var err error
+		names, err = t.children(ctx, t.opts.Root)
+		if errors.Is(err, zksession.ErrNoNode) {
+			names, err = nil, t.watchRootCreation(ctx)
+		}
+		if err != nil {
+			return fmt.Errorf("listing %s: %w", t.opts.Root, err)
+		}
 	}
 	fresh := make(map[string]*group[T], len(names))
 	var mu sync.Mutex
@@ -240,6 +247,11 @@ func (t *Tree[T, G]) fullResync(ctx context.Context) error {
 	for _, name := range names {
 		itemNames, err := t.children(ctx, path.Join(t.opts.Root, name))
 		if errors.Is(err, zksession.ErrNoNode) {
+			if t.opts.Flat {
+				if err := t.watchRootCreation(ctx); err != nil {
+					return err
+				}
+			}
 			continue
 		}
 		if err != nil {
@@ -338,6 +350,9 @@ func (t *Tree[T, G]) applyHints(ctx context.Context, paths map[string]struct{}) 
 		}
 		rel := strings.TrimPrefix(p, strings.TrimSuffix(t.opts.Root, "/")+"/")
 		parts := strings.Split(rel, "/")
+		if t.opts.Flat {
+			parts = append([]string{""}, parts...)
+		}
 		switch len(parts) {
 		case 1:
 			if err := t.relistGroup(ctx, parts[0]); err != nil {
@@ -354,7 +369,12 @@ func (t *Tree[T, G]) applyHints(ctx context.Context, paths map[string]struct{}) 
 			}
 		}
 	}
-	if rootChanged {
+	if rootChanged && t.opts.Flat {
+		if err := t.relistGroup(ctx, ""); err != nil {
+			return err
+		}
+		dirty[""] = true
+	} else if rootChanged {
 		names, err := t.children(ctx, t.opts.Root)
 		if errors.Is(err, zksession.ErrNoNode) {
 			names, err = nil, t.watchRootCreation(ctx)
@@ -390,6 +410,9 @@ func (t *Tree[T, G]) relistGroup(ctx context.Context, name string) error {
 	itemNames, err := t.children(ctx, path.Join(t.opts.Root, name))
 	if errors.Is(err, zksession.ErrNoNode) {
 		delete(t.groups, name)
+		if t.opts.Flat {
+			return t.watchRootCreation(ctx)
+		}
 		return nil
 	}
 	if err != nil {

@@ -1,0 +1,79 @@
+package marks
+
+import (
+	"context"
+	"log/slog"
+	"path"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/zkgate/zkgate/internal/zksession"
+	"github.com/zkgate/zkgate/internal/zktree"
+)
+
+// Dir returns the marks directory under zkgate's root, e.g. /zkgate/marks.
+func Dir(zkRoot string) string { return path.Join(zkRoot, "marks") }
+
+// Path returns the node path of the mark for service/addr.
+func Path(zkRoot, service, addr string) string { return path.Join(Dir(zkRoot), service, addr) }
+
+// Options configure a Cache.
+type Options struct {
+	// ZKRoot is zkgate's root, e.g. /zkgate; marks live under ZKRoot/marks.
+	ZKRoot string
+	// ResyncInterval is how often every mark is re-read even if no watch
+	// fired. Default 30s.
+	ResyncInterval time.Duration
+	Logger         *slog.Logger
+	Registerer     prometheus.Registerer
+}
+
+// Cache follows every mark and publishes Snapshots. Its metrics are named
+// zkgate_marks_….
+type Cache struct {
+	tree *zktree.Tree[Mark, map[string]Mark]
+}
+
+// NewCache returns a cache over sess. Call Run to fill it.
+func NewCache(sess *zksession.Session, opts Options) *Cache {
+	return &Cache{tree: zktree.New(sess, zktree.Options[Mark, map[string]Mark]{
+		Root: Dir(opts.ZKRoot),
+		Parse: func(service, addr string, data []byte, st *zksession.Stat) (Mark, error) {
+			return Decode(service, addr, data, st.Mzxid)
+		},
+		Build: func(_ string, ms []Mark) (map[string]Mark, bool) {
+			out := make(map[string]Mark, len(ms))
+			for _, m := range ms {
+				out[m.Addr] = m
+			}
+			return out, len(out) > 0
+		},
+		Watch:          true,
+		ResyncInterval: opts.ResyncInterval,
+		MetricsPrefix:  "zkgate_marks",
+		Logger:         opts.Logger,
+		Registerer:     opts.Registerer,
+	})}
+}
+
+// Run follows the marks until ctx ends (see zktree.Tree.Run).
+func (c *Cache) Run(ctx context.Context) error { return c.tree.Run(ctx) }
+
+// Snapshot returns the latest snapshot, or nil before the first full read.
+func (c *Cache) Snapshot() *Snapshot {
+	ts := c.tree.Snapshot()
+	if ts == nil {
+		return nil
+	}
+	return &Snapshot{Revision: ts.Revision, Marks: ts.Groups, Malformed: ts.Malformed}
+}
+
+// Updates is signalled (capacity one, never closed) after each new snapshot.
+func (c *Cache) Updates() <-chan struct{} { return c.tree.Updates() }
+
+// LastContact returns when the cache was last known to match ZooKeeper.
+func (c *Cache) LastContact() time.Time { return c.tree.LastContact() }
+
+// Resync asks for a full re-read at once.
+func (c *Cache) Resync() { c.tree.Resync() }
