@@ -1,0 +1,69 @@
+// Package cli implements zkgate's subcommands. Each subcommand is a
+// function of the same shape (Command), so main stays a dispatcher and
+// every command can be run from tests.
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/zkgate/zkgate/internal/version"
+)
+
+// Command runs one subcommand with its arguments and returns the exit
+// code: 0 success, 1 error, 2 a command-specific "not done" (e.g. a drain
+// that timed out). Errors are one readable line on stderr.
+type Command func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+
+type entry struct {
+	run     Command
+	summary string
+}
+
+func commands() map[string]entry {
+	return map[string]entry{
+		"gateway": {RunGateway, "run the gateway (reverse proxy following ZooKeeper)"},
+		"version": {runVersion, "print the version"},
+	}
+}
+
+// Main dispatches to the subcommand named by args[0].
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmds := commands()
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(stdout, cmds)
+		if len(args) == 0 {
+			return 1
+		}
+		return 0
+	}
+	e, ok := cmds[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "zkgate: unknown command %q (see zkgate help)\n", args[0])
+		return 1
+	}
+	return e.run(ctx, args[1:], stdout, stderr)
+}
+
+func usage(w io.Writer, cmds map[string]entry) {
+	names := make([]string, 0, len(cmds))
+	for n := range cmds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	b.WriteString("zkgate — a gateway and control plane that know before an instance goes offline.\n\nUsage: zkgate COMMAND [flags]\n\nCommands:\n")
+	for _, n := range names {
+		fmt.Fprintf(&b, "  %-15s %s\n", n, cmds[n].summary)
+	}
+	b.WriteString("\nRun zkgate COMMAND -h for a command's flags.\n")
+	io.WriteString(w, b.String())
+}
+
+func runVersion(_ context.Context, _ []string, stdout, _ io.Writer) int {
+	fmt.Fprintln(stdout, "zkgate", version.Version)
+	return 0
+}

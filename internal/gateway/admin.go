@@ -1,0 +1,102 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// AdminHandler serves the admin endpoints (gateway.admin_listen):
+//
+//	GET /healthz          200 while the process serves
+//	GET /readyz           200 when the routing state is loaded and fresh; 503
+//	                      with {"ready":false,"reason":...} before the first
+//	                      Update, after Shutdown began, or when ZooKeeper was
+//	                      last in contact longer than gateway.stale_after ago
+//	GET /metrics          Prometheus metrics
+//	GET /admin/instances  {"registry_revision":..,"marks_revision":..,
+//	                      "services":{"<service>":[InstanceStatus...]}}
+func (g *Gateway) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", g.serveReadyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g.gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /admin/instances", g.serveInstances)
+	return mux
+}
+
+// Readiness is the body of /readyz.
+type Readiness struct {
+	Ready            bool       `json:"ready"`
+	Reason           string     `json:"reason,omitempty"`
+	LastContact      *time.Time `json:"last_contact,omitempty"`
+	RegistryRevision uint64     `json:"registry_revision"`
+	MarksRevision    uint64     `json:"marks_revision"`
+}
+
+// Ready reports whether the gateway should receive traffic, and why not.
+func (g *Gateway) Ready() Readiness {
+	var rd Readiness
+	rd.RegistryRevision, rd.MarksRevision = g.AppliedRevision()
+	switch {
+	case g.closing.Load():
+		rd.Reason = "shutting down"
+	case g.table.Load() == nil:
+		rd.Reason = "routing state not loaded yet"
+	case g.sync != nil:
+		last := g.sync.LastContact()
+		if last.IsZero() {
+			rd.Reason = "routing state never synchronized with ZooKeeper"
+			break
+		}
+		rd.LastContact = &last
+		if age := g.now().Sub(last); age > g.cfg.StaleAfter {
+			rd.Reason = "routing state is stale: last contact with ZooKeeper " +
+				age.Round(time.Millisecond).String() + " ago (stale_after " + g.cfg.StaleAfter.String() + ")"
+			break
+		}
+		rd.Ready = true
+	default:
+		rd.Ready = true
+	}
+	return rd
+}
+
+func (g *Gateway) serveReadyz(w http.ResponseWriter, r *http.Request) {
+	rd := g.Ready()
+	code := http.StatusOK
+	if !rd.Ready {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSONValue(w, code, rd)
+}
+
+func (g *Gateway) serveInstances(w http.ResponseWriter, r *http.Request) {
+	out := struct {
+		RegistryRevision uint64                      `json:"registry_revision"`
+		MarksRevision    uint64                      `json:"marks_revision"`
+		Services         map[string][]InstanceStatus `json:"services"`
+	}{Services: map[string][]InstanceStatus{}}
+	out.RegistryRevision, out.MarksRevision = g.AppliedRevision()
+	for _, s := range g.services {
+		out.Services[s.name] = []InstanceStatus{}
+	}
+	for _, st := range g.InstanceStates() {
+		out.Services[st.Service] = append(out.Services[st.Service], st)
+	}
+	writeJSONValue(w, http.StatusOK, out)
+}
+
+func writeJSONValue(w http.ResponseWriter, code int, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, code, append(b, '\n'))
+}

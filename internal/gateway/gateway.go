@@ -1,0 +1,351 @@
+// Package gateway is zkgate's data plane: a reverse proxy whose routing
+// table is the service registry minus the instances that are out of
+// rotation (drain-marked, not UP, or ejected by passive outlier detection).
+//
+// The package is split by concern, like Caddy's reverseproxy module:
+//
+//	gateway.go   Gateway, Options, Update and the state accessors
+//	routes.go    matching requests to routes (prefix, host, strip_prefix)
+//	table.go     building immutable routing tables; instance states
+//	hosts.go     per-address state kept across tables (in-flight, ejection, warm-up)
+//	balancer.go  least-requests (power of two choices) and round robin
+//	proxy.go     ServeHTTP, the retrying RoundTripper, body accounting
+//	admin.go     /healthz /readyz /metrics /admin/instances
+//	metrics.go   Prometheus collectors
+//
+// Routing state flows one way: the caller hands Update immutable registry
+// and marks snapshots; Update builds a new table and swaps it in with one
+// atomic store. The request path reads the current table with one atomic
+// load and takes no lock of its own.
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/zkgate/zkgate/internal/config"
+	"github.com/zkgate/zkgate/internal/marks"
+	"github.com/zkgate/zkgate/internal/registry"
+)
+
+// SyncStatus tells how fresh the routing state is.
+type SyncStatus interface {
+	// LastContact returns when the routing state was last known to match
+	// ZooKeeper: time.Now() while the session is connected and the caches
+	// are loaded, the moment the connection was lost while it is not. The
+	// zero time means the state was never loaded.
+	LastContact() time.Time
+}
+
+// Options are a Gateway's collaborators. Every field is optional.
+type Options struct {
+	// Logger receives errors and routing events (never one line per
+	// request that succeeded). Default: discard.
+	Logger *slog.Logger
+	// Registerer receives the gateway's metrics. Default: a new registry
+	// of the gateway's own (never the global one).
+	Registerer prometheus.Registerer
+	// Gatherer serves /metrics. Default: Registerer when it is a Gatherer
+	// (a *prometheus.Registry is), else the gateway's own registry.
+	Gatherer prometheus.Gatherer
+	// Sync drives /readyz staleness. Nil: the state never goes stale.
+	Sync SyncStatus
+	// Now is the clock for mark expiry, warm-up, ejection and staleness.
+	// Default time.Now. (Request durations always use the real clock.)
+	Now func() time.Time
+}
+
+// Gateway is the data plane. It is an http.Handler (the proxy); its admin
+// endpoints are served by AdminHandler. Create it with New, feed it with
+// Update.
+type Gateway struct {
+	cfg      config.Gateway
+	log      *slog.Logger
+	now      func() time.Time
+	sync     SyncStatus
+	gatherer prometheus.Gatherer
+	metrics  *metrics
+
+	routes   *routeSet
+	services []*service
+	balancer balancer
+	retries  int
+	failOpen bool
+	warmup   int64 // ns
+
+	transport     http.RoundTripper // tests may replace it
+	httpTransport *http.Transport
+	bufPool       bufferPool
+	bodyNoRoute   []byte
+
+	table   atomic.Pointer[table]
+	changes chan struct{}
+	closing atomic.Bool
+
+	mu     sync.Mutex // serializes table building
+	reg    *registry.Snapshot
+	mk     *marks.Snapshot
+	loaded bool
+	expiry *time.Timer
+
+	upMu     sync.Mutex
+	upgrades map[*upgradeBody]struct{}
+}
+
+// New builds a gateway for cfg. Unset keys get the defaults of package
+// config. It routes nothing until the first Update.
+func New(cfg config.Gateway, opts Options) (*Gateway, error) {
+	if cfg.Retries == nil {
+		n := config.DefaultRetries
+		cfg.Retries = &n
+	}
+	if cfg.FailOpen == nil {
+		b := true
+		cfg.FailOpen = &b
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = config.DefaultDialTimeout
+	}
+	if cfg.StaleAfter == 0 {
+		cfg.StaleAfter = config.DefaultStaleAfter
+	}
+	if cfg.MaxIdleConnsPerHost == 0 {
+		cfg.MaxIdleConnsPerHost = config.DefaultMaxIdlePerHost
+	}
+	if cfg.Balancer == "" {
+		cfg.Balancer = config.BalancerLeastRequests
+	}
+	bal, ok := parseBalancer(cfg.Balancer)
+	if !ok {
+		return nil, fmt.Errorf("gateway.balancer: %q is not %s or %s", cfg.Balancer, config.BalancerLeastRequests, config.BalancerRoundRobin)
+	}
+	if *cfg.Retries < 0 || *cfg.Retries > 10 {
+		return nil, errors.New("gateway.retries must be between 0 and 10")
+	}
+	if cfg.DialTimeout < 0 || cfg.StaleAfter < 0 || cfg.Warmup < 0 {
+		return nil, errors.New("gateway: durations must be positive")
+	}
+	rs, err := newRouteSet(cfg.Routes)
+	if err != nil {
+		return nil, fmt.Errorf("gateway.%w", err)
+	}
+
+	g := &Gateway{
+		cfg:         cfg,
+		log:         opts.Logger,
+		now:         opts.Now,
+		sync:        opts.Sync,
+		routes:      rs,
+		balancer:    bal,
+		retries:     *cfg.Retries,
+		failOpen:    *cfg.FailOpen,
+		warmup:      int64(cfg.Warmup),
+		changes:     make(chan struct{}, 1),
+		upgrades:    map[*upgradeBody]struct{}{},
+		bodyNoRoute: []byte(`{"error":"no route"}`),
+	}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	reg, gath := opts.Registerer, opts.Gatherer
+	if reg == nil {
+		r := prometheus.NewRegistry()
+		reg = r
+		if gath == nil {
+			gath = r
+		}
+	}
+	if gath == nil {
+		if gg, ok := reg.(prometheus.Gatherer); ok {
+			gath = gg
+		} else {
+			gath = prometheus.NewRegistry() // serves an empty /metrics
+		}
+	}
+	g.gatherer = gath
+	if g.metrics, err = newMetrics(reg, g); err != nil {
+		return nil, fmt.Errorf("registering gateway metrics: %w", err)
+	}
+
+	byName := map[string]*service{}
+	for _, rt := range rs.routes {
+		s := byName[rt.service]
+		if s == nil {
+			s = g.newService(rt.service, len(g.services))
+			byName[rt.service] = s
+			g.services = append(g.services, s)
+		}
+		rt.svc = s
+	}
+	g.httpTransport = newTransport(cfg)
+	g.transport = g.httpTransport
+	for _, rt := range rs.routes {
+		g.initRoute(rt)
+	}
+	return g, nil
+}
+
+func (g *Gateway) newService(name string, idx int) *service {
+	body := func(msg string) []byte {
+		b, _ := json.Marshal(struct {
+			Error   string `json:"error"`
+			Service string `json:"service"`
+		}{msg, name})
+		return b
+	}
+	return &service{
+		name:          name,
+		idx:           idx,
+		warmup:        g.warmup,
+		hosts:         map[string]*host{},
+		metrics:       g.metrics.forService(name),
+		errNoInstance: &noInstanceError{service: name},
+		body502:       body("upstream connection failed"),
+		body503:       body("no instance available"),
+		body504:       body("upstream timeout"),
+	}
+}
+
+// Update builds a routing table from a registry and a marks snapshot and
+// swaps it in. Either may be nil (nothing registered, nothing marked). The
+// snapshots must not be modified afterwards. Per-address state (in-flight
+// requests, ejection, warm-up) carries over from the previous table for
+// every address still registered. Safe for concurrent use.
+func (g *Gateway) Update(reg *registry.Snapshot, mk *marks.Snapshot) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.reg, g.mk, g.loaded = reg, mk, true
+	g.rebuildLocked()
+}
+
+// AppliedRevision returns the revisions of the registry and marks
+// snapshots of the routing table in use (0, 0 before the first Update; 0
+// for a nil snapshot).
+func (g *Gateway) AppliedRevision() (reg, marks uint64) {
+	if t := g.table.Load(); t != nil {
+		return t.regRev, t.marksRev
+	}
+	return 0, 0
+}
+
+// Changes returns a channel of capacity 1 that receives a value, sent
+// without blocking (so several events merge into one), after every routing
+// table is applied and whenever the in-flight count of a marked instance
+// changes. The reader re-reads InstanceStates and AppliedRevision. The
+// channel is never closed.
+//
+// Guarantee for confirmed drains: once Changes has fired after the Update
+// that marked an instance, the in-flight count InstanceStates reports for
+// it includes every request that will ever be sent to it (a request that
+// picked it from an older table either was counted already or picks
+// again), unless the gateway fails open to it.
+func (g *Gateway) Changes() <-chan struct{} { return g.changes }
+
+func (g *Gateway) signal() {
+	select {
+	case g.changes <- struct{}{}:
+	default:
+	}
+}
+
+// InstanceStates returns every instance of every routed service, sorted by
+// service and address, as of now. Instances that left the registry are
+// included (state gone) while requests to them are in flight.
+func (g *Gateway) InstanceStates() []InstanceStatus {
+	t := g.table.Load()
+	if t == nil {
+		return nil
+	}
+	now := g.now().UnixNano()
+	var out []InstanceStatus
+	for _, p := range t.pools {
+		p.each(now, func(st InstanceStatus) { out = append(out, st) })
+	}
+	sort.SliceStable(out, func(a, b int) bool {
+		if out[a].Service != out[b].Service {
+			return out[a].Service < out[b].Service
+		}
+		return out[a].Addr < out[b].Addr
+	})
+	return out
+}
+
+// InFlight returns the number of requests in flight to all instances
+// (upgraded connections included).
+func (g *Gateway) InFlight() int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var n int64
+	for _, s := range g.services {
+		for _, h := range s.hosts {
+			n += h.inflight.Load()
+		}
+	}
+	return n
+}
+
+// Shutdown prepares for exit: /readyz fails from now on, and Shutdown
+// waits until no request is in flight to any instance, then closes idle
+// upstream connections. Call it together with (or after)
+// http.Server.Shutdown on the proxy's server: the server waits for
+// handlers but not for hijacked (upgraded) connections, which Shutdown
+// waits for too. When ctx ends first, upgraded connections are closed and
+// ctx's error returned; requests still in flight then end as the servers
+// close their connections.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.closing.Store(true)
+	g.mu.Lock()
+	if g.expiry != nil {
+		g.expiry.Stop()
+		g.expiry = nil
+	}
+	g.mu.Unlock()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for g.InFlight() > 0 {
+		select {
+		case <-ctx.Done():
+			g.closeUpgrades()
+			g.httpTransport.CloseIdleConnections()
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	g.httpTransport.CloseIdleConnections()
+	return nil
+}
+
+func (g *Gateway) trackUpgrade(u *upgradeBody, add bool) {
+	g.upMu.Lock()
+	if add {
+		g.upgrades[u] = struct{}{}
+	} else {
+		delete(g.upgrades, u)
+	}
+	g.upMu.Unlock()
+}
+
+func (g *Gateway) closeUpgrades() {
+	g.upMu.Lock()
+	us := make([]*upgradeBody, 0, len(g.upgrades))
+	for u := range g.upgrades {
+		us = append(us, u)
+	}
+	g.upMu.Unlock()
+	for _, u := range us {
+		u.Close()
+	}
+}

@@ -1,0 +1,157 @@
+package gateway
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Passive outlier detection: a host that fails ejectAfter connection
+// attempts in a row is taken out of rotation for ejectBase, doubling with
+// every ejection that follows without a success in between, up to ejectMax.
+const (
+	ejectAfter = 3
+	ejectBase  = 10 * time.Second
+	ejectMax   = 2 * time.Minute
+
+	// minWeight is the weight a warming host starts at; it ramps linearly
+	// to 1 over the configured warm-up.
+	minWeight = 0.1
+)
+
+// Host flags, set by the table builder after the table they describe has
+// been published.
+const (
+	// flagMarked: a drain mark applies to the host (fail-open or not). The
+	// host signals Gateway.Changes whenever its in-flight count changes.
+	flagMarked uint32 = 1 << iota
+	// flagExcluded: the host is not in the rotation of the latest table. A
+	// request that picked it from an older table undoes its in-flight count
+	// and picks again.
+	flagExcluded
+)
+
+// host is the state zkgate keeps for one address of one service. It
+// outlives routing tables: the table builder carries it over while the
+// address stays in the registry (and, while requests to it are still in
+// flight, after it left), the way Caddy's host pool keeps upstream state
+// across config reloads. Everything the request path touches is atomic.
+type host struct {
+	service string
+	addr    string
+	changes chan struct{} // Gateway.changes
+
+	inflight atomic.Int64
+	flags    atomic.Uint32
+
+	fails        atomic.Int32 // consecutive connection failures
+	ejections    atomic.Int32 // ejections since the last success, for the backoff
+	ejectedUntil atomic.Int64 // unix ns; 0 when never ejected
+	warmStart    atomic.Int64 // unix ns the warm-up began; 0 when not warming
+
+	requests atomic.Uint64 // responses received from the host
+	failures atomic.Uint64 // connection failures
+
+	// Guarded by Gateway.mu; only the table builder uses them.
+	czxid   int64 // registration the host was last seen with
+	inRot   bool  // in rotation in the latest table
+	present bool  // in the registry in the latest table
+	marked  bool  // a mark applied in the latest table
+}
+
+func newHost(service, addr string, changes chan struct{}) *host {
+	return &host{service: service, addr: addr, changes: changes}
+}
+
+// signal tells Gateway.Changes' reader that something changed, without
+// blocking.
+func (h *host) signal() {
+	select {
+	case h.changes <- struct{}{}:
+	default:
+	}
+}
+
+// acquire counts one request in flight to h. It returns false, with the
+// count undone, when h is no longer in rotation (the caller picked it from
+// a table older than the latest one) and the caller must pick again.
+//
+// Together with the table builder (publish the table, then set the flags,
+// then signal Changes), this guarantees that once Changes has fired after
+// an Update that marked h, h's in-flight count includes every request that
+// will ever be sent to it.
+func (h *host) acquire() bool {
+	h.inflight.Add(1)
+	f := h.flags.Load()
+	if f == 0 {
+		return true
+	}
+	if f&flagExcluded != 0 {
+		h.release()
+		return false
+	}
+	h.signal() // marked but in rotation: failing open
+	return true
+}
+
+// release ends one request counted by acquire.
+func (h *host) release() {
+	h.inflight.Add(-1)
+	if h.flags.Load()&flagMarked != 0 {
+		h.signal()
+	}
+}
+
+// succeeded records a response from h: the consecutive failure count is
+// reset, and so is the ejection backoff once the host is out of ejection.
+func (h *host) succeeded(now func() time.Time) {
+	h.requests.Add(1)
+	if h.fails.Load() != 0 {
+		h.fails.Store(0)
+	}
+	if h.ejections.Load() != 0 {
+		if u := h.ejectedUntil.Load(); u == 0 || now().UnixNano() >= u {
+			h.ejections.Store(0)
+		}
+	}
+}
+
+// connFailed records a connection failure and reports for how long h was
+// ejected because of it (0 when it was not).
+func (h *host) connFailed(now int64) time.Duration {
+	h.failures.Add(1)
+	if h.fails.Add(1) < ejectAfter {
+		return 0
+	}
+	h.fails.Store(0)
+	n := h.ejections.Add(1)
+	d := ejectMax
+	if n <= 4 {
+		d = min(ejectBase<<(n-1), ejectMax)
+	}
+	h.ejectedUntil.Store(now + int64(d))
+	return d
+}
+
+// ejectedAt reports whether h is ejected at now (unix ns).
+func (h *host) ejectedAt(now int64) bool {
+	u := h.ejectedUntil.Load()
+	return u != 0 && now < u
+}
+
+// weightAt returns h's balancing weight at now (unix ns): 1, or during a
+// warm-up of length warmup (ns) a value ramping linearly from minWeight.
+func (h *host) weightAt(now, warmup int64) float64 {
+	ws := h.warmStart.Load()
+	if ws == 0 {
+		return 1
+	}
+	el := now - ws
+	if el >= warmup {
+		h.warmStart.CompareAndSwap(ws, 0) // done: later picks skip the clock
+		return 1
+	}
+	if el < 0 {
+		el = 0
+	}
+	return minWeight + (1-minWeight)*float64(el)/float64(warmup)
+}

@@ -1,0 +1,168 @@
+package gateway
+
+import (
+	"strconv"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Upstream error kinds, the kind label of zkgate_upstream_errors_total.
+const (
+	kindConnect = iota // could not connect (refused, unreachable, dial timeout)
+	kindTimeout        // the route's timeout, or an I/O timeout
+	kindReset          // the connection broke (reset, EOF before a response)
+	kindOther
+	numKinds
+)
+
+var kindNames = [numKinds]string{"connect", "timeout", "reset", "other"}
+
+// metrics are the gateway's Prometheus collectors. Label children are
+// resolved when the gateway is built (routes and services are fixed), so
+// the request path only touches atomics.
+type metrics struct {
+	requests       *prometheus.CounterVec
+	duration       *prometheus.HistogramVec
+	retries        *prometheus.CounterVec
+	upstreamErrors *prometheus.CounterVec
+	failOpen       *prometheus.CounterVec
+	ejections      *prometheus.CounterVec
+	noRoute        prometheus.Counter
+}
+
+var durationBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+
+func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "zkgate_requests_total",
+			Help: "Requests handled by the gateway, by route, service and response status (499: the client went away).",
+		}, []string{"route", "service", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "zkgate_request_duration_seconds",
+			Help:    "Time from receiving a request to the end of its response (or of its upgraded connection).",
+			Buckets: durationBuckets,
+		}, []string{"route", "service"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "zkgate_retries_total",
+			Help: "Requests sent to another instance after connecting to one failed before anything was sent.",
+		}, []string{"service"}),
+		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "zkgate_upstream_errors_total",
+			Help: "Failed exchanges with instances, by kind (connect, timeout, reset, other).",
+		}, []string{"service", "kind"}),
+		failOpen: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "zkgate_fail_open_total",
+			Help: "Requests sent to marked instances because every instance of the service was marked.",
+		}, []string{"service"}),
+		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "zkgate_ejections_total",
+			Help: "Instances taken out of rotation by passive outlier detection (consecutive connection failures).",
+		}, []string{"service"}),
+	}
+	m.noRoute = m.requests.WithLabelValues("", "", "404")
+	for _, c := range []prometheus.Collector{
+		m.requests, m.duration, m.retries, m.upstreamErrors, m.failOpen, m.ejections, &stateCollector{g: g},
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// serviceMetrics are the children of one service.
+type serviceMetrics struct {
+	retries   prometheus.Counter
+	errors    [numKinds]prometheus.Counter
+	failOpen  prometheus.Counter
+	ejections prometheus.Counter
+}
+
+func (m *metrics) forService(name string) serviceMetrics {
+	sm := serviceMetrics{
+		retries:   m.retries.WithLabelValues(name),
+		failOpen:  m.failOpen.WithLabelValues(name),
+		ejections: m.ejections.WithLabelValues(name),
+	}
+	for k := range sm.errors {
+		sm.errors[k] = m.upstreamErrors.WithLabelValues(name, kindNames[k])
+	}
+	return sm
+}
+
+// routeMetrics are the children of one route. Status codes are resolved
+// on first use and cached in an array, so counting is a load and an add.
+type routeMetrics struct {
+	vec      *prometheus.CounterVec
+	route    string
+	service  string
+	duration prometheus.Observer
+	codes    [600]atomic.Pointer[codeCounter]
+}
+
+type codeCounter struct{ c prometheus.Counter }
+
+func (m *metrics) forRoute(rm *routeMetrics, route, service string) {
+	rm.vec, rm.route, rm.service = m.requests, route, service
+	rm.duration = m.duration.WithLabelValues(route, service)
+}
+
+func (rm *routeMetrics) count(code int) {
+	if code < 0 || code >= len(rm.codes) {
+		rm.vec.WithLabelValues(rm.route, rm.service, strconv.Itoa(code)).Inc()
+		return
+	}
+	c := rm.codes[code].Load()
+	if c == nil {
+		c = &codeCounter{rm.vec.WithLabelValues(rm.route, rm.service, strconv.Itoa(code))}
+		rm.codes[code].Store(c) // a racing store holds the same child
+	}
+	c.c.Inc()
+}
+
+// stateCollector reports instance states and in-flight requests, computed
+// from the current routing table at scrape time (nothing on the request
+// path).
+type stateCollector struct{ g *Gateway }
+
+var (
+	instancesDesc = prometheus.NewDesc("zkgate_instances",
+		"Instances of each routed service by state (warming, serving, draining, drained, down, ejected, gone).",
+		[]string{"service", "state"}, nil)
+	inflightDesc = prometheus.NewDesc("zkgate_inflight",
+		"Requests in flight to the instances of each routed service (upgraded connections included).",
+		[]string{"service"}, nil)
+	revisionDesc = prometheus.NewDesc("zkgate_applied_revision",
+		"Revision of the registry and marks snapshots the current routing table was built from.",
+		[]string{"source"}, nil)
+)
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- instancesDesc
+	ch <- inflightDesc
+	ch <- revisionDesc
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	t := c.g.table.Load()
+	if t == nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(revisionDesc, prometheus.GaugeValue, float64(t.regRev), "registry")
+	ch <- prometheus.MustNewConstMetric(revisionDesc, prometheus.GaugeValue, float64(t.marksRev), "marks")
+	now := c.g.now().UnixNano()
+	for _, p := range t.pools {
+		var counts [numStates]int
+		var inflight int64
+		p.each(now, func(st InstanceStatus) {
+			counts[stateIndex(st.State)]++
+			inflight += st.InFlight
+		})
+		for i, n := range counts {
+			ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(n), p.svc.name, stateNames[i])
+		}
+		ch <- prometheus.MustNewConstMetric(inflightDesc, prometheus.GaugeValue, float64(inflight), p.svc.name)
+	}
+}

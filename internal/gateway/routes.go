@@ -1,0 +1,158 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/zkgate/zkgate/internal/config"
+)
+
+// route is one configured route. Routes are fixed for the life of a
+// Gateway; only the instances behind them change.
+type route struct {
+	prefix  string
+	host    string // lower case, no port; "" matches any host
+	service string
+	svc     *service
+	strip   bool
+	timeout time.Duration
+	name    string // metrics label: host+prefix
+
+	proxy   *httputil.ReverseProxy
+	metrics routeMetrics
+}
+
+// routeSet matches requests to routes: the longest prefix wins, and among
+// equal prefixes a route with a host wins over one without. Matching is a
+// linear scan of the routes in that order, which allocates nothing and is
+// fast for the tens of routes a gateway has.
+type routeSet struct {
+	routes  []*route
+	anyHost bool // some route has a host: parse the request's
+}
+
+func newRouteSet(cfg []config.Route) (*routeSet, error) {
+	rs := &routeSet{}
+	seen := map[string]bool{}
+	for i, c := range cfg {
+		if !strings.HasPrefix(c.Prefix, "/") {
+			return nil, fmt.Errorf("routes[%d].prefix: %q must start with /", i, c.Prefix)
+		}
+		if c.Service == "" || strings.Contains(c.Service, "/") {
+			return nil, fmt.Errorf("routes[%d].service: must be a service name without /", i)
+		}
+		if c.Timeout < 0 {
+			return nil, fmt.Errorf("routes[%d].timeout must be positive", i)
+		}
+		h := normalizeHost(c.Host)
+		if seen[h+" "+c.Prefix] {
+			return nil, fmt.Errorf("routes[%d]: duplicate route for host %q prefix %q", i, c.Host, c.Prefix)
+		}
+		seen[h+" "+c.Prefix] = true
+		rs.routes = append(rs.routes, &route{
+			prefix:  c.Prefix,
+			host:    h,
+			service: c.Service,
+			strip:   c.StripPrefix,
+			timeout: c.Timeout,
+			name:    h + c.Prefix,
+		})
+		if h != "" {
+			rs.anyHost = true
+		}
+	}
+	if len(rs.routes) == 0 {
+		return nil, errors.New("at least one route is required")
+	}
+	sort.SliceStable(rs.routes, func(a, b int) bool {
+		ra, rb := rs.routes[a], rs.routes[b]
+		if len(ra.prefix) != len(rb.prefix) {
+			return len(ra.prefix) > len(rb.prefix)
+		}
+		return ra.host != "" && rb.host == ""
+	})
+	return rs, nil
+}
+
+// match returns the route for r, or nil.
+func (rs *routeSet) match(r *http.Request) *route {
+	path := r.URL.Path
+	var host string
+	if rs.anyHost {
+		host = requestHost(r.Host)
+	}
+	for _, rt := range rs.routes {
+		if rt.host != "" && !strings.EqualFold(rt.host, host) {
+			continue
+		}
+		if matchPrefix(path, rt.prefix) {
+			return rt
+		}
+	}
+	return nil
+}
+
+// matchPrefix reports whether path is under prefix. A prefix ending in "/"
+// also matches the path without that slash ("/orders" for "/orders/").
+func matchPrefix(path, prefix string) bool {
+	if strings.HasPrefix(path, prefix) {
+		return true
+	}
+	n := len(prefix) - 1
+	return n > 0 && prefix[n] == '/' && len(path) == n && path == prefix[:n]
+}
+
+// stripPrefix removes prefix from u's path, keeping a leading "/". The
+// slash that ends a prefix is kept, so "/orders/x" under "/orders/" becomes
+// "/x" without allocating.
+func stripPrefix(u *url.URL, prefix string) {
+	n := len(prefix)
+	if prefix[n-1] == '/' {
+		n--
+	}
+	u.Path = restPath(u.Path, n)
+	if u.RawPath != "" {
+		if strings.HasPrefix(u.RawPath, prefix[:n]) {
+			u.RawPath = restPath(u.RawPath, n)
+		} else {
+			u.RawPath = "" // re-encoded from Path
+		}
+	}
+}
+
+func restPath(p string, n int) string {
+	if n >= len(p) {
+		return "/"
+	}
+	p = p[n:]
+	if p[0] != '/' {
+		return "/" + p
+	}
+	return p
+}
+
+// requestHost returns the host of a Host header without port, brackets or
+// trailing dot (not lower-cased: compare with strings.EqualFold).
+func requestHost(h string) string {
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && strings.IndexByte(h[i:], ']') < 0 {
+		h = h[:i]
+	}
+	if len(h) > 1 && h[0] == '[' && h[len(h)-1] == ']' {
+		h = h[1 : len(h)-1]
+	}
+	return strings.TrimSuffix(h, ".")
+}
+
+func normalizeHost(h string) string {
+	h = strings.TrimSpace(h)
+	if strings.Count(h, ":") > 1 && !strings.HasPrefix(h, "[") {
+		return strings.ToLower(h) // bare IPv6 literal
+	}
+	return strings.ToLower(requestHost(h))
+}

@@ -1,0 +1,327 @@
+package gateway
+
+import (
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/zkgate/zkgate/internal/marks"
+	"github.com/zkgate/zkgate/internal/registry"
+)
+
+// Instance states (DESIGN.md §4), as InstanceStatus.State and the state
+// label of zkgate_instances.
+const (
+	// StateWarming: in rotation, weight still ramping up after the address
+	// (re)appeared or stopped being marked.
+	StateWarming = "warming"
+	// StateServing: in rotation at full weight.
+	StateServing = "serving"
+	// StateDraining: a mark applies and requests are still in flight.
+	StateDraining = "draining"
+	// StateDrained: a mark applies and nothing is in flight.
+	StateDrained = "drained"
+	// StateDown: the registry says the instance is not UP
+	// (instance_status OUT_OF_SERVICE and the like).
+	StateDown = "down"
+	// StateEjected: taken out for a while by passive outlier detection.
+	StateEjected = "ejected"
+	// StateGone: no longer in the registry, requests still in flight. Only
+	// reported while something is in flight.
+	StateGone = "gone"
+)
+
+var stateNames = [...]string{StateWarming, StateServing, StateDraining, StateDrained, StateDown, StateEjected, StateGone}
+
+const numStates = len(stateNames)
+
+func stateIndex(s string) int {
+	for i, n := range stateNames {
+		if n == s {
+			return i
+		}
+	}
+	return 0
+}
+
+// InstanceStatus is what the gateway knows about one instance of a routed
+// service.
+type InstanceStatus struct {
+	Service string `json:"service"`
+	Addr    string `json:"addr"`
+	// State is one of the State* constants.
+	State string `json:"state"`
+	// InFlight counts requests sent to the instance whose response has not
+	// ended yet (upgraded connections count until they close).
+	InFlight int64 `json:"in_flight"`
+	// Marked: a drain mark applies to the instance (zxid rule, not
+	// expired).
+	Marked       bool   `json:"marked"`
+	MarkReason   string `json:"mark_reason,omitempty"`
+	MarkDeployID string `json:"mark_deploy_id,omitempty"`
+	// FailOpen: the instance is marked but still takes requests, because
+	// every instance of its service is marked.
+	FailOpen bool `json:"fail_open,omitempty"`
+	// Weight is the balancing weight: 1, less while warming, 0 when the
+	// instance takes no new requests.
+	Weight float64 `json:"weight"`
+	// Status is the registry's instance_status.
+	Status     string    `json:"status,omitempty"`
+	Czxid      int64     `json:"czxid"`
+	Registered time.Time `json:"registered"`
+	// Requests counts responses received from the address, ConnectFailures
+	// failed attempts to connect or exchange with it, since the gateway
+	// first saw it (reset when the address leaves the registry).
+	Requests        uint64 `json:"requests"`
+	ConnectFailures uint64 `json:"connect_failures"`
+}
+
+// service is a service some route sends to. Services are fixed for the
+// life of a Gateway.
+type service struct {
+	name    string
+	idx     int              // index in table.pools
+	warmup  int64            // ns, Gateway.warmup
+	hosts   map[string]*host // by address; guarded by Gateway.mu
+	metrics serviceMetrics
+
+	errNoInstance error
+	body502       []byte
+	body503       []byte
+	body504       []byte
+}
+
+// table is one immutable routing table, swapped atomically by Update.
+type table struct {
+	pools    []*pool // by service.idx
+	regRev   uint64
+	marksRev uint64
+}
+
+// pool is the routing state of one service in one table.
+type pool struct {
+	svc      *service
+	balancer balancer
+	members  []member   // every registered instance, by address
+	active   []*host    // the rotation
+	gone     []goneHost // left the registry, requests still in flight
+	failOpen bool       // active holds marked instances
+	rr       atomic.Uint64
+}
+
+// goneHost is a host that left the registry, with what the builder knew
+// of it (its mutable fields belong to the builder).
+type goneHost struct {
+	h      *host
+	czxid  int64
+	marked bool
+}
+
+type member struct {
+	h      *host
+	inst   *registry.Instance
+	marked bool
+	mark   marks.Mark
+	active bool
+}
+
+// rebuildLocked builds a table from g.reg and g.mk at the current time,
+// publishes it, then updates host flags and signals Changes (in that order:
+// see host.acquire). g.mu must be held.
+func (g *Gateway) rebuildLocked() {
+	now := g.now()
+	nowNs := now.UnixNano()
+	first := g.table.Load() == nil
+	t := &table{pools: make([]*pool, len(g.services))}
+	if g.reg != nil {
+		t.regRev = g.reg.Revision
+	}
+	if g.mk != nil {
+		t.marksRev = g.mk.Revision
+	}
+	var nextExpiry int64 // ms
+	var dropped []*host
+	for i, s := range g.services {
+		ins := g.reg.Instances(s.name)
+		p := &pool{svc: s, balancer: g.balancer, members: make([]member, len(ins))}
+		hosts := make(map[string]*host, len(ins))
+		var markedUp []*host
+		for k := range ins {
+			in := &ins[k]
+			mk, hasMark := g.mk.Get(s.name, in.Addr)
+			marked := hasMark && mk.AppliesTo(*in, now)
+			if marked && mk.ExpiresMs > 0 && (nextExpiry == 0 || mk.ExpiresMs < nextExpiry) {
+				nextExpiry = mk.ExpiresMs
+			}
+			up := in.Up()
+			inRot := up && !marked
+			h := s.hosts[in.Addr]
+			if h == nil {
+				h = newHost(s.name, in.Addr, g.changes)
+			}
+			if g.warmup > 0 {
+				switch {
+				case !inRot:
+					h.warmStart.Store(0)
+				case !h.present && first:
+					// The gateway starts: only instances that registered
+					// recently (by ctime, the best hint there is) warm up.
+					if reg := in.Registered.UnixNano(); nowNs-reg < g.warmup {
+						h.warmStart.Store(min(reg, nowNs))
+					}
+				case !h.present, h.czxid != in.Czxid, !h.inRot:
+					// (Re)appeared, re-registered, or back in rotation.
+					h.warmStart.Store(nowNs)
+				}
+			}
+			h.czxid, h.present, h.marked = in.Czxid, true, marked
+			hosts[in.Addr] = h
+			m := &p.members[k]
+			m.h, m.inst, m.marked = h, in, marked
+			if marked {
+				m.mark = mk
+			}
+			if inRot {
+				p.active = append(p.active, h)
+				m.active = true
+			} else if up {
+				markedUp = append(markedUp, h)
+			}
+		}
+		if len(p.active) == 0 && len(markedUp) > 0 && g.failOpen {
+			p.active, p.failOpen = markedUp, true
+			for k := range p.members {
+				if p.members[k].marked && p.members[k].inst.Up() {
+					p.members[k].active = true
+				}
+			}
+		}
+		for k := range p.members {
+			p.members[k].h.inRot = p.members[k].active
+		}
+		for addr, h := range s.hosts {
+			if hosts[addr] != nil {
+				continue
+			}
+			h.present, h.inRot = false, false
+			if h.inflight.Load() > 0 {
+				hosts[addr] = h
+				p.gone = append(p.gone, goneHost{h, h.czxid, h.marked})
+			} else {
+				dropped = append(dropped, h)
+			}
+		}
+		sort.Slice(p.gone, func(a, b int) bool { return p.gone[a].h.addr < p.gone[b].h.addr })
+		s.hosts = hosts
+		t.pools[i] = p
+	}
+
+	g.table.Store(t)
+
+	for _, p := range t.pools {
+		for k := range p.members {
+			m := &p.members[k]
+			var f uint32
+			if m.marked {
+				f |= flagMarked
+			}
+			if !m.active {
+				f |= flagExcluded
+			}
+			m.h.flags.Store(f)
+		}
+		for _, gh := range p.gone {
+			gh.h.flags.Store(gh.h.flags.Load() | flagExcluded)
+		}
+	}
+	for _, h := range dropped {
+		h.flags.Store(h.flags.Load() | flagExcluded)
+	}
+	g.signal()
+	g.scheduleExpiryLocked(nextExpiry, now)
+}
+
+// scheduleExpiryLocked arranges a rebuild when the first applied mark
+// expires, since expiry changes the table without any new snapshot.
+func (g *Gateway) scheduleExpiryLocked(nextMs int64, now time.Time) {
+	if g.expiry != nil {
+		g.expiry.Stop()
+		g.expiry = nil
+	}
+	if nextMs == 0 || g.closing.Load() {
+		return
+	}
+	d := time.UnixMilli(nextMs).Sub(now) + time.Millisecond
+	g.expiry = time.AfterFunc(d, g.refresh)
+}
+
+// refresh rebuilds the table from the last snapshots.
+func (g *Gateway) refresh() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.loaded {
+		g.rebuildLocked()
+	}
+}
+
+// each reports every member and gone host of p at now (unix ns).
+func (p *pool) each(now int64, fn func(InstanceStatus)) {
+	warmup := p.svc.warmup
+	for k := range p.members {
+		m := &p.members[k]
+		h := m.h
+		st := InstanceStatus{
+			Service:         p.svc.name,
+			Addr:            h.addr,
+			InFlight:        h.inflight.Load(),
+			Marked:          m.marked,
+			Status:          m.inst.Status,
+			Czxid:           m.inst.Czxid,
+			Registered:      m.inst.Registered,
+			Requests:        h.requests.Load(),
+			ConnectFailures: h.failures.Load(),
+		}
+		if m.marked {
+			st.MarkReason, st.MarkDeployID = m.mark.Reason, m.mark.DeployID
+			st.FailOpen = m.active
+		}
+		switch {
+		case !m.inst.Up():
+			st.State = StateDown
+		case m.marked:
+			st.State = StateDrained
+			if st.InFlight > 0 {
+				st.State = StateDraining
+			}
+			if m.active {
+				st.Weight = 1
+			}
+		case h.ejectedAt(now):
+			st.State = StateEjected
+		default:
+			st.Weight = h.weightAt(now, warmup)
+			st.State = StateServing
+			if st.Weight < 1 {
+				st.State = StateWarming
+			}
+		}
+		fn(st)
+	}
+	for _, gh := range p.gone {
+		h := gh.h
+		n := h.inflight.Load()
+		if n == 0 {
+			continue
+		}
+		fn(InstanceStatus{
+			Service:         p.svc.name,
+			Addr:            h.addr,
+			State:           StateGone,
+			InFlight:        n,
+			Marked:          gh.marked,
+			Czxid:           gh.czxid,
+			Requests:        h.requests.Load(),
+			ConnectFailures: h.failures.Load(),
+		})
+	}
+}
