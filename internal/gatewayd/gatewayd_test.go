@@ -157,10 +157,12 @@ func TestGatewayFollowsRegistryAndSurvivesOutage(t *testing.T) {
 	eventually(t, "the second instance", func() bool { c, b := get(proxy + "/orders/y"); return c == 200 && b == "b /y" })
 
 	// Whole ensemble down: keep routing on the last state, report staleness.
-	conn.Close()
 	if err := zc.StopAll(); err != nil {
 		t.Fatal(err)
 	}
+	// Closing the writer now (it cannot reach the servers) leaves its
+	// session to expire on the servers once they are back.
+	conn.Close()
 	eventually(t, "readiness to report staleness", func() bool { c, _ := get(admin + "/readyz"); return c == http.StatusServiceUnavailable })
 	if c, b := get(proxy + "/orders/z"); c != 200 || b != "b /z" {
 		t.Fatalf("with ZooKeeper down: got %d %q, want the last known routing", c, b)
