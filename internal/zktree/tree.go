@@ -181,6 +181,9 @@ func (t *Tree[T, G]) Run(ctx context.Context) error {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
+				if errors.Is(err, errRootAppeared) {
+					continue
+				}
 				t.log.Warn("full resync failed; retrying", "err", err)
 				select {
 				case <-time.After(500 * time.Millisecond):
@@ -212,7 +215,9 @@ func (t *Tree[T, G]) Run(ctx context.Context) error {
 			if !t.opts.Watch {
 				continue
 			}
-			if err := t.applyHints(ctx, b.Paths); err != nil {
+			if err := t.applyHints(ctx, b.Paths); errors.Is(err, errRootAppeared) {
+				needFull = true
+			} else if err != nil {
 				t.log.Warn("re-reading after watch events failed; scheduling full resync", "err", err)
 				needFull = true
 			}
@@ -296,12 +301,22 @@ func (t *Tree[T, G]) fullResync(ctx context.Context) error {
 	return nil
 }
 
-// watchRootCreation arms a watch for the creation of a missing root.
+// errRootAppeared says the root was created between listing it and arming
+// the creation watch: list again.
+var errRootAppeared = errors.New("root created while arming its creation watch")
+
+// watchRootCreation arms a watch for the creation of a missing root. If the
+// root exists by then, the watch armed is a data watch that would not
+// report its children, so it returns errRootAppeared and the caller lists
+// again.
 func (t *Tree[T, G]) watchRootCreation(ctx context.Context) error {
 	if !t.opts.Watch {
 		return nil
 	}
-	_, _, err := t.sess.ExistsW(ctx, t.opts.Root)
+	ok, _, err := t.sess.ExistsW(ctx, t.opts.Root)
+	if err == nil && ok {
+		return errRootAppeared
+	}
 	return err
 }
 
