@@ -234,9 +234,10 @@ func (d *Daemon) report(version string, started time.Time) presence.Report {
 
 // appliedMarks says, for every mark of the applied snapshot, what it means
 // at this gateway: draining/drained (with the in-flight count) when it
-// keeps its instance out of rotation, serving when it does not apply (the
-// address registered again after it, or it expired), absent when the
-// address is not routed here.
+// keeps its instance out of rotation; the instance's own state (warming,
+// serving, down, ejected) when the mark does not apply (the address
+// registered again after it, or it expired); absent when the address is not
+// routed here.
 func appliedMarks(ms *marks.Snapshot, states []gateway.InstanceStatus) []presence.AppliedMark {
 	if ms.Count() == 0 {
 		return nil
@@ -259,7 +260,10 @@ func appliedMarks(ms *marks.Snapshot, states []gateway.InstanceStatus) []presenc
 				case st.State == gateway.StateGone:
 					am.State = "absent"
 				default:
-					am.State = "serving"
+					// The mark does not apply (the address registered
+					// again after it, or it expired): the instance's own
+					// state, e.g. warming or serving.
+					am.State = st.State
 				}
 			}
 			out = append(out, am)

@@ -56,9 +56,10 @@ type AppliedMark struct {
 	// InFlight is the number of requests to the instance still in flight
 	// at this gateway.
 	InFlight int64 `json:"in_flight"`
-	// State is the instance's state at this gateway: draining, drained,
-	// absent (not registered), or serving (the mark does not apply, e.g.
-	// the instance registered again after it).
+	// State is the instance's state at this gateway: draining or drained
+	// while the mark applies; absent when the address is not routed here;
+	// otherwise the instance's own state (warming, serving, down, ejected):
+	// the mark does not apply, e.g. the instance registered again after it.
 	State string `json:"state"`
 }
 
