@@ -25,8 +25,14 @@ type entry struct {
 
 func commands() map[string]entry {
 	return map[string]entry{
-		"gateway": {RunGateway, "run the gateway (reverse proxy following ZooKeeper)"},
-		"version": {runVersion, "print the version"},
+		"controller":     {RunController, "run the controller (API, drain marks, leader jobs)"},
+		"drain":          {RunDrain, "drain an instance: every gateway stops sending it new requests; waits until confirmed"},
+		"undrain":        {RunUndrain, "put a drained instance back in rotation"},
+		"status":         {RunStatus, "show services, instances and their states"},
+		"gateway":        {RunGateway, "run the gateway (reverse proxy following ZooKeeper)"},
+		"register":       {RunRegister, "register an instance in ZooKeeper (Curator format); drain and deregister on SIGTERM"},
+		"sample-backend": {RunSampleBackend, "a sample HTTP service that registers itself and stops without grace"},
+		"version":        {runVersion, "print the version"},
 	}
 }
 

@@ -1,0 +1,228 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/zkgate/zkgate/internal/ctlclient"
+)
+
+// Exit codes of drain: 0 confirmed (or marked, without --wait), 2 not
+// confirmed (timed out, a gateway lost, superseded), 1 error.
+const (
+	exitOK          = 0
+	exitError       = 1
+	exitUnconfirmed = 2
+)
+
+// clientFlags are the flags every controller client command shares.
+type clientFlags struct {
+	controller, token string
+	json              bool
+}
+
+func (cf *clientFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&cf.controller, "controller", "", "controller URL(s), comma-separated (default $ZKGATE_CONTROLLER or "+ctlclient.DefaultURL+")")
+	fs.StringVar(&cf.token, "token", "", "bearer token (default $ZKGATE_TOKEN)")
+	fs.BoolVar(&cf.json, "json", false, "print the controller's JSON answer")
+}
+
+// client builds the API client from the flags and environment.
+func (cf *clientFlags) client() (*ctlclient.Client, error) {
+	urls := cf.controller
+	if urls == "" {
+		urls = os.Getenv("ZKGATE_CONTROLLER")
+	}
+	if urls == "" {
+		urls = ctlclient.DefaultURL
+	}
+	token := cf.token
+	if token == "" {
+		token = os.Getenv("ZKGATE_TOKEN")
+	}
+	return ctlclient.New(urls, ctlclient.Options{Token: token, Actor: actor()})
+}
+
+// actor names who runs the command, for marks and the audit trail.
+func actor() string {
+	if a := os.Getenv("ZKGATE_ACTOR"); a != "" {
+		return a
+	}
+	user := os.Getenv("USER")
+	host, _ := os.Hostname()
+	switch {
+	case user != "" && host != "":
+		return user + "@" + host
+	case host != "":
+		return host
+	}
+	return user
+}
+
+// parseFlags parses args into fs with errors as one line on stderr. done
+// is true when the command must return code at once (help or an error).
+func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, done bool) {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(stderr)
+		fmt.Fprintf(stderr, "Usage of zkgate %s:\n", fs.Name())
+		fs.PrintDefaults()
+		return exitOK, true
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "zkgate %s: %v (see zkgate %s -h)\n", fs.Name(), err, fs.Name())
+		return exitError, true
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "zkgate %s: unexpected argument %q (see zkgate %s -h)\n", fs.Name(), fs.Arg(0), fs.Name())
+		return exitError, true
+	}
+	return 0, false
+}
+
+func printJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// RunDrain is `zkgate drain --service S --instance host:port --reason R
+// [--ttl D] [--wait=true] [--timeout 2m] [--min-wait D] [--deploy-id ID]
+// [--json] [--controller URL] [--token T]`. It writes the mark and, with
+// --wait (the default), returns when the controller confirms the drain.
+// Exit 0 drained (or marked, with --wait=false), 2 not confirmed (timed
+// out, a gateway lost, the mark superseded), 1 error.
+func RunDrain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("drain", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	service := fs.String("service", "", "service name (required)")
+	instance := fs.String("instance", "", "instance address host:port (required)")
+	reason := fs.String("reason", "", "why: recorded in the mark and the audit trail (required)")
+	ttl := fs.Duration("ttl", 0, "mark lifetime (default: the controller's controller.mark_ttl)")
+	wait := fs.Bool("wait", true, "wait until every live gateway has applied the mark and has nothing in flight")
+	timeout := fs.Duration("timeout", ctlclient.DefaultDrainTimeout, "how long to wait for confirmation")
+	minWait := fs.Duration("min-wait", 0, "with --wait, do not return before this long even when confirmed earlier")
+	deployID := fs.String("deploy-id", "", "deploy id recorded in the mark and the audit trail")
+	if code, done := parseFlags(fs, args, stderr); done {
+		return code
+	}
+	var missing []string
+	for _, f := range []struct{ name, v string }{{"--service", *service}, {"--instance", *instance}, {"--reason", *reason}} {
+		if strings.TrimSpace(f.v) == "" {
+			missing = append(missing, f.name)
+		}
+	}
+	if len(missing) > 0 {
+		return fail(stderr, "drain", fmt.Errorf("missing %s (see zkgate drain -h)", strings.Join(missing, ", ")))
+	}
+	if *ttl < 0 || *timeout < 0 || *minWait < 0 {
+		return fail(stderr, "drain", errors.New("--ttl, --timeout and --min-wait must not be negative"))
+	}
+	c, err := cf.client()
+	if err != nil {
+		return fail(stderr, "drain", err)
+	}
+	req := ctlclient.DrainRequest{Reason: *reason, Wait: *wait, DeployID: *deployID}
+	if *ttl > 0 {
+		req.TTL = ttl.String()
+	}
+	if *wait {
+		req.Timeout = timeout.String()
+		if *minWait > 0 {
+			req.MinWait = minWait.String()
+		}
+	}
+	// Allow the controller the whole wait plus a margin to answer.
+	cctx, cancel := context.WithTimeout(ctx, *timeout+30*time.Second)
+	defer cancel()
+	resp, err := c.Drain(cctx, *service, *instance, req)
+	if err != nil {
+		return fail(stderr, "drain", err)
+	}
+	if cf.json {
+		printJSON(stdout, resp)
+	} else if resp.Warning != "" {
+		fmt.Fprintf(stderr, "zkgate drain: warning: %s\n", resp.Warning)
+	}
+	target := resp.Service + "/" + resp.Addr
+	switch resp.Status {
+	case ctlclient.StatusMarked:
+		if !cf.json {
+			fmt.Fprintf(stdout, "marked %s for draining (not waiting for confirmation)\n", target)
+		}
+		return exitOK
+	case ctlclient.StatusDrained:
+		if !cf.json {
+			fmt.Fprintf(stdout, "drained %s in %s (%s)\n", target, fmtMs(resp.ElapsedMs), plural(len(resp.Gateways), "gateway"))
+		}
+		return exitOK
+	default:
+		if !cf.json {
+			fmt.Fprintf(stderr, "zkgate drain: %s not confirmed after %s (%s): %s\n", target, fmtMs(resp.ElapsedMs), resp.Status, resp.Message)
+		}
+		return exitUnconfirmed
+	}
+}
+
+// RunUndrain is `zkgate undrain --service S --instance host:port [--reason
+// R] [--json] [--controller URL] [--token T]`: it removes the mark, and the
+// gateways send the instance traffic again. Undraining an instance that has
+// no mark succeeds. Exit 0 success, 1 error.
+func RunUndrain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("undrain", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	service := fs.String("service", "", "service name (required)")
+	instance := fs.String("instance", "", "instance address host:port (required)")
+	reason := fs.String("reason", "", "why: recorded in the audit trail")
+	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the controller")
+	if code, done := parseFlags(fs, args, stderr); done {
+		return code
+	}
+	if strings.TrimSpace(*service) == "" || strings.TrimSpace(*instance) == "" {
+		return fail(stderr, "undrain", errors.New("--service and --instance are required (see zkgate undrain -h)"))
+	}
+	c, err := cf.client()
+	if err != nil {
+		return fail(stderr, "undrain", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	resp, err := c.Undrain(cctx, *service, *instance, *reason)
+	if err != nil {
+		return fail(stderr, "undrain", err)
+	}
+	switch {
+	case cf.json:
+		printJSON(stdout, resp)
+	case resp.Removed:
+		fmt.Fprintf(stdout, "undrained %s/%s\n", resp.Service, resp.Addr)
+	default:
+		fmt.Fprintf(stdout, "%s/%s was not drained\n", resp.Service, resp.Addr)
+	}
+	return exitOK
+}
+
+func fmtMs(ms int64) string {
+	d := time.Duration(ms) * time.Millisecond
+	if d < time.Second {
+		return fmt.Sprintf("%dms", ms)
+	}
+	return d.Round(10 * time.Millisecond).String()
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}

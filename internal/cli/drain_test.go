@@ -1,0 +1,290 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/zkgate/zkgate/internal/ctlclient"
+	"github.com/zkgate/zkgate/internal/zktest"
+)
+
+// fakeController answers drains with the given status and records the
+// requests.
+type fakeController struct {
+	*httptest.Server
+	mu       sync.Mutex
+	requests []ctlclient.DrainRequest
+	auth     []string
+	status   string
+}
+
+func newFakeController(t *testing.T, status string) *fakeController {
+	t.Helper()
+	f := &fakeController{status: status}
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT /v1/services/{service}/instances/{addr}/drain", func(w http.ResponseWriter, r *http.Request) {
+		var req ctlclient.DrainRequest
+		json.NewDecoder(r.Body).Decode(&req)
+		f.mu.Lock()
+		f.requests = append(f.requests, req)
+		f.auth = append(f.auth, r.Header.Get("Authorization"))
+		f.mu.Unlock()
+		if r.Header.Get("Authorization") != "Bearer tok" {
+			w.WriteHeader(http.StatusForbidden)
+			json.NewEncoder(w).Encode(ctlclient.ErrorResponse{Error: "this token is not allowed to do this"})
+			return
+		}
+		resp := ctlclient.DrainResponse{
+			Service: r.PathValue("service"), Addr: r.PathValue("addr"), Status: f.status,
+			Confirmed: f.status == ctlclient.StatusDrained, ElapsedMs: 43,
+			Gateways: []ctlclient.GatewayDrain{{ID: "gw-1", State: "drained"}, {ID: "gw-2", State: "drained"}, {ID: "gw-3", State: "lost"}},
+			Message:  "not confirmed: gateway(s) gw-3 lost their ZooKeeper session during the drain",
+		}
+		json.NewEncoder(w).Encode(resp)
+	})
+	mux.HandleFunc("DELETE /v1/services/{service}/instances/{addr}/drain", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(ctlclient.UndrainResponse{Service: r.PathValue("service"), Addr: r.PathValue("addr"), Removed: r.PathValue("addr") == "10.0.0.5:8080"})
+	})
+	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(ctlclient.ServicesResponse{Services: []ctlclient.ServiceSummary{{Name: "orders", Instances: 2}}})
+	})
+	mux.HandleFunc("GET /v1/services/{service}", func(w http.ResponseWriter, r *http.Request) {
+		if r.PathValue("service") != "orders" {
+			w.WriteHeader(http.StatusNotFound)
+			json.NewEncoder(w).Encode(ctlclient.ErrorResponse{Error: "service \"nope\" has no instances and no marks"})
+			return
+		}
+		json.NewEncoder(w).Encode(ctlclient.ServiceResponse{Service: "orders", Instances: []ctlclient.InstanceView{
+			{Service: "orders", Addr: "10.0.0.5:8080", State: "drained", Registered: true, Status: "UP", Marked: true,
+				Mark:     &ctlclient.MarkView{Reason: "release 4711", By: "ci", ExpiresMs: time.Now().Add(10 * time.Minute).UnixMilli()},
+				Gateways: []ctlclient.GatewayInstance{{ID: "gw-1", State: "drained"}, {ID: "gw-2", State: "draining", InFlight: 3}}},
+			{Service: "orders", Addr: "10.0.0.6:8080", State: "serving", Registered: true, Status: "UP"},
+		}})
+	})
+	f.Server = httptest.NewServer(mux)
+	t.Cleanup(f.Close)
+	return f
+}
+
+func runCtl(cmd Command, args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = cmd(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func assertOneLine(t *testing.T, what, s string) {
+	t.Helper()
+	if strings.Count(s, "\n") != 1 || !strings.HasSuffix(s, "\n") {
+		t.Errorf("%s: want exactly one line, got %q", what, s)
+	}
+}
+
+func TestDrainExitCodesAndLines(t *testing.T) {
+	drained := newFakeController(t, ctlclient.StatusDrained)
+	base := []string{"--service", "orders", "--instance", "10.0.0.5:8080", "--reason", "release 4711", "--token", "tok"}
+
+	code, out, errs := runCtl(RunDrain, append(base, "--controller", drained.URL, "--min-wait", "2s", "--ttl", "5m")...)
+	if code != 0 || !regexp.MustCompile(`^drained orders/10\.0\.0\.5:8080 in \d+ms \(3 gateways\)\n$`).MatchString(out) || errs != "" {
+		t.Fatalf("drained: code %d out %q err %q", code, out, errs)
+	}
+	req := drained.requests[0]
+	if !req.Wait || req.Timeout != "2m0s" || req.MinWait != "2s" || req.TTL != "5m0s" || req.Reason != "release 4711" {
+		t.Errorf("request %+v", req)
+	}
+
+	lost := newFakeController(t, ctlclient.StatusLost)
+	code, out, errs = runCtl(RunDrain, append(base, "--controller", lost.URL)...)
+	if code != 2 || out != "" || !strings.Contains(errs, "gw-3 lost") {
+		t.Fatalf("lost: code %d out %q err %q", code, out, errs)
+	}
+	assertOneLine(t, "lost", errs)
+
+	timeout := newFakeController(t, ctlclient.StatusTimeout)
+	code, out, _ = runCtl(RunDrain, append(base, "--controller", timeout.URL, "--json")...)
+	if code != 2 {
+		t.Fatalf("timeout: code %d", code)
+	}
+	var resp ctlclient.DrainResponse
+	if err := json.Unmarshal([]byte(out), &resp); err != nil || resp.Status != ctlclient.StatusTimeout {
+		t.Fatalf("--json output %q: %v", out, err)
+	}
+
+	marked := newFakeController(t, ctlclient.StatusMarked)
+	code, out, _ = runCtl(RunDrain, append(base, "--controller", marked.URL, "--wait=false")...)
+	if code != 0 || !strings.HasPrefix(out, "marked orders/10.0.0.5:8080") || marked.requests[0].Wait || marked.requests[0].Timeout != "" {
+		t.Fatalf("no wait: code %d out %q req %+v", code, out, marked.requests[0])
+	}
+
+	// Address and token from the environment.
+	t.Setenv("ZKGATE_CONTROLLER", drained.URL)
+	t.Setenv("ZKGATE_TOKEN", "tok")
+	code, _, errs = runCtl(RunDrain, "--service", "orders", "--instance", "10.0.0.5:8080", "--reason", "env")
+	if code != 0 || drained.auth[len(drained.auth)-1] != "Bearer tok" {
+		t.Fatalf("env: code %d err %q", code, errs)
+	}
+}
+
+func TestDrainErrors(t *testing.T) {
+	f := newFakeController(t, ctlclient.StatusDrained)
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing flags", []string{"--service", "orders"}, "missing --instance, --reason"},
+		{"bad flag", []string{"--bogus"}, "flag provided but not defined"},
+		{"extra argument", []string{"--service", "s", "x"}, "unexpected argument"},
+		{"negative", []string{"--service", "s", "--instance", "1.2.3.4:5", "--reason", "r", "--timeout", "-1s"}, "negative"},
+		{"unreachable", []string{"--service", "s", "--instance", "1.2.3.4:5", "--reason", "r", "--controller", down.URL}, "connection refused"},
+		{"forbidden", []string{"--service", "s", "--instance", "1.2.3.4:5", "--reason", "r", "--controller", f.URL, "--token", "bad"}, "403"},
+		{"bad controller", []string{"--service", "s", "--instance", "1.2.3.4:5", "--reason", "r", "--controller", "ftp://x"}, "not an http(s) URL"},
+	} {
+		code, out, errs := runCtl(RunDrain, tc.args...)
+		if code != 1 || out != "" || !strings.Contains(errs, tc.want) {
+			t.Errorf("%s: code %d out %q err %q (want %q)", tc.name, code, out, errs, tc.want)
+			continue
+		}
+		assertOneLine(t, tc.name, errs)
+	}
+	if code, _, errs := runCtl(RunDrain, "-h"); code != 0 || !strings.Contains(errs, "-instance") {
+		t.Errorf("-h: %d %q", code, errs)
+	}
+}
+
+func TestUndrainAndStatus(t *testing.T) {
+	f := newFakeController(t, ctlclient.StatusDrained)
+	code, out, _ := runCtl(RunUndrain, "--controller", f.URL, "--service", "orders", "--instance", "10.0.0.5:8080")
+	if code != 0 || out != "undrained orders/10.0.0.5:8080\n" {
+		t.Fatalf("undrain: %d %q", code, out)
+	}
+	code, out, _ = runCtl(RunUndrain, "--controller", f.URL, "--service", "orders", "--instance", "10.0.0.9:8080")
+	if code != 0 || out != "orders/10.0.0.9:8080 was not drained\n" {
+		t.Fatalf("undrain unmarked: %d %q", code, out)
+	}
+	if code, _, errs := runCtl(RunUndrain, "--controller", f.URL); code != 1 {
+		t.Fatalf("undrain without flags: %d %q", code, errs)
+	}
+	for _, args := range [][]string{{"--controller", f.URL}, {"--controller", f.URL, "--service", "orders"}} {
+		code, out, errs := runCtl(RunStatus, args...)
+		if code != 0 {
+			t.Fatalf("status %v: %d %q", args, code, errs)
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != 3 || !strings.HasPrefix(lines[0], "SERVICE") ||
+			!strings.Contains(lines[1], "10.0.0.5:8080") || !strings.Contains(lines[1], "release 4711 (by ci)") ||
+			!strings.Contains(lines[1], "gw-2:draining(3)") || !strings.Contains(lines[2], "serving") {
+			t.Fatalf("status table:\n%s", out)
+		}
+	}
+	code, _, errs := runCtl(RunStatus, "--controller", f.URL, "--service", "nope")
+	if code != 1 || !strings.Contains(errs, "404") {
+		t.Fatalf("status of an unknown service: %d %q", code, errs)
+	}
+	assertOneLine(t, "status error", errs)
+}
+
+func TestControllerBadConfig(t *testing.T) {
+	code, _, errs := runCtl(RunController, "--config", filepath.Join(t.TempDir(), "missing.yaml"))
+	if code != 1 || !strings.Contains(errs, "reading config") {
+		t.Fatalf("missing config: %d %q", code, errs)
+	}
+	p := filepath.Join(t.TempDir(), "z.yaml")
+	os.WriteFile(p, []byte("controller:\n  listen: 127.0.0.1:0\n"), 0o600)
+	code, _, errs = runCtl(RunController, "--config", p)
+	if code != 1 || !strings.Contains(errs, "controller.tokens") {
+		t.Fatalf("no tokens: %d %q", code, errs)
+	}
+	assertOneLine(t, "no tokens", errs)
+}
+
+// End to end: `zkgate controller` against a real ZooKeeper, then drain,
+// status and undrain through the CLI, then a clean shutdown.
+func TestControllerCommandEndToEnd(t *testing.T) {
+	zc := zktest.Start(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	p := filepath.Join(t.TempDir(), "zkgate.yaml")
+	yaml := "zookeeper:\n  servers: [" + strings.Join(zc.Servers(), ",") + "]\n  session_timeout: 4s\n" +
+		"controller:\n  listen: " + addr + "\n  tokens: [tok]\n"
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	go func() {
+		done <- RunController(ctx, []string{"--config", p, "--id", "ctl-e2e"}, discardWriter{}, lockedBuffer{&logMu, &logs})
+	}()
+	url := "http://" + addr
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(url + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("controller never became ready")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	code, out, errs := runCtl(RunDrain, "--controller", url, "--token", "tok", "--service", "orders", "--instance", "10.0.0.5:8080", "--reason", "e2e", "--timeout", "20s")
+	if code != 0 || !strings.HasPrefix(out, "drained orders/10.0.0.5:8080 in ") || !strings.Contains(out, "(0 gateways)") ||
+		!strings.Contains(errs, "warning: 10.0.0.5:8080 is not registered") {
+		t.Fatalf("drain: %d %q %q", code, out, errs)
+	}
+	code, out, errs = runCtl(RunStatus, "--controller", url)
+	if code != 0 || !strings.Contains(out, "10.0.0.5:8080") || !strings.Contains(out, "absent") || !strings.Contains(out, "e2e") {
+		t.Fatalf("status: %d %q %q", code, out, errs)
+	}
+	code, out, _ = runCtl(RunUndrain, "--controller", url, "--token", "tok", "--service", "orders", "--instance", "10.0.0.5:8080")
+	if code != 0 || out != "undrained orders/10.0.0.5:8080\n" {
+		t.Fatalf("undrain: %d %q", code, out)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			logMu.Lock()
+			t.Fatalf("controller exited %d:\n%s", code, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("controller did not stop")
+	}
+}
+
+type discardWriter struct{}
+
+func (discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+type lockedBuffer struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}

@@ -1,0 +1,122 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/zkgate/zkgate/internal/ctlclient"
+)
+
+// RunStatus is `zkgate status [--service S] [--json] [--controller URL]
+// [--token T]`: a table of instances (one service, or every service) with
+// their state, mark and per-gateway states. Exit 0 success, 1 error.
+func RunStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	service := fs.String("service", "", "show only this service")
+	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the controller")
+	if code, done := parseFlags(fs, args, stderr); done {
+		return code
+	}
+	c, err := cf.client()
+	if err != nil {
+		return fail(stderr, "status", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	var services []string
+	if *service != "" {
+		services = []string{*service}
+	} else {
+		list, err := c.Services(cctx)
+		if err != nil {
+			return fail(stderr, "status", err)
+		}
+		for _, s := range list.Services {
+			services = append(services, s.Name)
+		}
+	}
+	views := make([]*ctlclient.ServiceResponse, 0, len(services))
+	for _, s := range services {
+		v, err := c.Service(cctx, s)
+		var ae *ctlclient.APIError
+		if *service == "" && errors.As(err, &ae) && ae.StatusCode == http.StatusNotFound {
+			continue // gone since it was listed
+		}
+		if err != nil {
+			return fail(stderr, "status", err)
+		}
+		views = append(views, v)
+	}
+	if cf.json {
+		printJSON(stdout, views)
+		return exitOK
+	}
+	writeStatusTable(stdout, views, time.Now())
+	return exitOK
+}
+
+// writeStatusTable prints one line per instance.
+func writeStatusTable(w io.Writer, views []*ctlclient.ServiceResponse, now time.Time) {
+	if len(views) == 0 {
+		fmt.Fprintln(w, "no services")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tINSTANCE\tSTATE\tREGISTERED\tMARK\tEXPIRES\tGATEWAYS")
+	for _, v := range views {
+		for _, in := range v.Instances {
+			reg := "no"
+			if in.Registered {
+				reg = "yes"
+				if in.Status != "" && in.Status != "UP" {
+					reg = "yes (" + in.Status + ")"
+				}
+			}
+			mark, expires := "-", "-"
+			if in.Mark != nil {
+				mark = in.Mark.Reason
+				if in.Mark.By != "" {
+					mark += " (by " + in.Mark.By + ")"
+				}
+				if !in.Marked {
+					mark += " [not applied]"
+				}
+				if in.Mark.ExpiresMs > 0 {
+					left := time.UnixMilli(in.Mark.ExpiresMs).Sub(now)
+					if left <= 0 {
+						expires = "expired"
+					} else {
+						expires = "in " + left.Round(time.Second).String()
+					}
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Service, in.Addr, in.State, reg, mark, expires, gatewaySummary(in.Gateways))
+		}
+	}
+	tw.Flush()
+}
+
+// gatewaySummary is e.g. "gw-1:drained gw-2:draining(3)".
+func gatewaySummary(gs []ctlclient.GatewayInstance) string {
+	if len(gs) == 0 {
+		return "-"
+	}
+	parts := make([]string, 0, len(gs))
+	for _, g := range gs {
+		s := g.ID + ":" + g.State
+		if g.InFlight > 0 {
+			s += fmt.Sprintf("(%d)", g.InFlight)
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, " ")
+}

@@ -1,0 +1,280 @@
+// Package controller is zkgate's management plane: the HTTP JSON API that
+// writes drain marks and confirms drains, and the background jobs that the
+// elected leader among the controller replicas runs (clearing marks on
+// re-registration, expiry, absence, periodic reconciliation, the audit
+// trail).
+//
+// Any replica serves the API: writes go straight to ZooKeeper, and reads
+// come from the replica's own caches of the registry, the marks and the
+// gateways' presence reports. Only the leader runs the jobs.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/zkgate/zkgate/internal/config"
+	"github.com/zkgate/zkgate/internal/marks"
+	"github.com/zkgate/zkgate/internal/presence"
+	"github.com/zkgate/zkgate/internal/registry"
+	"github.com/zkgate/zkgate/internal/zksession"
+)
+
+// Options adjust a controller beyond its configuration.
+type Options struct {
+	Logger *slog.Logger
+	// ID names this replica in the leader election and in the audit trail
+	// ("controller:<id>"); default <hostname>-<listen>.
+	ID string
+	// Version is reported by /healthz.
+	Version string
+	// Dialer, when set, makes the ZooKeeper connections (partition tests).
+	Dialer zk.Dialer
+	// DropEvent injects lost watch events (tests).
+	DropEvent func(zk.Event) bool
+	// Now is the clock used for mark TTLs and the absence grace; default
+	// time.Now.
+	Now func() time.Time
+}
+
+// Controller is a running controller replica.
+type Controller struct {
+	cfg  *config.Config
+	opts Options
+	log  *slog.Logger
+	id   string
+	now  func() time.Time
+
+	sess     *zksession.Session
+	reg      *registry.Cache
+	marks    *marks.Cache
+	presence *presence.Watcher
+	store    *store
+	audit    *auditLog
+	elector  *elector
+	auth     *authenticator
+	changed  *notifier
+	promReg  *prometheus.Registry
+	metrics  *metrics
+
+	ln  net.Listener
+	srv *http.Server
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	errMu     sync.Mutex
+	err       error
+	done      chan struct{}
+	closeOnce sync.Once
+	// stopping is closed when Shutdown or Close begins: waiting drains
+	// answer 503 at once so their clients move to another replica.
+	stopping     chan struct{}
+	stoppingOnce sync.Once
+}
+
+// Start connects to ZooKeeper, starts following the registry, the marks
+// and the gateways' presence, joins the leader election and serves the API
+// on controller.listen (port 0 picks a free port). It returns once the
+// listener is open; /readyz reports when the caches are loaded.
+func Start(ctx context.Context, cfg *config.Config, opts Options) (*Controller, error) {
+	if err := cfg.ValidateController(); err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	id := opts.ID
+	if id == "" {
+		host, _ := os.Hostname()
+		id = host + "-" + cfg.Controller.Listen
+	}
+	log = log.With("controller", id)
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	if host, _, _ := net.SplitHostPort(cfg.Controller.Listen); host == "" || host == "0.0.0.0" || host == "::" {
+		log.Warn("the controller API listens on every interface: make sure the tokens are strong", "listen", cfg.Controller.Listen)
+	}
+
+	c := &Controller{
+		cfg: cfg, opts: opts, log: log, id: id, now: now,
+		auth:     newAuthenticator(cfg.Controller.Tokens, cfg.Controller.ReadTokens),
+		changed:  newNotifier(),
+		promReg:  prometheus.NewRegistry(),
+		done:     make(chan struct{}),
+		stopping: make(chan struct{}),
+	}
+	c.promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	c.metrics = newMetrics(c.promReg,
+		func() float64 { return float64(c.marks.Snapshot().Count()) },
+		func() float64 { return float64(len(c.presence.Gateways())) })
+
+	scfg := zksession.Config{
+		Servers: cfg.ZooKeeper.Servers, SessionTimeout: cfg.ZooKeeper.SessionTimeout,
+		Logger: log, Dialer: opts.Dialer, DropEvent: opts.DropEvent,
+	}
+	if a := cfg.ZooKeeper.Auth; a != nil {
+		scfg.Username, scfg.Password = a.Username, a.Password
+	}
+	if cfg.ZooKeeper.TLS != nil {
+		tc, err := cfg.ZooKeeper.TLS.ClientConfig()
+		if err != nil {
+			return nil, err
+		}
+		scfg.TLS = tc
+	}
+	parser, err := registry.ParserFor(cfg.Registry.Format)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := zksession.Connect(scfg)
+	if err != nil {
+		return nil, err
+	}
+	c.sess = sess
+	if err := sess.RegisterMetrics(c.promReg); err != nil {
+		sess.Close()
+		return nil, fmt.Errorf("registering session metrics: %w", err)
+	}
+	root := cfg.ZooKeeper.Root
+	c.reg = registry.NewCache(sess, registry.Options{
+		Root: cfg.Registry.Root, Parser: parser, Watch: *cfg.Registry.Watch,
+		ResyncInterval: cfg.Registry.ResyncInterval, Logger: log, Registerer: c.promReg,
+	})
+	c.marks = marks.NewCache(sess, marks.Options{
+		ZKRoot: root, ResyncInterval: cfg.Registry.ResyncInterval, Logger: log, Registerer: c.promReg,
+	})
+	c.presence = presence.NewWatcher(sess, presence.WatcherOptions{
+		ZKRoot: root, ResyncInterval: cfg.Registry.ResyncInterval, Logger: log, Registerer: c.promReg,
+	})
+	c.store = &store{sess: sess, root: root, metrics: c.metrics}
+	c.audit = newAuditLog(sess, root, cfg.Controller.AuditLimit, id, func() int64 { return now().UnixMilli() }, log, c.metrics)
+	c.elector = newElector(sess, root, id, log, c.runJobs, func(leading bool) {
+		c.metrics.leaderChanges.Inc()
+		if leading {
+			c.metrics.isLeader.Set(1)
+		} else {
+			c.metrics.isLeader.Set(0)
+		}
+	})
+
+	if c.ln, err = net.Listen("tcp", cfg.Controller.Listen); err != nil {
+		sess.Close()
+		return nil, fmt.Errorf("controller.listen: %w", err)
+	}
+	c.srv = &http.Server{
+		Handler:           c.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		// No WriteTimeout: a waiting drain answers when it is confirmed.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c.cancel = cancel
+	c.goRun("registry", func() error { return c.reg.Run(runCtx) })
+	c.goRun("marks", func() error { return c.marks.Run(runCtx) })
+	c.goRun("presence", func() error { return c.presence.Run(runCtx) })
+	c.goRun("fanout", func() error { return c.fanout(runCtx) })
+	c.goRun("election", func() error { return c.elector.Run(runCtx) })
+	c.goRun("api listener", func() error { return c.srv.Serve(c.ln) })
+	log.Info("controller started", "listen", c.Addr(), "zookeeper", cfg.ZooKeeper.Servers)
+	return c, nil
+}
+
+func (c *Controller) goRun(what string, f func() error) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		err := f()
+		if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, http.ErrServerClosed) || errors.Is(err, zksession.ErrClosed) {
+			return
+		}
+		c.log.Error("controller component stopped", "component", what, "err", err)
+		c.errMu.Lock()
+		if c.err == nil {
+			c.err = fmt.Errorf("%s: %w", what, err)
+		}
+		c.errMu.Unlock()
+		c.closeOnce.Do(func() { close(c.done) })
+	}()
+}
+
+// ID is this replica's id.
+func (c *Controller) ID() string { return c.id }
+
+// Addr is the API listener's address.
+func (c *Controller) Addr() string { return c.ln.Addr().String() }
+
+// URL is the API's base URL, e.g. http://127.0.0.1:7070.
+func (c *Controller) URL() string { return "http://" + c.Addr() }
+
+// IsLeader reports whether this replica currently runs the jobs.
+func (c *Controller) IsLeader() bool { return c.elector.IsLeader() }
+
+// Session is the ZooKeeper session (tests close it to simulate a crash).
+func (c *Controller) Session() *zksession.Session { return c.sess }
+
+// Registry is the controller's registry cache.
+func (c *Controller) Registry() *registry.Cache { return c.reg }
+
+// Marks is the controller's marks cache.
+func (c *Controller) Marks() *marks.Cache { return c.marks }
+
+// Presence is the controller's view of the gateways.
+func (c *Controller) Presence() *presence.Watcher { return c.presence }
+
+// Done is closed when a component stopped with an error (see Err); the
+// process should then exit.
+func (c *Controller) Done() <-chan struct{} { return c.done }
+
+// Err returns the first error a component stopped with, if any.
+func (c *Controller) Err() error {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	return c.err
+}
+
+// Shutdown stops accepting API calls, answers waiting drains with 503 at
+// once (their clients move to another replica), waits for the other calls
+// in progress (bounded by ctx), leaves the election and closes the
+// session.
+func (c *Controller) Shutdown(ctx context.Context) error {
+	c.log.Info("controller shutting down")
+	c.stoppingOnce.Do(func() { close(c.stopping) })
+	err := c.srv.Shutdown(ctx)
+	if err != nil {
+		c.srv.Close()
+	}
+	c.cancel()
+	c.wg.Wait()
+	c.sess.Close()
+	if err != nil {
+		return fmt.Errorf("waiting for API calls in progress: %w", err)
+	}
+	return c.Err()
+}
+
+// Close stops the replica at once, as a crash would: the session closes
+// first (so the leadership and the election node go), then open API
+// connections are closed without an answer.
+func (c *Controller) Close() {
+	c.stoppingOnce.Do(func() { close(c.stopping) })
+	c.sess.Close()
+	c.srv.Close()
+	c.cancel()
+	c.wg.Wait()
+}

@@ -1,0 +1,218 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/zkgate/zkgate/internal/ctlclient"
+	"github.com/zkgate/zkgate/internal/marks"
+	"github.com/zkgate/zkgate/internal/zksession"
+)
+
+// The leader's background jobs. They run only while this replica leads
+// (see elector) and act on the caches' snapshots, re-checking each mark in
+// ZooKeeper before deleting it (a conditional delete on the version that
+// was judged):
+//
+//   - a mark whose address registered again after it (registration czxid >
+//     mark mzxid) is deleted: the instance is back;
+//   - a mark whose TTL passed is deleted;
+//   - a mark whose address has been absent from the registry for longer
+//     than controller.absent_grace (as observed by this leader) is deleted;
+//   - every controller.reconcile_interval everything is re-read (Resync on
+//     the caches) and the same rules are applied to the fresh state, which
+//     repairs whatever watch events were missed; empty service directories
+//     under the marks root are removed and the audit trail is trimmed.
+
+type markKey struct{ service, addr string }
+
+// jobState is one leadership term's memory.
+type jobState struct {
+	// absentSince is when this leader first saw a marked address absent
+	// from the registry.
+	absentSince map[markKey]time.Time
+}
+
+// runJobs runs the jobs until ctx ends (leadership lost or shutdown).
+func (c *Controller) runJobs(ctx context.Context) {
+	st := &jobState{absentSince: map[markKey]time.Time{}}
+	interval := c.cfg.Controller.ReconcileInterval
+	reconcile := time.NewTicker(interval)
+	defer reconcile.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	// A new leader distrusts its caches: start with a reconciliation.
+	c.reconcile(ctx, st)
+	for {
+		wake := c.changed.Wait()
+		next, _ := c.applyRules(ctx, st)
+		if ctx.Err() != nil {
+			return
+		}
+		wait := time.Hour
+		if !next.IsZero() {
+			// A little late rather than early: the rules compare with now.
+			wait = max(next.Sub(c.now())+5*time.Millisecond, 5*time.Millisecond)
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-wake:
+		case <-timer.C:
+		case <-reconcile.C:
+			c.reconcile(ctx, st)
+		}
+	}
+}
+
+// applyRules applies the rules to the current snapshots once. It returns
+// when the rules should be applied again at the latest (zero: no deadline)
+// and how many marks were cleared because their address registered again.
+func (c *Controller) applyRules(ctx context.Context, st *jobState) (next time.Time, reregistered int) {
+	rs, ms := c.reg.Snapshot(), c.marks.Snapshot()
+	if rs == nil || ms == nil {
+		return time.Time{}, 0 // not loaded yet
+	}
+	if s, _ := c.sess.State(); s != zksession.StateConnected {
+		return time.Time{}, 0
+	}
+	now := c.now()
+	grace := c.cfg.Controller.AbsentGrace
+	soonest := func(t time.Time) {
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	seen := map[markKey]bool{}
+	for service, byAddr := range ms.Marks {
+		for addr, m := range byAddr {
+			if ctx.Err() != nil {
+				return time.Time{}, reregistered
+			}
+			k := markKey{service, addr}
+			seen[k] = true
+			in, registered := rs.Lookup(service, addr)
+			switch {
+			case registered && in.Czxid > m.Mzxid:
+				delete(st.absentSince, k)
+				if c.clearMark(ctx, m, "reregistered", ctlclient.AuditClearReregistered,
+					fmt.Sprintf("instance registered again after the mark (registration czxid %d > mark mzxid %d, node %s)", in.Czxid, m.Mzxid, in.Node)) {
+					reregistered++
+				}
+				continue
+			case m.Expired(now):
+				delete(st.absentSince, k)
+				c.clearMark(ctx, m, "expired", ctlclient.AuditExpire,
+					fmt.Sprintf("TTL passed (expired at %s)", time.UnixMilli(m.ExpiresMs).UTC().Format(time.RFC3339Nano)))
+				continue
+			case !registered:
+				since, ok := st.absentSince[k]
+				if !ok {
+					since = now
+					st.absentSince[k] = since
+				}
+				if now.Sub(since) >= grace {
+					delete(st.absentSince, k)
+					c.clearMark(ctx, m, "absent", ctlclient.AuditClearAbsent,
+						fmt.Sprintf("address absent from the registry for more than %s", grace))
+					continue
+				}
+				soonest(since.Add(grace))
+			default:
+				delete(st.absentSince, k)
+			}
+			if m.ExpiresMs > 0 {
+				soonest(time.UnixMilli(m.ExpiresMs))
+			}
+		}
+	}
+	for k := range st.absentSince {
+		if !seen[k] {
+			delete(st.absentSince, k)
+		}
+	}
+	return next, reregistered
+}
+
+// clearMark deletes m if it is still the version judged, records the
+// change and reports whether it deleted it.
+func (c *Controller) clearMark(ctx context.Context, m marks.Mark, why, action, detail string) bool {
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	prev, deleted, err := c.store.deleteMark(wctx, m.Service, m.Addr, m.Mzxid)
+	if errors.Is(err, errChanged) {
+		c.log.Debug("mark changed before it could be cleared; judging it again", "service", m.Service, "addr", m.Addr)
+		return false
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Warn("clearing mark failed", "service", m.Service, "addr", m.Addr, "why", why, "err", err)
+		}
+		return false
+	}
+	if !deleted {
+		return false
+	}
+	c.metrics.marksCleared.WithLabelValues(why).Inc()
+	c.log.Info("mark cleared", "service", m.Service, "addr", m.Addr, "why", why, "detail", detail)
+	actx, acancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer acancel()
+	c.audit.Record(actx, ctlclient.AuditEntry{
+		By: "controller:" + c.id, Action: action, Service: m.Service, Addr: m.Addr,
+		Reason: prev.Reason, DeployID: prev.DeployID, Detail: detail,
+	})
+	return true
+}
+
+// reconcile re-reads everything and applies the rules to the fresh state.
+func (c *Controller) reconcile(ctx context.Context, st *jobState) {
+	c.metrics.reconciles.Inc()
+	revs := func() (uint64, uint64, bool) {
+		rs, ms := c.reg.Snapshot(), c.marks.Snapshot()
+		if rs == nil || ms == nil {
+			return 0, 0, false
+		}
+		return rs.Revision, ms.Revision, true
+	}
+	r0, m0, _ := revs()
+	c.reg.Resync()
+	c.marks.Resync()
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	for {
+		wake := c.changed.Wait()
+		if r, m, ok := revs(); ok && r > r0 && m > m0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline.C:
+			c.log.Warn("reconciliation: the caches did not re-read in time; applying the rules to what they have")
+		case <-wake:
+			continue
+		}
+		break
+	}
+	if _, n := c.applyRules(ctx, st); n > 0 {
+		c.metrics.repairs.Add(float64(n))
+		c.log.Warn("reconciliation cleared marks whose clearing events were missed", "marks", n)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := c.store.pruneEmptyServices(wctx); err != nil && ctx.Err() == nil {
+		c.log.Warn("pruning empty mark directories failed", "err", err)
+	}
+	if err := c.audit.trim(wctx); err != nil && ctx.Err() == nil {
+		c.log.Warn("trimming the audit trail failed", "err", err)
+	}
+}

@@ -1,0 +1,269 @@
+package controller
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zkgate/zkgate/internal/ctlclient"
+	"github.com/zkgate/zkgate/internal/marks"
+	"github.com/zkgate/zkgate/internal/presence"
+	"github.com/zkgate/zkgate/internal/registry"
+)
+
+func TestCheckService(t *testing.T) {
+	for _, s := range []string{"orders", "payment-v2", "a.b_c:d@e", "X"} {
+		if err := checkService(s); err != nil {
+			t.Errorf("checkService(%q) = %v, want nil", s, err)
+		}
+	}
+	for _, s := range []string{"", ".", "..", "a/b", "a b", "a*b", "é", strings.Repeat("a", 256), "a\x00"} {
+		if err := checkService(s); err == nil {
+			t.Errorf("checkService(%q) = nil, want an error", s)
+		}
+	}
+}
+
+func TestCheckAddr(t *testing.T) {
+	for in, want := range map[string]string{"10.0.0.5:8080": "10.0.0.5:8080", "[::1]:80": "[::1]:80", "host.example:1": "host.example:1"} {
+		got, err := checkAddr(in)
+		if err != nil || got != want {
+			t.Errorf("checkAddr(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"10.0.0.5", "10.0.0.5:0", "10.0.0.5:99999", "h:abc", ":80", "a b:80", "::1:80"} {
+		if _, err := checkAddr(in); err == nil {
+			t.Errorf("checkAddr(%q) = nil error", in)
+		}
+	}
+}
+
+func TestParseDuration(t *testing.T) {
+	if d, err := parseDuration("ttl", "", time.Minute, time.Hour); err != nil || d != time.Minute {
+		t.Errorf("empty: %v %v", d, err)
+	}
+	if d, err := parseDuration("ttl", "90s", time.Minute, time.Hour); err != nil || d != 90*time.Second {
+		t.Errorf("90s: %v %v", d, err)
+	}
+	for _, s := range []string{"-1s", "abc", "2h", "10"} {
+		if _, err := parseDuration("ttl", s, time.Minute, time.Hour); err == nil {
+			t.Errorf("parseDuration(%q) = nil error", s)
+		}
+	}
+}
+
+func TestDecodeBody(t *testing.T) {
+	type body struct {
+		Reason string `json:"reason"`
+	}
+	cases := map[string]bool{ // body → ok
+		`{"reason":"x"}`:          true,
+		` {"reason":"x"} `:        true,
+		`{"reason":"x","more":1}`: false,
+		`{"reason":`:              false,
+		`{"reason":"x"} {}`:       false,
+		`{"reason":"x"} x`:        false,
+		`[]`:                      false,
+		`"x"`:                     false,
+		``:                        false,
+		`{"reason":1}`:            false,
+	}
+	for in, ok := range cases {
+		r := httptest.NewRequest(http.MethodPut, "/", strings.NewReader(in))
+		var b body
+		err := decodeBody(httptest.NewRecorder(), r, &b, false)
+		if (err == nil) != ok {
+			t.Errorf("decodeBody(%q) = %v, want ok=%v", in, err, ok)
+		}
+	}
+	r := httptest.NewRequest(http.MethodDelete, "/", strings.NewReader(""))
+	if err := decodeBody(httptest.NewRecorder(), r, &body{}, true); err != nil {
+		t.Errorf("empty body allowed: %v", err)
+	}
+	big := `{"reason":"` + strings.Repeat("a", maxBodyBytes) + `"}`
+	r = httptest.NewRequest(http.MethodPut, "/", strings.NewReader(big))
+	if err := decodeBody(httptest.NewRecorder(), r, &body{}, false); err == nil {
+		t.Error("oversized body accepted")
+	}
+}
+
+func TestAuthenticator(t *testing.T) {
+	a := newAuthenticator([]string{"w1", "w2"}, nil)
+	req := func(method, auth string) *http.Request {
+		r := httptest.NewRequest(method, "/", nil)
+		if auth != "" {
+			r.Header.Set("Authorization", auth)
+		}
+		return r
+	}
+	for _, tc := range []struct {
+		auth     string
+		mutating bool
+		want     int
+	}{
+		{"", true, 401},
+		{"Basic dzE=", true, 401},
+		{"Bearer", true, 401},
+		{"Bearer ", true, 401},
+		{"Bearer nope", true, 403},
+		{"Bearer w1x", true, 403},
+		{"Bearer w1", true, 0},
+		{"bearer w2", true, 0},
+		{"", false, 0}, // GETs open without read tokens
+	} {
+		who, code := a.check(req("PUT", tc.auth), tc.mutating)
+		if code != tc.want {
+			t.Errorf("check(%q, mutating=%v) = %d, want %d", tc.auth, tc.mutating, code, tc.want)
+		}
+		if code == 0 && tc.mutating && !strings.HasPrefix(who, "token:") {
+			t.Errorf("identity %q does not name the token", who)
+		}
+		if strings.Contains(who, "w1") || strings.Contains(who, "w2") {
+			t.Errorf("identity %q reveals the token", who)
+		}
+	}
+	ra := newAuthenticator([]string{"w"}, []string{"r"})
+	for _, tc := range []struct {
+		auth     string
+		mutating bool
+		want     int
+	}{
+		{"", false, 401},
+		{"Bearer r", false, 0},
+		{"Bearer w", false, 0},
+		{"Bearer x", false, 403},
+		{"Bearer r", true, 403},
+	} {
+		if _, code := ra.check(req("GET", tc.auth), tc.mutating); code != tc.want {
+			t.Errorf("read tokens: check(%q, mutating=%v) = %d, want %d", tc.auth, tc.mutating, code, tc.want)
+		}
+	}
+}
+
+func TestSortCandidates(t *testing.T) {
+	got := sortCandidates([]string{"n_b_0000000010", "junk", "n_a_0000000002", "n_c_0000000011", "n_x"})
+	want := []string{"n_a_0000000002", "n_b_0000000010", "n_c_0000000011"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("sortCandidates = %v, want %v", got, want)
+	}
+}
+
+func report(session int64, ams ...presence.AppliedMark) presence.Report {
+	return presence.Report{Session: session, Marks: ams}
+}
+
+func TestDrainWaitObserve(t *testing.T) {
+	const svc, addr, mz = "orders", "10.0.0.5:8080", int64(100)
+	start := time.Now()
+	reg := &registry.Snapshot{Services: map[string][]registry.Instance{svc: {{Service: svc, Addr: addr, Czxid: 50}}}}
+	mk := &marks.Snapshot{Marks: map[string]map[string]marks.Mark{svc: {addr: {Service: svc, Addr: addr, Mzxid: mz}}}}
+	am := func(mzxid, inflight int64, state string) presence.AppliedMark {
+		return presence.AppliedMark{Service: svc, Addr: addr, Mzxid: mzxid, InFlight: inflight, State: state}
+	}
+	live := map[string]presence.Report{"g1": report(1), "g2": report(2)}
+	w := newDrainWait(svc, addr, mz, start, live)
+
+	if st := w.observe(start, live, reg, mk); st != "" {
+		t.Fatalf("nothing applied yet: status %q", st)
+	}
+	// g1 applied an older version: still pending. g2 draining.
+	live = map[string]presence.Report{"g1": report(1, am(90, 0, "drained")), "g2": report(2, am(100, 2, "draining"))}
+	if st := w.observe(start, live, reg, mk); st != "" {
+		t.Fatalf("status %q while draining", st)
+	}
+	if v := w.views(); v[0].State != ctlclient.GatewayPending || v[1].State != ctlclient.GatewayDraining || v[1].InFlight != 2 {
+		t.Fatalf("views %+v", v)
+	}
+	// Both drained (g1 at a newer version, g2 with the instance absent).
+	live = map[string]presence.Report{"g1": report(1, am(120, 0, "drained")), "g2": report(2, am(100, 0, "absent"))}
+	if st := w.observe(start.Add(time.Second), live, reg, mk); st != ctlclient.StatusDrained {
+		t.Fatalf("status %q, want drained", st)
+	}
+	if v := w.views(); v[0].DrainedMs == 0 || v[1].AppliedMs == 0 {
+		t.Fatalf("views lack timings: %+v", v)
+	}
+
+	// A gateway whose node comes back from another session is lost for
+	// good, even once it reports the mark drained.
+	w = newDrainWait(svc, addr, mz, start, map[string]presence.Report{"g1": report(1), "g2": report(2)})
+	live = map[string]presence.Report{"g1": report(1, am(100, 1, "draining")), "g2": report(3, am(100, 0, "drained"))}
+	if st := w.observe(start, live, reg, mk); st != "" {
+		t.Fatalf("status %q while g1 drains", st)
+	}
+	live = map[string]presence.Report{"g1": report(1, am(100, 0, "drained"))}
+	if st := w.observe(start, live, reg, mk); st != ctlclient.StatusLost {
+		t.Fatalf("status %q, want lost", st)
+	}
+	if v := w.views(); v[1].State != ctlclient.GatewayLost {
+		t.Fatalf("g2 not reported lost: %+v", v)
+	}
+	if msg := w.message(ctlclient.StatusLost, time.Minute); !strings.Contains(msg, "g2") {
+		t.Fatalf("message %q does not name the lost gateway", msg)
+	}
+
+	// Superseded: the instance registered again after the mark.
+	w = newDrainWait(svc, addr, mz, start, live)
+	reg2 := &registry.Snapshot{Services: map[string][]registry.Instance{svc: {{Service: svc, Addr: addr, Czxid: 150}}}}
+	if st := w.observe(start, live, reg2, mk); st != ctlclient.StatusSuperseded {
+		t.Fatalf("status %q, want superseded", st)
+	}
+	// Superseded: the mark was deleted after it had been seen.
+	w = newDrainWait(svc, addr, mz, start, map[string]presence.Report{"g1": report(1)})
+	if st := w.observe(start, map[string]presence.Report{"g1": report(1)}, reg, mk); st != "" {
+		t.Fatalf("status %q", st)
+	}
+	if st := w.observe(start, map[string]presence.Report{"g1": report(1)}, reg, &marks.Snapshot{}); st != ctlclient.StatusSuperseded {
+		t.Fatalf("status %q, want superseded", st)
+	}
+	// The mark not seen yet by the cache is not "deleted".
+	w = newDrainWait(svc, addr, mz, start, map[string]presence.Report{"g1": report(1)})
+	if st := w.observe(start, map[string]presence.Report{"g1": report(1)}, reg, &marks.Snapshot{}); st != "" {
+		t.Fatalf("status %q before the cache saw the mark", st)
+	}
+	// No gateway: nothing to wait for.
+	w = newDrainWait(svc, addr, mz, start, nil)
+	if st := w.observe(start, nil, reg, mk); st != ctlclient.StatusDrained {
+		t.Fatalf("status %q with no gateways", st)
+	}
+}
+
+func TestServiceView(t *testing.T) {
+	now := time.Now()
+	const svc = "orders"
+	reg := &registry.Snapshot{Services: map[string][]registry.Instance{svc: {
+		{Service: svc, Addr: "10.0.0.1:80", Czxid: 10, Status: "UP"},
+		{Service: svc, Addr: "10.0.0.2:80", Czxid: 10, Status: "UP"},
+		{Service: svc, Addr: "10.0.0.3:80", Czxid: 200, Status: "UP"},
+		{Service: svc, Addr: "10.0.0.4:80", Czxid: 10, Status: "OUT_OF_SERVICE"},
+	}}}
+	mk := &marks.Snapshot{Marks: map[string]map[string]marks.Mark{svc: {
+		"10.0.0.2:80": {Service: svc, Addr: "10.0.0.2:80", Mzxid: 100, Reason: "r"},
+		"10.0.0.3:80": {Service: svc, Addr: "10.0.0.3:80", Mzxid: 100, Reason: "old"},
+		"10.0.0.9:80": {Service: svc, Addr: "10.0.0.9:80", Mzxid: 100, Reason: "ahead"},
+	}}}
+	gws := map[string]presence.Report{"g1": report(1,
+		presence.AppliedMark{Service: svc, Addr: "10.0.0.2:80", Mzxid: 100, InFlight: 0, State: "drained"})}
+	v, ok := serviceView(svc, reg, mk, gws, now)
+	if !ok {
+		t.Fatal("service not found")
+	}
+	states := map[string]string{}
+	for _, in := range v.Instances {
+		states[in.Addr] = in.State
+	}
+	want := map[string]string{"10.0.0.1:80": "serving", "10.0.0.2:80": "drained", "10.0.0.3:80": "serving", "10.0.0.4:80": "down", "10.0.0.9:80": "absent"}
+	for a, s := range want {
+		if states[a] != s {
+			t.Errorf("%s: state %q, want %q (all: %v)", a, states[a], s, states)
+		}
+	}
+	if _, ok := serviceView("nope", reg, mk, gws, now); ok {
+		t.Error("unknown service found")
+	}
+	sums := serviceSummaries(reg, mk, now)
+	if len(sums) != 1 || sums[0].Instances != 4 || sums[0].Up != 3 || sums[0].Marked != 2 {
+		t.Errorf("summaries %+v", sums)
+	}
+}

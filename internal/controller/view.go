@@ -1,0 +1,168 @@
+package controller
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/zkgate/zkgate/internal/ctlclient"
+	"github.com/zkgate/zkgate/internal/marks"
+	"github.com/zkgate/zkgate/internal/presence"
+	"github.com/zkgate/zkgate/internal/registry"
+)
+
+func markView(m marks.Mark) ctlclient.MarkView {
+	return ctlclient.MarkView{
+		Service: m.Service, Addr: m.Addr, Reason: m.Reason, By: m.By,
+		CreatedMs: m.CreatedMs, ExpiresMs: m.ExpiresMs, DeployID: m.DeployID, Mzxid: m.Mzxid,
+	}
+}
+
+// serviceSummaries lists every service known to the registry or the marks.
+func serviceSummaries(rs *registry.Snapshot, ms *marks.Snapshot, now time.Time) []ctlclient.ServiceSummary {
+	names := map[string]bool{}
+	if rs != nil {
+		for n := range rs.Services {
+			names[n] = true
+		}
+	}
+	if ms != nil {
+		for n := range ms.Marks {
+			names[n] = true
+		}
+	}
+	out := make([]ctlclient.ServiceSummary, 0, len(names))
+	for n := range names {
+		s := ctlclient.ServiceSummary{Name: n}
+		for _, in := range rs.Instances(n) {
+			s.Instances++
+			if in.Up() {
+				s.Up++
+			}
+		}
+		if ms != nil {
+			for addr, m := range ms.Marks[n] {
+				if markApplies(rs, m, n, addr, now) {
+					s.Marked++
+				}
+			}
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// markApplies applies DESIGN.md §3's zxid rule to the registry snapshot.
+func markApplies(rs *registry.Snapshot, m marks.Mark, service, addr string, now time.Time) bool {
+	if m.Expired(now) {
+		return false
+	}
+	if in, ok := rs.Lookup(service, addr); ok {
+		return m.AppliesTo(in, now)
+	}
+	return true
+}
+
+// serviceView describes one service: every registered address and every
+// marked one, with per-gateway states for the marked ones. ok is false
+// when neither the registry nor the marks know the service.
+func serviceView(service string, rs *registry.Snapshot, ms *marks.Snapshot, gws map[string]presence.Report, now time.Time) (ctlclient.ServiceResponse, bool) {
+	resp := ctlclient.ServiceResponse{Service: service, Instances: []ctlclient.InstanceView{}, LiveGateways: len(gws)}
+	byAddr := map[string]*ctlclient.InstanceView{}
+	for _, in := range rs.Instances(service) {
+		v := &ctlclient.InstanceView{
+			Service: service, Addr: in.Addr, Registered: true, Host: in.Host, Port: in.Port,
+			ID: in.ID, Node: in.Node, Czxid: in.Czxid, RegisteredMs: in.Registered.UnixMilli(),
+			Status: in.Status, Metadata: in.Metadata,
+		}
+		byAddr[in.Addr] = v
+	}
+	var marked map[string]marks.Mark
+	if ms != nil {
+		marked = ms.Marks[service]
+	}
+	if len(byAddr) == 0 && len(marked) == 0 {
+		return resp, false
+	}
+	for addr, m := range marked {
+		v := byAddr[addr]
+		if v == nil {
+			v = &ctlclient.InstanceView{Service: service, Addr: addr}
+			byAddr[addr] = v
+		}
+		mv := markView(m)
+		v.Mark = &mv
+		v.Marked = markApplies(rs, m, service, addr, now)
+	}
+	ids := make([]string, 0, len(gws))
+	for id := range gws {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, v := range byAddr {
+		v.State = instanceState(v, gws, ids)
+		resp.Instances = append(resp.Instances, *v)
+	}
+	sort.Slice(resp.Instances, func(i, j int) bool { return resp.Instances[i].Addr < resp.Instances[j].Addr })
+	return resp, true
+}
+
+// instanceState fills v.Gateways for a marked instance and returns its
+// overall state: serving or down when no mark applies; absent when marked
+// and not registered; drained when every live gateway reports the mark
+// applied with nothing in flight; draining otherwise.
+func instanceState(v *ctlclient.InstanceView, gws map[string]presence.Report, ids []string) string {
+	if !v.Marked {
+		if !v.Registered {
+			return ctlclient.StateAbsent
+		}
+		if v.Status != "" && v.Status != registry.StatusUp {
+			return ctlclient.StateDown
+		}
+		return ctlclient.StateServing
+	}
+	drained := true
+	for _, id := range ids {
+		rep := gws[id]
+		gi := ctlclient.GatewayInstance{ID: id, State: ctlclient.GatewayPending}
+		if am, ok := rep.Find(v.Service, v.Addr); ok && am.Mzxid >= v.Mark.Mzxid {
+			gi.State, gi.InFlight, gi.AppliedMzxid = am.State, am.InFlight, am.Mzxid
+			if am.InFlight > 0 && gi.State != ctlclient.GatewayDraining {
+				gi.State = ctlclient.GatewayDraining
+			}
+		}
+		if gi.State != ctlclient.GatewayDrained && gi.State != ctlclient.StateAbsent {
+			drained = false
+		}
+		v.Gateways = append(v.Gateways, gi)
+	}
+	switch {
+	case !v.Registered:
+		return ctlclient.StateAbsent
+	case drained:
+		return ctlclient.StateDrained
+	}
+	return ctlclient.StateDraining
+}
+
+// gatewayViews lists the live gateways.
+func gatewayViews(gws map[string]presence.Report) []ctlclient.GatewayView {
+	out := make([]ctlclient.GatewayView, 0, len(gws))
+	for id, r := range gws {
+		v := ctlclient.GatewayView{
+			ID: id, Listen: r.Listen, AdminListen: r.AdminListen, Version: r.Version,
+			StartedMs: r.StartedMs, UpdatedMs: r.UpdatedMs, RegistryRevision: r.RegistryRevision,
+			MarksRevision: r.MarksRevision, Session: fmt.Sprintf("0x%x", r.Session),
+			Marks: make([]ctlclient.AppliedMark, 0, len(r.Marks)),
+		}
+		for _, m := range r.Marks {
+			v.Marks = append(v.Marks, ctlclient.AppliedMark{
+				Service: m.Service, Addr: m.Addr, Mzxid: m.Mzxid, InFlight: m.InFlight, State: m.State,
+			})
+		}
+		out = append(out, v)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}

@@ -1,0 +1,137 @@
+package ctlclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestNewParsesAddresses(t *testing.T) {
+	c, err := New(" 127.0.0.1:7070 , https://ctl.example/ ", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.urls, ","); got != "http://127.0.0.1:7070,https://ctl.example" {
+		t.Errorf("urls %q", got)
+	}
+	for _, bad := range []string{"", " , ", "ftp://x", "http://"} {
+		if _, err := New(bad, Options{}); err == nil {
+			t.Errorf("New(%q) accepted", bad)
+		}
+	}
+}
+
+func TestRequestsCarryCredentialsAndDecodeErrors(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer tok" || r.Header.Get("X-Zkgate-Actor") != "me@host" {
+			w.WriteHeader(http.StatusUnauthorized)
+			json.NewEncoder(w).Encode(ErrorResponse{Error: "who are you"})
+			return
+		}
+		if r.URL.EscapedPath() != "/v1/services/orders/instances/%5B::1%5D:80/drain" {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		var req DrainRequest
+		dec := json.NewDecoder(r.Body)
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil || req.Reason == "" {
+			w.WriteHeader(http.StatusBadRequest)
+			json.NewEncoder(w).Encode(ErrorResponse{Error: "reason is required"})
+			return
+		}
+		json.NewEncoder(w).Encode(DrainResponse{Service: "orders", Addr: "[::1]:80", Status: StatusMarked})
+	}))
+	defer srv.Close()
+	ctx := context.Background()
+	c, _ := New(srv.URL, Options{Token: "tok", Actor: "me@host"})
+	r, err := c.Drain(ctx, "orders", "[::1]:80", DrainRequest{Reason: "x"})
+	if err != nil || r.Status != StatusMarked {
+		t.Fatalf("drain %+v %v", r, err)
+	}
+	_, err = c.Drain(ctx, "orders", "[::1]:80", DrainRequest{})
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.StatusCode != 400 || ae.Message != "reason is required" {
+		t.Fatalf("error %v", err)
+	}
+	bad, _ := New(srv.URL, Options{Token: "nope"})
+	if _, err := bad.Services(ctx); !errors.As(err, &ae) || ae.StatusCode != 401 || !strings.Contains(err.Error(), "who are you") {
+		t.Fatalf("unauthorized error %v", err)
+	}
+}
+
+// A replica that cannot be reached, answers 503, or drops a waiting drain
+// is replaced by the next one; the wait continues with what remains.
+func TestFailover(t *testing.T) {
+	down := httptest.NewServer(http.NotFoundHandler())
+	downURL := down.URL
+	down.Close()
+	var calls503 atomic.Int64
+	unavailable := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls503.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		json.NewEncoder(w).Encode(ErrorResponse{Error: "lost session"})
+	}))
+	defer unavailable.Close()
+	// dropper accepts a waiting drain, then drops the connection.
+	dropper := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(300 * time.Millisecond)
+		hj, _ := w.(http.Hijacker)
+		conn, _, _ := hj.Hijack()
+		conn.Close()
+	}))
+	defer dropper.Close()
+	var gotTimeout atomic.Value
+	good := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req DrainRequest
+		if r.Body != nil && r.Method == http.MethodPut {
+			json.NewDecoder(r.Body).Decode(&req)
+			gotTimeout.Store(req.Timeout)
+			json.NewEncoder(w).Encode(DrainResponse{Status: StatusDrained, Confirmed: true})
+			return
+		}
+		json.NewEncoder(w).Encode(ServicesResponse{Services: []ServiceSummary{{Name: "orders"}}})
+	}))
+	defer good.Close()
+	ctx := context.Background()
+
+	c, _ := New(downURL+","+unavailable.URL+","+good.URL, Options{})
+	s, err := c.Services(ctx)
+	if err != nil || len(s.Services) != 1 {
+		t.Fatalf("services via failover: %+v %v", s, err)
+	}
+	if calls503.Load() != 1 {
+		t.Errorf("503 replica called %d times", calls503.Load())
+	}
+
+	c, _ = New(dropper.URL+","+good.URL, Options{})
+	r, err := c.Drain(ctx, "orders", "10.0.0.1:80", DrainRequest{Reason: "x", Wait: true, Timeout: "10s"})
+	if err != nil || r.Status != StatusDrained {
+		t.Fatalf("drain via failover: %+v %v", r, err)
+	}
+	left, err := time.ParseDuration(gotTimeout.Load().(string))
+	if err != nil || left >= 10*time.Second || left < 5*time.Second {
+		t.Fatalf("the next replica was asked to wait %v (%v), want what remains of 10s", left, err)
+	}
+
+	// Client errors are not retried.
+	var calls atomic.Int64
+	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.WriteHeader(http.StatusBadRequest)
+		w.Write([]byte("plain text"))
+	}))
+	defer bad.Close()
+	c, _ = New(bad.URL+","+good.URL, Options{})
+	_, err = c.Services(ctx)
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Message != "plain text" || calls.Load() != 1 {
+		t.Fatalf("400: %v (calls %d)", err, calls.Load())
+	}
+}

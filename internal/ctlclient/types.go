@@ -1,0 +1,274 @@
+// Package ctlclient is a small typed client of the zkgate controller's HTTP
+// JSON API, used by `zkgate drain|undrain|status|register|rollout`. It also
+// holds the API's wire types, which the controller serves: the JSON shapes
+// here are the API contract (add fields, never rename or remove them).
+package ctlclient
+
+// Drain statuses (DrainResponse.Status).
+const (
+	// StatusMarked: the mark was written and the caller did not ask to wait.
+	StatusMarked = "marked"
+	// StatusDrained: confirmed. Every gateway that was live when the drain
+	// started reports the mark applied (applied mzxid ≥ the mark's mzxid)
+	// with zero requests in flight to the instance.
+	StatusDrained = "drained"
+	// StatusTimeout: the timeout passed before every gateway confirmed.
+	StatusTimeout = "timeout"
+	// StatusLost: every remaining gateway confirmed, but at least one
+	// gateway that was live at the start lost its ZooKeeper session (its
+	// presence node went away, or came back from a new session) during the
+	// wait. A lost gateway never counts as having acknowledged, so the drain
+	// is not confirmed.
+	StatusLost = "lost"
+	// StatusSuperseded: the mark stopped applying during the wait: it was
+	// deleted (undrain, expiry, another controller) or the instance
+	// registered again after it.
+	StatusSuperseded = "superseded"
+)
+
+// Per-gateway drain states (GatewayDrain.State).
+const (
+	// GatewayPending: the gateway has not reported the mark yet.
+	GatewayPending = "pending"
+	// GatewayDraining: the gateway applies the mark; requests are in flight.
+	GatewayDraining = "draining"
+	// GatewayDrained: the gateway applies the mark; nothing is in flight
+	// (this includes a gateway where the instance is not registered).
+	GatewayDrained = "drained"
+	// GatewayServing: the gateway has seen the mark but it does not apply
+	// there (the instance registered again after it).
+	GatewayServing = "serving"
+	// GatewayLost: the gateway's presence node disappeared (or was
+	// re-created by a new session) during the wait.
+	GatewayLost = "lost"
+)
+
+// Instance states (InstanceView.State), DESIGN.md §4.
+const (
+	StateServing  = "serving"
+	StateDown     = "down" // the registry says the instance is not UP
+	StateDraining = "draining"
+	StateDrained  = "drained"
+	// StateAbsent: marked but not registered.
+	StateAbsent = "absent"
+)
+
+// ErrorResponse is the body of every 4xx/5xx answer.
+type ErrorResponse struct {
+	Error string `json:"error"`
+}
+
+// DrainRequest is the body of PUT /v1/services/{service}/instances/{addr}/drain.
+// Durations are Go duration strings ("90s", "10m"); empty means the default.
+// Unknown fields are rejected.
+type DrainRequest struct {
+	// Reason is required: it goes into the mark and the audit trail.
+	Reason string `json:"reason"`
+	// TTL is the mark's lifetime (default controller.mark_ttl).
+	TTL string `json:"ttl,omitempty"`
+	// Wait: answer only when the drain is confirmed or Timeout passes.
+	Wait bool `json:"wait,omitempty"`
+	// Timeout bounds the wait (default 2m, at most 1h).
+	Timeout string `json:"timeout,omitempty"`
+	// MinWait: with Wait, do not answer "drained" before this long has
+	// passed (for clients that cache routes outside zkgate). Timeout still
+	// bounds the whole wait.
+	MinWait string `json:"min_wait,omitempty"`
+	// DeployID is recorded in the mark and the audit trail.
+	DeployID string `json:"deploy_id,omitempty"`
+}
+
+// MarkView is a mark as the API shows it.
+type MarkView struct {
+	Service   string `json:"service"`
+	Addr      string `json:"addr"`
+	Reason    string `json:"reason"`
+	By        string `json:"by"`
+	CreatedMs int64  `json:"created_ms"`
+	ExpiresMs int64  `json:"expires_ms"`
+	DeployID  string `json:"deploy_id,omitempty"`
+	// Mzxid is the zxid of the mark's last write.
+	Mzxid int64 `json:"mzxid"`
+}
+
+// GatewayDrain is one gateway's part in a drain.
+type GatewayDrain struct {
+	ID    string `json:"id"`
+	State string `json:"state"`
+	// InFlight is the gateway's last reported in-flight count for the
+	// instance.
+	InFlight int64 `json:"in_flight"`
+	// AppliedMzxid is the mzxid of the mark version the gateway applies
+	// (0: not seen).
+	AppliedMzxid int64 `json:"applied_mzxid,omitempty"`
+	// AppliedMs and DrainedMs are when (ms after the drain started) the
+	// controller first saw the gateway apply the mark and report zero in
+	// flight; 0 when not (yet).
+	AppliedMs int64 `json:"applied_ms,omitempty"`
+	DrainedMs int64 `json:"drained_ms,omitempty"`
+}
+
+// DrainResponse answers a drain.
+type DrainResponse struct {
+	Service string `json:"service"`
+	Addr    string `json:"addr"`
+	// Status is one of the Status* constants.
+	Status string `json:"status"`
+	// Confirmed is true exactly when Status is "drained".
+	Confirmed bool   `json:"confirmed"`
+	Message   string `json:"message,omitempty"`
+	// Warning says something the caller may want to know, e.g. that the
+	// address is not registered (draining ahead is allowed).
+	Warning string   `json:"warning,omitempty"`
+	Mark    MarkView `json:"mark"`
+	// ElapsedMs is the time from the request to the answer.
+	ElapsedMs int64 `json:"elapsed_ms"`
+	// Gateways are the gateways live when the drain started (with Wait).
+	Gateways []GatewayDrain `json:"gateways"`
+}
+
+// UndrainRequest is the optional body of DELETE …/drain.
+type UndrainRequest struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+// UndrainResponse answers DELETE …/drain.
+type UndrainResponse struct {
+	Service string `json:"service"`
+	Addr    string `json:"addr"`
+	// Removed is false when there was no mark.
+	Removed bool `json:"removed"`
+	// Mark is the mark that was removed.
+	Mark *MarkView `json:"mark,omitempty"`
+}
+
+// ServiceSummary is one service in GET /v1/services.
+type ServiceSummary struct {
+	Name string `json:"name"`
+	// Instances counts registered addresses.
+	Instances int `json:"instances"`
+	// Up counts registered addresses whose registry status is UP.
+	Up int `json:"up"`
+	// Marked counts marks that apply (registered or not).
+	Marked int `json:"marked"`
+}
+
+// ServicesResponse answers GET /v1/services.
+type ServicesResponse struct {
+	Services []ServiceSummary `json:"services"`
+}
+
+// GatewayInstance is one gateway's view of a marked instance.
+type GatewayInstance struct {
+	ID           string `json:"id"`
+	State        string `json:"state"`
+	InFlight     int64  `json:"in_flight"`
+	AppliedMzxid int64  `json:"applied_mzxid,omitempty"`
+}
+
+// InstanceView is one address of a service: registry data, mark and, for
+// marked instances, each live gateway's state.
+type InstanceView struct {
+	Service string `json:"service"`
+	Addr    string `json:"addr"`
+	// State is one of the State* constants.
+	State string `json:"state"`
+	// Registered is false for a marked address not in the registry.
+	Registered bool   `json:"registered"`
+	Host       string `json:"host,omitempty"`
+	Port       int    `json:"port,omitempty"`
+	ID         string `json:"id,omitempty"`
+	Node       string `json:"node,omitempty"`
+	Czxid      int64  `json:"czxid,omitempty"`
+	// RegisteredMs is the registration's ctime (display only).
+	RegisteredMs int64             `json:"registered_ms,omitempty"`
+	Status       string            `json:"status,omitempty"`
+	Metadata     map[string]string `json:"metadata,omitempty"`
+	// Mark is the address's mark, if any; Marked says whether it applies
+	// (it does not once the instance registered again after it, or after
+	// it expired).
+	Mark     *MarkView         `json:"mark,omitempty"`
+	Marked   bool              `json:"marked"`
+	Gateways []GatewayInstance `json:"gateways,omitempty"`
+}
+
+// ServiceResponse answers GET /v1/services/{service}.
+type ServiceResponse struct {
+	Service   string         `json:"service"`
+	Instances []InstanceView `json:"instances"`
+	// LiveGateways is the number of gateways with a presence node.
+	LiveGateways int `json:"live_gateways"`
+}
+
+// AppliedMark is a mark as a gateway reports it.
+type AppliedMark struct {
+	Service  string `json:"service"`
+	Addr     string `json:"addr"`
+	Mzxid    int64  `json:"mzxid"`
+	InFlight int64  `json:"in_flight"`
+	State    string `json:"state"`
+}
+
+// GatewayView is one live gateway in GET /v1/gateways.
+type GatewayView struct {
+	ID               string        `json:"id"`
+	Listen           string        `json:"listen"`
+	AdminListen      string        `json:"admin_listen"`
+	Version          string        `json:"version"`
+	StartedMs        int64         `json:"started_ms"`
+	UpdatedMs        int64         `json:"updated_ms"`
+	RegistryRevision uint64        `json:"registry_revision"`
+	MarksRevision    uint64        `json:"marks_revision"`
+	Session          string        `json:"session"`
+	Marks            []AppliedMark `json:"marks"`
+}
+
+// GatewaysResponse answers GET /v1/gateways.
+type GatewaysResponse struct {
+	Gateways []GatewayView `json:"gateways"`
+}
+
+// Audit actions (AuditEntry.Action).
+const (
+	AuditDrain             = "drain"
+	AuditUndrain           = "undrain"
+	AuditClearReregistered = "clear-reregistered"
+	AuditExpire            = "expire"
+	AuditClearAbsent       = "clear-absent"
+)
+
+// AuditEntry is one change: who, when, why, what.
+type AuditEntry struct {
+	// Seq is the entry's sequence number in ZooKeeper (increasing).
+	Seq    int64  `json:"seq"`
+	TimeMs int64  `json:"time_ms"`
+	By     string `json:"by"`
+	// Action is one of the Audit* constants.
+	Action   string `json:"action"`
+	Service  string `json:"service"`
+	Addr     string `json:"addr"`
+	Reason   string `json:"reason,omitempty"`
+	DeployID string `json:"deploy_id,omitempty"`
+	// Detail says more, e.g. the mark's TTL or why a job acted.
+	Detail string `json:"detail,omitempty"`
+	// Controller is the id of the controller replica that made the change.
+	Controller string `json:"controller"`
+	// ID identifies the entry across retries.
+	ID string `json:"id"`
+}
+
+// AuditResponse answers GET /v1/audit (newest first).
+type AuditResponse struct {
+	Entries []AuditEntry `json:"entries"`
+}
+
+// LeaderResponse answers GET /v1/leader.
+type LeaderResponse struct {
+	// ID is the answering replica's id.
+	ID string `json:"id"`
+	// IsLeader says whether the answering replica runs the jobs.
+	IsLeader bool `json:"is_leader"`
+	// Leader is the current leader's id as this replica knows it ("" when
+	// unknown).
+	Leader string `json:"leader"`
+}
