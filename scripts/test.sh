@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The test command: installs ZooKeeper when missing, then checks formatting,
+# The test command: installs ZooKeeper (and Chromium) when missing, then checks formatting,
 # vets and runs every test with the race detector against real ZooKeeper
 # servers started by the project's harness (internal/zktest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh zookeeper
+scripts/install-deps.sh zookeeper chromium   # chromium: the dashboard's browser test
 export ZKGATE_REQUIRE_ZK=1   # never skip ZooKeeper tests silently
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then

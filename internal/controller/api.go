@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/zkgate/zkgate/internal/ctlclient"
+	"github.com/zkgate/zkgate/internal/dashboard"
 	"github.com/zkgate/zkgate/internal/marks"
 	"github.com/zkgate/zkgate/internal/zksession"
 )
@@ -45,6 +46,8 @@ func (c *Controller) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/gateways", c.read(c.getGateways))
 	mux.HandleFunc("GET /v1/audit", c.read(c.getAudit))
 	mux.HandleFunc("GET /v1/leader", c.read(c.getLeader))
+	mux.Handle("GET /ui/", dashboard.Handler())
+	mux.Handle("GET /ui", dashboard.Handler())
 	mux.HandleFunc("GET /healthz", c.healthz)
 	mux.HandleFunc("GET /readyz", c.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(c.promReg, promhttp.HandlerOpts{}))
