@@ -25,6 +25,7 @@ type entry struct {
 
 func commands() map[string]entry {
 	return map[string]entry{
+		"bench":          {RunBench, "run a benchmark (proxy: gateway vs nginx; see docs/benchmarks.md)"},
 		"controller":     {RunController, "run the controller (API, drain marks, leader jobs)"},
 		"drain":          {RunDrain, "drain an instance: every gateway stops sending it new requests; waits until confirmed"},
 		"undrain":        {RunUndrain, "put a drained instance back in rotation"},

@@ -1,0 +1,172 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// backendReadyPrefix starts the line the backend prints on stdout once it
+// accepts connections.
+const backendReadyPrefix = "listening "
+
+// fixedBody answers every GET and HEAD with the same small body and
+// keep-alive: the cheapest backend net/http allows, so the benchmark
+// measures the proxy.
+type fixedBody struct {
+	body        []byte
+	contentType []string
+	length      []string
+}
+
+// BackendHandler returns the backend's handler: a body of size bytes.
+func BackendHandler(size int) http.Handler {
+	body := make([]byte, size)
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	for i := range body {
+		body[i] = alphabet[i%len(alphabet)]
+	}
+	if size > 0 {
+		body[size-1] = '\n'
+	}
+	return &fixedBody{
+		body:        body,
+		contentType: []string{"text/plain; charset=utf-8"},
+		length:      []string{strconv.Itoa(size)},
+	}
+}
+
+func (f *fixedBody) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	h := w.Header()
+	// Shared slices: net/http only reads header values.
+	h["Content-Type"] = f.contentType
+	h["Content-Length"] = f.length
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		w.Write(f.body)
+	}
+}
+
+// RunBackend serves BackendHandler(size) on listen until ctx ends. Once
+// it accepts connections it prints "listening HOST:PORT" on stdout.
+func RunBackend(ctx context.Context, listen string, size int, stdout io.Writer) error {
+	if size < 0 {
+		return errors.New("--size must not be negative")
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
+	srv := &http.Server{Handler: BackendHandler(size), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	fmt.Fprintf(stdout, "%s%s\n", backendReadyPrefix, ln.Addr())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("backend: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	return nil
+}
+
+// readBackendAddr waits for the backend's "listening" line on r.
+func readBackendAddr(ctx context.Context, r io.Reader) (string, error) {
+	type result struct {
+		addr string
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			if a, ok := strings.CutPrefix(sc.Text(), backendReadyPrefix); ok {
+				ch <- result{addr: strings.TrimSpace(a)}
+				// Keep draining so the backend never blocks on stdout.
+				for sc.Scan() {
+				}
+				return
+			}
+		}
+		ch <- result{err: errors.New("backend exited before listening")}
+	}()
+	select {
+	case r := <-ch:
+		return r.addr, r.err
+	case <-ctx.Done():
+		return "", fmt.Errorf("waiting for the backend to listen: %w", ctx.Err())
+	}
+}
+
+// curatorInstance is the Curator ServiceInstance JSON that Spring Cloud
+// Zookeeper writes (DESIGN.md §3).
+type curatorInstance struct {
+	Name                string          `json:"name"`
+	ID                  string          `json:"id"`
+	Address             string          `json:"address"`
+	Port                int             `json:"port"`
+	SSLPort             *int            `json:"sslPort"`
+	Payload             curatorPayload  `json:"payload"`
+	RegistrationTimeUTC int64           `json:"registrationTimeUTC"`
+	ServiceType         string          `json:"serviceType"`
+	URISpec             json.RawMessage `json:"uriSpec"`
+}
+
+type curatorPayload struct {
+	Class    string            `json:"@class"`
+	ID       string            `json:"id"`
+	Name     string            `json:"name"`
+	Metadata map[string]string `json:"metadata"`
+}
+
+const curatorURISpec = `{"parts":[{"value":"scheme","variable":true},{"value":"://","variable":false},{"value":"address","variable":true},{"value":":","variable":false},{"value":"port","variable":true}]}`
+
+// curatorJSON renders a registration of service at addr (host:port).
+func curatorJSON(service, id, addr string, now time.Time) ([]byte, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("instance address: %w", err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("instance port: %w", err)
+	}
+	return json.Marshal(curatorInstance{
+		Name: service, ID: id, Address: host, Port: port,
+		Payload: curatorPayload{
+			Class: "org.springframework.cloud.zookeeper.discovery.ZookeeperInstance",
+			ID:    "application-1", Name: service,
+			Metadata: map[string]string{"instance_status": "UP"},
+		},
+		RegistrationTimeUTC: now.UnixMilli(),
+		ServiceType:         "DYNAMIC",
+		URISpec:             json.RawMessage(curatorURISpec),
+	})
+}
+
+// newUUID returns a random (version 4) UUID, like Curator's instance ids.
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand since Go 1.24)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}

@@ -1,0 +1,273 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/zkgate/zkgate/internal/bench"
+	"github.com/zkgate/zkgate/internal/version"
+)
+
+const benchUsage = `Usage: zkgate bench BENCHMARK [flags]
+
+Benchmarks (commands, not tests: they start real processes on loopback):
+  proxy    requests/s and latency direct to a backend, through the gateway
+           and through nginx, with wrk; prints a table and writes JSON
+
+Run zkgate bench BENCHMARK -h for its flags.
+`
+
+// RunBench is `zkgate bench BENCHMARK [flags]`. Besides the benchmarks it
+// has hidden helpers that the proxy benchmark runs as separate processes:
+// `bench backend` (the backend), `bench bareproxy` (a bare
+// httputil.ReverseProxy, the reference) and `bench gateway` (the gateway
+// with a loopback CPU profiling endpoint).
+func RunBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		io.WriteString(stderr, benchUsage)
+		return 1
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		io.WriteString(stdout, benchUsage)
+		return 0
+	case "proxy":
+		return runBenchProxy(ctx, args[1:], stdout, stderr)
+	case "backend":
+		return runBenchBackend(ctx, args[1:], stdout, stderr)
+	case "gateway":
+		return runBenchGateway(ctx, args[1:], stdout, stderr)
+	case "bareproxy":
+		return runBenchBareProxy(ctx, args[1:], stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "zkgate bench: unknown benchmark %q (see zkgate bench help)\n", args[0])
+	return 1
+}
+
+func runBenchProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	const name = "bench proxy"
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: zkgate bench proxy [flags]
+
+Loads one backend three ways with wrk, one after the other in one run:
+direct, through zkgate gateway (routed through a ZooKeeper registry) and
+through nginx (skipped with a note when nginx is not installed), plus a
+bare httputil.ReverseProxy as a reference (--baseline=false skips it). Prints
+requests/s, latency p50/p90/p99/max, added p50 latency, CPU per request
+and the ratios gateway/nginx and gateway/direct, and writes JSON.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	threads := fs.Int("threads", 2, "wrk threads (-t)")
+	conns := fs.Int("connections", 64, "wrk connections (-c)")
+	duration := fs.Duration("duration", 10*time.Second, "measured run per target (-d)")
+	warmup := fs.Duration("warmup", 2*time.Second, "unmeasured warm-up before each measured run (0: none)")
+	timeout := fs.Duration("timeout", 2*time.Second, "wrk request timeout")
+	rounds := fs.Int("rounds", 1, "run direct, gateway, nginx this many times; the median run of each is reported")
+	size := fs.Int("size", 64, "response body size in bytes")
+	jsonPath := fs.String("json", "", "results file (default bench-results/proxy-<date>.json)")
+	cpuProfile := fs.String("cpuprofile", "", "also run one profiled gateway pass and write the gateway's CPU profile here")
+	nginxBin := fs.String("nginx", "", "nginx binary (default nginx from PATH or /usr/sbin/nginx)")
+	noNginx := fs.Bool("no-nginx", false, "skip the nginx target")
+	baseline := fs.Bool("baseline", true, "also measure a bare httputil.ReverseProxy (Go's standard library without zkgate's logic) as a reference")
+	nginxWorkers := fs.String("nginx-workers", "auto", "nginx worker_processes")
+	wrkBin := fs.String("wrk", "wrk", "wrk binary")
+	zkServers := fs.String("zookeeper", "", "host:port,... of an existing ZooKeeper (default: start one from the Debian package)")
+	zkgateBin := fs.String("zkgate", "", "zkgate binary that runs the backend and the gateway (default: this executable)")
+	keepDir := fs.String("dir", "", "keep the run's configurations and logs in this directory (default: a temporary one, removed)")
+	logLevel := fs.String("log-level", "info", "progress log level: debug, info, warn or error")
+	var gatewayEnv []string
+	fs.Func("gateway-env", "KEY=VALUE added to the gateway's environment only, for experiments such as GOGC=400 (repeatable)", func(v string) error {
+		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+			return fmt.Errorf("%q is not KEY=VALUE", v)
+		}
+		gatewayEnv = append(gatewayEnv, v)
+		return nil
+	})
+	if err := fs.Parse(args); err != nil {
+		return flagExit(err)
+	}
+	if fs.NArg() > 0 {
+		return fail(stderr, name, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
+	}
+	// Zero means "default" in bench.ProxyOptions: reject it here.
+	switch {
+	case *threads < 1 || *conns < 1:
+		return fail(stderr, name, errors.New("--threads and --connections must be at least 1"))
+	case *rounds < 1:
+		return fail(stderr, name, errors.New("--rounds must be at least 1"))
+	case *duration <= 0 || *timeout <= 0:
+		return fail(stderr, name, errors.New("--duration and --timeout must be positive"))
+	case *size < 1:
+		return fail(stderr, name, errors.New("--size must be at least 1 byte"))
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return fail(stderr, name, err)
+	}
+	bin := *zkgateBin
+	if bin == "" {
+		if bin, err = os.Executable(); err != nil {
+			return fail(stderr, name, fmt.Errorf("finding the zkgate binary (set --zkgate): %w", err))
+		}
+	}
+	var servers []string
+	if *zkServers != "" {
+		for _, s := range strings.Split(*zkServers, ",") {
+			if _, _, err := net.SplitHostPort(strings.TrimSpace(s)); err != nil {
+				return fail(stderr, name, fmt.Errorf("--zookeeper: %q is not host:port", s))
+			}
+			servers = append(servers, strings.TrimSpace(s))
+		}
+	}
+	start := time.Now()
+	out := *jsonPath
+	if out == "" {
+		out = bench.DefaultJSONPath(start)
+	}
+	rep, err := bench.RunProxy(ctx, bench.ProxyOptions{
+		Binary: bin, Wrk: *wrkBin, Nginx: *nginxBin, NoNginx: *noNginx, Baseline: *baseline,
+		Load:   bench.Load{Threads: *threads, Connections: *conns, Duration: *duration, Timeout: *timeout},
+		Warmup: *warmup, Rounds: *rounds, BodySize: *size, NginxWorkers: *nginxWorkers,
+		ZooKeeper: servers, GatewayEnv: gatewayEnv, CPUProfile: *cpuProfile, Dir: *keepDir,
+		Command: commandLine("zkgate bench proxy", args), Version: version.Version, Logger: log,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return fail(stderr, name, fmt.Errorf("interrupted: %w", ctx.Err()))
+		}
+		return fail(stderr, name, err)
+	}
+	if err := rep.WriteTable(stdout); err != nil {
+		return fail(stderr, name, err)
+	}
+	if err := rep.WriteJSON(out); err != nil {
+		return fail(stderr, name, err)
+	}
+	fmt.Fprintf(stdout, "results: %s\n", out)
+	if rep.Failed() {
+		return fail(stderr, name, errors.New("a run had more than 1% failed responses: its figures are not comparable (see the notes)"))
+	}
+	return 0
+}
+
+// commandLine renders a command for the record, quoting arguments with
+// spaces or shell characters.
+func commandLine(prefix string, args []string) string {
+	parts := []string{prefix}
+	for _, a := range args {
+		if a == "" || strings.ContainsAny(a, " \t\"'$\\;&|<>*?()") {
+			a = strconv.Quote(a)
+		}
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
+}
+
+// runBenchBackend is the hidden `zkgate bench backend`: the proxy
+// benchmark's backend, a separate process so it never shares the Go
+// runtime with the gateway.
+func runBenchBackend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	const name = "bench backend"
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:0", "listen address")
+	size := fs.Int("size", 64, "response body size in bytes")
+	if err := fs.Parse(args); err != nil {
+		return flagExit(err)
+	}
+	if err := bench.RunBackend(ctx, *listen, *size, stdout); err != nil {
+		return fail(stderr, name, err)
+	}
+	return 0
+}
+
+// runBenchBareProxy is the hidden `zkgate bench bareproxy`: the
+// reference proxy (a bare httputil.ReverseProxy to one backend).
+func runBenchBareProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	const name = "bench bareproxy"
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:0", "listen address")
+	backend := fs.String("backend", "", "backend host:port")
+	prefix := fs.String("prefix", "/bench/", "path prefix to strip")
+	if err := fs.Parse(args); err != nil {
+		return flagExit(err)
+	}
+	if err := bench.RunBareProxy(ctx, *listen, *backend, *prefix, stdout); err != nil {
+		return fail(stderr, name, err)
+	}
+	return 0
+}
+
+// runBenchGateway is the hidden `zkgate bench gateway --pprof ADDR --
+// GATEWAY-FLAGS`: `zkgate gateway` plus a CPU/heap profiling endpoint on
+// a loopback address, for the proxy benchmark's --cpuprofile.
+func runBenchGateway(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	const name = "bench gateway"
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("pprof", "", "loopback host:port for /debug/pprof/profile?seconds=N and /debug/pprof/{heap,allocs,goroutine}")
+	if err := fs.Parse(args); err != nil {
+		return flagExit(err)
+	}
+	host, _, err := net.SplitHostPort(*addr)
+	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+		return fail(stderr, name, fmt.Errorf("--pprof: %q is not a loopback host:port", *addr))
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fail(stderr, name, fmt.Errorf("--pprof: %w", err))
+	}
+	srv := &http.Server{Handler: profileHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+	return RunGateway(ctx, fs.Args(), stdout, stderr)
+}
+
+// profileHandler serves CPU and runtime profiles in pprof's format
+// without net/http/pprof (which registers itself on the default mux).
+func profileHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /debug/pprof/profile", func(w http.ResponseWriter, r *http.Request) {
+		secs, err := strconv.Atoi(r.URL.Query().Get("seconds"))
+		if err != nil || secs < 1 || secs > 600 {
+			http.Error(w, "seconds must be between 1 and 600", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		if err := pprof.StartCPUProfile(w); err != nil {
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
+		select {
+		case <-time.After(time.Duration(secs) * time.Second):
+		case <-r.Context().Done():
+		}
+		pprof.StopCPUProfile()
+	})
+	mux.HandleFunc("GET /debug/pprof/{name}", func(w http.ResponseWriter, r *http.Request) {
+		p := pprof.Lookup(r.PathValue("name"))
+		if p == nil {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		p.WriteTo(w, 0)
+	})
+	return mux
+}
