@@ -27,11 +27,13 @@ func commands() map[string]entry {
 	return map[string]entry{
 		"bench":          {RunBench, "run a benchmark (proxy: gateway vs nginx; see docs/benchmarks.md)"},
 		"controller":     {RunController, "run the controller (API, drain marks, leader jobs)"},
+		"demo":           {RunDemo, "the main job: a rolling restart of 4 backends under load in each mode (poll, watch, sleep, zkgate, nginx), side by side"},
 		"drain":          {RunDrain, "drain an instance: every gateway stops sending it new requests; waits until confirmed"},
 		"undrain":        {RunUndrain, "put a drained instance back in rotation"},
 		"status":         {RunStatus, "show services, instances and their states"},
 		"gateway":        {RunGateway, "run the gateway (reverse proxy following ZooKeeper)"},
 		"register":       {RunRegister, "register an instance in ZooKeeper (Curator format); drain and deregister on SIGTERM"},
+		"rollout":        {RunRollout, "restart every instance of a service, one at a time, without losing a request"},
 		"sample-backend": {RunSampleBackend, "a sample HTTP service that registers itself and stops without grace"},
 		"version":        {runVersion, "print the version"},
 	}

@@ -46,7 +46,15 @@ type Options struct {
 	// Now is the clock used for mark TTLs and the absence grace; default
 	// time.Now.
 	Now func() time.Time
+	// ReregisterAckBound bounds how long the leader keeps a mark whose
+	// address registered again after it while some live gateway has not
+	// acknowledged the new registration (see jobs.go); default
+	// DefaultReregisterAckBound.
+	ReregisterAckBound time.Duration
 }
+
+// DefaultReregisterAckBound is the default Options.ReregisterAckBound.
+const DefaultReregisterAckBound = 30 * time.Second
 
 // Controller is a running controller replica.
 type Controller struct {
@@ -104,6 +112,9 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Controller, 
 	now := opts.Now
 	if now == nil {
 		now = time.Now
+	}
+	if opts.ReregisterAckBound <= 0 {
+		opts.ReregisterAckBound = DefaultReregisterAckBound
 	}
 	if host, _, _ := net.SplitHostPort(cfg.Controller.Listen); host == "" || host == "0.0.0.0" || host == "::" {
 		log.Warn("the controller API listens on every interface: make sure the tokens are strong", "listen", cfg.Controller.Listen)

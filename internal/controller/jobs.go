@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/zkgate/zkgate/internal/ctlclient"
@@ -17,7 +18,20 @@ import (
 // was judged):
 //
 //   - a mark whose address registered again after it (registration czxid >
-//     mark mzxid) is deleted: the instance is back;
+//     mark mzxid) is deleted once every live gateway has acknowledged the
+//     new registration through its presence report: it lists that very
+//     version of the mark (applied mzxid == mark mzxid) with the instance in
+//     a state other than draining, drained or absent, i.e. it routes by the
+//     new registration, or it has no route for the service (see
+//     unacknowledged). Gateways whose presence node goes away do not block.
+//     So a mark outlives the re-registration until every gateway has seen
+//     it, and "the mark is gone" tells a client (zkgate rollout) that every
+//     gateway routes to the instance again. If some gateway has not
+//     acknowledged within Options.ReregisterAckBound of this leader first
+//     seeing the re-registration, the mark is deleted anyway (the zxid rule
+//     already puts the instance back wherever the registration was seen),
+//     with a warning naming the gateways and the clearing counted as
+//     zkgate_controller_marks_cleared_total{why="reregistered_bound"};
 //   - a mark whose TTL passed is deleted;
 //   - a mark whose address has been absent from the registry for longer
 //     than controller.absent_grace (as observed by this leader) is deleted;
@@ -33,11 +47,19 @@ type jobState struct {
 	// absentSince is when this leader first saw a marked address absent
 	// from the registry.
 	absentSince map[markKey]time.Time
+	// reregSince is when this leader first saw a marked address registered
+	// again after the mark version mzxid.
+	reregSince map[markKey]reregSeen
+}
+
+type reregSeen struct {
+	mzxid int64
+	since time.Time
 }
 
 // runJobs runs the jobs until ctx ends (leadership lost or shutdown).
 func (c *Controller) runJobs(ctx context.Context) {
-	st := &jobState{absentSince: map[markKey]time.Time{}}
+	st := &jobState{absentSince: map[markKey]time.Time{}, reregSince: map[markKey]reregSeen{}}
 	interval := c.cfg.Controller.ReconcileInterval
 	reconcile := time.NewTicker(interval)
 	defer reconcile.Stop()
@@ -76,7 +98,8 @@ func (c *Controller) runJobs(ctx context.Context) {
 
 // applyRules applies the rules to the current snapshots once. It returns
 // when the rules should be applied again at the latest (zero: no deadline)
-// and how many marks were cleared because their address registered again.
+// and how many marks were cleared because their address registered again
+// and every gateway acknowledged it.
 func (c *Controller) applyRules(ctx context.Context, st *jobState) (next time.Time, reregistered int) {
 	rs, ms := c.reg.Snapshot(), c.marks.Snapshot()
 	if rs == nil || ms == nil {
@@ -85,8 +108,10 @@ func (c *Controller) applyRules(ctx context.Context, st *jobState) (next time.Ti
 	if s, _ := c.sess.State(); s != zksession.StateConnected {
 		return time.Time{}, 0
 	}
+	gws, gwsLoaded := c.presence.Gateways(), c.presence.Loaded()
 	now := c.now()
 	grace := c.cfg.Controller.AbsentGrace
+	bound := c.opts.ReregisterAckBound
 	soonest := func(t time.Time) {
 		if next.IsZero() || t.Before(next) {
 			next = t
@@ -101,14 +126,47 @@ func (c *Controller) applyRules(ctx context.Context, st *jobState) (next time.Ti
 			k := markKey{service, addr}
 			seen[k] = true
 			in, registered := rs.Lookup(service, addr)
+			rereg := registered && in.Czxid > m.Mzxid
+			if !rereg {
+				delete(st.reregSince, k)
+			}
 			switch {
-			case registered && in.Czxid > m.Mzxid:
+			case rereg:
 				delete(st.absentSince, k)
-				if c.clearMark(ctx, m, "reregistered", ctlclient.AuditClearReregistered,
-					fmt.Sprintf("instance registered again after the mark (registration czxid %d > mark mzxid %d, node %s)", in.Czxid, m.Mzxid, in.Node)) {
-					reregistered++
+				first := st.reregSince[k]
+				if first.mzxid != m.Mzxid {
+					first = reregSeen{mzxid: m.Mzxid, since: now}
+					st.reregSince[k] = first
 				}
-				continue
+				waiting := []string{"(the gateways' presence is not loaded yet)"}
+				if gwsLoaded {
+					waiting = unacknowledged(service, addr, m.Mzxid, gws)
+				}
+				what := fmt.Sprintf("instance registered again after the mark (registration czxid %d > mark mzxid %d, node %s)", in.Czxid, m.Mzxid, in.Node)
+				if len(waiting) == 0 {
+					delete(st.reregSince, k)
+					if c.clearMark(ctx, m, "reregistered", ctlclient.AuditClearReregistered,
+						fmt.Sprintf("%s; every live gateway (%d) acknowledged it", what, len(gws))) {
+						reregistered++
+					}
+					continue
+				}
+				if now.Sub(first.since) >= bound {
+					delete(st.reregSince, k)
+					if c.clearMark(ctx, m, "reregistered_bound", ctlclient.AuditClearReregistered,
+						fmt.Sprintf("%s; not acknowledged within %s by gateway(s) %s", what, bound, strings.Join(waiting, ", "))) {
+						c.log.Warn("mark of a re-registered instance cleared although some gateways never acknowledged the new registration",
+							"service", service, "addr", addr, "bound", bound, "unacknowledged", waiting)
+					}
+					continue
+				}
+				if m.Expired(now) {
+					delete(st.reregSince, k)
+					c.clearMark(ctx, m, "expired", ctlclient.AuditExpire,
+						fmt.Sprintf("TTL passed (expired at %s)", time.UnixMilli(m.ExpiresMs).UTC().Format(time.RFC3339Nano)))
+					continue
+				}
+				soonest(first.since.Add(bound))
 			case m.Expired(now):
 				delete(st.absentSince, k)
 				c.clearMark(ctx, m, "expired", ctlclient.AuditExpire,
@@ -138,6 +196,11 @@ func (c *Controller) applyRules(ctx context.Context, st *jobState) (next time.Ti
 	for k := range st.absentSince {
 		if !seen[k] {
 			delete(st.absentSince, k)
+		}
+	}
+	for k := range st.reregSince {
+		if !seen[k] {
+			delete(st.reregSince, k)
 		}
 	}
 	return next, reregistered

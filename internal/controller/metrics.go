@@ -45,7 +45,7 @@ func newMetrics(reg prometheus.Registerer, marksCount, gatewaysCount func() floa
 		}),
 		marksCleared: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "zkgate_controller_marks_cleared_total",
-			Help: "Marks deleted by this replica, by why (undrain, reregistered, expired, absent).",
+			Help: "Marks deleted by this replica, by why (undrain, reregistered, reregistered_bound, expired, absent); reregistered_bound: the instance registered again but some gateway had not acknowledged it within the bound.",
 		}, []string{"why"}),
 		isLeader: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "zkgate_controller_leader",
@@ -87,7 +87,7 @@ func newMetrics(reg prometheus.Registerer, marksCount, gatewaysCount func() floa
 	for _, r := range []string{"marked", "drained", "timeout", "lost", "superseded", "error"} {
 		m.drains.WithLabelValues(r)
 	}
-	for _, w := range []string{"undrain", "reregistered", "expired", "absent"} {
+	for _, w := range []string{"undrain", "reregistered", "reregistered_bound", "expired", "absent"} {
 		m.marksCleared.WithLabelValues(w)
 	}
 	reg.MustRegister(m.requests, m.drains, m.drainSeconds, m.marksWritten, m.marksCleared, m.isLeader,

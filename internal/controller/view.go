@@ -108,11 +108,28 @@ func serviceView(service string, rs *registry.Snapshot, ms *marks.Snapshot, gws 
 	return resp, true
 }
 
-// instanceState fills v.Gateways for a marked instance and returns its
-// overall state: serving or down when no mark applies; absent when marked
-// and not registered; drained when every live gateway reports the mark
-// applied with nothing in flight; draining otherwise.
+// instanceState fills v.Gateways (for an instance with a mark, applying
+// or not) and v.Acknowledged, and returns the instance's overall state:
+// serving or down when no mark applies; absent when marked and not
+// registered; drained when every live gateway reports the mark applied with
+// nothing in flight (or does not route the instance at all); draining
+// otherwise.
 func instanceState(v *ctlclient.InstanceView, gws map[string]presence.Report, ids []string) string {
+	if v.Mark != nil {
+		for _, id := range ids {
+			rep := gws[id]
+			gi := ctlclient.GatewayInstance{ID: id, State: ctlclient.GatewayPending}
+			if am, ok := rep.Find(v.Service, v.Addr); ok && am.Mzxid >= v.Mark.Mzxid {
+				gi.State, gi.InFlight, gi.AppliedMzxid = am.State, am.InFlight, am.Mzxid
+				if v.Marked && am.InFlight > 0 && gi.State != ctlclient.GatewayDraining {
+					gi.State = ctlclient.GatewayDraining
+				}
+			}
+			v.Gateways = append(v.Gateways, gi)
+		}
+		v.Acknowledged = v.Registered && v.Czxid > v.Mark.Mzxid &&
+			len(unacknowledged(v.Service, v.Addr, v.Mark.Mzxid, gws)) == 0
+	}
 	if !v.Marked {
 		if !v.Registered {
 			return ctlclient.StateAbsent
@@ -123,19 +140,12 @@ func instanceState(v *ctlclient.InstanceView, gws map[string]presence.Report, id
 		return ctlclient.StateServing
 	}
 	drained := true
-	for _, id := range ids {
-		rep := gws[id]
-		gi := ctlclient.GatewayInstance{ID: id, State: ctlclient.GatewayPending}
-		if am, ok := rep.Find(v.Service, v.Addr); ok && am.Mzxid >= v.Mark.Mzxid {
-			gi.State, gi.InFlight, gi.AppliedMzxid = am.State, am.InFlight, am.Mzxid
-			if am.InFlight > 0 && gi.State != ctlclient.GatewayDraining {
-				gi.State = ctlclient.GatewayDraining
-			}
-		}
-		if gi.State != ctlclient.GatewayDrained && gi.State != ctlclient.StateAbsent {
+	for _, gi := range v.Gateways {
+		switch gi.State {
+		case ctlclient.GatewayDrained, ctlclient.GatewayAbsent, ctlclient.GatewayUnrouted:
+		default:
 			drained = false
 		}
-		v.Gateways = append(v.Gateways, gi)
 	}
 	switch {
 	case !v.Registered:
@@ -144,6 +154,31 @@ func instanceState(v *ctlclient.InstanceView, gws map[string]presence.Report, id
 		return ctlclient.StateDrained
 	}
 	return ctlclient.StateDraining
+}
+
+// unacknowledged returns, sorted, the live gateways that have not
+// acknowledged that a registration newer than the mark of service/addr at
+// version mzxid put the instance back: an acknowledgement is a presence
+// report listing that very version of the mark with the instance in a
+// state other than draining, drained or absent (the gateway routes by the
+// new registration: warming, serving, down, ejected), or unrouted (the
+// gateway has no route for the service). A report of an older or newer
+// version of the mark does not count: the newer one may apply again.
+func unacknowledged(service, addr string, mzxid int64, gws map[string]presence.Report) []string {
+	var out []string
+	for id, rep := range gws {
+		am, ok := rep.Find(service, addr)
+		if ok && am.Mzxid == mzxid {
+			switch am.State {
+			case "", ctlclient.GatewayDraining, ctlclient.GatewayDrained, ctlclient.GatewayAbsent:
+			default:
+				continue
+			}
+		}
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // gatewayViews lists the live gateways.

@@ -41,6 +41,12 @@ const (
 	// GatewayLost: the gateway's presence node disappeared (or was
 	// re-created by a new session) during the wait.
 	GatewayLost = "lost"
+	// GatewayAbsent: the gateway routes the service but has no
+	// registration of the address (it sends it nothing).
+	GatewayAbsent = "absent"
+	// GatewayUnrouted: the gateway has no route for the service (it sends
+	// the instance nothing, whatever the mark says).
+	GatewayUnrouted = "unrouted"
 )
 
 // Instance states (InstanceView.State), DESIGN.md §4.
@@ -158,9 +164,17 @@ type ServicesResponse struct {
 	Services []ServiceSummary `json:"services"`
 }
 
-// GatewayInstance is one gateway's view of a marked instance.
+// GatewayInstance is one gateway's view of an instance that has a mark
+// (applying or not).
 type GatewayInstance struct {
-	ID           string `json:"id"`
+	ID string `json:"id"`
+	// State is what the gateway reports for the mark's version (or a newer
+	// one): pending when it has not reported it yet; draining or drained
+	// while the mark applies there; absent (routes the service, has no
+	// registration of the address); unrouted (no route for the service);
+	// otherwise the instance's own state at the gateway (warming, serving,
+	// down, ejected): the mark does not apply there, e.g. because the
+	// gateway has seen the instance register again after it.
 	State        string `json:"state"`
 	InFlight     int64  `json:"in_flight"`
 	AppliedMzxid int64  `json:"applied_mzxid,omitempty"`
@@ -187,9 +201,18 @@ type InstanceView struct {
 	// Mark is the address's mark, if any; Marked says whether it applies
 	// (it does not once the instance registered again after it, or after
 	// it expired).
-	Mark     *MarkView         `json:"mark,omitempty"`
-	Marked   bool              `json:"marked"`
+	Mark   *MarkView `json:"mark,omitempty"`
+	Marked bool      `json:"marked"`
+	// Gateways are every live gateway's states for the mark, when there is
+	// one (whether it applies or not).
 	Gateways []GatewayInstance `json:"gateways,omitempty"`
+	// Acknowledged: the instance registered again after its mark
+	// (registration czxid > mark mzxid) and every live gateway has
+	// acknowledged that through its presence report: it reports the mark's
+	// version with the instance in a state other than draining, drained or
+	// absent (or has no route for the service). The leader deletes such a
+	// mark.
+	Acknowledged bool `json:"acknowledged,omitempty"`
 }
 
 // ServiceResponse answers GET /v1/services/{service}.

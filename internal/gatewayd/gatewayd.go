@@ -54,6 +54,8 @@ type Daemon struct {
 	marks    *marks.Cache
 	presence *presence.Writer
 	id       string
+	// routed holds the services some route leads to (fixed at start).
+	routed map[string]bool
 	// applied is the marks snapshot of the routing table in use.
 	applied atomic.Pointer[marks.Snapshot]
 
@@ -109,7 +111,10 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, erro
 		sess.Close()
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, log: log, sess: sess, id: id, done: make(chan struct{})}
+	d := &Daemon{cfg: cfg, log: log, sess: sess, id: id, done: make(chan struct{}), routed: map[string]bool{}}
+	for _, rt := range cfg.Gateway.Routes {
+		d.routed[rt.Service] = true
+	}
 	d.reg = registry.NewCache(sess, registry.Options{
 		Root: cfg.Registry.Root, Parser: parser, Watch: *cfg.Registry.Watch,
 		ResyncInterval: cfg.Registry.ResyncInterval, Logger: log, Registerer: promReg,
@@ -228,17 +233,19 @@ func (d *Daemon) report(version string, started time.Time) presence.Report {
 		Listen: d.ProxyAddr(), AdminListen: d.AdminAddr(), Version: version,
 		StartedMs: started.UnixMilli(), RegistryRevision: regRev, MarksRevision: mkRev,
 	}
-	r.Marks = appliedMarks(d.applied.Load(), d.gw.InstanceStates())
+	r.Marks = appliedMarks(d.applied.Load(), d.gw.InstanceStates(), d.routed)
 	return r
 }
 
 // appliedMarks says, for every mark of the applied snapshot, what it means
-// at this gateway: draining/drained (with the in-flight count) when it
-// keeps its instance out of rotation; the instance's own state (warming,
-// serving, down, ejected) when the mark does not apply (the address
-// registered again after it, or it expired); absent when the address is not
-// routed here.
-func appliedMarks(ms *marks.Snapshot, states []gateway.InstanceStatus) []presence.AppliedMark {
+// at this gateway: unrouted when no route of this gateway leads to the
+// mark's service; draining/drained (with the in-flight count) when it keeps
+// its instance out of rotation; the instance's own state (warming, serving,
+// down, ejected) when the mark does not apply (the address registered
+// again after it, or it expired); absent when the service is routed here
+// but the address is not in its routing table. So "absent" never means
+// "this gateway does not know the service".
+func appliedMarks(ms *marks.Snapshot, states []gateway.InstanceStatus, routed map[string]bool) []presence.AppliedMark {
 	if ms.Count() == 0 {
 		return nil
 	}
@@ -249,8 +256,10 @@ func appliedMarks(ms *marks.Snapshot, states []gateway.InstanceStatus) []presenc
 	out := make([]presence.AppliedMark, 0, ms.Count())
 	for service, byA := range ms.Marks {
 		for addr, m := range byA {
-			am := presence.AppliedMark{Service: service, Addr: addr, Mzxid: m.Mzxid, State: "absent"}
-			if st, ok := byAddr[[2]string{service, addr}]; ok {
+			am := presence.AppliedMark{Service: service, Addr: addr, Mzxid: m.Mzxid, State: presence.StateAbsent}
+			if !routed[service] {
+				am.State = presence.StateUnrouted
+			} else if st, ok := byAddr[[2]string{service, addr}]; ok {
 				am.InFlight = st.InFlight
 				switch {
 				case st.Marked && st.InFlight > 0:
@@ -258,7 +267,7 @@ func appliedMarks(ms *marks.Snapshot, states []gateway.InstanceStatus) []presenc
 				case st.Marked:
 					am.State = gateway.StateDrained
 				case st.State == gateway.StateGone:
-					am.State = "absent"
+					am.State = presence.StateAbsent
 				default:
 					// The mark does not apply (the address registered
 					// again after it, or it expired): the instance's own

@@ -56,12 +56,31 @@ type AppliedMark struct {
 	// InFlight is the number of requests to the instance still in flight
 	// at this gateway.
 	InFlight int64 `json:"in_flight"`
-	// State is the instance's state at this gateway: draining or drained
-	// while the mark applies; absent when the address is not routed here;
-	// otherwise the instance's own state (warming, serving, down, ejected):
-	// the mark does not apply, e.g. the instance registered again after it.
+	// State is the instance's state at this gateway:
+	//   - draining or drained while the mark applies;
+	//   - unrouted (StateUnrouted) when the gateway has no route for the
+	//     mark's service: it never sends the instance anything;
+	//   - absent (StateAbsent) when the gateway routes the service but has
+	//     no registration of the address (none seen yet, or gone);
+	//   - otherwise the instance's own state (warming, serving, down,
+	//     ejected): the mark does not apply there, e.g. because the gateway
+	//     has seen a registration of the address newer than the mark.
+	//
+	// The controller confirms a drain when every gateway reports the mark
+	// with nothing in flight (draining/drained/absent/unrouted), and
+	// removes a mark superseded by a re-registration once every gateway
+	// reports it in a state other than draining, drained or absent.
 	State string `json:"state"`
 }
+
+// AppliedMark states beyond the gateway's instance states.
+const (
+	// StateAbsent: the gateway routes the service but has no registration
+	// of the address.
+	StateAbsent = "absent"
+	// StateUnrouted: the gateway has no route for the service.
+	StateUnrouted = "unrouted"
+)
 
 // Find returns the applied mark for service/addr.
 func (r *Report) Find(service, addr string) (AppliedMark, bool) {

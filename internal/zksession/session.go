@@ -166,6 +166,10 @@ func Connect(cfg Config) (*Session, error) {
 			return tlsConn, nil
 		}
 	}
+	// Hold the lock until s.conn is set: the client's goroutines may call
+	// the event callback (which takes the lock and uses s.conn) as soon as
+	// zk.Connect has started them. zk.Connect itself never calls it.
+	s.mu.Lock()
 	conn, _, err := zk.Connect(cfg.Servers, cfg.SessionTimeout,
 		zk.WithDialer(dialer),
 		zk.WithEventCallback(s.onEvent),
@@ -173,9 +177,9 @@ func Connect(cfg Config) (*Session, error) {
 		zk.WithLogInfo(false),
 	)
 	if err != nil {
+		s.mu.Unlock()
 		return nil, fmt.Errorf("connecting to zookeeper %s: %w", strings.Join(cfg.Servers, ","), err)
 	}
-	s.mu.Lock()
 	s.conn = conn
 	s.mu.Unlock()
 	if cfg.Username != "" {

@@ -1,0 +1,87 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/zkgate/zkgate/internal/demo"
+)
+
+// RunDemo is `zkgate demo [--zk host:port,...] [--quick] [--modes
+// poll,watch,sleep,zkgate,nginx] [--json FILE] [--keep]`: the same rolling
+// restart of four sample backends under a fixed load in each mode, side by
+// side (see package demo). The table goes to stdout, progress to stderr
+// (bars on a terminal, plain lines otherwise). Exit 0 when every mode ran,
+// 1 otherwise (the table is still printed when it can be).
+func RunDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	zkServers := fs.String("zk", "", "ZooKeeper ensemble `host:port,...` to use (default: start a local server from Debian's zookeeper package); the demo works under its own root /zkgate-demo/<run> and removes it")
+	quick := fs.Bool("quick", false, "finish in under 2 minutes: the sleep mode sleeps 3s instead of 20s and the poll mode re-reads every 5s instead of 30s (the table says so)")
+	modes := fs.String("modes", "poll,watch,sleep,zkgate,nginx", "modes to run, comma-separated")
+	jsonPath := fs.String("json", "", "also write the results as JSON to `FILE`")
+	keep := fs.Bool("keep", false, "leave the zkgate mode's stack (or the last mode's) running after the table and print its URLs, until Ctrl-C")
+	if code, done := parseFlags(fs, args, stderr); done {
+		return code
+	}
+	ms, err := demo.ParseModes(*modes)
+	if err != nil {
+		return fail(stderr, "demo", fmt.Errorf("--modes: %w", err))
+	}
+	servers, err := parseServers(*zkServers)
+	if err != nil {
+		return fail(stderr, "demo", err)
+	}
+	bin, err := os.Executable()
+	if err != nil {
+		return fail(stderr, "demo", fmt.Errorf("finding the zkgate binary: %w", err))
+	}
+	_, err = demo.Run(ctx, demo.Options{
+		ZooKeeper: servers,
+		Quick:     *quick,
+		Modes:     ms,
+		JSONPath:  *jsonPath,
+		Keep:      *keep,
+		Binary:    bin,
+		Out:       stdout,
+		Progress:  stderr,
+		Terminal:  isTerminal(stderr),
+	})
+	if err != nil {
+		return fail(stderr, "demo", err)
+	}
+	return exitOK
+}
+
+// parseServers parses --zk: comma-separated host:port.
+func parseServers(s string) ([]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var out []string
+	for _, a := range strings.Split(s, ",") {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return nil, fmt.Errorf("--zk: %q is not host:port", a)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// isTerminal reports whether w is a terminal that can redraw a line.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok || os.Getenv("TERM") == "dumb" {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,149 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/zkgate/zkgate/internal/zksession"
+	"github.com/zkgate/zkgate/internal/zktest"
+)
+
+// TestDemoWatchZkgate runs `zkgate demo --quick --modes watch,zkgate
+// --zk …` end to end (with shorter pre-roll and tail) against a real
+// ZooKeeper, with the backends as real processes of a freshly built zkgate
+// binary, and checks that the run's subtree is gone afterwards.
+func TestDemoWatchZkgate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts ZooKeeper and processes")
+	}
+	zktest.RequireZooKeeper(t)
+	bin := buildZkgate(t)
+	zkc := zktest.Start(t)
+	dir := t.TempDir()
+	jsonPath := filepath.Join(dir, "demo.json")
+	timing := QuickTiming()
+	timing.PreRoll, timing.Tail = 500*time.Millisecond, 500*time.Millisecond
+	timing.StepTimeout = 30 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var out, prog syncBuffer
+	start := time.Now()
+	rep, err := Run(ctx, Options{
+		ZooKeeper: zkc.Servers(), Quick: true, Modes: []Mode{ModeWatch, ModeZkgate}, JSONPath: jsonPath,
+		Binary: bin, Dir: filepath.Join(dir, "run"), Out: &out, Progress: &prog, Timing: &timing,
+	})
+	t.Logf("demo took %s; progress:\n%s", time.Since(start).Round(time.Millisecond), prog.String())
+	if err != nil {
+		t.Fatalf("Run: %v\nlog tail: %s", err, logTail(filepath.Join(dir, "run", "demo.log"), 20))
+	}
+	t.Logf("table:\n%s", out.String())
+	if len(rep.Modes) != 2 {
+		t.Fatalf("modes: %+v", rep.Modes)
+	}
+	for _, m := range rep.Modes {
+		if m.Error != "" || m.Requests < 100 || len(m.InstanceSeconds) != backends || m.RolloutSeconds <= 0 {
+			t.Errorf("mode %s: %+v", m.Mode, m)
+		}
+	}
+	zk := rep.Modes[1]
+	if zk.Mode != string(ModeZkgate) || zk.Failed != 0 {
+		t.Errorf("zkgate mode lost requests: %+v", zk)
+	}
+	data, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := checkContract(t, data, 2)
+	if rows["zkgate"]["failed"] != 0.0 || rows["zkgate"]["requests"] != float64(zk.Requests) {
+		t.Errorf("JSON zkgate row: %v", rows["zkgate"])
+	}
+	if !strings.Contains(out.String(), "zkgate") || !strings.Contains(out.String(), "JSON report: "+jsonPath) {
+		t.Errorf("table:\n%s", out.String())
+	}
+	sess, err := zksession.Connect(zksession.Config{Servers: zkc.Servers(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	if ok, _, err := sess.Exists(ctx, demoRoot); err != nil || ok {
+		t.Errorf("%s still exists after the run (err %v)", demoRoot, err)
+	}
+	if kids := children(zkc.PID(0)); len(kids) > 0 {
+		t.Errorf("child processes left running: %v", kids)
+	}
+}
+
+// buildZkgate builds the zkgate binary the backends run as (the test
+// binary is not zkgate).
+func buildZkgate(t *testing.T) string {
+	t.Helper()
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goBin); err != nil {
+		goBin = "go"
+	}
+	bin := filepath.Join(t.TempDir(), "zkgate")
+	cmd := exec.Command(goBin, "build", "-o", bin, "github.com/zkgate/zkgate/cmd/zkgate")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// children lists the live child processes of this process but except
+// (Linux; nil elsewhere).
+func children(except int) []string {
+	if runtime.GOOS != "linux" {
+		return nil
+	}
+	me := strconv.Itoa(os.Getpid())
+	ents, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err != nil || pid == except {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		// f[0] is the state, f[1] the parent pid; zombies are not running.
+		if len(f) > 1 && f[1] == me && f[0] != "Z" {
+			out = append(out, e.Name()+" "+s[:i+1])
+		}
+	}
+	return out
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
