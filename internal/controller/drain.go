@@ -99,8 +99,14 @@ func (w *drainWait) observe(now time.Time, live map[string]presence.Report, reg 
 			g.view.AppliedMs = elapsed
 		}
 		switch {
-		case am.State == ctlclient.GatewayServing:
+		case !presence.Quiesced(am.State):
+			// The mark does not keep the instance out there: it registered
+			// again after it, the gateway fails open to it, or the mark
+			// expired. Not confirmed.
 			g.view.State = ctlclient.GatewayServing
+			if am.State == presence.StateFailOpen {
+				g.view.State = presence.StateFailOpen
+			}
 			allDone = false
 		case am.InFlight > 0:
 			g.view.State = ctlclient.GatewayDraining

@@ -185,6 +185,17 @@ func TestDrainWaitObserve(t *testing.T) {
 		t.Fatalf("views lack timings: %+v", v)
 	}
 
+	// A gateway that fails open to the instance (every instance of the
+	// service is marked) still sends it requests: not confirmed, even idle.
+	w = newDrainWait(svc, addr, mz, start, map[string]presence.Report{"g1": report(1)})
+	live = map[string]presence.Report{"g1": report(1, am(100, 0, presence.StateFailOpen))}
+	if st := w.observe(start, live, reg, mk); st != "" {
+		t.Fatalf("status %q while the gateway fails open", st)
+	}
+	if v := w.views(); v[0].State != presence.StateFailOpen {
+		t.Fatalf("views %+v, want fail_open", v)
+	}
+
 	// A gateway whose node comes back from another session is lost for
 	// good, even once it reports the mark drained.
 	w = newDrainWait(svc, addr, mz, start, map[string]presence.Report{"g1": report(1), "g2": report(2)})

@@ -160,7 +160,7 @@ func instanceState(v *ctlclient.InstanceView, gws map[string]presence.Report, id
 // acknowledged that a registration newer than the mark of service/addr at
 // version mzxid put the instance back: an acknowledgement is a presence
 // report listing that very version of the mark with the instance in a
-// state other than draining, drained or absent (the gateway routes by the
+// state other than draining, drained, fail_open or absent (the gateway routes by the
 // new registration: warming, serving, down, ejected), or unrouted (the
 // gateway has no route for the service). A report of an older or newer
 // version of the mark does not count: the newer one may apply again.
@@ -170,7 +170,7 @@ func unacknowledged(service, addr string, mzxid int64, gws map[string]presence.R
 		am, ok := rep.Find(service, addr)
 		if ok && am.Mzxid == mzxid {
 			switch am.State {
-			case "", ctlclient.GatewayDraining, ctlclient.GatewayDrained, ctlclient.GatewayAbsent:
+			case "", ctlclient.GatewayDraining, ctlclient.GatewayDrained, ctlclient.GatewayAbsent, presence.StateFailOpen:
 			default:
 				continue
 			}

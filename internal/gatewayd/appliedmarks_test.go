@@ -22,6 +22,7 @@ func TestAppliedMarksStates(t *testing.T) {
 			"10.0.0.3:80": mk("orders", "10.0.0.3:80"), // registered again
 			"10.0.0.4:80": mk("orders", "10.0.0.4:80"), // gone, in flight
 			"10.0.0.5:80": mk("orders", "10.0.0.5:80"), // never seen
+			"10.0.0.6:80": mk("orders", "10.0.0.6:80"), // marked, failing open
 		},
 		"billing": {"10.0.0.9:80": mk("billing", "10.0.0.9:80")},
 	}}
@@ -30,6 +31,7 @@ func TestAppliedMarksStates(t *testing.T) {
 		{Service: "orders", Addr: "10.0.0.2:80", Marked: true, State: gateway.StateDrained},
 		{Service: "orders", Addr: "10.0.0.3:80", State: gateway.StateWarming},
 		{Service: "orders", Addr: "10.0.0.4:80", Marked: true, InFlight: 1, State: gateway.StateGone},
+		{Service: "orders", Addr: "10.0.0.6:80", Marked: true, FailOpen: true, State: gateway.StateDrained},
 	}
 	got := map[string]presence.AppliedMark{}
 	for _, am := range appliedMarks(ms, states, map[string]bool{"orders": true}) {
@@ -41,6 +43,7 @@ func TestAppliedMarksStates(t *testing.T) {
 	want := map[string]string{
 		"10.0.0.1:80": gateway.StateDraining, "10.0.0.2:80": gateway.StateDrained, "10.0.0.3:80": gateway.StateWarming,
 		"10.0.0.4:80": gateway.StateDraining, "10.0.0.5:80": presence.StateAbsent, "10.0.0.9:80": presence.StateUnrouted,
+		"10.0.0.6:80": presence.StateFailOpen,
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %v", got)

@@ -262,6 +262,8 @@ func appliedMarks(ms *marks.Snapshot, states []gateway.InstanceStatus, routed ma
 			} else if st, ok := byAddr[[2]string{service, addr}]; ok {
 				am.InFlight = st.InFlight
 				switch {
+				case st.Marked && st.FailOpen:
+					am.State = presence.StateFailOpen
 				case st.Marked && st.InFlight > 0:
 					am.State = gateway.StateDraining
 				case st.Marked:

@@ -58,6 +58,9 @@ type AppliedMark struct {
 	InFlight int64 `json:"in_flight"`
 	// State is the instance's state at this gateway:
 	//   - draining or drained while the mark applies;
+	//   - fail_open (StateFailOpen) while the mark applies but every
+	//     instance of the service is marked, so the gateway still sends
+	//     the instance new requests (gateway.fail_open);
 	//   - unrouted (StateUnrouted) when the gateway has no route for the
 	//     mark's service: it never sends the instance anything;
 	//   - absent (StateAbsent) when the gateway routes the service but has
@@ -80,7 +83,22 @@ const (
 	StateAbsent = "absent"
 	// StateUnrouted: the gateway has no route for the service.
 	StateUnrouted = "unrouted"
+	// StateFailOpen: the mark applies, but the gateway still sends the
+	// instance new requests because every instance of the service is
+	// marked. A drain is not confirmed at such a gateway.
+	StateFailOpen = "fail_open"
 )
+
+// Quiesced reports whether a gateway in state sends the instance nothing
+// new because of the mark: it applies it (drained or draining), or never
+// routes the address (absent, unrouted).
+func Quiesced(state string) bool {
+	switch state {
+	case "draining", "drained", StateAbsent, StateUnrouted:
+		return true
+	}
+	return false
+}
 
 // Find returns the applied mark for service/addr.
 func (r *Report) Find(service, addr string) (AppliedMark, bool) {
