@@ -108,6 +108,12 @@ type Session struct {
 	hints       map[*Hints]struct{}
 	armed       map[watchKey]struct{}
 	closed      bool
+	quit        chan struct{} // closed by Close
+	// authPending: credentials are configured and not yet accepted; the
+	// session is not reported connected until they are (pendingNew
+	// remembers whether the session it waits with is a new one).
+	authPending bool
+	pendingNew  bool
 }
 
 type watchKey struct {
@@ -138,6 +144,8 @@ func Connect(cfg Config) (*Session, error) {
 		stateWaiter: make(chan struct{}),
 		hints:       map[*Hints]struct{}{},
 		armed:       map[watchKey]struct{}{},
+		quit:        make(chan struct{}),
+		authPending: cfg.Username != "",
 	}
 	dialer := cfg.Dialer
 	if dialer == nil {
@@ -183,12 +191,40 @@ func Connect(cfg Config) (*Session, error) {
 	s.conn = conn
 	s.mu.Unlock()
 	if cfg.Username != "" {
-		if err := conn.AddAuth("digest", []byte(cfg.Username+":"+cfg.Password)); err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("adding zookeeper digest credentials: %w", err)
-		}
+		go s.addAuth(conn)
 	}
 	return s, nil
+}
+
+// addAuth adds the digest credentials, retrying while the ensemble cannot
+// be reached (the client library remembers them, and re-sends them after
+// every reconnect, only once they were accepted), then reports the session
+// connected.
+func (s *Session) addAuth(conn *zk.Conn) {
+	auth := []byte(s.cfg.Username + ":" + s.cfg.Password)
+	for {
+		err := conn.AddAuth("digest", auth)
+		if err == nil {
+			break
+		}
+		s.log.Debug("adding zookeeper digest credentials failed; retrying", "err", err)
+		select {
+		case <-s.quit:
+			return
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.authPending = false
+	if s.closed || conn.State() != zk.StateHasSession {
+		return // the next StateHasSession reports the session
+	}
+	s.setStateLocked(StateConnected)
+	for h := range s.hints {
+		h.addSession(s.pendingNew)
+	}
+	s.pendingNew = false
 }
 
 // Close ends the session: its ephemeral nodes are deleted by the server at
@@ -200,6 +236,7 @@ func (s *Session) Close() {
 		return
 	}
 	s.closed = true
+	close(s.quit)
 	conn := s.conn
 	s.mu.Unlock()
 	conn.Close()
@@ -352,6 +389,11 @@ func (s *Session) onSessionEvent(ev zk.Event) {
 		if newSession {
 			s.generation++
 			s.armed = map[watchKey]struct{}{}
+		}
+		if s.authPending {
+			// Reported once the credentials are accepted (addAuth).
+			s.pendingNew = s.pendingNew || newSession
+			return
 		}
 		s.setStateLocked(StateConnected)
 		for h := range s.hints {

@@ -208,3 +208,38 @@ func TestDigestACLProtectsZkgateNodes(t *testing.T) {
 		t.Fatalf("owner Set: %v", err)
 	}
 }
+
+func TestConnectWithCredentialsDuringOutage(t *testing.T) {
+	zc := zktest.Start(t)
+	if err := zc.StopAll(); err != nil {
+		t.Fatal(err)
+	}
+	// Connecting with credentials must not fail while the ensemble is down:
+	// a gateway starts during an outage and catches up later.
+	s, err := zksession.Connect(zksession.Config{Servers: zc.Servers(), SessionTimeout: 2 * time.Second,
+		Username: "zkgate", Password: "s3cret", Logger: slog.New(slog.NewTextHandler(testLog{t}, nil))})
+	if err != nil {
+		t.Fatalf("Connect during an outage: %v", err)
+	}
+	defer s.Close()
+	time.Sleep(500 * time.Millisecond)
+	if st, _ := s.State(); st != zksession.StateConnecting {
+		t.Fatalf("state %s during the outage, want connecting", st)
+	}
+	if err := zc.StartAll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := s.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The credentials were applied before the session was reported
+	// connected: a node created with the session's ACL is writable by it.
+	if err := s.EnsurePath(ctx, "/zkgate/x", s.ACL()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Set(ctx, "/zkgate/x", []byte("y"), -1); err != nil {
+		t.Fatalf("Set on an own node: %v", err)
+	}
+}
