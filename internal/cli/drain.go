@@ -15,7 +15,8 @@ import (
 )
 
 // Exit codes of drain: 0 confirmed (or marked, without --wait), 2 not
-// confirmed (timed out, a gateway lost, superseded), 1 error.
+// confirmed (timed out, a gateway lost, superseded), 1 error (including
+// "outcome unknown": the mark may or may not have been written).
 const (
 	exitOK          = 0
 	exitError       = 1
@@ -99,7 +100,9 @@ func printJSON(w io.Writer, v any) {
 // [--json] [--controller URL] [--token T]`. It writes the mark and, with
 // --wait (the default), returns when the controller confirms the drain.
 // Exit 0 drained (or marked, with --wait=false), 2 not confirmed (timed
-// out, a gateway lost, the mark superseded), 1 error.
+// out, a gateway lost, the mark superseded), 1 error; an error whose
+// outcome is unknown (the mark may or may not be written) is one line
+// starting "zkgate drain: outcome unknown:".
 func RunDrain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("drain", flag.ContinueOnError)
 	var cf clientFlags
@@ -145,6 +148,11 @@ func RunDrain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	cctx, cancel := context.WithTimeout(ctx, *timeout+30*time.Second)
 	defer cancel()
 	resp, err := c.Drain(cctx, *service, *instance, req)
+	if ctlclient.IsOutcomeUnknown(err) {
+		fmt.Fprintf(stderr, "zkgate drain: outcome unknown: %s/%s may or may not be marked, and the mark may still appear later; run the drain again (it is idempotent) or look with zkgate status (%v)\n",
+			*service, *instance, err)
+		return exitError
+	}
 	if err != nil {
 		return fail(stderr, "drain", err)
 	}
@@ -198,6 +206,11 @@ func RunUndrain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	cctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	resp, err := c.Undrain(cctx, *service, *instance, *reason)
+	if ctlclient.IsOutcomeUnknown(err) {
+		fmt.Fprintf(stderr, "zkgate undrain: outcome unknown: the mark of %s/%s may or may not be removed, and may still disappear later; run the undrain again (it is idempotent) or look with zkgate status (%v)\n",
+			*service, *instance, err)
+		return exitError
+	}
 	if err != nil {
 		return fail(stderr, "undrain", err)
 	}

@@ -288,3 +288,26 @@ func (l lockedBuffer) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// A drain or undrain whose outcome the controller cannot tell exits 1 with
+// one line saying so.
+func TestDrainOutcomeUnknown(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		json.NewEncoder(w).Encode(ctlclient.ErrorResponse{
+			Error:   "outcome unknown: the mark of orders/10.0.0.5:8080 may or may not be written (writing the mark)",
+			Outcome: ctlclient.OutcomeUnknown,
+		})
+	}))
+	defer srv.Close()
+	code, out, errs := runCtl(RunDrain, "--controller", srv.URL, "--service", "orders", "--instance", "10.0.0.5:8080", "--reason", "r")
+	if code != 1 || out != "" || !strings.HasPrefix(errs, "zkgate drain: outcome unknown: orders/10.0.0.5:8080 may or may not be marked") {
+		t.Fatalf("drain: code %d out %q err %q", code, out, errs)
+	}
+	assertOneLine(t, "drain outcome unknown", errs)
+	code, out, errs = runCtl(RunUndrain, "--controller", srv.URL, "--service", "orders", "--instance", "10.0.0.5:8080")
+	if code != 1 || out != "" || !strings.HasPrefix(errs, "zkgate undrain: outcome unknown:") {
+		t.Fatalf("undrain: code %d out %q err %q", code, out, errs)
+	}
+	assertOneLine(t, "undrain outcome unknown", errs)
+}

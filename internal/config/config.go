@@ -75,7 +75,8 @@ type Registry struct {
 
 // Gateway is the data plane.
 type Gateway struct {
-	// ID names this gateway in its presence node; default hostname-listen.
+	// ID names this gateway in its presence node; it must be unique.
+	// Default: hostname-<the address gateway.listen is bound to>.
 	ID          string  `yaml:"id"`
 	Listen      string  `yaml:"listen"`
 	AdminListen string  `yaml:"admin_listen"`
@@ -91,6 +92,13 @@ type Gateway struct {
 	// StaleAfter: /readyz fails when ZooKeeper has been unreachable and the
 	// routing state is older than this. Default 60s.
 	StaleAfter time.Duration `yaml:"stale_after"`
+	// UnreadyWhenDetached makes /readyz fail as soon as the gateway may
+	// have lost its ZooKeeper session (its presence node may be gone, so
+	// drains no longer wait for it), instead of only once its state is
+	// older than StaleAfter. Default false: static stability; the
+	// controller keeps drains unconfirmed for controller.departed_window
+	// after a gateway vanishes.
+	UnreadyWhenDetached bool `yaml:"unready_when_detached"`
 	// FailOpen routes to marked instances when every instance of a service
 	// is marked, rather than answering 503. Default true.
 	FailOpen *bool `yaml:"fail_open"`
@@ -132,6 +140,12 @@ type Controller struct {
 	// ReconcileInterval: how often the leader re-reads everything and
 	// repairs what events missed. Default 10s.
 	ReconcileInterval time.Duration `yaml:"reconcile_interval"`
+	// DepartedWindow: a gateway whose presence node disappeared without a
+	// graceful shutdown (its session expired, e.g. it is partitioned from
+	// ZooKeeper) may keep routing by its last state; for this long after
+	// the controller saw the node go, drains are not confirmed without it.
+	// Keep it at least the gateways' gateway.stale_after. Default 60s.
+	DepartedWindow time.Duration `yaml:"departed_window"`
 	// AuditLimit bounds the number of audit entries kept. Default 1000.
 	AuditLimit int `yaml:"audit_limit"`
 }
@@ -154,6 +168,7 @@ const (
 	DefaultMarkTTL         = 10 * time.Minute
 	DefaultAbsentGrace     = 30 * time.Minute
 	DefaultReconcile       = 10 * time.Second
+	DefaultDepartedWindow  = 60 * time.Second
 	DefaultAuditLimit      = 1000
 
 	FormatCurator  = "curator"
@@ -262,6 +277,9 @@ func (c *Config) ApplyDefaults() {
 	if ct.ReconcileInterval == 0 {
 		ct.ReconcileInterval = DefaultReconcile
 	}
+	if ct.DepartedWindow == 0 {
+		ct.DepartedWindow = DefaultDepartedWindow
+	}
 	if ct.AuditLimit == 0 {
 		ct.AuditLimit = DefaultAuditLimit
 	}
@@ -363,6 +381,9 @@ func (c *Config) ValidateController() error {
 	}
 	if ct.MarkTTL < 0 || ct.AbsentGrace < 0 || ct.ReconcileInterval < 0 {
 		return errors.New("controller: durations must be positive")
+	}
+	if ct.DepartedWindow < 0 {
+		return errors.New("controller.departed_window must be positive")
 	}
 	if ct.AuditLimit < 0 {
 		return errors.New("controller.audit_limit must be positive")

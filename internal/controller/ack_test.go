@@ -72,7 +72,7 @@ func TestServiceViewAfterReregistration(t *testing.T) {
 		t.Fatalf("%s not in the view", addr)
 		return ctlclient.InstanceView{}
 	}
-	v, _ := serviceView(svc, reg, mk, gws, now)
+	v, _ := serviceView(svc, reg, mk, gws, nil, now)
 	re := find(v, "10.0.0.1:80")
 	if re.Marked || re.State != ctlclient.StateServing || re.Acknowledged || len(re.Gateways) != 2 ||
 		re.Gateways[0].State != "warming" || re.Gateways[1].State != ctlclient.GatewayAbsent {
@@ -82,7 +82,7 @@ func TestServiceViewAfterReregistration(t *testing.T) {
 		t.Errorf("drained at g1, unrouted at g2: state %q, want drained (%+v)", d.State, d.Gateways)
 	}
 	gws["g2"] = report(2, am("10.0.0.1:80", "serving"))
-	v, _ = serviceView(svc, reg, mk, gws, now)
+	v, _ = serviceView(svc, reg, mk, gws, nil, now)
 	if re := find(v, "10.0.0.1:80"); !re.Acknowledged {
 		t.Errorf("every gateway routes the new registration, not acknowledged: %+v", re)
 	}

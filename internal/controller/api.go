@@ -18,8 +18,9 @@ import (
 	"github.com/zkgate/zkgate/internal/zksession"
 )
 
-// writeTimeout bounds one ZooKeeper write made for an API call.
-const writeTimeout = 15 * time.Second
+// writeTimeout bounds one ZooKeeper write made for an API call (a
+// variable for tests).
+var writeTimeout = 15 * time.Second
 
 // Handler returns the API:
 //
@@ -27,7 +28,7 @@ const writeTimeout = 15 * time.Second
 //	GET    /v1/services/{service}                        instances, marks, per-gateway states
 //	PUT    /v1/services/{service}/instances/{addr}/drain write a mark (optionally wait for confirmation)
 //	DELETE /v1/services/{service}/instances/{addr}/drain remove a mark
-//	GET    /v1/gateways                                  live gateways and what they applied
+//	GET    /v1/gateways                                  live gateways and what they applied; recently departed ones
 //	GET    /v1/audit?service=S&limit=N                   audit trail, newest first
 //	GET    /v1/leader                                    which replica leads
 //	GET    /healthz, /readyz, /metrics
@@ -36,7 +37,11 @@ const writeTimeout = 15 * time.Second
 // controller.tokens (401 without credentials, 403 with a token that is not
 // accepted); GET /v1/… calls need one of controller.read_tokens or
 // controller.tokens when read_tokens is set. Errors are JSON
-// {"error": "..."}; bad input is 400 and writes nothing.
+// {"error": "..."}; bad input is 400 and writes nothing. A write given up
+// without knowing whether ZooKeeper applied it (or still will) is 503 with
+// {"error": "outcome unknown: ...", "outcome": "unknown"}, after the mark
+// was re-read (a re-read that shows the write applied turns the answer
+// into a success).
 func (c *Controller) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/services", c.read(c.getServices))
@@ -129,12 +134,17 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 }
 
 // writeErr answers err: 400 for input errors, 503 when ZooKeeper cannot be
-// reached, 500 otherwise.
+// reached (with "outcome": "unknown" when a write may or may not have been
+// applied), 500 otherwise.
 func writeErr(w http.ResponseWriter, what string, err error) {
 	var br *badRequest
 	switch {
 	case errors.As(err, &br):
 		writeError(w, http.StatusBadRequest, br.msg)
+	case errors.Is(err, errOutcomeUnknown):
+		writeJSON(w, http.StatusServiceUnavailable, ctlclient.ErrorResponse{
+			Error: fmt.Sprintf("%v (%s)", err, what), Outcome: ctlclient.OutcomeUnknown,
+		})
 	case errors.Is(err, errSessionGone), errors.Is(err, errStopping), errors.Is(err, zksession.ErrClosed),
 		zksession.IsUnknownOutcome(err), errors.Is(err, errNotConnected):
 		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("%s: %v", what, err))
@@ -175,7 +185,7 @@ func (c *Controller) getService(w http.ResponseWriter, r *http.Request, _ string
 		writeError(w, http.StatusServiceUnavailable, "the registry and marks are not loaded yet")
 		return
 	}
-	v, ok := serviceView(service, rs, ms, c.presence.Gateways(), c.now())
+	v, ok := serviceView(service, rs, ms, c.presence.Gateways(), c.presence.Departed(), c.now())
 	if !ok {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("service %q has no instances and no marks", service))
 		return
@@ -188,7 +198,11 @@ func (c *Controller) getGateways(w http.ResponseWriter, r *http.Request, _ strin
 		writeError(w, http.StatusServiceUnavailable, "the gateways' presence is not loaded yet")
 		return
 	}
-	writeJSON(w, http.StatusOK, ctlclient.GatewaysResponse{Gateways: gatewayViews(c.presence.Gateways())})
+	gws := c.presence.Gateways()
+	writeJSON(w, http.StatusOK, ctlclient.GatewaysResponse{
+		Gateways: gatewayViews(gws),
+		Departed: departedViews(c.presence.Departed(), gws, c.presence.DepartedWindow()),
+	})
 }
 
 func (c *Controller) getLeader(w http.ResponseWriter, r *http.Request, _ string) {
@@ -299,12 +313,29 @@ func (c *Controller) drain(w http.ResponseWriter, r *http.Request, who, service,
 		DeployID: p.deployID, Service: service, Addr: addr,
 	}
 	wctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
-	m, err := c.store.putMark(wctx, m)
+	written, err := c.store.putMark(wctx, m)
 	cancel()
+	if err != nil && zksession.IsUnknownOutcome(err) && r.Context().Err() == nil {
+		// The write may still be applied after we stopped waiting for it:
+		// look before answering.
+		c.metrics.unknownOutcome.Inc()
+		rctx, rcancel := context.WithTimeout(r.Context(), rereadTimeout)
+		got, ok := c.store.markWritten(rctx, m)
+		rcancel()
+		if ok {
+			c.log.Info("the mark write's outcome was unknown; re-reading found it written", "service", service, "addr", addr, "err", err)
+			written, err = got, nil
+		} else {
+			err = fmt.Errorf("%w: the mark of %s/%s may or may not be written, and may still appear later "+
+				"(re-reading it did not show it); repeat the drain (it is idempotent) or undrain to settle it: %w",
+				errOutcomeUnknown, service, addr, err)
+		}
+	}
 	if err != nil {
 		fail("writing the mark", err)
 		return
 	}
+	m = written
 	c.metrics.marksWritten.Inc()
 	c.log.Info("mark written", "service", service, "addr", addr, "by", who, "reason", p.reason, "ttl", p.ttl, "mzxid", m.Mzxid)
 	// The audit entry is written while the drain is waited for, off the
@@ -377,6 +408,21 @@ func (c *Controller) deleteDrain(w http.ResponseWriter, r *http.Request, who str
 	ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
 	prev, removed, err := c.store.deleteMark(ctx, service, addr, 0)
 	cancel()
+	if err != nil && prev.Service != "" && r.Context().Err() == nil {
+		// A delete was sent whose outcome is unknown: it may still be
+		// applied. Look before answering.
+		c.metrics.unknownOutcome.Inc()
+		rctx, rcancel := context.WithTimeout(r.Context(), rereadTimeout)
+		gone := c.store.markGone(rctx, service, addr)
+		rcancel()
+		if gone {
+			removed, err = true, nil
+		} else {
+			err = fmt.Errorf("%w: the mark of %s/%s may or may not be removed, and may still disappear later "+
+				"(re-reading it still showed it); repeat the undrain (it is idempotent) to settle it: %w",
+				errOutcomeUnknown, service, addr, err)
+		}
+	}
 	if err != nil {
 		writeErr(w, "removing the mark", err)
 		return

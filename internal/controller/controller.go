@@ -170,6 +170,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Controller, 
 	})
 	c.presence = presence.NewWatcher(sess, presence.WatcherOptions{
 		ZKRoot: root, ResyncInterval: cfg.Registry.ResyncInterval, Logger: log, Registerer: c.promReg,
+		DepartedWindow: cfg.Controller.DepartedWindow, Now: now,
 	})
 	c.store = &store{sess: sess, root: root, metrics: c.metrics}
 	c.audit = newAuditLog(sess, root, cfg.Controller.AuditLimit, id, func() int64 { return now().UnixMilli() }, log, c.metrics)

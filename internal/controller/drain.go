@@ -24,14 +24,11 @@ var errSessionGone = errors.New("the controller lost its ZooKeeper session; ask 
 var errStopping = errors.New("the controller is shutting down; ask another replica")
 
 // tracked is one gateway taking part in a drain: one that was live (had a
-// presence node) when the drain started.
+// presence node) when the drain started, or that had departed without a
+// graceful shutdown less than the departed window before.
 type tracked struct {
-	id string
-	// session is the presence node's owner when the drain started: a node
-	// re-created by another session means the gateway lost its session.
-	session int64
-	lost    bool
-	view    ctlclient.GatewayDrain
+	id   string
+	view ctlclient.GatewayDrain
 }
 
 // drainWait follows one drain until it is confirmed.
@@ -39,52 +36,93 @@ type drainWait struct {
 	service, addr string
 	mzxid         int64
 	start         time.Time
-	gateways      []*tracked
+	// window is the presence watcher's departed window (for messages).
+	window   time.Duration
+	gateways []*tracked
 	// markSeen: the marks cache has shown our mark (or a newer version);
 	// after that, its absence means the mark was deleted.
 	markSeen bool
+	// onlyLost: at the last observe, every tracked gateway was drained or
+	// gone except lost ones (and at least one was lost).
+	onlyLost bool
 }
 
-func newDrainWait(service, addr string, mzxid int64, start time.Time, live map[string]presence.Report) *drainWait {
-	w := &drainWait{service: service, addr: addr, mzxid: mzxid, start: start}
-	ids := make([]string, 0, len(live))
+// blockingDepartures keeps the departures that may still route: those
+// without a graceful shutdown.
+func blockingDepartures(departed map[string]presence.Departure) map[string]presence.Departure {
+	out := make(map[string]presence.Departure, len(departed))
+	for id, d := range departed {
+		if !d.Leaving {
+			out[id] = d
+		}
+	}
+	return out
+}
+
+func newDrainWait(service, addr string, mzxid int64, start time.Time, window time.Duration, live map[string]presence.Report, departed map[string]presence.Departure) *drainWait {
+	w := &drainWait{service: service, addr: addr, mzxid: mzxid, start: start, window: window}
+	seen := map[string]bool{}
+	var ids []string
 	for id := range live {
+		seen[id] = true
 		ids = append(ids, id)
+	}
+	for id := range blockingDepartures(departed) {
+		if !seen[id] {
+			ids = append(ids, id)
+		}
 	}
 	sort.Strings(ids)
 	for _, id := range ids {
 		w.gateways = append(w.gateways, &tracked{
-			id: id, session: live[id].Session,
+			id:   id,
 			view: ctlclient.GatewayDrain{ID: id, State: ctlclient.GatewayPending},
 		})
 	}
 	return w
 }
 
-// observe updates every tracked gateway from the current reports and says
-// whether the drain is over and with which status ("" while it goes on).
+// observe updates every tracked gateway from the current reports and
+// departures and says whether the drain is over and with which status (""
+// while it goes on; see final for the answer at the deadline).
 //
-// A gateway is drained when its report lists the mark with an applied
-// mzxid ≥ ours (the zxid rule makes a newer version of the mark at least as
-// strong) and zero requests in flight, in state draining, drained or
-// absent. A gateway whose presence node is gone, or owned by another
-// session, is lost for good: it is never counted as acknowledged.
-func (w *drainWait) observe(now time.Time, live map[string]presence.Report, reg *registry.Snapshot, mk *marks.Snapshot) string {
+// A live gateway is judged by its current report, whatever its session:
+// it is drained when the report lists the mark with an applied mzxid ≥ ours
+// (the zxid rule makes a newer version of the mark at least as strong) and
+// zero requests in flight, in state draining, drained, absent or unrouted.
+// A gateway whose report cannot be decoded stays pending. A gateway whose
+// presence node disappeared without a graceful shutdown less than the
+// departed window ago is lost: it may still route by its last state, so
+// it blocks the confirmation until it comes back (with any session) and
+// reports the mark applied, or until the window passes. A gateway that left
+// gracefully, or departed longer ago, is gone and not waited for.
+func (w *drainWait) observe(now time.Time, live map[string]presence.Report, departed map[string]presence.Departure, reg *registry.Snapshot, mk *marks.Snapshot) string {
 	elapsed := now.Sub(w.start).Milliseconds()
 	if elapsed <= 0 {
 		elapsed = 1 // 0 means "not yet" in the views
 	}
 	allDone, anyLost := true, false
 	for _, g := range w.gateways {
-		if g.lost {
-			anyLost = true
+		rep, ok := live[g.id]
+		if !ok {
+			d, dok := departed[g.id]
+			if dok {
+				g.view.DepartedMs = d.At.UnixMilli()
+			}
+			g.view.Error = ""
+			if dok && !d.Leaving {
+				g.view.State = ctlclient.GatewayLost
+				anyLost = true
+			} else {
+				g.view.State = ctlclient.GatewayGone
+			}
 			continue
 		}
-		rep, ok := live[g.id]
-		if !ok || rep.Session != g.session {
-			g.lost = true
-			g.view.State = ctlclient.GatewayLost
-			anyLost = true
+		g.view.DepartedMs = 0
+		g.view.Error = rep.Malformed
+		if rep.Malformed != "" {
+			g.view.State = ctlclient.GatewayPending
+			allDone = false
 			continue
 		}
 		am, ok := rep.Find(w.service, w.addr)
@@ -118,16 +156,23 @@ func (w *drainWait) observe(now time.Time, live map[string]presence.Report, reg 
 			}
 		}
 	}
+	w.onlyLost = allDone && anyLost
 	if w.superseded(reg, mk) {
 		return ctlclient.StatusSuperseded
 	}
-	switch {
-	case allDone && anyLost:
-		return ctlclient.StatusLost
-	case allDone:
+	if allDone && !anyLost {
 		return ctlclient.StatusDrained
 	}
 	return ""
+}
+
+// final is the status when the wait ends without a confirmation: lost when
+// only lost gateways kept it from being confirmed, timeout otherwise.
+func (w *drainWait) final() string {
+	if w.onlyLost {
+		return ctlclient.StatusLost
+	}
+	return ctlclient.StatusTimeout
 }
 
 // superseded reports whether our mark stopped applying: the instance
@@ -159,26 +204,38 @@ func (w *drainWait) views() []ctlclient.GatewayDrain {
 
 // message explains a status in one line.
 func (w *drainWait) message(status string, timeout time.Duration) string {
-	var waiting, lost []string
+	var waiting, lost, gone []string
 	for _, g := range w.gateways {
 		switch g.view.State {
 		case ctlclient.GatewayLost:
 			lost = append(lost, g.id)
+		case ctlclient.GatewayGone:
+			gone = append(gone, g.id)
 		case ctlclient.GatewayDrained:
 		case ctlclient.GatewayDraining:
 			waiting = append(waiting, fmt.Sprintf("%s draining (%d in flight)", g.id, g.view.InFlight))
 		default:
-			waiting = append(waiting, g.id+" "+g.view.State)
+			what := g.id + " " + g.view.State
+			if g.view.Error != "" {
+				what += " (" + g.view.Error + ")"
+			}
+			waiting = append(waiting, what)
 		}
 	}
+	lostWhy := fmt.Sprintf("gateway(s) %s lost their ZooKeeper session without a graceful shutdown less than %s (controller.departed_window) ago and may still route by their last state",
+		strings.Join(lost, ", "), w.window)
 	switch status {
 	case ctlclient.StatusDrained:
 		if len(w.gateways) == 0 {
 			return "no gateway is live: nothing to wait for"
 		}
-		return fmt.Sprintf("every gateway (%d) applied the mark and has nothing in flight", len(w.gateways))
+		msg := fmt.Sprintf("every gateway (%d) applied the mark and has nothing in flight", len(w.gateways)-len(gone))
+		if len(gone) > 0 {
+			msg += fmt.Sprintf("; gone and not waited for (shut down, or departed more than %s ago): %s", w.window, strings.Join(gone, ", "))
+		}
+		return msg
 	case ctlclient.StatusLost:
-		return fmt.Sprintf("not confirmed: gateway(s) %s lost their ZooKeeper session during the drain", strings.Join(lost, ", "))
+		return fmt.Sprintf("not confirmed within %s: %s; every other gateway applied the mark and has nothing in flight", timeout, lostWhy)
 	case ctlclient.StatusSuperseded:
 		return "the mark no longer applies: it was removed, or the instance registered again after it"
 	case ctlclient.StatusTimeout:
@@ -187,7 +244,7 @@ func (w *drainWait) message(status string, timeout time.Duration) string {
 			msg += ": " + strings.Join(waiting, ", ")
 		}
 		if len(lost) > 0 {
-			msg += "; lost: " + strings.Join(lost, ", ")
+			msg += "; lost: " + lostWhy
 		}
 		return msg
 	}
@@ -196,10 +253,12 @@ func (w *drainWait) message(status string, timeout time.Duration) string {
 
 // waitDrained waits until the drain of service/addr at mark version mzxid
 // is confirmed, is over otherwise, or timeout passes, and never answers
-// "drained" before minWait. It reacts to every cache update (no polling).
+// "drained" before minWait. It reacts to every cache update (no polling),
+// and to the end of the departed window of every lost gateway.
 func (c *Controller) waitDrained(ctx context.Context, service, addr string, mzxid int64, start time.Time, timeout, minWait time.Duration) (status string, w *drainWait, err error) {
 	deadline := time.NewTimer(max(timeout-time.Since(start), 0))
 	defer deadline.Stop()
+	window := c.presence.DepartedWindow()
 	// The gateways live at the start are those of the presence watcher's
 	// first complete view.
 	for !c.presence.Loaded() {
@@ -213,19 +272,22 @@ func (c *Controller) waitDrained(ctx context.Context, service, addr string, mzxi
 		case <-c.stopping:
 			return "", nil, errStopping
 		case <-deadline.C:
-			w = newDrainWait(service, addr, mzxid, start, nil)
+			w = newDrainWait(service, addr, mzxid, start, window, nil, nil)
 			return ctlclient.StatusTimeout, w, nil
 		case <-wake:
 		}
 	}
-	w = newDrainWait(service, addr, mzxid, start, c.presence.Gateways())
+	w = newDrainWait(service, addr, mzxid, start, window, c.presence.Gateways(), c.presence.Departed())
 	var minTimer <-chan time.Time
+	windowTimer := time.NewTimer(time.Hour)
+	defer windowTimer.Stop()
 	for {
 		wake := c.changed.Wait()
 		if s, _ := c.sess.State(); s == zksession.StateLost || s == zksession.StateClosed {
 			return "", w, errSessionGone
 		}
-		status = w.observe(time.Now(), c.presence.Gateways(), c.reg.Snapshot(), c.marks.Snapshot())
+		departed := c.presence.Departed()
+		status = w.observe(time.Now(), c.presence.Gateways(), departed, c.reg.Snapshot(), c.marks.Snapshot())
 		if status == ctlclient.StatusDrained && time.Since(start) < minWait {
 			if minTimer == nil {
 				minTimer = time.After(minWait - time.Since(start))
@@ -235,19 +297,51 @@ func (c *Controller) waitDrained(ctx context.Context, service, addr string, mzxi
 		if status != "" {
 			return status, w, nil
 		}
+		// Look again when the first lost gateway's window ends (no cache
+		// changes then).
+		resetTimer(windowTimer, c.nextWindowEnd(w, departed))
 		select {
 		case <-ctx.Done():
 			return "", w, ctx.Err()
 		case <-c.stopping:
 			return "", w, errStopping
 		case <-deadline.C:
-			if status := w.observe(time.Now(), c.presence.Gateways(), c.reg.Snapshot(), c.marks.Snapshot()); status != "" {
+			if status := w.observe(time.Now(), c.presence.Gateways(), c.presence.Departed(), c.reg.Snapshot(), c.marks.Snapshot()); status != "" {
 				return status, w, nil
 			}
-			return ctlclient.StatusTimeout, w, nil
+			return w.final(), w, nil
 		case <-wake:
 		case <-minTimer:
 			minTimer = nil
+		case <-windowTimer.C:
 		}
 	}
+}
+
+// nextWindowEnd returns how long until the departed window of the first
+// tracked lost gateway ends (an hour when none is lost).
+func (c *Controller) nextWindowEnd(w *drainWait, departed map[string]presence.Departure) time.Duration {
+	next := time.Hour
+	now := c.now()
+	for _, g := range w.gateways {
+		if g.view.State != ctlclient.GatewayLost {
+			continue
+		}
+		if d, ok := departed[g.id]; ok {
+			// A little late rather than early: the watcher compares with now.
+			next = min(next, max(d.At.Add(w.window).Sub(now)+5*time.Millisecond, time.Millisecond))
+		}
+	}
+	return next
+}
+
+// resetTimer stops t, drains it and arms it for d.
+func resetTimer(t *time.Timer, d time.Duration) {
+	if !t.Stop() {
+		select {
+		case <-t.C:
+		default:
+		}
+	}
+	t.Reset(d)
 }

@@ -153,7 +153,8 @@ func TestLeaderKilledMidDrain(t *testing.T) {
 
 // Two gateways; one is partitioned from ZooKeeper during a waiting drain
 // and loses its session. It is reported lost, never counted as having
-// acknowledged, and the drain is not confirmed.
+// acknowledged, and the drain is not confirmed: it ends at its timeout
+// (shorter than controller.departed_window) with status lost.
 func TestPartitionedGatewayIsReportedLost(t *testing.T) {
 	e := newEnv(t)
 	started := make(chan string, 4)
@@ -175,7 +176,7 @@ func TestPartitionedGatewayIsReportedLost(t *testing.T) {
 
 	victim, slowDone := startSlow(t, g1.ProxyAddr(), started)
 	target := map[string]*backend{"a": a, "b": b}[victim]
-	res := drainAsync(cl, "orders", target.addr, ctlclient.DrainRequest{Reason: "partition", Wait: true, Timeout: "1m"})
+	res := drainAsync(cl, "orders", target.addr, ctlclient.DrainRequest{Reason: "partition", Wait: true, Timeout: "15s"})
 	eventually(t, "gw-1 draining and gw-2 drained", func() bool {
 		in, _ := instance(t, cl, "orders", target.addr)
 		s1, _ := gatewayState(in, "gw-1")

@@ -36,9 +36,11 @@ import (
 //   - a mark whose address has been absent from the registry for longer
 //     than controller.absent_grace (as observed by this leader) is deleted;
 //   - every controller.reconcile_interval everything is re-read (Resync on
-//     the caches) and the same rules are applied to the fresh state, which
-//     repairs whatever watch events were missed; empty service directories
-//     under the marks root are removed and the audit trail is trimmed.
+//     the caches) and the same rules are applied to the fresh state — the
+//     snapshots of full re-reads completed after the request, not merely
+//     newer revisions (see fresh) — which repairs whatever watch events
+//     were missed; empty service directories under the marks root are
+//     removed and the audit trail is trimmed.
 
 type markKey struct{ service, addr string }
 
@@ -239,21 +241,14 @@ func (c *Controller) clearMark(ctx context.Context, m marks.Mark, why, action, d
 // reconcile re-reads everything and applies the rules to the fresh state.
 func (c *Controller) reconcile(ctx context.Context, st *jobState) {
 	c.metrics.reconciles.Inc()
-	revs := func() (uint64, uint64, bool) {
-		rs, ms := c.reg.Snapshot(), c.marks.Snapshot()
-		if rs == nil || ms == nil {
-			return 0, 0, false
-		}
-		return rs.Revision, ms.Revision, true
-	}
-	r0, m0, _ := revs()
+	before := c.resyncProgress()
 	c.reg.Resync()
 	c.marks.Resync()
 	deadline := time.NewTimer(10 * time.Second)
 	defer deadline.Stop()
 	for {
 		wake := c.changed.Wait()
-		if r, m, ok := revs(); ok && r > r0 && m > m0 {
+		if fresh(before, c.resyncProgress()) {
 			break
 		}
 		select {
@@ -278,4 +273,57 @@ func (c *Controller) reconcile(ctx context.Context, st *jobState) {
 	if err := c.audit.trim(wctx); err != nil && ctx.Err() == nil {
 		c.log.Warn("trimming the audit trail failed", "err", err)
 	}
+}
+
+// resyncs says how far the registry and marks caches are: how many full
+// re-reads each completed (their zkgate_registry_resyncs_total and
+// zkgate_marks_resyncs_total counters, which count exactly that) and
+// whether each has a snapshot.
+type resyncs struct {
+	registry, marks uint64
+	loaded          bool
+	// The snapshots' revisions (for the log; they prove nothing).
+	registryRev, marksRev uint64
+}
+
+// fresh reports whether both caches completed a full re-read since before
+// was taken: their snapshots then come from a full re-read that completed
+// after reconcile asked for one (or from a later change on top of it). A
+// new revision alone proves nothing: watch events publish revisions too,
+// and they repair nothing that was missed.
+func fresh(before, now resyncs) bool {
+	return now.loaded && now.registry > before.registry && now.marks > before.marks
+}
+
+// resyncProgress reads the caches' full re-read counters.
+//
+// The caches (zktree.Tree) expose no such count; their metrics do. (A
+// zktree accessor returning the number of completed full re-reads — or
+// better, Resync returning a ticket and the snapshot saying which ticket
+// its re-read started after — would replace this.)
+func (c *Controller) resyncProgress() resyncs {
+	var p resyncs
+	rs, ms := c.reg.Snapshot(), c.marks.Snapshot()
+	if rs != nil && ms != nil {
+		p.loaded, p.registryRev, p.marksRev = true, rs.Revision, ms.Revision
+	}
+	mfs, err := c.promReg.Gather()
+	if err != nil && len(mfs) == 0 {
+		return p
+	}
+	for _, mf := range mfs {
+		var dst *uint64
+		switch mf.GetName() {
+		case "zkgate_registry_resyncs_total":
+			dst = &p.registry
+		case "zkgate_marks_resyncs_total":
+			dst = &p.marks
+		default:
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			*dst += uint64(m.GetCounter().GetValue())
+		}
+	}
+	return p
 }

@@ -189,8 +189,7 @@ func (e *elector) Run(ctx context.Context) error {
 		}
 		pred := path.Join(e.dir, cands[idx-1])
 		e.readLeader(ctx, path.Join(e.dir, cands[0]))
-		ok, _, err := e.sess.ExistsW(ctx, pred)
-		if err != nil || !ok {
+		if !e.watch(ctx, pred) {
 			continue
 		}
 		e.log.Debug("following", "predecessor", pred)
@@ -221,8 +220,7 @@ func (e *elector) Run(ctx context.Context) error {
 // away or ctx ends. It returns only ctx's error or ErrClosed.
 func (e *elector) leadWhileValid(ctx context.Context, hints *zksession.Hints, changed <-chan struct{}, mine string, gen uint64) error {
 	me := path.Join(e.dir, mine)
-	ok, _, err := e.sess.ExistsW(ctx, me)
-	if err != nil || !ok {
+	if !e.watch(ctx, me) {
 		return nil // look again
 	}
 	lctx, cancel := context.WithCancel(ctx)
@@ -266,6 +264,19 @@ func (e *elector) leadWhileValid(ctx context.Context, hints *zksession.Hints, ch
 			}
 		}
 	}
+}
+
+// watch makes sure one watch is armed on the election node p and reports
+// whether p exists. The loops above come back here after every session
+// state change, and the client library adds a watch for every call that
+// asks for one, each held until the node changes: GetW arms one only when
+// none set through this session is armed on p (and none at all when p does
+// not exist, unlike ExistsW, whose watch on a missing sequential node would
+// never fire), so watches never pile up on a node that outlives many
+// reconnections.
+func (e *elector) watch(ctx context.Context, p string) bool {
+	_, _, err := e.sess.GetW(ctx, p)
+	return err == nil
 }
 
 // create makes our election node and returns its name. After a create

@@ -28,6 +28,37 @@ type store struct {
 // decision was made; nothing was deleted.
 var errChanged = errors.New("mark changed since it was read")
 
+// errOutcomeUnknown says a write was given up without knowing whether
+// ZooKeeper applied it (or will: a request already sent may be applied
+// after the caller stopped waiting for it), and re-reading did not settle
+// it. The API answers 503 with "outcome": "unknown".
+var errOutcomeUnknown = errors.New("outcome unknown")
+
+// rereadTimeout bounds the re-read that tries to settle a write whose
+// outcome is unknown.
+var rereadTimeout = 5 * time.Second
+
+// markWritten re-reads the mark of m's address after a write of m whose
+// outcome is unknown. ok is true when the node holds exactly m's content
+// (so the write was applied; the returned mark has its Mzxid). Requests on
+// one connection are answered in order, so a write sent before the re-read
+// on the same connection is seen by it if it was applied at all.
+func (s *store) markWritten(ctx context.Context, m marks.Mark) (marks.Mark, bool) {
+	got, st, err := s.sess.Get(ctx, marks.Path(s.root, m.Service, m.Addr))
+	if err != nil || !bytes.Equal(got, m.Encode()) {
+		return m, false
+	}
+	m.Mzxid = st.Mzxid
+	return m, true
+}
+
+// markGone re-reads the mark of service/addr after a delete whose outcome
+// is unknown: true when there is no mark any more.
+func (s *store) markGone(ctx context.Context, service, addr string) bool {
+	ok, _, err := s.sess.Exists(ctx, marks.Path(s.root, service, addr))
+	return err == nil && !ok
+}
+
 // retryPause waits before attempt (1-based), or returns ctx's error.
 func retryPause(ctx context.Context, attempt int) error {
 	if attempt == 0 {
@@ -131,12 +162,17 @@ func (s *store) getMark(ctx context.Context, service, addr string) (m marks.Mark
 // deleteMark deletes the mark of service/addr. When mzxid is not 0 the
 // mark is deleted only if it is still that version (errChanged otherwise).
 // It returns the mark that was deleted; ok is false when there was none.
+//
+// When it gives up after a delete whose outcome is unknown was sent (the
+// mark may be deleted after it returned), it returns the mark that delete
+// was for with the error; otherwise a zero mark.
 func (s *store) deleteMark(ctx context.Context, service, addr string, mzxid int64) (marks.Mark, bool, error) {
 	p := marks.Path(s.root, service, addr)
 	var lastErr error
+	var sent marks.Mark // the mark a delete was sent for
 	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
 		if err := retryPause(ctx, attempt); err != nil {
-			return marks.Mark{}, false, fmt.Errorf("deleting mark %s: %w (last error: %v)", p, err, lastErr)
+			return sent, false, fmt.Errorf("deleting mark %s: %w (last error: %v)", p, err, lastErr)
 		}
 		m, version, ok, err := s.getMark(ctx, service, addr)
 		if err != nil {
@@ -144,7 +180,7 @@ func (s *store) deleteMark(ctx context.Context, service, addr string, mzxid int6
 			if zksession.IsUnknownOutcome(err) && ctx.Err() == nil {
 				continue
 			}
-			return marks.Mark{}, false, err
+			return sent, false, err
 		}
 		if !ok {
 			return marks.Mark{}, false, nil
@@ -153,6 +189,9 @@ func (s *store) deleteMark(ctx context.Context, service, addr string, mzxid int6
 			return m, false, errChanged
 		}
 		err = s.sess.Delete(ctx, p, version)
+		if zksession.IsUnknownOutcome(err) {
+			sent = m
+		}
 		switch {
 		case err == nil:
 			return m, true, nil
@@ -169,7 +208,7 @@ func (s *store) deleteMark(ctx context.Context, service, addr string, mzxid int6
 			s.metrics.unknownOutcome.Inc()
 			lastErr = err
 			if werr := s.sess.WaitConnected(ctx); werr != nil {
-				return marks.Mark{}, false, fmt.Errorf("deleting mark %s: %w", p, werr)
+				return sent, false, fmt.Errorf("deleting mark %s: %w", p, werr)
 			}
 			exists, st, rerr := s.sess.Exists(ctx, p)
 			if rerr == nil && !exists {
@@ -180,10 +219,10 @@ func (s *store) deleteMark(ctx context.Context, service, addr string, mzxid int6
 			}
 			continue
 		default:
-			return marks.Mark{}, false, fmt.Errorf("deleting mark %s: %w", p, err)
+			return sent, false, fmt.Errorf("deleting mark %s: %w", p, err)
 		}
 	}
-	return marks.Mark{}, false, fmt.Errorf("deleting mark %s: giving up after %d attempts: %w", p, maxWriteAttempts, lastErr)
+	return sent, false, fmt.Errorf("deleting mark %s: giving up after %d attempts: %w", p, maxWriteAttempts, lastErr)
 }
 
 // pruneEmptyServices deletes service directories under the marks root that

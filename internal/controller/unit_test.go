@@ -156,6 +156,7 @@ func report(session int64, ams ...presence.AppliedMark) presence.Report {
 
 func TestDrainWaitObserve(t *testing.T) {
 	const svc, addr, mz = "orders", "10.0.0.5:8080", int64(100)
+	const window = time.Minute
 	start := time.Now()
 	reg := &registry.Snapshot{Services: map[string][]registry.Instance{svc: {{Service: svc, Addr: addr, Czxid: 50}}}}
 	mk := &marks.Snapshot{Marks: map[string]map[string]marks.Mark{svc: {addr: {Service: svc, Addr: addr, Mzxid: mz}}}}
@@ -163,22 +164,25 @@ func TestDrainWaitObserve(t *testing.T) {
 		return presence.AppliedMark{Service: svc, Addr: addr, Mzxid: mzxid, InFlight: inflight, State: state}
 	}
 	live := map[string]presence.Report{"g1": report(1), "g2": report(2)}
-	w := newDrainWait(svc, addr, mz, start, live)
+	w := newDrainWait(svc, addr, mz, start, window, live, nil)
 
-	if st := w.observe(start, live, reg, mk); st != "" {
+	if st := w.observe(start, live, nil, reg, mk); st != "" {
 		t.Fatalf("nothing applied yet: status %q", st)
 	}
 	// g1 applied an older version: still pending. g2 draining.
 	live = map[string]presence.Report{"g1": report(1, am(90, 0, "drained")), "g2": report(2, am(100, 2, "draining"))}
-	if st := w.observe(start, live, reg, mk); st != "" {
+	if st := w.observe(start, live, nil, reg, mk); st != "" {
 		t.Fatalf("status %q while draining", st)
 	}
 	if v := w.views(); v[0].State != ctlclient.GatewayPending || v[1].State != ctlclient.GatewayDraining || v[1].InFlight != 2 {
 		t.Fatalf("views %+v", v)
 	}
+	if st := w.final(); st != ctlclient.StatusTimeout {
+		t.Fatalf("final %q while gateways are pending, want timeout", st)
+	}
 	// Both drained (g1 at a newer version, g2 with the instance absent).
 	live = map[string]presence.Report{"g1": report(1, am(120, 0, "drained")), "g2": report(2, am(100, 0, "absent"))}
-	if st := w.observe(start.Add(time.Second), live, reg, mk); st != ctlclient.StatusDrained {
+	if st := w.observe(start.Add(time.Second), live, nil, reg, mk); st != ctlclient.StatusDrained {
 		t.Fatalf("status %q, want drained", st)
 	}
 	if v := w.views(); v[0].DrainedMs == 0 || v[1].AppliedMs == 0 {
@@ -187,55 +191,112 @@ func TestDrainWaitObserve(t *testing.T) {
 
 	// A gateway that fails open to the instance (every instance of the
 	// service is marked) still sends it requests: not confirmed, even idle.
-	w = newDrainWait(svc, addr, mz, start, map[string]presence.Report{"g1": report(1)})
+	w = newDrainWait(svc, addr, mz, start, window, map[string]presence.Report{"g1": report(1)}, nil)
 	live = map[string]presence.Report{"g1": report(1, am(100, 0, presence.StateFailOpen))}
-	if st := w.observe(start, live, reg, mk); st != "" {
+	if st := w.observe(start, live, nil, reg, mk); st != "" {
 		t.Fatalf("status %q while the gateway fails open", st)
 	}
 	if v := w.views(); v[0].State != presence.StateFailOpen {
 		t.Fatalf("views %+v, want fail_open", v)
 	}
 
-	// A gateway whose node comes back from another session is lost for
-	// good, even once it reports the mark drained.
-	w = newDrainWait(svc, addr, mz, start, map[string]presence.Report{"g1": report(1), "g2": report(2)})
-	live = map[string]presence.Report{"g1": report(1, am(100, 1, "draining")), "g2": report(3, am(100, 0, "drained"))}
-	if st := w.observe(start, live, reg, mk); st != "" {
+	// A gateway whose presence node disappeared without a graceful
+	// shutdown is lost while the departure is recent: never confirmed, and
+	// at the deadline the answer is lost, naming it.
+	w = newDrainWait(svc, addr, mz, start, window, map[string]presence.Report{"g1": report(1), "g2": report(2)}, nil)
+	live = map[string]presence.Report{"g1": report(1, am(100, 1, "draining")), "g2": report(2, am(100, 0, "drained"))}
+	if st := w.observe(start, live, nil, reg, mk); st != "" {
 		t.Fatalf("status %q while g1 drains", st)
 	}
 	live = map[string]presence.Report{"g1": report(1, am(100, 0, "drained"))}
-	if st := w.observe(start, live, reg, mk); st != ctlclient.StatusLost {
-		t.Fatalf("status %q, want lost", st)
+	departed := map[string]presence.Departure{"g2": {ID: "g2", Session: 2, At: start}}
+	if st := w.observe(start, live, departed, reg, mk); st != "" {
+		t.Fatalf("status %q with g2 lost, want the wait to go on", st)
 	}
-	if v := w.views(); v[1].State != ctlclient.GatewayLost {
+	if v := w.views(); v[1].State != ctlclient.GatewayLost || v[1].DepartedMs == 0 {
 		t.Fatalf("g2 not reported lost: %+v", v)
+	}
+	if st := w.final(); st != ctlclient.StatusLost {
+		t.Fatalf("final %q, want lost", st)
 	}
 	if msg := w.message(ctlclient.StatusLost, time.Minute); !strings.Contains(msg, "g2") {
 		t.Fatalf("message %q does not name the lost gateway", msg)
 	}
+	// It comes back with a new session, not applying the mark yet:
+	// pending; then with the mark applied: it counts again.
+	live = map[string]presence.Report{"g1": report(1, am(100, 0, "drained")), "g2": report(3)}
+	if st := w.observe(start, live, nil, reg, mk); st != "" {
+		t.Fatalf("status %q with g2 back but pending", st)
+	}
+	if v := w.views(); v[1].State != ctlclient.GatewayPending {
+		t.Fatalf("g2 back: %+v, want pending", v)
+	}
+	live["g2"] = report(3, am(100, 0, "drained"))
+	if st := w.observe(start, live, nil, reg, mk); st != ctlclient.StatusDrained {
+		t.Fatalf("status %q with g2 back and drained, want drained", st)
+	}
+	// Once its departure is older than the window (the watcher forgets
+	// it), a gateway that never came back is gone: not waited for.
+	w = newDrainWait(svc, addr, mz, start, window, map[string]presence.Report{"g1": report(1)}, departed)
+	if len(w.gateways) != 2 {
+		t.Fatalf("a gateway departed before the drain started is not tracked: %+v", w.views())
+	}
+	live = map[string]presence.Report{"g1": report(1, am(100, 0, "drained"))}
+	if st := w.observe(start, live, departed, reg, mk); st != "" {
+		t.Fatalf("status %q with g2 departed before the drain", st)
+	}
+	if st := w.observe(start, live, nil, reg, mk); st != ctlclient.StatusDrained {
+		t.Fatalf("status %q after the window, want drained", st)
+	}
+	if v := w.views(); v[1].State != ctlclient.GatewayGone {
+		t.Fatalf("g2 after the window: %+v, want gone", v)
+	}
+	// A gateway that left gracefully is not waited for.
+	left := map[string]presence.Departure{"g2": {ID: "g2", Session: 2, At: start, Leaving: true}}
+	w = newDrainWait(svc, addr, mz, start, window, map[string]presence.Report{"g1": report(1), "g2": report(2)}, nil)
+	if st := w.observe(start, live, left, reg, mk); st != ctlclient.StatusDrained {
+		t.Fatalf("status %q with g2 gone gracefully, want drained", st)
+	}
+	// A gateway whose report cannot be decoded is pending, with the error.
+	bad := presence.Report{ID: "g2", Session: 2, Malformed: "cannot decode"}
+	w = newDrainWait(svc, addr, mz, start, window, map[string]presence.Report{"g1": report(1), "g2": bad}, nil)
+	live = map[string]presence.Report{"g1": report(1, am(100, 0, "drained")), "g2": bad}
+	if st := w.observe(start, live, nil, reg, mk); st != "" {
+		t.Fatalf("status %q with g2 unreadable, want the wait to go on", st)
+	}
+	if v := w.views(); v[1].State != ctlclient.GatewayPending || v[1].Error == "" {
+		t.Fatalf("unreadable g2: %+v", v)
+	}
+	if st := w.final(); st != ctlclient.StatusTimeout {
+		t.Fatalf("final %q with g2 unreadable, want timeout", st)
+	}
+	if msg := w.message(ctlclient.StatusTimeout, time.Minute); !strings.Contains(msg, "cannot decode") {
+		t.Fatalf("message %q does not say why g2 is pending", msg)
+	}
 
 	// Superseded: the instance registered again after the mark.
-	w = newDrainWait(svc, addr, mz, start, live)
+	w = newDrainWait(svc, addr, mz, start, window, live, nil)
 	reg2 := &registry.Snapshot{Services: map[string][]registry.Instance{svc: {{Service: svc, Addr: addr, Czxid: 150}}}}
-	if st := w.observe(start, live, reg2, mk); st != ctlclient.StatusSuperseded {
+	if st := w.observe(start, live, nil, reg2, mk); st != ctlclient.StatusSuperseded {
 		t.Fatalf("status %q, want superseded", st)
 	}
 	// Superseded: the mark was deleted after it had been seen.
-	w = newDrainWait(svc, addr, mz, start, map[string]presence.Report{"g1": report(1)})
-	if st := w.observe(start, map[string]presence.Report{"g1": report(1)}, reg, mk); st != "" {
+	one := map[string]presence.Report{"g1": report(1)}
+	w = newDrainWait(svc, addr, mz, start, window, one, nil)
+	if st := w.observe(start, one, nil, reg, mk); st != "" {
 		t.Fatalf("status %q", st)
 	}
-	if st := w.observe(start, map[string]presence.Report{"g1": report(1)}, reg, &marks.Snapshot{}); st != ctlclient.StatusSuperseded {
+	if st := w.observe(start, one, nil, reg, &marks.Snapshot{}); st != ctlclient.StatusSuperseded {
 		t.Fatalf("status %q, want superseded", st)
 	}
 	// The mark not seen yet by the cache is not "deleted".
-	w = newDrainWait(svc, addr, mz, start, map[string]presence.Report{"g1": report(1)})
-	if st := w.observe(start, map[string]presence.Report{"g1": report(1)}, reg, &marks.Snapshot{}); st != "" {
+	w = newDrainWait(svc, addr, mz, start, window, one, nil)
+	if st := w.observe(start, one, nil, reg, &marks.Snapshot{}); st != "" {
 		t.Fatalf("status %q before the cache saw the mark", st)
 	}
 	// No gateway: nothing to wait for.
-	w = newDrainWait(svc, addr, mz, start, nil)
-	if st := w.observe(start, nil, reg, mk); st != ctlclient.StatusDrained {
+	w = newDrainWait(svc, addr, mz, start, window, nil, nil)
+	if st := w.observe(start, nil, nil, reg, mk); st != ctlclient.StatusDrained {
 		t.Fatalf("status %q with no gateways", st)
 	}
 }
@@ -256,7 +317,7 @@ func TestServiceView(t *testing.T) {
 	}}}
 	gws := map[string]presence.Report{"g1": report(1,
 		presence.AppliedMark{Service: svc, Addr: "10.0.0.2:80", Mzxid: 100, InFlight: 0, State: "drained"})}
-	v, ok := serviceView(svc, reg, mk, gws, now)
+	v, ok := serviceView(svc, reg, mk, gws, nil, now)
 	if !ok {
 		t.Fatal("service not found")
 	}
@@ -270,11 +331,33 @@ func TestServiceView(t *testing.T) {
 			t.Errorf("%s: state %q, want %q (all: %v)", a, states[a], s, states)
 		}
 	}
-	if _, ok := serviceView("nope", reg, mk, gws, now); ok {
+	if _, ok := serviceView("nope", reg, mk, gws, nil, now); ok {
 		t.Error("unknown service found")
 	}
 	sums := serviceSummaries(reg, mk, now)
 	if len(sums) != 1 || sums[0].Instances != 4 || sums[0].Up != 3 || sums[0].Marked != 2 {
 		t.Errorf("summaries %+v", sums)
+	}
+}
+
+// Reconciliation applies the rules only once both caches completed a full
+// re-read after it asked for one: revisions published by watch events do
+// not count.
+func TestReconcileFreshness(t *testing.T) {
+	before := resyncs{registry: 3, marks: 5, loaded: true, registryRev: 10, marksRev: 20}
+	for _, tc := range []struct {
+		name string
+		now  resyncs
+		want bool
+	}{
+		{"watch events only", resyncs{registry: 3, marks: 5, loaded: true, registryRev: 11, marksRev: 21}, false},
+		{"registry re-read only", resyncs{registry: 4, marks: 5, loaded: true, registryRev: 12, marksRev: 21}, false},
+		{"marks re-read only", resyncs{registry: 3, marks: 6, loaded: true, registryRev: 11, marksRev: 22}, false},
+		{"both re-read", resyncs{registry: 4, marks: 6, loaded: true, registryRev: 12, marksRev: 22}, true},
+		{"not loaded", resyncs{registry: 4, marks: 6}, false},
+	} {
+		if got := fresh(before, tc.now); got != tc.want {
+			t.Errorf("%s: fresh = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

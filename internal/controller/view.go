@@ -65,9 +65,11 @@ func markApplies(rs *registry.Snapshot, m marks.Mark, service, addr string, now 
 }
 
 // serviceView describes one service: every registered address and every
-// marked one, with per-gateway states for the marked ones. ok is false
-// when neither the registry nor the marks know the service.
-func serviceView(service string, rs *registry.Snapshot, ms *marks.Snapshot, gws map[string]presence.Report, now time.Time) (ctlclient.ServiceResponse, bool) {
+// marked one, with per-gateway states for the marked ones. departed are
+// the recently departed gateways (presence.Watcher.Departed): those that
+// did not shut down gracefully are shown lost for marked instances. ok is
+// false when neither the registry nor the marks know the service.
+func serviceView(service string, rs *registry.Snapshot, ms *marks.Snapshot, gws map[string]presence.Report, departed map[string]presence.Departure, now time.Time) (ctlclient.ServiceResponse, bool) {
 	resp := ctlclient.ServiceResponse{Service: service, Instances: []ctlclient.InstanceView{}, LiveGateways: len(gws)}
 	byAddr := map[string]*ctlclient.InstanceView{}
 	for _, in := range rs.Instances(service) {
@@ -100,8 +102,15 @@ func serviceView(service string, rs *registry.Snapshot, ms *marks.Snapshot, gws 
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	var lost []string
+	for id := range blockingDepartures(departed) {
+		if _, live := gws[id]; !live {
+			lost = append(lost, id)
+		}
+	}
+	sort.Strings(lost)
 	for _, v := range byAddr {
-		v.State = instanceState(v, gws, ids)
+		v.State = instanceState(v, gws, ids, lost)
 		resp.Instances = append(resp.Instances, *v)
 	}
 	sort.Slice(resp.Instances, func(i, j int) bool { return resp.Instances[i].Addr < resp.Instances[j].Addr })
@@ -112,9 +121,10 @@ func serviceView(service string, rs *registry.Snapshot, ms *marks.Snapshot, gws 
 // or not) and v.Acknowledged, and returns the instance's overall state:
 // serving or down when no mark applies; absent when marked and not
 // registered; drained when every live gateway reports the mark applied with
-// nothing in flight (or does not route the instance at all); draining
-// otherwise.
-func instanceState(v *ctlclient.InstanceView, gws map[string]presence.Report, ids []string) string {
+// nothing in flight (or does not route the instance at all) and no gateway
+// is lost (lost: departed without a graceful shutdown within the departed
+// window, listed with state lost); draining otherwise.
+func instanceState(v *ctlclient.InstanceView, gws map[string]presence.Report, ids, lost []string) string {
 	if v.Mark != nil {
 		for _, id := range ids {
 			rep := gws[id]
@@ -126,6 +136,9 @@ func instanceState(v *ctlclient.InstanceView, gws map[string]presence.Report, id
 				}
 			}
 			v.Gateways = append(v.Gateways, gi)
+		}
+		for _, id := range lost {
+			v.Gateways = append(v.Gateways, ctlclient.GatewayInstance{ID: id, State: ctlclient.GatewayLost})
 		}
 		v.Acknowledged = v.Registered && v.Czxid > v.Mark.Mzxid &&
 			len(unacknowledged(v.Service, v.Addr, v.Mark.Mzxid, gws)) == 0
@@ -181,7 +194,8 @@ func unacknowledged(service, addr string, mzxid int64, gws map[string]presence.R
 	return out
 }
 
-// gatewayViews lists the live gateways.
+// gatewayViews lists the live gateways (those whose report cannot be
+// decoded with the reason in Error).
 func gatewayViews(gws map[string]presence.Report) []ctlclient.GatewayView {
 	out := make([]ctlclient.GatewayView, 0, len(gws))
 	for id, r := range gws {
@@ -189,7 +203,8 @@ func gatewayViews(gws map[string]presence.Report) []ctlclient.GatewayView {
 			ID: id, Listen: r.Listen, AdminListen: r.AdminListen, Version: r.Version,
 			StartedMs: r.StartedMs, UpdatedMs: r.UpdatedMs, RegistryRevision: r.RegistryRevision,
 			MarksRevision: r.MarksRevision, Session: fmt.Sprintf("0x%x", r.Session),
-			Marks: make([]ctlclient.AppliedMark, 0, len(r.Marks)),
+			Marks:   make([]ctlclient.AppliedMark, 0, len(r.Marks)),
+			Leaving: r.Leaving, Error: r.Malformed,
 		}
 		for _, m := range r.Marks {
 			v.Marks = append(v.Marks, ctlclient.AppliedMark{
@@ -197,6 +212,23 @@ func gatewayViews(gws map[string]presence.Report) []ctlclient.GatewayView {
 			})
 		}
 		out = append(out, v)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// departedViews lists the recently departed gateways that have not come
+// back (departures of ids that are live again are left out).
+func departedViews(departed map[string]presence.Departure, gws map[string]presence.Report, window time.Duration) []ctlclient.DepartedGateway {
+	var out []ctlclient.DepartedGateway
+	for id, d := range departed {
+		if _, live := gws[id]; live {
+			continue
+		}
+		out = append(out, ctlclient.DepartedGateway{
+			ID: id, Session: fmt.Sprintf("0x%x", d.Session), DepartedMs: d.At.UnixMilli(),
+			UntilMs: d.At.Add(window).UnixMilli(), Leaving: d.Leaving,
+		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out

@@ -82,10 +82,27 @@ type APIError struct {
 	StatusCode int
 	// Message is the controller's "error" field (or the body).
 	Message string
+	// Outcome is the controller's "outcome" field: OutcomeUnknown when the
+	// write may or may not have been applied.
+	Outcome string
 }
 
 func (e *APIError) Error() string {
+	if e.Outcome == OutcomeUnknown && !strings.HasPrefix(e.Message, "outcome unknown") {
+		return fmt.Sprintf("outcome unknown: controller answered %d %s: %s", e.StatusCode, http.StatusText(e.StatusCode), e.Message)
+	}
 	return fmt.Sprintf("controller answered %d %s: %s", e.StatusCode, http.StatusText(e.StatusCode), e.Message)
+}
+
+// IsOutcomeUnknown reports whether err is the controller saying that it
+// does not know whether the write was applied (ErrorResponse.Outcome
+// OutcomeUnknown): the mark may have been written (or deleted), or may
+// still be, after the answer. The call was already repeated on every
+// replica given (it is idempotent) without settling it; look at the
+// instance (Service) or repeat the call later.
+func IsOutcomeUnknown(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.Outcome == OutcomeUnknown
 }
 
 // Services lists the services (GET /v1/services).
@@ -106,7 +123,9 @@ func (c *Client) Service(ctx context.Context, service string) (*ServiceResponse,
 // replica went away is resumed on the next replica with what remains of
 // the timeout (re-writing the mark is idempotent). ctx should allow for
 // the whole wait. The answer's ElapsedMs is the whole call's duration as
-// the client saw it, failovers included.
+// the client saw it, failovers included. When the controller could not
+// tell whether the mark was written, the error satisfies IsOutcomeUnknown
+// (the mark may appear after the call returned).
 func (c *Client) Drain(ctx context.Context, service, addr string, req DrainRequest) (*DrainResponse, error) {
 	p := instancePath(service, addr) + "/drain"
 	start := time.Now()
@@ -139,7 +158,9 @@ func (c *Client) Drain(ctx context.Context, service, addr string, req DrainReque
 }
 
 // Undrain removes the mark of service/addr (DELETE …/drain). Undraining an
-// address without a mark succeeds with Removed false.
+// address without a mark succeeds with Removed false. When the controller
+// could not tell whether the mark was deleted, the error satisfies
+// IsOutcomeUnknown.
 func (c *Client) Undrain(ctx context.Context, service, addr, reason string) (*UndrainResponse, error) {
 	var out UndrainResponse
 	var body any
@@ -149,7 +170,8 @@ func (c *Client) Undrain(ctx context.Context, service, addr, reason string) (*Un
 	return &out, c.do(ctx, http.MethodDelete, instancePath(service, addr)+"/drain", body, &out)
 }
 
-// Gateways lists the live gateways (GET /v1/gateways).
+// Gateways lists the live gateways and the recently departed ones (GET
+// /v1/gateways).
 func (c *Client) Gateways(ctx context.Context) (*GatewaysResponse, error) {
 	var out GatewaysResponse
 	return &out, c.do(ctx, http.MethodGet, "/v1/gateways", nil, &out)
@@ -270,7 +292,7 @@ func (c *Client) once(ctx context.Context, method, u string, body any, out any) 
 		if len(msg) > 300 {
 			msg = msg[:300] + "…"
 		}
-		return &APIError{StatusCode: resp.StatusCode, Message: msg}
+		return &APIError{StatusCode: resp.StatusCode, Message: msg, Outcome: er.Outcome}
 	}
 	if out == nil {
 		return nil

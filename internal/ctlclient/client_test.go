@@ -135,3 +135,40 @@ func TestFailover(t *testing.T) {
 		t.Fatalf("400: %v (calls %d)", err, calls.Load())
 	}
 }
+
+// A 503 with "outcome": "unknown" is told apart from other failures: it is
+// retried like any 503 (the calls are idempotent), and the error that
+// remains says the outcome is unknown.
+func TestOutcomeUnknown(t *testing.T) {
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		json.NewEncoder(w).Encode(ErrorResponse{Error: "outcome unknown: the mark may or may not be written", Outcome: OutcomeUnknown})
+	}))
+	defer srv.Close()
+	c, _ := New(srv.URL, Options{})
+	_, err := c.Drain(context.Background(), "orders", "10.0.0.5:8080", DrainRequest{Reason: "x"})
+	var ae *APIError
+	if !IsOutcomeUnknown(err) || !errors.As(err, &ae) || ae.StatusCode != 503 || ae.Outcome != OutcomeUnknown ||
+		!strings.Contains(err.Error(), "outcome unknown") {
+		t.Fatalf("error %v (%+v)", err, ae)
+	}
+	if calls.Load() != 2 {
+		t.Errorf("%d calls, want the 503 retried once", calls.Load())
+	}
+	_, err = c.Undrain(context.Background(), "orders", "10.0.0.5:8080", "")
+	if !IsOutcomeUnknown(err) {
+		t.Fatalf("undrain error %v", err)
+	}
+	// Other 503s are not "outcome unknown".
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		json.NewEncoder(w).Encode(ErrorResponse{Error: "lost session"})
+	}))
+	defer plain.Close()
+	c, _ = New(plain.URL, Options{})
+	if _, err := c.Drain(context.Background(), "orders", "10.0.0.5:8080", DrainRequest{Reason: "x"}); err == nil || IsOutcomeUnknown(err) {
+		t.Fatalf("plain 503: %v", err)
+	}
+}

@@ -14,11 +14,19 @@ const (
 	StatusDrained = "drained"
 	// StatusTimeout: the timeout passed before every gateway confirmed.
 	StatusTimeout = "timeout"
-	// StatusLost: every remaining gateway confirmed, but at least one
-	// gateway that was live at the start lost its ZooKeeper session (its
-	// presence node went away, or came back from a new session) during the
-	// wait. A lost gateway never counts as having acknowledged, so the drain
-	// is not confirmed.
+	// StatusLost: the timeout passed while every other gateway had
+	// confirmed but at least one gateway was lost (GatewayLost): its
+	// presence node disappeared without a graceful shutdown — its ZooKeeper
+	// session expired, typically because it is partitioned from ZooKeeper —
+	// less than controller.departed_window before. Such a gateway may still
+	// route by its last state (until its gateway.stale_after), so it never
+	// counts as having acknowledged. This covers gateways that were live
+	// when the drain started and went away during the wait as well as
+	// gateways that had gone away shortly before it started. The drain
+	// waits, up to its timeout, for the window to pass (the gateway is then
+	// gone and no longer waited for) or for the gateway to come back, with
+	// a new session, and report the mark applied with nothing in flight
+	// (it then counts like any other). The drain is not confirmed.
 	StatusLost = "lost"
 	// StatusSuperseded: the mark stopped applying during the wait: it was
 	// deleted (undrain, expiry, another controller) or the instance
@@ -38,9 +46,15 @@ const (
 	// GatewayServing: the gateway has seen the mark but it does not apply
 	// there (the instance registered again after it).
 	GatewayServing = "serving"
-	// GatewayLost: the gateway's presence node disappeared (or was
-	// re-created by a new session) during the wait.
+	// GatewayLost: the gateway's presence node disappeared without a
+	// graceful shutdown less than controller.departed_window ago and has
+	// not come back: it may still route by its last state. The drain waits
+	// for it (see StatusLost).
 	GatewayLost = "lost"
+	// GatewayGone: the gateway's presence node disappeared after a
+	// graceful shutdown (its last report said it was leaving), or more than
+	// controller.departed_window ago: it is no longer waited for.
+	GatewayGone = "gone"
 	// GatewayAbsent: the gateway routes the service but has no
 	// registration of the address (it sends it nothing).
 	GatewayAbsent = "absent"
@@ -62,7 +76,17 @@ const (
 // ErrorResponse is the body of every 4xx/5xx answer.
 type ErrorResponse struct {
 	Error string `json:"error"`
+	// Outcome is OutcomeUnknown when a write may or may not have been
+	// applied (503 only); empty otherwise.
+	Outcome string `json:"outcome,omitempty"`
 }
+
+// OutcomeUnknown (ErrorResponse.Outcome) says the controller gave up on a
+// ZooKeeper write (a drain's mark, an undrain's deletion) without knowing
+// whether it was applied: the request may still be applied after the
+// answer. Re-reading the mark did not settle it. Repeating the call is
+// safe (both calls are idempotent); see IsOutcomeUnknown.
+const OutcomeUnknown = "unknown"
 
 // DrainRequest is the body of PUT /v1/services/{service}/instances/{addr}/drain.
 // Durations are Go duration strings ("90s", "10m"); empty means the default.
@@ -112,6 +136,13 @@ type GatewayDrain struct {
 	// flight; 0 when not (yet).
 	AppliedMs int64 `json:"applied_ms,omitempty"`
 	DrainedMs int64 `json:"drained_ms,omitempty"`
+	// Error says why the gateway's presence report cannot be read (for
+	// example a gateway of an incompatible version); such a gateway stays
+	// pending: the drain is never confirmed while it is live.
+	Error string `json:"error,omitempty"`
+	// DepartedMs: for a lost or gone gateway, when (unix ms) the controller
+	// saw its presence node disappear; 0 when unknown.
+	DepartedMs int64 `json:"departed_ms,omitempty"`
 }
 
 // DrainResponse answers a drain.
@@ -244,11 +275,36 @@ type GatewayView struct {
 	MarksRevision    uint64        `json:"marks_revision"`
 	Session          string        `json:"session"`
 	Marks            []AppliedMark `json:"marks"`
+	// Leaving: the gateway reported that it is shutting down.
+	Leaving bool `json:"leaving,omitempty"`
+	// Error is set when the gateway's presence report cannot be decoded
+	// (e.g. a gateway of an incompatible version): only ID, Session and
+	// UpdatedMs (the node's mtime) are known, and drains are never
+	// confirmed while it is live.
+	Error string `json:"error,omitempty"`
+}
+
+// DepartedGateway is a gateway whose presence node disappeared less than
+// controller.departed_window ago (as this controller replica saw it) and
+// has not come back.
+type DepartedGateway struct {
+	ID      string `json:"id"`
+	Session string `json:"session"`
+	// DepartedMs is when (unix ms) the controller saw the node disappear.
+	DepartedMs int64 `json:"departed_ms"`
+	// UntilMs is when it stops being remembered (DepartedMs + the window).
+	UntilMs int64 `json:"until_ms"`
+	// Leaving: its last report said it was shutting down gracefully. When
+	// false it may still route by its last state, and waiting drains
+	// report it lost until UntilMs or until it comes back.
+	Leaving bool `json:"leaving"`
 }
 
 // GatewaysResponse answers GET /v1/gateways.
 type GatewaysResponse struct {
 	Gateways []GatewayView `json:"gateways"`
+	// Departed lists recently departed gateways (see DepartedGateway).
+	Departed []DepartedGateway `json:"departed,omitempty"`
 }
 
 // Audit actions (AuditEntry.Action).

@@ -13,8 +13,11 @@ import (
 //	GET /healthz          200 while the process serves
 //	GET /readyz           200 when the routing state is loaded and fresh; 503
 //	                      with {"ready":false,"reason":...} before the first
-//	                      Update, after Shutdown began, or when ZooKeeper was
-//	                      last in contact longer than gateway.stale_after ago
+//	                      Update, after Shutdown began, while the controller
+//	                      may not see the gateway (SyncStatus.Detached: its
+//	                      ZooKeeper session is lost or presumed lost), or
+//	                      when ZooKeeper was last in contact longer than
+//	                      gateway.stale_after ago
 //	GET /metrics          Prometheus metrics
 //	GET /admin/instances  {"registry_revision":..,"marks_revision":..,
 //	                      "services":{"<service>":[InstanceStatus...]}}
@@ -55,6 +58,10 @@ func (g *Gateway) Ready() Readiness {
 			break
 		}
 		rd.LastContact = &last
+		if why := g.sync.Detached(); why != "" {
+			rd.Reason = why
+			break
+		}
 		if age := g.now().Sub(last); age > g.cfg.StaleAfter {
 			rd.Reason = "routing state is stale: last contact with ZooKeeper " +
 				age.Round(time.Millisecond).String() + " ago (stale_after " + g.cfg.StaleAfter.String() + ")"

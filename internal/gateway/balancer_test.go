@@ -190,6 +190,14 @@ func TestRoundRobinWarmupSkips(t *testing.T) {
 
 func TestAcquireLeftRotation(t *testing.T) {
 	ch := make(chan struct{}, 1)
+	signalled := func() bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
 	h := newHost("s", "a:1", ch)
 	h.flags.Store(flagMarked | flagExcluded)
 	if h.acquire() {
@@ -198,13 +206,25 @@ func TestAcquireLeftRotation(t *testing.T) {
 	if n := h.inflight.Load(); n != 0 {
 		t.Fatalf("in-flight %d after a refused acquire", n)
 	}
+	if !signalled() {
+		t.Fatal("the undone count of a draining host did not signal")
+	}
 	h.flags.Store(flagMarked) // failing open
 	if !h.acquire() {
 		t.Fatal("refused a fail-open host")
 	}
-	<-ch
 	h.release()
-	<-ch
+	if signalled() {
+		t.Fatal("traffic to a fail-open host signalled")
+	}
+	if !h.acquire() {
+		t.Fatal("refused a fail-open host")
+	}
+	h.flags.Store(flagMarked | flagExcluded) // draining now
+	h.release()
+	if !signalled() {
+		t.Fatal("the end of a request to a draining host did not signal")
+	}
 }
 
 func TestEjectionBackoff(t *testing.T) {

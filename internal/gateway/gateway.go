@@ -14,9 +14,11 @@
 //	metrics.go   Prometheus collectors
 //
 // Routing state flows one way: the caller hands Update immutable registry
-// and marks snapshots; Update builds a new table and swaps it in with one
-// atomic store. The request path reads the current table with one atomic
-// load and takes no lock of its own.
+// and marks snapshots; Update builds a new table and swaps it in with an
+// atomic store (a second one publishes it to the readers of state once the
+// per-host flags it implies are stored: see rebuildLocked). The request
+// path reads the current table with one atomic load and takes no lock of
+// its own.
 package gateway
 
 import (
@@ -38,13 +40,29 @@ import (
 	"github.com/zkgate/zkgate/internal/registry"
 )
 
-// SyncStatus tells how fresh the routing state is.
+// SyncStatus tells how fresh the routing state is, and whether the
+// controller can see this gateway. Its methods are called on every /readyz:
+// they must be cheap and safe for concurrent use.
 type SyncStatus interface {
 	// LastContact returns when the routing state was last known to match
 	// ZooKeeper: time.Now() while the session is connected and the caches
 	// are loaded, the moment the connection was lost while it is not. The
 	// zero time means the state was never loaded.
 	LastContact() time.Time
+	// Detached returns why the controller may not be counting this
+	// gateway, or "" when it is. It is non-empty from the moment the
+	// ZooKeeper servers may have deleted the gateway's presence node (the
+	// session is lost, or presumed lost because it has been disconnected
+	// for long enough that the servers may have expired it) until a
+	// session has written the node again; and while another session holds
+	// the node (a duplicate gateway id). A controller confirms drains
+	// without waiting for a gateway it cannot see, so a detached gateway
+	// must not be sent traffic: /readyz answers 503 with this reason at
+	// once, however recent LastContact is (stale_after bounds only how old
+	// a state a visible gateway may route by). Routing itself goes on, on
+	// the last table (static stability): only the fronting load balancer
+	// is asked to move traffic away.
+	Detached() string
 }
 
 // Options are a Gateway's collaborators. Every field is optional.
@@ -88,9 +106,13 @@ type Gateway struct {
 	bufPool       bufferPool
 	bodyNoRoute   []byte
 
-	table   atomic.Pointer[table]
-	changes chan struct{}
-	closing atomic.Bool
+	// table is the routing table of the request path. reported is the same
+	// table, stored once the host flags it implies are in force: every
+	// reader of state (InstanceStates, Applied, metrics) uses it.
+	table    atomic.Pointer[table]
+	reported atomic.Pointer[table]
+	changes  chan struct{}
+	closing  atomic.Bool
 
 	mu     sync.Mutex // serializes table building
 	reg    *registry.Snapshot
@@ -235,7 +257,7 @@ func (g *Gateway) Update(reg *registry.Snapshot, mk *marks.Snapshot) {
 // snapshots of the routing table in use (0, 0 before the first Update; 0
 // for a nil snapshot).
 func (g *Gateway) AppliedRevision() (reg, marks uint64) {
-	if t := g.table.Load(); t != nil {
+	if t := g.reported.Load(); t != nil {
 		return t.regRev, t.marksRev
 	}
 	return 0, 0
@@ -243,15 +265,20 @@ func (g *Gateway) AppliedRevision() (reg, marks uint64) {
 
 // Changes returns a channel of capacity 1 that receives a value, sent
 // without blocking (so several events merge into one), after every routing
-// table is applied and whenever the in-flight count of a marked instance
-// changes. The reader re-reads InstanceStates and AppliedRevision. The
-// channel is never closed.
+// table is applied and whenever the in-flight count of an instance that a
+// mark keeps out of rotation changes (a marked instance that is not failed
+// open to, including one that left the registry). The reader re-reads
+// Applied (or InstanceStates and AppliedRevision). The channel is never
+// closed. Requests to instances that are in rotation, failed-open ones
+// included, do not signal it.
 //
-// Guarantee for confirmed drains: once Changes has fired after the Update
-// that marked an instance, the in-flight count InstanceStates reports for
-// it includes every request that will ever be sent to it (a request that
-// picked it from an older table either was counted already or picks
-// again), unless the gateway fails open to it.
+// Guarantee for confirmed drains: when InstanceStates (or Applied) reports
+// an instance Marked, not FailOpen, with InFlight n, every request that
+// will ever be sent to it is among those n, until a later table puts it
+// back in rotation. In particular, once it reports 0, nothing is sent to
+// it any more. An instance that left the registry is reported (state gone)
+// while anything is in flight to it; once it is not reported, nothing is
+// in flight to it and nothing will be.
 func (g *Gateway) Changes() <-chan struct{} { return g.changes }
 
 func (g *Gateway) signal() {
@@ -265,22 +292,41 @@ func (g *Gateway) signal() {
 // service and address, as of now. Instances that left the registry are
 // included (state gone) while requests to them are in flight.
 func (g *Gateway) InstanceStates() []InstanceStatus {
-	t := g.table.Load()
+	return g.Applied().Instances
+}
+
+// Applied describes the routing table in use, read from one table: what
+// it was built from and the state of its instances.
+type Applied struct {
+	// RegistryRevision and MarksRevision are the revisions of the
+	// snapshots (0 for a nil snapshot, or before the first Update).
+	RegistryRevision, MarksRevision uint64
+	// Marks is the marks snapshot the table was built from (nil before the
+	// first Update or when Update was given nil).
+	Marks *marks.Snapshot
+	// Instances is as InstanceStates.
+	Instances []InstanceStatus
+}
+
+// Applied returns the routing table in use as of now.
+func (g *Gateway) Applied() Applied {
+	t := g.reported.Load()
 	if t == nil {
-		return nil
+		return Applied{}
 	}
 	now := g.now().UnixNano()
-	var out []InstanceStatus
+	a := Applied{RegistryRevision: t.regRev, MarksRevision: t.marksRev, Marks: t.mk}
 	for _, p := range t.pools {
-		p.each(now, func(st InstanceStatus) { out = append(out, st) })
+		p.each(now, func(st InstanceStatus) { a.Instances = append(a.Instances, st) })
 	}
+	out := a.Instances
 	sort.SliceStable(out, func(a, b int) bool {
 		if out[a].Service != out[b].Service {
 			return out[a].Service < out[b].Service
 		}
 		return out[a].Addr < out[b].Addr
 	})
-	return out
+	return a
 }
 
 // InFlight returns the number of requests in flight to all instances
@@ -297,15 +343,11 @@ func (g *Gateway) InFlight() int64 {
 	return n
 }
 
-// Shutdown prepares for exit: /readyz fails from now on, and Shutdown
-// waits until no request is in flight to any instance, then closes idle
-// upstream connections. Call it together with (or after)
-// http.Server.Shutdown on the proxy's server: the server waits for
-// handlers but not for hijacked (upgraded) connections, which Shutdown
-// waits for too. When ctx ends first, upgraded connections are closed and
-// ctx's error returned; requests still in flight then end as the servers
-// close their connections.
-func (g *Gateway) Shutdown(ctx context.Context) error {
+// BeginShutdown makes /readyz fail from now on ("shutting down") and stops
+// the mark-expiry timer; the gateway goes on routing. It is the first step
+// of Shutdown, for callers that must take the gateway out of a load
+// balancer before they stop their listeners. Idempotent.
+func (g *Gateway) BeginShutdown() {
 	g.closing.Store(true)
 	g.mu.Lock()
 	if g.expiry != nil {
@@ -313,6 +355,18 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		g.expiry = nil
 	}
 	g.mu.Unlock()
+}
+
+// Shutdown prepares for exit: /readyz fails from now on (BeginShutdown),
+// and Shutdown waits until no request is in flight to any instance, then
+// closes idle upstream connections. Call it together with (or after)
+// http.Server.Shutdown on the proxy's server: the server waits for
+// handlers but not for hijacked (upgraded) connections, which Shutdown
+// waits for too. When ctx ends first, upgraded connections are closed and
+// ctx's error returned; requests still in flight then end as the servers
+// close their connections.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.BeginShutdown()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for g.InFlight() > 0 {

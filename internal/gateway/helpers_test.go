@@ -116,7 +116,19 @@ func newFakeClock() *fakeClock {
 func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
-type fakeSync struct{ ns atomic.Int64 }
+type fakeSync struct {
+	ns       atomic.Int64
+	detached atomic.Pointer[string]
+}
+
+func (s *fakeSync) Detached() string {
+	if p := s.detached.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+func (s *fakeSync) detach(why string) { s.detached.Store(&why) }
 
 func (s *fakeSync) LastContact() time.Time {
 	if n := s.ns.Load(); n != 0 {

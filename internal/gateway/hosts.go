@@ -18,16 +18,19 @@ const (
 	minWeight = 0.1
 )
 
-// Host flags, set by the table builder after the table they describe has
-// been published.
+// Host flags, stored by the table builder (see rebuildLocked for when).
 const (
-	// flagMarked: a drain mark applies to the host (fail-open or not). The
-	// host signals Gateway.Changes whenever its in-flight count changes.
+	// flagMarked: a drain mark applies to the host (fail-open or not).
 	flagMarked uint32 = 1 << iota
 	// flagExcluded: the host is not in the rotation of the latest table. A
 	// request that picked it from an older table undoes its in-flight count
 	// and picks again.
 	flagExcluded
+
+	// flagDraining: a mark keeps the host out of rotation (it is not failed
+	// open to). Every change of its in-flight count signals
+	// Gateway.Changes, since confirmed drains wait for it to reach zero.
+	flagDraining = flagMarked | flagExcluded
 )
 
 // host is the state zkgate keeps for one address of one service. It
@@ -75,28 +78,34 @@ func (h *host) signal() {
 // count undone, when h is no longer in rotation (the caller picked it from
 // a table older than the latest one) and the caller must pick again.
 //
-// Together with the table builder (publish the table, then set the flags,
-// then signal Changes), this guarantees that once Changes has fired after
-// an Update that marked h, h's in-flight count includes every request that
-// will ever be sent to it.
+// The count is incremented before the flags are read, and the table
+// builder stores flagExcluded before it publishes a table to the readers of
+// state (and, for a host leaving the registry, before it reads the count).
+// Atomics being sequentially consistent, a reader that sees such a table
+// and then reads a count of n has seen every request that acquired h
+// successfully: a later acquire reads flagExcluded and undoes itself. So
+// once a marked host that is not failed open is reported with nothing in
+// flight, nothing is ever sent to it again (until a later table puts it
+// back in rotation).
+//
+// acquire never signals Changes: a successful acquire is never on a
+// draining host, and traffic to a host that is failed open to is not
+// reported as it happens (that would be a presence write per request).
 func (h *host) acquire() bool {
 	h.inflight.Add(1)
-	f := h.flags.Load()
-	if f == 0 {
+	if h.flags.Load()&flagExcluded == 0 {
 		return true
 	}
-	if f&flagExcluded != 0 {
-		h.release()
-		return false
-	}
-	h.signal() // marked but in rotation: failing open
-	return true
+	h.release() // the undo may end a "draining" that a report saw
+	return false
 }
 
-// release ends one request counted by acquire.
+// release ends one request counted by acquire. It signals Changes when a
+// mark keeps h out of rotation: confirmed drains wait for its count to
+// reach zero.
 func (h *host) release() {
 	h.inflight.Add(-1)
-	if h.flags.Load()&flagMarked != 0 {
+	if h.flags.Load()&flagDraining == flagDraining {
 		h.signal()
 	}
 }

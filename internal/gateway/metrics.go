@@ -146,7 +146,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
-	t := c.g.table.Load()
+	t := c.g.reported.Load()
 	if t == nil {
 		return
 	}

@@ -96,6 +96,7 @@ type table struct {
 	pools    []*pool // by service.idx
 	regRev   uint64
 	marksRev uint64
+	mk       *marks.Snapshot // the marks snapshot it was built from (may be nil)
 }
 
 // pool is the routing state of one service in one table.
@@ -125,14 +126,34 @@ type member struct {
 	active bool
 }
 
-// rebuildLocked builds a table from g.reg and g.mk at the current time,
-// publishes it, then updates host flags and signals Changes (in that order:
-// see host.acquire). g.mu must be held.
+// testHookPublished, when set (tests), runs in rebuildLocked after the new
+// table is published to the request path and before the host flags of its
+// members are stored.
+var testHookPublished func()
+
+// rebuildLocked builds a table from g.reg and g.mk at the current time and
+// publishes it. g.mu must be held. The order of its stores is the protocol
+// host.acquire relies on:
+//
+//  1. The table is published to the request path (g.table), so a request
+//     that finds its pick excluded picks again from the new table. The
+//     request path reads only a pool's rotation; gone (below) is filled
+//     in after this store.
+//  2. Hosts that left the registry get flagExcluded first; only then is
+//     their in-flight count read. Those with nothing in flight are dropped
+//     (no acquire can succeed on them any more: a request that picked one
+//     from an older table undoes its count), the others are kept as gone
+//     in this table and the next ones until they are idle.
+//  3. The flags of the table's members are stored.
+//  4. The table is published to the readers of state (g.reported:
+//     InstanceStates, Applied, AppliedRevision, metrics), so no report is
+//     ever built from a table whose flags are not in force yet; then
+//     Changes is signalled.
 func (g *Gateway) rebuildLocked() {
 	now := g.now()
 	nowNs := now.UnixNano()
 	first := g.table.Load() == nil
-	t := &table{pools: make([]*pool, len(g.services))}
+	t := &table{pools: make([]*pool, len(g.services)), mk: g.mk}
 	if g.reg != nil {
 		t.regRev = g.reg.Revision
 	}
@@ -140,8 +161,9 @@ func (g *Gateway) rebuildLocked() {
 		t.marksRev = g.mk.Revision
 	}
 	var nextExpiry int64 // ms
-	var dropped []*host
+	prev := make([]map[string]*host, len(g.services))
 	for i, s := range g.services {
+		prev[i] = s.hosts
 		ins := g.reg.Instances(s.name)
 		p := &pool{svc: s, balancer: g.balancer, members: make([]member, len(ins))}
 		hosts := make(map[string]*host, len(ins))
@@ -199,25 +221,44 @@ func (g *Gateway) rebuildLocked() {
 		for k := range p.members {
 			p.members[k].h.inRot = p.members[k].active
 		}
-		for addr, h := range s.hosts {
-			if hosts[addr] != nil {
-				continue
-			}
-			h.present, h.inRot = false, false
-			if h.inflight.Load() > 0 {
-				hosts[addr] = h
-				p.gone = append(p.gone, goneHost{h, h.czxid, h.marked})
-			} else {
-				dropped = append(dropped, h)
-			}
-		}
-		sort.Slice(p.gone, func(a, b int) bool { return p.gone[a].h.addr < p.gone[b].h.addr })
 		s.hosts = hosts
 		t.pools[i] = p
 	}
 
 	g.table.Store(t)
-
+	if testHookPublished != nil {
+		testHookPublished()
+	}
+	for i, s := range g.services {
+		p := t.pools[i]
+		for addr, h := range prev[i] {
+			if s.hosts[addr] != nil {
+				continue
+			}
+			// Left the registry (now or earlier, and was still in flight
+			// then). A mark written for the address applies to its last
+			// registration by the zxid rule.
+			mk, hasMark := g.mk.Get(s.name, addr)
+			marked := hasMark && mk.AppliesTo(registry.Instance{Addr: addr, Czxid: h.czxid}, now)
+			if marked && mk.ExpiresMs > 0 && (nextExpiry == 0 || mk.ExpiresMs < nextExpiry) {
+				nextExpiry = mk.ExpiresMs
+			}
+			h.present, h.inRot, h.marked = false, false, marked
+			f := flagExcluded
+			if marked {
+				f |= flagMarked
+			}
+			// Excluded before the count is read: a request that acquires
+			// h from an older table after this store undoes its count, so
+			// a count of 0 read after it stays 0 for good.
+			h.flags.Store(f)
+			if h.inflight.Load() > 0 {
+				s.hosts[addr] = h
+				p.gone = append(p.gone, goneHost{h, h.czxid, marked})
+			}
+		}
+		sort.Slice(p.gone, func(a, b int) bool { return p.gone[a].h.addr < p.gone[b].h.addr })
+	}
 	for _, p := range t.pools {
 		for k := range p.members {
 			m := &p.members[k]
@@ -230,13 +271,8 @@ func (g *Gateway) rebuildLocked() {
 			}
 			m.h.flags.Store(f)
 		}
-		for _, gh := range p.gone {
-			gh.h.flags.Store(gh.h.flags.Load() | flagExcluded)
-		}
 	}
-	for _, h := range dropped {
-		h.flags.Store(h.flags.Load() | flagExcluded)
-	}
+	g.reported.Store(t)
 	g.signal()
 	g.scheduleExpiryLocked(nextExpiry, now)
 }

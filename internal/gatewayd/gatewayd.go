@@ -14,7 +14,6 @@ import (
 	"os"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -56,8 +55,6 @@ type Daemon struct {
 	id       string
 	// routed holds the services some route leads to (fixed at start).
 	routed map[string]bool
-	// applied is the marks snapshot of the routing table in use.
-	applied atomic.Pointer[marks.Snapshot]
 
 	proxyLn, adminLn net.Listener
 	proxySrv         *http.Server
@@ -72,8 +69,9 @@ type Daemon struct {
 
 // Start connects to ZooKeeper, starts following the registry and marks and
 // starts serving on gateway.listen and gateway.admin_listen (port 0 picks a
-// free port). It does not wait for the first snapshot: /readyz reports
-// when it is loaded.
+// free port). It does not wait for the first snapshots: the proxy routes
+// nothing (503) until both the registry and the marks are loaded, and
+// /readyz reports when they are and the presence node is written.
 func Start(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, error) {
 	if err := cfg.ValidateGateway(); err != nil {
 		return nil, err
@@ -82,10 +80,25 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, erro
 	if log == nil {
 		log = slog.Default()
 	}
+	// Listen first: the default id names the address actually bound (a
+	// port 0 in gateway.listen would make every such gateway of a host
+	// share one id).
+	proxyLn, err := net.Listen("tcp", cfg.Gateway.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("gateway.listen: %w", err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.Gateway.AdminListen)
+	if err != nil {
+		proxyLn.Close()
+		return nil, fmt.Errorf("gateway.admin_listen: %w", err)
+	}
+	closeListeners := func() {
+		proxyLn.Close()
+		adminLn.Close()
+	}
 	id := cfg.Gateway.ID
 	if id == "" {
-		host, _ := os.Hostname()
-		id = host + "-" + cfg.Gateway.Listen
+		id = DefaultID(proxyLn.Addr())
 	}
 	log = log.With("gateway", id)
 
@@ -94,24 +107,30 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, erro
 
 	scfg, err := SessionConfig(cfg, log)
 	if err != nil {
+		closeListeners()
 		return nil, err
 	}
 	scfg.Dialer = opts.Dialer
 	scfg.DropEvent = opts.DropEvent
 	sess, err := zksession.Connect(scfg)
 	if err != nil {
+		closeListeners()
+		return nil, err
+	}
+	fail := func(err error) (*Daemon, error) {
+		sess.Close()
+		closeListeners()
 		return nil, err
 	}
 	if err := sess.RegisterMetrics(promReg); err != nil {
-		sess.Close()
-		return nil, fmt.Errorf("registering session metrics: %w", err)
+		return fail(fmt.Errorf("registering session metrics: %w", err))
 	}
 	parser, err := registry.ParserFor(cfg.Registry.Format)
 	if err != nil {
-		sess.Close()
-		return nil, err
+		return fail(err)
 	}
-	d := &Daemon{cfg: cfg, log: log, sess: sess, id: id, done: make(chan struct{}), routed: map[string]bool{}}
+	d := &Daemon{cfg: cfg, log: log, sess: sess, id: id, done: make(chan struct{}), routed: map[string]bool{},
+		proxyLn: proxyLn, adminLn: adminLn}
 	for _, rt := range cfg.Gateway.Routes {
 		d.routed[rt.Service] = true
 	}
@@ -126,19 +145,9 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, erro
 		Logger: log, Registerer: promReg, Gatherer: promReg, Sync: syncStatus{d},
 	})
 	if err != nil {
-		sess.Close()
-		return nil, err
+		return fail(err)
 	}
 
-	if d.proxyLn, err = net.Listen("tcp", cfg.Gateway.Listen); err != nil {
-		sess.Close()
-		return nil, fmt.Errorf("gateway.listen: %w", err)
-	}
-	if d.adminLn, err = net.Listen("tcp", cfg.Gateway.AdminListen); err != nil {
-		d.proxyLn.Close()
-		sess.Close()
-		return nil, fmt.Errorf("gateway.admin_listen: %w", err)
-	}
 	started := time.Now()
 	d.presence = presence.NewWriter(sess, presence.WriterOptions{
 		ZKRoot: cfg.ZooKeeper.Root, ID: id, Logger: log,
@@ -196,7 +205,9 @@ func (d *Daemon) goRun(what string, f func() error) {
 	}()
 }
 
-// apply feeds every new registry or marks snapshot to the proxy.
+// apply feeds every new registry or marks snapshot to the proxy, once both
+// are loaded: a table built from the registry alone would route to every
+// drained instance.
 func (d *Daemon) apply(ctx context.Context, onApply func(*registry.Snapshot, *marks.Snapshot)) error {
 	changes := d.gw.Changes()
 	for {
@@ -206,34 +217,32 @@ func (d *Daemon) apply(ctx context.Context, onApply func(*registry.Snapshot, *ma
 		case <-d.reg.Updates():
 		case <-d.marks.Updates():
 		case <-changes:
-			// In-flight of a marked instance changed, or a table was applied.
+			// A table was applied, or the in-flight count of an instance a
+			// mark keeps out of rotation changed. The writer writes only
+			// if the report's content changed.
 			d.presence.Notify()
 			continue
 		}
 		rs, ms := d.reg.Snapshot(), d.marks.Snapshot()
-		if rs == nil {
-			continue // route nothing until the registry is loaded
-		}
-		if ms == nil {
-			ms = &marks.Snapshot{}
+		if rs == nil || ms == nil {
+			continue // route nothing until both are loaded
 		}
 		d.gw.Update(rs, ms)
-		d.applied.Store(ms)
 		if onApply != nil {
 			onApply(rs, ms)
 		}
-		d.presence.Notify()
 	}
 }
 
-// report builds the presence report from what the proxy applies.
+// report builds the presence report from what the proxy applies (one
+// routing table: the marks, their states and the revisions agree).
 func (d *Daemon) report(version string, started time.Time) presence.Report {
-	regRev, mkRev := d.gw.AppliedRevision()
+	a := d.gw.Applied()
 	r := presence.Report{
 		Listen: d.ProxyAddr(), AdminListen: d.AdminAddr(), Version: version,
-		StartedMs: started.UnixMilli(), RegistryRevision: regRev, MarksRevision: mkRev,
+		StartedMs: started.UnixMilli(), RegistryRevision: a.RegistryRevision, MarksRevision: a.MarksRevision,
 	}
-	r.Marks = appliedMarks(d.applied.Load(), d.gw.InstanceStates(), d.routed)
+	r.Marks = appliedMarks(a.Marks, a.Instances, d.routed)
 	return r
 }
 
@@ -289,6 +298,13 @@ func appliedMarks(ms *marks.Snapshot, states []gateway.InstanceStatus, routed ma
 	return out
 }
 
+// DefaultID is the gateway id used when gateway.id is not set: the host
+// name and the address the proxy listener is bound to (unique per host).
+func DefaultID(bound net.Addr) string {
+	host, _ := os.Hostname()
+	return host + "-" + bound.String()
+}
+
 type syncStatus struct{ d *Daemon }
 
 // LastContact is the older of the registry's and the marks' last contact.
@@ -302,6 +318,47 @@ func (s syncStatus) LastContact() time.Time {
 	}
 	return a
 }
+
+// Detached says why the controller may not be counting this gateway: the
+// session is lost or presumed lost (see presumedLost), or the presence
+// writer does not hold its node in the current session.
+//
+// Unless gateway.unready_when_detached is set, only the presence part
+// counts while the session is connected: a gateway cut off from ZooKeeper
+// stays ready on its last state until gateway.stale_after (static
+// stability), and the controller keeps drains unconfirmed meanwhile
+// (controller.departed_window).
+func (s syncStatus) Detached() string {
+	st, since := s.d.sess.State()
+	if !s.d.cfg.Gateway.UnreadyWhenDetached {
+		if st == zksession.StateConnected {
+			return s.d.presence.Detached()
+		}
+		return ""
+	}
+	switch st {
+	case zksession.StateLost:
+		return "ZooKeeper session lost: its presence node may be gone, so the controller no longer counts this gateway"
+	case zksession.StateClosed:
+		return "ZooKeeper session closed"
+	case zksession.StateSuspended:
+		if d := time.Since(since); d >= presumedLost(s.d.sess.SessionTimeout()) {
+			return "disconnected from ZooKeeper for " + d.Round(time.Millisecond).String() +
+				": the servers may have expired the session (timeout " + s.d.sess.SessionTimeout().String() +
+				") and deleted its presence node"
+		}
+	}
+	return s.d.presence.Detached()
+}
+
+// presumedLost is how long after noticing a disconnection a gateway must
+// assume the servers may have expired its session. The servers expire it
+// a session timeout T after they last heard from the client; go-zookeeper
+// notices a silent connection only 2T/3 after it last heard from them (its
+// read timeout), so the servers may expire the session as soon as T/3
+// after the client notices, well before zksession's own Lost (T after).
+// T/4 leaves a margin for scheduling.
+func presumedLost(timeout time.Duration) time.Duration { return timeout / 4 }
 
 // ID is the gateway's id (its presence node name).
 func (d *Daemon) ID() string { return d.id }
@@ -324,16 +381,41 @@ func (d *Daemon) Registry() *registry.Cache { return d.reg }
 // Marks is the marks cache.
 func (d *Daemon) Marks() *marks.Cache { return d.marks }
 
-// Shutdown stops accepting requests, waits for those in flight (bounded by
-// ctx), removes the presence node and closes the session.
+// Shutdown stops the gateway gracefully, bounded by ctx:
+//
+//  1. /readyz answers 503 from now on (a fronting load balancer stops
+//     sending new connections), the proxy goes on routing;
+//  2. the proxy listener closes and Shutdown waits for the requests in
+//     flight, upgraded (WebSocket) connections included; when ctx ends
+//     first, the remaining connections are closed;
+//  3. the presence node gets a last report with leaving set, then is
+//     deleted (presence.Writer.Leave), so the controller tells a graceful
+//     departure from a lost session;
+//  4. the admin listener and the ZooKeeper session close.
 func (d *Daemon) Shutdown(ctx context.Context) error {
 	d.log.Info("gateway shutting down")
+	d.gw.BeginShutdown()
 	d.adminSrv.SetKeepAlivesEnabled(false)
 	err := d.proxySrv.Shutdown(ctx)
 	if err != nil {
 		d.proxySrv.Close()
 	}
-	d.cancel() // presence deletes its node on the way out
+	// The server does not wait for hijacked (upgraded) connections; the
+	// gateway counts them in flight until they close.
+	if gerr := d.gw.Shutdown(ctx); gerr != nil && err == nil {
+		err = gerr
+	}
+	lctx := ctx
+	if ctx.Err() != nil {
+		// Out of time for requests, but say goodbye all the same.
+		var cancel context.CancelFunc
+		lctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+	}
+	if lerr := d.presence.Leave(lctx); lerr != nil {
+		d.log.Warn("leaving the presence node failed; closing the session deletes it", "err", lerr)
+	}
+	d.cancel()
 	d.adminSrv.Close()
 	d.wg.Wait()
 	d.sess.Close()

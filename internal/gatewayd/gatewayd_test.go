@@ -45,6 +45,11 @@ func (w testLog) Write(p []byte) (int, error) {
 
 func startGateway(t *testing.T, servers []string, mutate func(*config.Config)) *gatewayd.Daemon {
 	t.Helper()
+	return startGatewayWith(t, servers, mutate, gatewayd.Options{})
+}
+
+func startGatewayWith(t *testing.T, servers []string, mutate func(*config.Config), opts gatewayd.Options) *gatewayd.Daemon {
+	t.Helper()
 	yaml := fmt.Sprintf(`
 zookeeper:
   servers: [%s]
@@ -69,7 +74,8 @@ gateway:
 		mutate(cfg)
 	}
 	log := slog.New(slog.NewTextHandler(testLog{t}, nil))
-	d, err := gatewayd.Start(context.Background(), cfg, gatewayd.Options{Logger: log, Version: "test"})
+	opts.Logger, opts.Version = log, "test"
+	d, err := gatewayd.Start(context.Background(), cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

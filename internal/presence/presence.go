@@ -1,14 +1,14 @@
 // Package presence is how gateways tell the controller what they have
 // applied: each gateway keeps an ephemeral node /zkgate/gateways/<id> whose
 // content is a Report, rewritten promptly (at a bounded rate) whenever the
-// marks it applies or the in-flight counts of marked instances change. The
-// controller follows every report to confirm drains.
+// marks it applies or the in-flight counts of marked instances change, and
+// at every heartbeat. The controller follows every report to confirm
+// drains.
 package presence
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"path"
@@ -41,10 +41,19 @@ type Report struct {
 	// Marks lists every mark the gateway has applied, with the in-flight
 	// count of its instance at this gateway.
 	Marks []AppliedMark `json:"marks"`
+	// Leaving is written just before a gateway deletes its node on
+	// graceful shutdown.
+	Leaving bool `json:"leaving"`
 
 	// Session is the presence node's ephemeral owner (from its stat, not
 	// its content).
 	Session int64 `json:"-"`
+	// Malformed is set (controller side, never written) when the node
+	// could not be decoded: the Watcher keeps such a gateway as a
+	// placeholder with only ID, Session and UpdatedMs (the node's mtime)
+	// filled in, so that a gateway of an incompatible version is never
+	// mistaken for an absent one. It says why the node is unreadable.
+	Malformed string `json:"-"`
 }
 
 // AppliedMark is one mark as a gateway applies it.
@@ -110,232 +119,87 @@ func (r *Report) Find(service, addr string) (AppliedMark, bool) {
 	return AppliedMark{}, false
 }
 
-// WriterOptions configure a Writer.
-type WriterOptions struct {
-	// ZKRoot is zkgate's root; the node is ZKRoot/gateways/<ID>.
-	ZKRoot string
-	ID     string
-	// Report returns the current report; it is called for every write.
-	Report func() Report
-	// MinInterval bounds the write rate: at most one write per interval;
-	// a change inside the interval is written at its end. Default 5ms.
-	MinInterval time.Duration
-	// Heartbeat rewrites the report this often even without changes, so
-	// its updated_ms tells the controller the gateway is alive. Default 10s.
-	Heartbeat time.Duration
-	Logger    *slog.Logger
-}
-
-// Writer keeps a gateway's presence node up to date.
-type Writer struct {
-	sess   *zksession.Session
-	opts   WriterOptions
-	log    *slog.Logger
-	notify chan struct{}
-
-	mu     sync.Mutex
-	writes int64
-}
-
-// NewWriter returns a writer; call Run.
-func NewWriter(sess *zksession.Session, opts WriterOptions) *Writer {
-	if opts.MinInterval <= 0 {
-		opts.MinInterval = 5 * time.Millisecond
-	}
-	if opts.Heartbeat <= 0 {
-		opts.Heartbeat = 10 * time.Second
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	return &Writer{
-		sess:   sess,
-		opts:   opts,
-		log:    opts.Logger.With("component", "presence", "gateway", opts.ID),
-		notify: make(chan struct{}, 1),
-	}
-}
-
-// Path is the writer's presence node.
-func (w *Writer) Path() string { return path.Join(Dir(w.opts.ZKRoot), w.opts.ID) }
-
-// Notify says the report changed; it never blocks.
-func (w *Writer) Notify() {
-	select {
-	case w.notify <- struct{}{}:
-	default:
-	}
-}
-
-// Writes returns how many times the node was written.
-func (w *Writer) Writes() int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.writes
-}
-
-// Run keeps the node until ctx ends, re-creating it after every new
-// session. On return it deletes the node (best effort) so the controller
-// stops waiting for this gateway at once.
-func (w *Writer) Run(ctx context.Context) error {
-	hints := w.sess.Hints(w.Path())
-	defer w.sess.RemoveHints(hints)
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = w.sess.Delete(dctx, w.Path(), -1)
-	}()
-	heartbeat := time.NewTicker(w.opts.Heartbeat)
-	defer heartbeat.Stop()
-	needCreate := true
-	var last time.Time
-	for {
-		if needCreate {
-			if err := w.sess.WaitConnected(ctx); err != nil {
-				return err
-			}
-			hints.Take()
-			if err := w.create(ctx); err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				w.log.Warn("creating presence node failed; retrying", "err", err)
-				select {
-				case <-time.After(250 * time.Millisecond):
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-				continue
-			}
-			needCreate = false
-			last = time.Now()
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case _, ok := <-hints.C():
-			if !ok {
-				return zksession.ErrClosed
-			}
-			// Session changes only: the node itself is not watched (our own
-			// writes would wake us). A node deleted by someone else is
-			// re-created when the next write fails.
-			if b := hints.Take(); b.NewSession || b.Lost || b.Reconnected {
-				needCreate = true
-			}
-		case <-w.notify:
-			if wait := w.opts.MinInterval - time.Since(last); wait > 0 {
-				select {
-				case <-time.After(wait):
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
-			if err := w.write(ctx); err != nil {
-				w.log.Warn("writing presence failed", "err", err)
-				needCreate = true
-			}
-			last = time.Now()
-		case <-heartbeat.C:
-			if err := w.write(ctx); err != nil {
-				w.log.Warn("writing presence failed", "err", err)
-				needCreate = true
-			}
-			last = time.Now()
-		}
-	}
-}
-
-func (w *Writer) encode() []byte {
-	r := w.opts.Report()
-	r.ID = w.opts.ID
-	r.UpdatedMs = time.Now().UnixMilli()
-	b, _ := json.Marshal(r) // plain data: cannot fail
-	return b
-}
-
-// create makes the ephemeral node for the current session, replacing a
-// node left by an older session of this gateway.
-func (w *Writer) create(ctx context.Context) error {
-	acl := w.sess.ACL()
-	if err := w.sess.EnsurePath(ctx, Dir(w.opts.ZKRoot), acl); err != nil {
-		return fmt.Errorf("creating presence directory: %w", err)
-	}
-	for attempt := 0; attempt < 3; attempt++ {
-		ok, st, err := w.sess.Exists(ctx, w.Path())
-		if err != nil {
-			return err
-		}
-		if ok && st.EphemeralOwner == w.sess.SessionID() {
-			return w.write(ctx)
-		}
-		if ok {
-			// Left by an older session that has not expired yet.
-			if err := w.sess.Delete(ctx, w.Path(), st.Version); err != nil && !errors.Is(err, zksession.ErrNoNode) && !errors.Is(err, zksession.ErrBadVersion) {
-				return err
-			}
-			continue
-		}
-		_, err = w.sess.Create(ctx, w.Path(), w.encode(), zksession.FlagEphemeral, acl)
-		if errors.Is(err, zksession.ErrNodeExists) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		w.count()
-		w.log.Info("presence node created", "path", w.Path())
-		return nil
-	}
-	return fmt.Errorf("presence node %s keeps being replaced by another session: is gateway id %q used twice?", w.Path(), w.opts.ID)
-}
-
-func (w *Writer) write(ctx context.Context) error {
-	_, err := w.sess.Set(ctx, w.Path(), w.encode(), -1)
-	if err == nil {
-		w.count()
-	}
-	return err
-}
-
-func (w *Writer) count() {
-	w.mu.Lock()
-	w.writes++
-	w.mu.Unlock()
-}
-
 // Watcher follows every gateway's presence report (controller side).
+//
+// Besides the live reports it remembers departures: gateways whose
+// presence node disappeared, for DepartedWindow after it was seen gone.
+// A node goes away when its gateway shuts down (then its last report
+// normally says leaving) or when its session expires, for example because
+// the gateway is partitioned from ZooKeeper — and a partitioned gateway
+// may keep routing by its last state for a while (gateway.stale_after).
 type Watcher struct {
-	tree *zktree.Tree[Report, map[string]Report]
+	tree   *zktree.Tree[Report, map[string]Report]
+	log    *slog.Logger
+	window time.Duration
+	now    func() time.Time
+
+	mu       sync.Mutex
+	prev     map[string]Report    // the reports of the last build
+	departed map[string]Departure // by id
+	badSeen  map[string]int64     // id → mzxid of a malformed node already logged
 }
+
+// Departure is a gateway whose presence node disappeared and has not come
+// back since.
+type Departure struct {
+	ID string
+	// Session owned the node that disappeared.
+	Session int64
+	// At is when the watcher saw the node gone (its own clock).
+	At time.Time
+	// Leaving: the last report seen before the node disappeared said the
+	// gateway was shutting down gracefully. When false the gateway may
+	// have lost its session while it still routes (or its leaving report
+	// was never seen: the watcher reads at most the latest version).
+	Leaving bool
+	// Last is the last report seen.
+	Last Report
+}
+
+// DefaultDepartedWindow is the default WatcherOptions.DepartedWindow.
+const DefaultDepartedWindow = 60 * time.Second
 
 // WatcherOptions configure a Watcher.
 type WatcherOptions struct {
 	ZKRoot         string
 	ResyncInterval time.Duration
-	Logger         *slog.Logger
-	Registerer     prometheus.Registerer
+	// DepartedWindow is how long a departure is remembered. Default
+	// DefaultDepartedWindow.
+	DepartedWindow time.Duration
+	// Now is the clock of departures; default time.Now.
+	Now        func() time.Time
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // NewWatcher returns a watcher; call Run.
 func NewWatcher(sess *zksession.Session, opts WatcherOptions) *Watcher {
-	return &Watcher{tree: zktree.New(sess, zktree.Options[Report, map[string]Report]{
-		Root: Dir(opts.ZKRoot),
-		Flat: true,
-		Parse: func(_, id string, data []byte, st *zksession.Stat) (Report, error) {
-			var r Report
-			if err := json.Unmarshal(data, &r); err != nil {
-				return Report{}, fmt.Errorf("decoding presence of gateway %s: %w", id, err)
-			}
-			r.ID = id
-			r.Session = st.EphemeralOwner
-			return r, nil
-		},
+	if opts.DepartedWindow <= 0 {
+		opts.DepartedWindow = DefaultDepartedWindow
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	w := &Watcher{
+		log:      opts.Logger.With("component", "presence-watcher"),
+		window:   opts.DepartedWindow,
+		now:      opts.Now,
+		departed: map[string]Departure{},
+		badSeen:  map[string]int64{},
+	}
+	w.tree = zktree.New(sess, zktree.Options[Report, map[string]Report]{
+		Root:  Dir(opts.ZKRoot),
+		Flat:  true,
+		Parse: w.parse,
 		Build: func(_ string, rs []Report) (map[string]Report, bool) {
 			out := make(map[string]Report, len(rs))
 			for _, r := range rs {
 				out[r.ID] = r
 			}
+			w.noteBuild(out)
 			return out, true
 		},
 		Watch:          true,
@@ -343,14 +207,83 @@ func NewWatcher(sess *zksession.Session, opts WatcherOptions) *Watcher {
 		MetricsPrefix:  "zkgate_presence",
 		Logger:         opts.Logger,
 		Registerer:     opts.Registerer,
-	})}
+	})
+	return w
+}
+
+// parse decodes a presence node. A node that cannot be decoded (a gateway
+// of an incompatible version, a node written by hand) is not dropped: it
+// becomes a placeholder Report with Malformed set, so the controller never
+// takes that gateway for one that is gone (and confirms drains without
+// it). It never returns an error.
+func (w *Watcher) parse(_, id string, data []byte, st *zksession.Stat) (Report, error) {
+	var r Report
+	if err := json.Unmarshal(data, &r); err != nil {
+		w.noteMalformed(id, st.Mzxid, err)
+		return Report{
+			ID: id, Session: st.EphemeralOwner, UpdatedMs: st.Mtime,
+			Malformed: fmt.Sprintf("cannot decode the presence report: %v", err),
+		}, nil
+	}
+	r.ID = id
+	r.Session = st.EphemeralOwner
+	r.Malformed = ""
+	return r, nil
+}
+
+// noteMalformed logs a malformed node once per version.
+func (w *Watcher) noteMalformed(id string, mzxid int64, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.badSeen[id] == mzxid {
+		return
+	}
+	w.badSeen[id] = mzxid
+	w.log.Warn("cannot decode a gateway's presence report: drains are not confirmed while it is live",
+		"gateway", id, "mzxid", mzxid, "err", err)
+}
+
+// noteBuild records, from every new set of reports (the tree calls Build
+// with all of them on every change), which gateways went away since the
+// previous set and which came back.
+func (w *Watcher) noteBuild(cur map[string]Report) {
+	now := w.now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for id, r := range w.prev {
+		if _, ok := cur[id]; ok {
+			continue
+		}
+		w.departed[id] = Departure{ID: id, Session: r.Session, At: now, Leaving: r.Leaving, Last: r}
+		if r.Leaving {
+			w.log.Info("gateway left (graceful shutdown)", "gateway", id)
+		} else {
+			w.log.Warn("gateway's presence node disappeared without a graceful shutdown: it may still route by its last state; drains are not confirmed until it comes back or the window passes",
+				"gateway", id, "session", fmt.Sprintf("0x%x", r.Session), "window", w.window)
+		}
+	}
+	for id := range cur {
+		delete(w.departed, id)
+	}
+	for id, d := range w.departed {
+		if now.Sub(d.At) >= w.window {
+			delete(w.departed, id)
+		}
+	}
+	for id := range w.badSeen {
+		if _, ok := cur[id]; !ok {
+			delete(w.badSeen, id)
+		}
+	}
+	w.prev = cur
 }
 
 // Run follows the reports until ctx ends.
 func (w *Watcher) Run(ctx context.Context) error { return w.tree.Run(ctx) }
 
 // Gateways returns the live gateways' reports by id (nil before the first
-// read).
+// read). A gateway whose node cannot be decoded is included as a
+// placeholder with Malformed set.
 func (w *Watcher) Gateways() map[string]Report {
 	s := w.tree.Snapshot()
 	if s == nil {
@@ -358,6 +291,26 @@ func (w *Watcher) Gateways() map[string]Report {
 	}
 	return s.Groups[""]
 }
+
+// Departed returns, by id, the gateways whose presence node disappeared
+// less than DepartedWindow ago (as this watcher saw it) and has not come
+// back since. A watcher knows only the departures it saw: those before it
+// loaded are unknown to it.
+func (w *Watcher) Departed() map[string]Departure {
+	now := w.now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[string]Departure, len(w.departed))
+	for id, d := range w.departed {
+		if now.Sub(d.At) < w.window {
+			out[id] = d
+		}
+	}
+	return out
+}
+
+// DepartedWindow is how long departures are remembered.
+func (w *Watcher) DepartedWindow() time.Duration { return w.window }
 
 // Loaded reports whether the first full read completed.
 func (w *Watcher) Loaded() bool { return w.tree.Snapshot() != nil }

@@ -2,7 +2,10 @@ package registry
 
 import (
 	"context"
+	"encoding/binary"
 	"log/slog"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,12 +45,20 @@ func NewCache(sess *zksession.Session, opts Options) *Cache {
 	if parser == nil {
 		parser = CuratorParser{}
 	}
+	metadata := newInterner()
 	return &Cache{tree: zktree.New(sess, zktree.Options[Instance, []Instance]{
 		Root: opts.Root,
 		Parse: func(service, node string, data []byte, st *zksession.Stat) (Instance, error) {
-			return parser.Parse(service, node, data, NodeStat{
+			in, err := parser.Parse(service, node, data, NodeStat{
 				Czxid: st.Czxid, Mzxid: st.Mzxid, Ctime: st.Ctime, EphemeralOwner: st.EphemeralOwner,
 			})
+			if err == nil {
+				in.Metadata = metadata.intern(in.Metadata)
+				if in.ID == node {
+					in.ID = node // share the string
+				}
+			}
+			return in, err
 		},
 		Build: func(_ string, ins []Instance) ([]Instance, bool) {
 			return Dedupe(ins), len(ins) > 0
@@ -81,3 +92,51 @@ func (c *Cache) LastContact() time.Time { return c.tree.LastContact() }
 
 // Resync asks for a full re-read at once.
 func (c *Cache) Resync() { c.tree.Resync() }
+
+// maxInterned bounds the distinct metadata maps an interner keeps.
+const maxInterned = 4096
+
+// interner shares one map between instances whose metadata is the same
+// (most registrations of a service carry the same few entries, typically
+// just instance_status): at 100,000 instances the per-instance maps were a
+// quarter of a gateway's heap. Snapshots are immutable, so sharing is
+// safe. It keeps at most maxInterned maps (never evicted): metadata with
+// per-instance values is simply not shared once the table is full.
+type interner struct {
+	mu sync.Mutex
+	m  map[string]map[string]string
+}
+
+func newInterner() *interner { return &interner{m: map[string]map[string]string{}} }
+
+// intern returns a shared map equal to md, or md itself.
+func (n *interner) intern(md map[string]string) map[string]string {
+	if len(md) == 0 || len(md) > 16 {
+		return md
+	}
+	keys := make([]string, 0, len(md))
+	size := 0
+	for k, v := range md {
+		keys = append(keys, k)
+		size += len(k) + len(v)
+	}
+	slices.Sort(keys)
+	// Length-prefixed, so that no two different maps share a key.
+	b := make([]byte, 0, size+8*len(md))
+	for _, k := range keys {
+		b = binary.AppendUvarint(b, uint64(len(k)))
+		b = append(b, k...)
+		b = binary.AppendUvarint(b, uint64(len(md[k])))
+		b = append(b, md[k]...)
+	}
+	key := string(b)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if shared, ok := n.m[key]; ok {
+		return shared
+	}
+	if len(n.m) < maxInterned {
+		n.m[key] = md
+	}
+	return md
+}

@@ -213,6 +213,44 @@ func TestCacheSkipsMalformedNodes(t *testing.T) {
 	eventually(t, "later good nodes to load", hasAddrs(h.cache, "orders", "127.0.0.1:9001,127.0.0.1:9002"))
 }
 
+// The malformed count is kept up to date per changed service, not
+// recounted over the whole registry at every change: it must follow
+// malformed nodes that appear, get fixed and go away, through watches
+// alone (no periodic resync).
+func TestCacheMalformedCountFollowsChanges(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	w.register("orders", "good", curatorJSON("orders", "good", "127.0.0.1", 9001, "UP"))
+	bad := w.register("orders", "bad", []byte(`{"address":`))
+	h := startCache(t, zksession.Config{Servers: zc.Servers()}, registry.Options{Watch: true, ResyncInterval: time.Hour})
+	malformed := func(want int) func() bool {
+		return func() bool { s := h.cache.Snapshot(); return s != nil && s.Malformed == want }
+	}
+	eventually(t, "one malformed node", malformed(1))
+
+	// A new service (root child event) with a malformed node.
+	bad2 := w.register("payment", "bad", nil)
+	w.register("payment", "good", curatorJSON("payment", "good", "127.0.0.1", 9100, "UP"))
+	eventually(t, "the new service's malformed node to count", malformed(2))
+	eventually(t, "the new service's good node", hasAddrs(h.cache, "payment", "127.0.0.1:9100"))
+
+	// Fixed in place (data event).
+	if _, err := w.conn.Set(bad, curatorJSON("orders", "bad", "127.0.0.1", 9002, "UP"), -1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a fixed node to stop counting", malformed(1))
+	eventually(t, "the fixed node to load", hasAddrs(h.cache, "orders", "127.0.0.1:9001,127.0.0.1:9002"))
+
+	// Deleted (child and data events), then a new malformed node (child event).
+	w.remove(bad2)
+	eventually(t, "a deleted malformed node to stop counting", malformed(0))
+	w.register("orders", "bad-again", []byte(`[]`))
+	eventually(t, "a new malformed node in a known service", malformed(1))
+	if got := counter(t, h.reg, "zkgate_registry_malformed_nodes"); got != 1 {
+		t.Fatalf("zkgate_registry_malformed_nodes = %v, want 1", got)
+	}
+}
+
 func TestCacheHostPortFormat(t *testing.T) {
 	zc := zktest.Start(t)
 	w := newWriter(t, zc.Servers())

@@ -1,0 +1,211 @@
+package controller_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/zkgate/zkgate/internal/controller"
+	"github.com/zkgate/zkgate/internal/ctlclient"
+	"github.com/zkgate/zkgate/internal/gatewayd"
+	"github.com/zkgate/zkgate/internal/presence"
+	"github.com/zkgate/zkgate/internal/zktest"
+)
+
+// A gateway partitioned from ZooKeeper keeps routing by its last state
+// after its session expired and its presence node went away. A drain
+// started then is not confirmed: the gateway is reported lost until it
+// comes back (then it counts like any other) or the departed window
+// passes.
+func TestDrainNotConfirmedWhileDepartedGatewayMayRoute(t *testing.T) {
+	e := newEnv(t)
+	a, b := newBackend(t, "a", nil), newBackend(t, "b", nil)
+	e.register("orders", "a-1", a)
+	e.register("orders", "b-1", b)
+	ctl := e.startController("c1", e.config("", "", 0), controller.Options{})
+	g1 := e.startGateway("gw-1", 0, gatewayd.Options{})
+	part := zktest.NewPartitioner()
+	t.Cleanup(part.Restore)
+	g2 := e.startGateway("gw-2", 2*time.Second, gatewayd.Options{Dialer: part.Dialer()})
+	waitRoutes(t, g1.ProxyAddr(), "a", "b")
+	waitRoutes(t, g2.ProxyAddr(), "a", "b")
+	cl := client(t, ctl.URL())
+	eventually(t, "both gateways present", func() bool {
+		g, err := cl.Gateways(context.Background())
+		return err == nil && len(g.Gateways) == 2
+	})
+
+	part.Cut()
+	eventually(t, "gw-2's presence to go with its session", func() bool {
+		g, err := cl.Gateways(context.Background())
+		return err == nil && len(g.Gateways) == 1 && len(g.Departed) == 1 && g.Departed[0].ID == "gw-2" && !g.Departed[0].Leaving
+	})
+	r := <-drainAsync(cl, "orders", a.addr, ctlclient.DrainRequest{Reason: "deploy", Wait: true, Timeout: "3s"})
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.resp.Confirmed || r.resp.Status != ctlclient.StatusLost {
+		t.Fatalf("drain with gw-2 partitioned (it may still route to a) answered %+v", r.resp)
+	}
+	states := map[string]string{}
+	for _, g := range r.resp.Gateways {
+		states[g.ID] = g.State
+	}
+	if states["gw-1"] != ctlclient.GatewayDrained || states["gw-2"] != ctlclient.GatewayLost {
+		t.Fatalf("per-gateway states %v", states)
+	}
+	if !strings.Contains(r.resp.Message, "gw-2") {
+		t.Errorf("message %q does not name the lost gateway", r.resp.Message)
+	}
+	in, _ := instance(t, cl, "orders", a.addr)
+	if s, _ := gatewayState(in, "gw-2"); s != ctlclient.GatewayLost || in.State == ctlclient.StateDrained {
+		t.Errorf("instance view with gw-2 lost: state %q, gw-2 %q", in.State, s)
+	}
+
+	// gw-2 comes back with a new session and applies the mark: it counts
+	// again, and the drain is confirmed.
+	part.Restore()
+	r = <-drainAsync(cl, "orders", a.addr, ctlclient.DrainRequest{Reason: "deploy", Wait: true, Timeout: "30s"})
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if !r.resp.Confirmed {
+		t.Fatalf("drain after gw-2 came back answered %+v", r.resp)
+	}
+	for _, g := range r.resp.Gateways {
+		if g.State != ctlclient.GatewayDrained {
+			t.Fatalf("gateway %s: %+v", g.ID, g)
+		}
+	}
+	if len(r.resp.Gateways) != 2 {
+		t.Fatalf("gateways %+v", r.resp.Gateways)
+	}
+}
+
+// fakeGateway writes a presence node by hand (an ephemeral of the test's
+// client) and returns its path.
+func (e *env) fakeGateway(id string, data []byte) string {
+	e.t.Helper()
+	e.ensure(e.zkRoot + "/gateways")
+	p := e.zkRoot + "/gateways/" + id
+	if _, err := e.conn.Create(p, data, zk.FlagEphemeral, zk.WorldACL(zk.PermAll)); err != nil {
+		e.t.Fatalf("creating %s: %v", p, err)
+	}
+	return p
+}
+
+func reportJSON(t *testing.T, r presence.Report) []byte {
+	t.Helper()
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// A gateway whose node disappears without a leaving report blocks drains
+// for controller.departed_window, then is gone and no longer waited for; a
+// gateway that reported leaving before its node went is not waited for.
+func TestDepartedWindowAndGracefulLeave(t *testing.T) {
+	e := newEnv(t)
+	ctl := e.startController("c1", e.config("departed_window: 8s\n", "", 0), controller.Options{})
+	cl := client(t, ctl.URL())
+	const addr = "10.0.0.5:8080"
+
+	p := e.fakeGateway("gw-x", reportJSON(t, presence.Report{ID: "gw-x", Version: "test"}))
+	eventually(t, "gw-x present", func() bool {
+		g, err := cl.Gateways(context.Background())
+		return err == nil && len(g.Gateways) == 1
+	})
+	if err := e.conn.Delete(p, -1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "gw-x departed", func() bool {
+		g, err := cl.Gateways(context.Background())
+		return err == nil && len(g.Gateways) == 0 && len(g.Departed) == 1 && g.Departed[0].ID == "gw-x"
+	})
+	r := <-drainAsync(cl, "orders", addr, ctlclient.DrainRequest{Reason: "x", Wait: true, Timeout: "1s"})
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.resp.Status != ctlclient.StatusLost || len(r.resp.Gateways) != 1 || r.resp.Gateways[0].State != ctlclient.GatewayLost {
+		t.Fatalf("drain within the window answered %+v", r.resp)
+	}
+	// Within a longer wait the window passes: confirmed, gw-x gone.
+	r = <-drainAsync(cl, "orders", addr, ctlclient.DrainRequest{Reason: "x", Wait: true, Timeout: "60s"})
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if !r.resp.Confirmed || len(r.resp.Gateways) != 1 || r.resp.Gateways[0].State != ctlclient.GatewayGone {
+		t.Fatalf("drain past the window answered %+v", r.resp)
+	}
+
+	// Graceful: the last report says leaving.
+	p = e.fakeGateway("gw-y", reportJSON(t, presence.Report{ID: "gw-y", Version: "test"}))
+	if _, err := e.conn.Set(p, reportJSON(t, presence.Report{ID: "gw-y", Version: "test", Leaving: true}), -1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "gw-y leaving", func() bool {
+		g, err := cl.Gateways(context.Background())
+		return err == nil && len(g.Gateways) == 1 && g.Gateways[0].Leaving
+	})
+	if err := e.conn.Delete(p, -1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "gw-y departed", func() bool {
+		g, err := cl.Gateways(context.Background())
+		return err == nil && len(g.Gateways) == 0 && len(g.Departed) == 1 && g.Departed[0].ID == "gw-y" && g.Departed[0].Leaving
+	})
+	r = <-drainAsync(cl, "orders", addr, ctlclient.DrainRequest{Reason: "x", Wait: true, Timeout: "5s"})
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if !r.resp.Confirmed || len(r.resp.Gateways) != 0 {
+		t.Fatalf("drain after a graceful shutdown answered %+v", r.resp)
+	}
+}
+
+// A presence node that cannot be decoded (e.g. a gateway of an
+// incompatible version) is not taken for an absent gateway: it is listed
+// with its error, and drains are not confirmed while it is there.
+func TestMalformedPresenceBlocksDrains(t *testing.T) {
+	e := newEnv(t)
+	ctl := e.startController("c1", e.config("", "", 0), controller.Options{})
+	cl := client(t, ctl.URL())
+	p := e.fakeGateway("gw-skewed", []byte(`{"id":"gw-skewed","marks":{"format":2}}`))
+	eventually(t, "gw-skewed listed with its error", func() bool {
+		g, err := cl.Gateways(context.Background())
+		return err == nil && len(g.Gateways) == 1 && g.Gateways[0].ID == "gw-skewed" && g.Gateways[0].Error != ""
+	})
+	r := <-drainAsync(cl, "orders", "10.0.0.5:8080", ctlclient.DrainRequest{Reason: "x", Wait: true, Timeout: "1s"})
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.resp.Confirmed || r.resp.Status != ctlclient.StatusTimeout || len(r.resp.Gateways) != 1 ||
+		r.resp.Gateways[0].State != ctlclient.GatewayPending || r.resp.Gateways[0].Error == "" {
+		t.Fatalf("drain with an unreadable gateway answered %+v", r.resp)
+	}
+	// Once it writes a readable report applying the mark (any version at
+	// least as new as the drain's), it counts.
+	data := reportJSON(t, presence.Report{ID: "gw-skewed", Marks: []presence.AppliedMark{{
+		Service: "orders", Addr: "10.0.0.5:8080", Mzxid: 1 << 62, State: "drained",
+	}}})
+	if _, err := e.conn.Set(p, data, -1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "gw-skewed readable", func() bool {
+		g, err := cl.Gateways(context.Background())
+		return err == nil && len(g.Gateways) == 1 && g.Gateways[0].Error == ""
+	})
+	r = <-drainAsync(cl, "orders", "10.0.0.5:8080", ctlclient.DrainRequest{Reason: "x", Wait: true, Timeout: "5s"})
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if !r.resp.Confirmed || len(r.resp.Gateways) != 1 || r.resp.Gateways[0].State != ctlclient.GatewayDrained {
+		t.Fatalf("drain with a readable report answered %+v", r.resp)
+	}
+}

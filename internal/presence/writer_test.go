@@ -1,0 +1,180 @@
+package presence_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/zkgate/zkgate/internal/presence"
+	"github.com/zkgate/zkgate/internal/zksession"
+	"github.com/zkgate/zkgate/internal/zktest"
+)
+
+type logBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// writerEnv runs a Writer whose report the test sets.
+type writerEnv struct {
+	conn *zk.Conn
+	sess *zksession.Session
+	w    *presence.Writer
+	log  *logBuf
+	mu   sync.Mutex
+	rep  presence.Report
+	stop func()
+}
+
+func newWriterEnv(t *testing.T) *writerEnv {
+	t.Helper()
+	zc := zktest.Start(t)
+	conn, _, err := zk.Connect(zc.Servers(), 5*time.Second, zk.WithLogInfo(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	e := &writerEnv{conn: conn, log: &logBuf{}}
+	log := slog.New(slog.NewTextHandler(e.log, nil))
+	e.sess, err = zksession.Connect(zksession.Config{Servers: zc.Servers(), SessionTimeout: 5 * time.Second, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.sess.Close)
+	e.w = presence.NewWriter(e.sess, presence.WriterOptions{
+		ZKRoot: "/zkgate", ID: "gw-1", Logger: log, Heartbeat: time.Hour,
+		Report: func() presence.Report { e.mu.Lock(); defer e.mu.Unlock(); return e.rep },
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); e.w.Run(ctx) }()
+	e.stop = func() { cancel(); <-done }
+	t.Cleanup(e.stop)
+	waitUntil(t, "the node", func() bool { return e.w.Detached() == "" })
+	return e
+}
+
+func (e *writerEnv) set(f func(r *presence.Report)) {
+	e.mu.Lock()
+	f(&e.rep)
+	e.mu.Unlock()
+	e.w.Notify()
+}
+
+func (e *writerEnv) read(t *testing.T) (presence.Report, *zk.Stat) {
+	t.Helper()
+	data, st, err := e.conn.Get(e.w.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r presence.Report
+	if err := json.Unmarshal(data, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r, st
+}
+
+// A notification is written only when the report's content changed,
+// revisions and updated_ms aside.
+func TestWriterWritesOnlyChanges(t *testing.T) {
+	e := newWriterEnv(t)
+	e.set(func(r *presence.Report) { r.Listen = "127.0.0.1:1" })
+	waitUntil(t, "the listen address", func() bool { r, _ := e.read(t); return r.Listen == "127.0.0.1:1" })
+	writes := e.w.Writes()
+	for i := 0; i < 20; i++ {
+		e.set(func(r *presence.Report) { r.RegistryRevision++; r.MarksRevision++ })
+		time.Sleep(7 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := e.w.Writes() - writes; n != 0 || e.w.Skipped() == 0 {
+		t.Fatalf("%d writes for revisions only (%d skipped)", n, e.w.Skipped())
+	}
+	e.set(func(r *presence.Report) {
+		r.Marks = []presence.AppliedMark{{Service: "s", Addr: "10.0.0.1:80", Mzxid: 3, State: "drained"}}
+	})
+	waitUntil(t, "the mark", func() bool { r, _ := e.read(t); return len(r.Marks) == 1 })
+	if r, _ := e.read(t); r.RegistryRevision != 20 {
+		t.Fatalf("a write carries the current revisions: %+v", r)
+	}
+}
+
+// Someone else writing the node is a conflict, logged as an error; the
+// writer checks the node (still its own session's) and writes its report
+// again.
+func TestWriterConflictingWrite(t *testing.T) {
+	e := newWriterEnv(t)
+	e.set(func(r *presence.Report) { r.Listen = "127.0.0.1:1" })
+	waitUntil(t, "the report", func() bool { r, _ := e.read(t); return r.Listen == "127.0.0.1:1" })
+	if _, err := e.conn.Set(e.w.Path(), []byte(`{"id":"gw-1","listen":"elsewhere"}`), -1); err != nil {
+		t.Fatal(err)
+	}
+	e.set(func(r *presence.Report) { r.Version = "2" })
+	waitUntil(t, "our report back", func() bool { r, _ := e.read(t); return r.Listen == "127.0.0.1:1" && r.Version == "2" })
+	if !strings.Contains(e.log.String(), "level=ERROR") || !strings.Contains(e.log.String(), "used twice") {
+		t.Fatalf("the conflict was not logged as an error:\n%s", e.log.String())
+	}
+	waitUntil(t, "held again", func() bool { return e.w.Detached() == "" })
+}
+
+// Leave writes a last report with leaving set, keeps it a moment, deletes
+// the node and stops Run.
+func TestWriterLeave(t *testing.T) {
+	e := newWriterEnv(t)
+	_, stat, _ := e.conn.Get(e.w.Path())
+	_, _, ch, err := e.conn.GetW(e.w.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := make(chan error, 1)
+	go func() { left <- e.w.Leave(context.Background()) }()
+	select {
+	case ev := <-ch:
+		if ev.Type != zk.EventNodeDataChanged {
+			t.Fatalf("first event %v, want the leaving report", ev.Type)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no write")
+	}
+	r, st := e.read(t)
+	if !r.Leaving || st.Version != stat.Version+1 {
+		t.Fatalf("leaving report %+v (version %d)", r, st.Version)
+	}
+	if err := <-left; err != nil {
+		t.Fatal(err)
+	}
+	if ok, _, _ := e.conn.Exists(e.w.Path()); ok {
+		t.Fatal("node still there after Leave")
+	}
+	if err := e.w.Leave(context.Background()); err != nil {
+		t.Fatalf("Leave after Run returned: %v", err)
+	}
+}
