@@ -2,12 +2,10 @@ package bench
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
@@ -409,29 +407,10 @@ func humanBytes(n int64) string {
 
 // WriteJSON writes the report to path atomically (via path.tmp),
 // creating its directory.
-func (r *ProxyReport) WriteJSON(path string) error {
-	data, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encoding results: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("results directory: %w", err)
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
-		return fmt.Errorf("writing results: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("writing results: %w", err)
-	}
-	return nil
-}
+func (r *ProxyReport) WriteJSON(path string) error { return writeJSONFile(path, r) }
 
 // DefaultJSONPath is where results go unless --json says otherwise.
-func DefaultJSONPath(now time.Time) string {
-	return filepath.Join("bench-results", "proxy-"+now.Format("2006-01-02-150405")+".json")
-}
+func DefaultJSONPath(now time.Time) string { return ResultPath("proxy", now) }
 
 // readMachine describes this machine from /proc (fields stay empty where
 // /proc is missing).

@@ -9,9 +9,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/zkgate/zkgate/internal/bench"
@@ -21,8 +23,13 @@ import (
 const benchUsage = `Usage: zkgate bench BENCHMARK [flags]
 
 Benchmarks (commands, not tests: they start real processes on loopback):
-  proxy    requests/s and latency direct to a backend, through the gateway
-           and through nginx, with wrk; prints a table and writes JSON
+  proxy        requests/s and latency direct to a backend, through the
+               gateway and through nginx, with wrk; prints a table and
+               writes JSON
+  propagation  how fast a drain reaches every gateway: K gateways, a
+               3-node ZooKeeper ensemble, one controller, M drains
+  registry     a gateway over a large registry (default 100k instances in
+               10k services): cold start, memory, one change applied
 
 Run zkgate bench BENCHMARK -h for its flags.
 `
@@ -43,6 +50,10 @@ func RunBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 0
 	case "proxy":
 		return runBenchProxy(ctx, args[1:], stdout, stderr)
+	case "propagation":
+		return runBenchPropagation(ctx, args[1:], stdout, stderr)
+	case "registry":
+		return runBenchRegistry(ctx, args[1:], stdout, stderr)
 	case "backend":
 		return runBenchBackend(ctx, args[1:], stdout, stderr)
 	case "gateway":
@@ -165,6 +176,195 @@ Flags:
 	return 0
 }
 
+func runBenchPropagation(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	const name = "bench propagation"
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: zkgate bench propagation [flags]
+
+Starts a ZooKeeper ensemble, one controller and K gateways (in this
+process, each with its own ZooKeeper session and listeners), registers a
+few idle instances and runs M drain/undrain cycles through the controller
+API. Reports, from the API call: when every gateway applied the mark (and
+each gateway), when a confirmed drain (wait=true) was answered, and the
+same for undrains; checks the DESIGN.md §7 targets; writes JSON.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	gateways := fs.Int("gateways", 10, "gateways (K)")
+	drains := fs.Int("drains", 200, "measured drain/undrain cycles (M)")
+	warmup := fs.Duration("warmup", 20*time.Second, "run unmeasured cycles this long first (at least 5), while the ZooKeeper JVMs warm up")
+	ensemble := fs.Int("ensemble", 3, "ZooKeeper servers")
+	instances := fs.Int("instances", 3, "registered instances the drains rotate over (at least 2)")
+	pause := fs.Duration("pause", 10*time.Millisecond, "pause between cycles")
+	drainTimeout := fs.Duration("drain-timeout", 10*time.Second, "bound of each confirmed drain")
+	jsonPath := fs.String("json", "", "results file (default bench-results/propagation-<date>.json)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (the gateways and the controller) during the measured cycles")
+	keepDir := fs.String("dir", "", "keep ZooKeeper's files and the components' log in this directory (default: a temporary one, removed)")
+	logLevel := fs.String("log-level", "info", "progress log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return flagExit(err)
+	}
+	if fs.NArg() > 0 {
+		return fail(stderr, name, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
+	}
+	// Zero means "default" in bench.PropagationOptions: reject it here.
+	switch {
+	case *gateways < 1 || *drains < 1 || *ensemble < 1:
+		return fail(stderr, name, errors.New("--gateways, --drains and --ensemble must be at least 1"))
+	case *instances < 2:
+		return fail(stderr, name, errors.New("--instances must be at least 2"))
+	case *pause < 0 || *drainTimeout <= 0 || *warmup < 0:
+		return fail(stderr, name, errors.New("--pause and --warmup must not be negative and --drain-timeout must be positive"))
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return fail(stderr, name, err)
+	}
+	start := time.Now()
+	out := *jsonPath
+	if out == "" {
+		out = bench.ResultPath("propagation", start)
+	}
+	if *warmup == 0 {
+		*warmup = time.Nanosecond // the minimum number of cycles only
+	}
+	rep, err := bench.RunPropagation(ctx, bench.PropagationOptions{
+		Gateways: *gateways, Drains: *drains, Warmup: *warmup, Ensemble: *ensemble, Instances: *instances,
+		Pause: *pause, DrainTimeout: *drainTimeout, CPUProfile: *cpuProfile, Dir: *keepDir,
+		Command: commandLine("zkgate bench propagation", args), Version: version.Version, Logger: log,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return fail(stderr, name, fmt.Errorf("interrupted: %w", ctx.Err()))
+		}
+		return fail(stderr, name, withDirHint(err, *keepDir))
+	}
+	if err := rep.WriteTable(stdout); err != nil {
+		return fail(stderr, name, err)
+	}
+	if err := rep.WriteJSON(out); err != nil {
+		return fail(stderr, name, err)
+	}
+	fmt.Fprintf(stdout, "results: %s\n", out)
+	if rep.Failed() {
+		return fail(stderr, name, errors.New("some drains were not confirmed (see the notes)"))
+	}
+	return 0
+}
+
+func runBenchRegistry(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	const name = "bench registry"
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: zkgate bench registry [flags]
+
+Populates a standalone ZooKeeper with a large Curator registry, starts
+zkgate gateway on it as a separate process (several times) and measures:
+cold start to ready with the full registry, the gateway's RSS and heap once
+loaded, and single changes (add, change data, delete an instance) from the
+ZooKeeper write to the gateway's applied routing table. Checks the
+DESIGN.md §7 targets; writes JSON. --profile DIR adds a profiled run.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	services := fs.Int("services", 10000, "services in the registry")
+	instances := fs.Int("instances", 100000, "instances in the registry, spread evenly over the services")
+	routes := fs.Int("routes", 3, "services the gateway routes to")
+	coldStarts := fs.Int("cold-starts", 3, "gateway starts measured")
+	changes := fs.Int("changes", 300, "single changes measured (add, change data, delete in turn)")
+	pause := fs.Duration("pause", 20*time.Millisecond, "pause between changes")
+	poll := fs.Duration("poll", 250*time.Microsecond, "pause between two reads of the gateway's /readyz while a change is awaited (0: back to back)")
+	settle := fs.Duration("settle", 5*time.Second, "time the loaded gateway runs before its memory is read")
+	batch := fs.Int("batch", 500, "operations per multi request while populating")
+	writers := fs.Int("writers", 8, "multi requests in flight while populating")
+	zkHeap := fs.String("zk-heap", "1g", "ZooKeeper's -Xmx")
+	profileDir := fs.String("profile", "", "also run a profiled gateway and write its profiles (cold start CPU, heap, allocations, changes CPU) into this directory")
+	jsonPath := fs.String("json", "", "results file (default bench-results/registry-<date>.json)")
+	zkgateBin := fs.String("zkgate", "", "zkgate binary that runs the gateway (default: this executable)")
+	keepDir := fs.String("dir", "", "keep the run's configuration, logs and ZooKeeper's data in this directory (default: a temporary one, removed)")
+	logLevel := fs.String("log-level", "info", "progress log level: debug, info, warn or error")
+	var gatewayEnv []string
+	fs.Func("gateway-env", "KEY=VALUE added to the gateway's environment only, for experiments such as GOGC=50 (repeatable)", func(v string) error {
+		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+			return fmt.Errorf("%q is not KEY=VALUE", v)
+		}
+		gatewayEnv = append(gatewayEnv, v)
+		return nil
+	})
+	if err := fs.Parse(args); err != nil {
+		return flagExit(err)
+	}
+	if fs.NArg() > 0 {
+		return fail(stderr, name, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
+	}
+	// Zero means "default" in bench.RegistryOptions: reject it here.
+	switch {
+	case *services < 1 || *instances < 1 || *routes < 1 || *coldStarts < 1 || *changes < 3:
+		return fail(stderr, name, errors.New("--services, --instances, --routes and --cold-starts must be at least 1, --changes at least 3"))
+	case *pause < 0 || *poll < 0 || *settle <= 0:
+		return fail(stderr, name, errors.New("--pause and --poll must not be negative, --settle must be positive"))
+	case *batch < 1 || *writers < 1:
+		return fail(stderr, name, errors.New("--batch and --writers must be at least 1"))
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return fail(stderr, name, err)
+	}
+	bin := *zkgateBin
+	if bin == "" {
+		if bin, err = os.Executable(); err != nil {
+			return fail(stderr, name, fmt.Errorf("finding the zkgate binary (set --zkgate): %w", err))
+		}
+	}
+	start := time.Now()
+	out := *jsonPath
+	if out == "" {
+		out = bench.ResultPath("registry", start)
+	}
+	if *poll == 0 {
+		*poll = -1 // back to back
+	}
+	rep, err := bench.RunRegistry(ctx, bench.RegistryOptions{
+		Binary: bin, Services: *services, Instances: *instances, Routes: *routes, ColdStarts: *coldStarts,
+		Changes: *changes, Pause: *pause, Poll: *poll, Settle: *settle, Batch: *batch, Writers: *writers,
+		ZKHeap: *zkHeap, GatewayEnv: gatewayEnv, ProfileDir: *profileDir, Dir: *keepDir,
+		Command: commandLine("zkgate bench registry", args), Version: version.Version, Logger: log,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return fail(stderr, name, fmt.Errorf("interrupted: %w", ctx.Err()))
+		}
+		return fail(stderr, name, withDirHint(err, *keepDir))
+	}
+	if err := rep.WriteTable(stdout); err != nil {
+		return fail(stderr, name, err)
+	}
+	if err := rep.WriteJSON(out); err != nil {
+		return fail(stderr, name, err)
+	}
+	fmt.Fprintf(stdout, "results: %s\n", out)
+	if rep.Failed() {
+		return fail(stderr, name, errors.New("the gateway did not show the full load or a change (see the notes)"))
+	}
+	return 0
+}
+
+// withDirHint adds to a failed run's error that --dir keeps its logs,
+// unless they were kept.
+func withDirHint(err error, dir string) error {
+	if dir != "" {
+		return fmt.Errorf("%w (logs in %s)", err, dir)
+	}
+	return fmt.Errorf("%w (run again with --dir DIR to keep the logs)", err)
+}
+
 // commandLine renders a command for the record, quoting arguments with
 // spaces or shell characters.
 func commandLine(prefix string, args []string) string {
@@ -222,6 +422,7 @@ func runBenchGateway(ctx context.Context, args []string, stdout, stderr io.Write
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("pprof", "", "loopback host:port for /debug/pprof/profile?seconds=N and /debug/pprof/{heap,allocs,goroutine}")
+	startup := fs.String("startup-cpuprofile", "", "profile the CPU from the start into this file, until GET /debug/pprof/startup/stop or the exit")
 	if err := fs.Parse(args); err != nil {
 		return flagExit(err)
 	}
@@ -229,20 +430,73 @@ func runBenchGateway(ctx context.Context, args []string, stdout, stderr io.Write
 	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
 		return fail(stderr, name, fmt.Errorf("--pprof: %q is not a loopback host:port", *addr))
 	}
+	var sp *startupProfile
+	if *startup != "" {
+		if sp, err = startStartupProfile(*startup); err != nil {
+			return fail(stderr, name, err)
+		}
+		defer sp.stop()
+	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return fail(stderr, name, fmt.Errorf("--pprof: %w", err))
 	}
-	srv := &http.Server{Handler: profileHandler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: profileHandler(sp), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	defer srv.Close()
 	return RunGateway(ctx, fs.Args(), stdout, stderr)
 }
 
+// startupProfile is a CPU profile taken from the process start (the
+// registry benchmark's cold start).
+type startupProfile struct {
+	mu   sync.Mutex
+	f    *os.File
+	err  error
+	done bool
+}
+
+func startStartupProfile(path string) (*startupProfile, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--startup-cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--startup-cpuprofile: %w", err)
+	}
+	return &startupProfile{f: f}, nil
+}
+
+// stop ends the profile and writes it out (once).
+func (p *startupProfile) stop() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.done {
+		p.done = true
+		pprof.StopCPUProfile()
+		p.err = p.f.Close()
+	}
+	return p.err
+}
+
 // profileHandler serves CPU and runtime profiles in pprof's format
 // without net/http/pprof (which registers itself on the default mux).
-func profileHandler() http.Handler {
+// /debug/pprof/heap?gc=1 collects garbage first; with a startup profile,
+// /debug/pprof/startup/stop ends it.
+func profileHandler(startup *startupProfile) http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /debug/pprof/startup/stop", func(w http.ResponseWriter, r *http.Request) {
+		if startup == nil {
+			http.Error(w, "no startup profile (--startup-cpuprofile)", http.StatusNotFound)
+			return
+		}
+		if err := startup.stop(); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		io.WriteString(w, "stopped\n")
+	})
 	mux.HandleFunc("GET /debug/pprof/profile", func(w http.ResponseWriter, r *http.Request) {
 		secs, err := strconv.Atoi(r.URL.Query().Get("seconds"))
 		if err != nil || secs < 1 || secs > 600 {
@@ -265,6 +519,9 @@ func profileHandler() http.Handler {
 		if p == nil {
 			http.NotFound(w, r)
 			return
+		}
+		if r.URL.Query().Get("gc") == "1" {
+			runtime.GC()
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")
 		p.WriteTo(w, 0)

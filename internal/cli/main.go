@@ -25,7 +25,7 @@ type entry struct {
 
 func commands() map[string]entry {
 	return map[string]entry{
-		"bench":          {RunBench, "run a benchmark (proxy: gateway vs nginx; see docs/benchmarks.md)"},
+		"bench":          {RunBench, "run a benchmark: proxy (vs nginx), propagation (drains to gateways), registry (100k instances); see docs/benchmarks.md"},
 		"controller":     {RunController, "run the controller (API, drain marks, leader jobs)"},
 		"demo":           {RunDemo, "the main job: a rolling restart of 4 backends under load in each mode (poll, watch, sleep, zkgate, nginx), side by side"},
 		"drain":          {RunDrain, "drain an instance: every gateway stops sending it new requests; waits until confirmed"},
