@@ -1,0 +1,56 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestBenchHelpListsBenchmarks(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := RunBench(context.Background(), []string{"help"}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	for _, b := range []string{"proxy", "propagation", "registry"} {
+		if !strings.Contains(out.String(), "  "+b+" ") {
+			t.Errorf("help lacks %q:\n%s", b, out.String())
+		}
+	}
+}
+
+// Bad flags are rejected before anything starts (no ZooKeeper needed).
+func TestBenchRejectsBadFlags(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"propagation", "--instances", "1"}, "--instances must be at least 2"},
+		{[]string{"propagation", "--gateways", "0"}, "must be at least 1"},
+		{[]string{"propagation", "--warmup", "-1s"}, "must not be negative"},
+		{[]string{"propagation", "extra"}, "unexpected argument"},
+		{[]string{"registry", "--changes", "2"}, "--changes at least 3"},
+		{[]string{"registry", "--poll", "-1ms"}, "must not be negative"},
+		{[]string{"registry", "--gateway-env", "NOEQUALS"}, "is not KEY=VALUE"},
+		{[]string{"registry", "--services", "10", "--instances", "5"}, "--instances must be at least --services"},
+		{[]string{"nonsense"}, "unknown benchmark"},
+	}
+	for _, c := range cases {
+		var out, errOut bytes.Buffer
+		code := RunBench(context.Background(), c.args, &out, &errOut)
+		if code == 0 || !strings.Contains(errOut.String(), c.want) {
+			t.Errorf("%v: exit %d, stderr %q; want an error containing %q", c.args, code, errOut.String(), c.want)
+		}
+	}
+}
+
+func TestWithDirHint(t *testing.T) {
+	base := errors.New("boom")
+	if err := withDirHint(base, ""); !errors.Is(err, base) || !strings.Contains(err.Error(), "--dir DIR") {
+		t.Errorf("without --dir: %v", err)
+	}
+	if err := withDirHint(base, "/tmp/x"); !errors.Is(err, base) || !strings.Contains(err.Error(), "logs in /tmp/x") {
+		t.Errorf("with --dir: %v", err)
+	}
+}
