@@ -202,6 +202,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Controller, 
 	c.goRun("presence", func() error { return c.presence.Run(runCtx) })
 	c.goRun("fanout", func() error { return c.fanout(runCtx) })
 	c.goRun("election", func() error { return c.elector.Run(runCtx) })
+	c.goRun("audit trim", func() error { return c.audit.Run(runCtx) })
 	c.goRun("api listener", func() error { return c.srv.Serve(c.ln) })
 	log.Info("controller started", "listen", c.Addr(), "zookeeper", cfg.ZooKeeper.Servers)
 	return c, nil

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-zookeeper/zk"
 
@@ -202,13 +203,24 @@ func TestLeaderExpiresAndClearsAbsentMarks(t *testing.T) {
 	})
 }
 
-// The audit trail stays within audit_limit.
+// The audit trail stays bounded: it is trimmed in batches, in the
+// background, once it holds more than audit_limit + max(10, limit/10)
+// entries, down to audit_limit; the API shows at most audit_limit entries,
+// newest first.
 func TestAuditBounded(t *testing.T) {
 	e := newEnv(t)
+	const limit, slack = 3, 10
 	ctl := e.startController("c1", e.config("audit_limit: 3\n", "", 0), controller.Options{})
 	cl := client(t, ctl.URL())
 	ctx := context.Background()
-	for i := 0; i < 4; i++ {
+	nodes := func() int {
+		names, _, err := e.conn.Children(e.zkRoot + "/audit")
+		if err != nil {
+			t.Fatalf("audit nodes: %v", err)
+		}
+		return len(names)
+	}
+	pair := func() {
 		if _, err := cl.Drain(ctx, "orders", "10.0.0.1:80", ctlclient.DrainRequest{Reason: "r"}); err != nil {
 			t.Fatal(err)
 		}
@@ -216,13 +228,39 @@ func TestAuditBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	names, _, err := e.conn.Children(e.zkRoot + "/audit")
-	if err != nil || len(names) != 3 {
-		t.Fatalf("audit nodes %v %v, want 3", names, err)
+	// Below limit+slack nothing is trimmed (no delete per entry).
+	for i := 0; i < 4; i++ {
+		pair()
+	}
+	time.Sleep(100 * time.Millisecond) // let a (wrongly) started trim show
+	if n := nodes(); n != 8 {
+		t.Fatalf("%d audit nodes after 8 entries, want 8 (no trim below limit+slack)", n)
 	}
 	entries := audit(t, cl)
-	if len(entries) != 3 || entries[0].Action != ctlclient.AuditUndrain {
+	if len(entries) != limit || entries[0].Action != ctlclient.AuditUndrain {
 		t.Fatalf("entries %+v", entries)
+	}
+	// Past limit+slack the trail is trimmed back towards the limit.
+	for i := 0; i < 8; i++ {
+		pair()
+	}
+	// 24 entries written: trimmed once (at 14) down to 3 since.
+	eventually(t, "the audit trail trimmed", func() bool { n := nodes(); return n >= limit && n <= limit+slack })
+	for i := 0; i < 20; i++ {
+		pair()
+		if n := nodes(); n > limit+slack+4 { // +4: the trim runs after the answer
+			t.Fatalf("%d audit nodes, want at most about %d", n, limit+slack)
+		}
+	}
+	eventually(t, "the audit trail bounded", func() bool { n := nodes(); return n >= limit && n <= limit+slack })
+	entries = audit(t, cl)
+	if len(entries) != limit || entries[0].Action != ctlclient.AuditUndrain || entries[1].Action != ctlclient.AuditDrain {
+		t.Fatalf("entries %+v", entries)
+	}
+	for i := 1; i < len(entries); i++ {
+		if entries[i].Seq >= entries[i-1].Seq {
+			t.Fatalf("entries not newest first: %+v", entries)
+		}
 	}
 	one, err := cl.Audit(ctx, "orders", 1)
 	if err != nil || len(one.Entries) != 1 || one.Entries[0].Seq != entries[0].Seq {

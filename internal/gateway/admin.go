@@ -43,13 +43,21 @@ type Readiness struct {
 }
 
 // Ready reports whether the gateway should receive traffic, and why not.
+// Readiness and the revisions it reports come from one load of the routing
+// table in use (the one the state readers see): it is ready only once a
+// table built from a loaded registry snapshot (revision > 0; every loaded
+// snapshot has one) is applied, so a ready answer never reports registry
+// revision 0.
 func (g *Gateway) Ready() Readiness {
 	var rd Readiness
-	rd.RegistryRevision, rd.MarksRevision = g.AppliedRevision()
+	t := g.reported.Load()
+	if t != nil {
+		rd.RegistryRevision, rd.MarksRevision = t.regRev, t.marksRev
+	}
 	switch {
 	case g.closing.Load():
 		rd.Reason = "shutting down"
-	case g.table.Load() == nil:
+	case t == nil || t.regRev == 0:
 		rd.Reason = "routing state not loaded yet"
 	case g.sync != nil:
 		last := g.sync.LastContact()

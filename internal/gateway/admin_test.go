@@ -137,3 +137,69 @@ func TestOwnRegistryByDefault(t *testing.T) {
 		}
 	}
 }
+
+// Readiness and its revisions come from one applied table: while the first
+// table is being published (request path first, state readers after),
+// Ready must not answer ready with registry revision 0.
+func TestReadyRevisionFromSameTable(t *testing.T) {
+	tg := newTestGateway(t, config.Gateway{Routes: []config.Route{rte("/", "s")}}, Options{})
+	var during Readiness
+	withPublishHook(t, func() { during = tg.Ready() })
+	tg.Update(regSnap(5), markSnap(2))
+	if during.Ready || during.RegistryRevision != 0 {
+		t.Fatalf("mid-publish: %+v, want not ready (the table is not applied yet)", during)
+	}
+	if rd := tg.Ready(); !rd.Ready || rd.RegistryRevision != 5 || rd.MarksRevision != 2 {
+		t.Fatalf("after Update: %+v", rd)
+	}
+	// The next table mid-publish: still ready, with the previous revisions.
+	withPublishHook(t, func() { during = tg.Ready() })
+	tg.Update(regSnap(6), markSnap(2))
+	if !during.Ready || during.RegistryRevision != 5 {
+		t.Fatalf("second table mid-publish: %+v", during)
+	}
+	if rd := tg.Ready(); !rd.Ready || rd.RegistryRevision != 6 {
+		t.Fatalf("after the second Update: %+v", rd)
+	}
+}
+
+// A table built without a registry snapshot does not make the gateway
+// ready.
+func TestReadyNeedsRegistrySnapshot(t *testing.T) {
+	tg := newTestGateway(t, config.Gateway{Routes: []config.Route{rte("/", "s")}}, Options{})
+	tg.Update(nil, markSnap(1))
+	if rd := tg.Ready(); rd.Ready || !strings.Contains(rd.Reason, "not loaded") {
+		t.Fatalf("no registry snapshot: %+v", rd)
+	}
+	tg.Update(regSnap(1), markSnap(1))
+	if rd := tg.Ready(); !rd.Ready || rd.RegistryRevision != 1 {
+		t.Fatalf("registry loaded: %+v", rd)
+	}
+}
+
+// Whenever Ready says ready, the registry revision it reports is > 0, also
+// while tables are applied concurrently.
+func TestReadyImpliesRevision(t *testing.T) {
+	for i := 0; i < 50; i++ {
+		tg := newTestGateway(t, config.Gateway{Routes: []config.Route{rte("/", "s")}}, Options{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for rev := uint64(1); rev <= 3; rev++ {
+				tg.Update(regSnap(rev), markSnap(rev))
+			}
+		}()
+		for {
+			rd := tg.Ready()
+			if rd.Ready && rd.RegistryRevision == 0 {
+				t.Fatalf("ready with registry revision 0: %+v", rd)
+			}
+			select {
+			case <-done:
+			default:
+				continue
+			}
+			break
+		}
+	}
+}
