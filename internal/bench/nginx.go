@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"text/template"
 	"time"
+
+	"github.com/zkgate/zkgate/internal/procgroup"
 )
 
 // NginxConfig is what the benchmark's nginx.conf is rendered from.
@@ -141,7 +143,7 @@ func findNginx(path string) string {
 
 // startNginx writes the configuration into cfg.Dir and runs nginx in the
 // foreground (its own process group: master and workers).
-func startNginx(ctx context.Context, sp *spawner, bin string, cfg NginxConfig) (*proc, error) {
+func startNginx(ctx context.Context, sp *procgroup.Spawner, bin string, cfg NginxConfig) (*procgroup.Proc, error) {
 	ctxV, cancel := context.WithTimeout(ctx, 5*time.Second)
 	vout, err := exec.CommandContext(ctxV, bin, "-V").CombinedOutput()
 	cancel()
@@ -172,10 +174,10 @@ func startNginx(ctx context.Context, sp *spawner, bin string, cfg NginxConfig) (
 	if err != nil {
 		return nil, err
 	}
-	p.logPath = errLog
+	p.LogPath = errLog
 	return p, nil
 }
 
 // stopNginx asks nginx to stop (SIGTERM is its fast shutdown) and kills
 // the group after a grace period.
-func stopNginx(p *proc) { p.stop(syscall.SIGTERM, 5*time.Second) }
+func stopNginx(p *procgroup.Proc) { p.Stop(context.Background(), syscall.SIGTERM, 5*time.Second) }

@@ -18,6 +18,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/zkgate/zkgate/internal/procgroup"
 	"github.com/zkgate/zkgate/internal/zksession"
 	"github.com/zkgate/zkgate/internal/zktest"
 )
@@ -129,13 +130,13 @@ type env struct {
 	opts    ProxyOptions
 	log     *slog.Logger
 	dir     string
-	sp      *spawner
+	sp      *procgroup.Spawner
 	wrk     *wrkRunner
 	http    *http.Client
-	backend *proc
-	gateway *proc
-	nginx   *proc
-	bare    *proc
+	backend *procgroup.Proc
+	gateway *procgroup.Proc
+	nginx   *procgroup.Proc
+	bare    *procgroup.Proc
 	// addresses
 	backendAddr, gatewayAddr, adminAddr, pprofAddr, nginxAddr, bareAddr string
 }
@@ -182,11 +183,11 @@ func RunProxy(ctx context.Context, opts ProxyOptions) (*ProxyReport, error) {
 		}
 	}
 
-	e := &env{opts: opts, log: log, sp: newSpawner(), http: &http.Client{
+	e := &env{opts: opts, log: log, sp: procgroup.NewSpawner(), http: &http.Client{
 		Timeout:   2 * time.Second,
 		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
 	}}
-	defer e.sp.close()
+	defer e.sp.Close()
 	if e.dir = opts.Dir; e.dir == "" {
 		if e.dir, err = os.MkdirTemp("", "zkgate-bench-"); err != nil {
 			return nil, fmt.Errorf("work directory: %w", err)
@@ -314,7 +315,7 @@ func (e *env) url(target string) string {
 	return "http://" + e.backendAddr + "/" + benchPath
 }
 
-func (e *env) proxyProc(target string) *proc {
+func (e *env) proxyProc(target string) *procgroup.Proc {
 	switch target {
 	case TargetGateway:
 		return e.gateway
@@ -402,17 +403,17 @@ type cpuSample struct {
 	sys            sysCPU
 }
 
-func (e *env) cpu(proxy *proc) (cpuSample, error) {
+func (e *env) cpu(proxy *procgroup.Proc) (cpuSample, error) {
 	var s cpuSample
 	var err error
 	if s.sys, err = readSysCPU(); err != nil {
 		return s, err
 	}
-	if s.backend, err = groupCPU(e.backend.pid()); err != nil {
+	if s.backend, err = groupCPU(e.backend.Pid()); err != nil {
 		return s, err
 	}
 	if proxy != nil {
-		s.proxy, err = groupCPU(proxy.pid())
+		s.proxy, err = groupCPU(proxy.Pid())
 	}
 	return s, err
 }
@@ -433,9 +434,9 @@ func (e *env) runtimeMetrics(ctx context.Context) map[string]float64 {
 }
 
 func (e *env) checkAlive() error {
-	for _, p := range []*proc{e.backend, e.gateway, e.nginx, e.bare} {
-		if p != nil && p.exited() {
-			return p.exitError()
+	for _, p := range []*procgroup.Proc{e.backend, e.gateway, e.nginx, e.bare} {
+		if p != nil && p.Exited() {
+			return p.ExitError(exitTail)
 		}
 	}
 	return nil
@@ -443,7 +444,7 @@ func (e *env) checkAlive() error {
 
 // startHelper runs `zkgate bench NAME ARGS...`, a helper that prints
 // "listening ADDR" once it serves, and returns it with its address.
-func (e *env) startHelper(ctx context.Context, name string, args ...string) (*proc, string, error) {
+func (e *env) startHelper(ctx context.Context, name string, args ...string) (*procgroup.Proc, string, error) {
 	cmd := command(ctx, e.opts.Binary, append([]string{"bench", name}, args...)...)
 	pr, pw, err := os.Pipe()
 	if err != nil {
@@ -460,12 +461,12 @@ func (e *env) startHelper(ctx context.Context, name string, args ...string) (*pr
 	defer cancel()
 	addr, err := readBackendAddr(rctx, pr)
 	if err != nil {
-		if p.exited() {
-			return p, "", p.exitError()
+		if p.Exited() {
+			return p, "", p.ExitError(exitTail)
 		}
 		return p, "", fmt.Errorf("%s: %w", name, err)
 	}
-	e.log.Info(name+" listening", "addr", addr, "pid", p.pid())
+	e.log.Info(name+" listening", "addr", addr, "pid", p.Pid())
 	return p, addr, nil
 }
 
@@ -580,7 +581,7 @@ func (e *env) startGateway(ctx context.Context, servers []string) error {
 		return err
 	}
 	e.gateway = p
-	e.log.Info("gateway started", "listen", e.gatewayAddr, "admin", e.adminAddr, "pid", p.pid())
+	e.log.Info("gateway started", "listen", e.gatewayAddr, "admin", e.adminAddr, "pid", p.Pid())
 	return e.waitOK(ctx, p, e.url(TargetGateway))
 }
 
@@ -598,19 +599,19 @@ func (e *env) startNginx(ctx context.Context, bin string) error {
 		return err
 	}
 	e.nginx = p
-	e.log.Info("nginx started", "listen", e.nginxAddr, "pid", p.pid())
+	e.log.Info("nginx started", "listen", e.nginxAddr, "pid", p.Pid())
 	return e.waitOK(ctx, p, e.url(TargetNginx))
 }
 
 // waitOK polls url until it answers 200, the process exits or
 // readyTimeout passes.
-func (e *env) waitOK(ctx context.Context, p *proc, url string) error {
+func (e *env) waitOK(ctx context.Context, p *procgroup.Proc, url string) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	var last error
 	for {
-		if p.exited() {
-			return p.exitError()
+		if p.Exited() {
+			return p.ExitError(exitTail)
 		}
 		_, err := e.get(ctx, url)
 		if err == nil {
@@ -619,8 +620,8 @@ func (e *env) waitOK(ctx context.Context, p *proc, url string) error {
 		last = err
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s did not answer 200 at %s within %s: %v", p.name, url, readyTimeout, last)
-		case <-p.done:
+			return fmt.Errorf("%s did not answer 200 at %s within %s: %v", p.Name, url, readyTimeout, last)
+		case <-p.Done():
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -704,16 +705,16 @@ func (e *env) profile(ctx context.Context, path string) (*ProfileRun, error) {
 // stopAll stops the proxies, then the backend.
 func (e *env) stopAll() {
 	if e.bare != nil {
-		e.bare.stop(syscall.SIGTERM, stopGrace)
+		e.bare.Stop(context.Background(), syscall.SIGTERM, stopGrace)
 	}
 	if e.nginx != nil {
 		stopNginx(e.nginx)
 	}
 	if e.gateway != nil {
-		e.gateway.stop(syscall.SIGTERM, stopGrace)
+		e.gateway.Stop(context.Background(), syscall.SIGTERM, stopGrace)
 	}
 	if e.backend != nil {
-		e.backend.stop(syscall.SIGTERM, stopGrace)
+		e.backend.Stop(context.Background(), syscall.SIGTERM, stopGrace)
 	}
 }
 

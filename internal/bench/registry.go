@@ -20,6 +20,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/zkgate/zkgate/internal/procgroup"
 	"github.com/zkgate/zkgate/internal/zksession"
 	"github.com/zkgate/zkgate/internal/zktest"
 )
@@ -180,10 +181,10 @@ func RunRegistry(ctx context.Context, opts RegistryOptions) (*RegistryReport, er
 	rep.Tools.ZooKeeper = "Debian zookeeper package, standalone, -Xmx" + opts.ZKHeap + ", started by the bench"
 	rep.Tools.Java = toolVersion(ctx, "java", "-version")
 
-	e := &regEnv{opts: opts, log: log, layout: l, routes: rep.Setup.Routes, sp: newSpawner(),
+	e := &regEnv{opts: opts, log: log, layout: l, routes: rep.Setup.Routes, sp: procgroup.NewSpawner(),
 		http: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 4}},
 	}
-	defer e.sp.close()
+	defer e.sp.Close()
 	var err error
 	if e.dir = opts.Dir; e.dir == "" {
 		if e.dir, err = os.MkdirTemp("", "zkgate-bench-registry-"); err != nil {
@@ -279,14 +280,14 @@ type regEnv struct {
 	log    *slog.Logger
 	layout layout
 	routes []string
-	sp     *spawner
+	sp     *procgroup.Spawner
 	http   *http.Client
 	dir    string
 
 	zk     *zktest.Cluster
 	writer *zksession.Session
 
-	gateway   *proc
+	gateway   *procgroup.Proc
 	admin     string
 	pprofAddr string
 	runs      int
@@ -353,7 +354,7 @@ func (e *regEnv) startGateway(ctx context.Context, profiled bool) (time.Time, er
 
 func (e *regEnv) stopGateway() {
 	if e.gateway != nil {
-		e.gateway.stop(syscall.SIGTERM, stopGrace)
+		e.gateway.Stop(context.Background(), syscall.SIGTERM, stopGrace)
 		e.gateway = nil
 	}
 }
@@ -373,8 +374,8 @@ func (e *regEnv) coldStart(ctx context.Context, run int, profiled bool) (ColdSta
 	defer cancel()
 	var listening bool
 	for {
-		if e.gateway.exited() {
-			return cs, e.gateway.exitError()
+		if e.gateway.Exited() {
+			return cs, e.gateway.ExitError(exitTail)
 		}
 		rd, code, err := e.readyz(ctx)
 		now := time.Since(start)
@@ -395,12 +396,12 @@ func (e *regEnv) coldStart(ctx context.Context, run int, profiled bool) (ColdSta
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
-	if st, err := procStatus(e.gateway.pid()); err == nil {
+	if st, err := procStatus(e.gateway.Pid()); err == nil {
 		cs.PeakRSSBytes, cs.ReadyRSSBytes = float64(st.hwm), float64(st.rss)
 	}
 	// CPU time during the start: the gateway's (all of it is the start's),
 	// ZooKeeper's, and the rest of the machine's.
-	gw, gwErr := groupCPU(e.gateway.pid())
+	gw, gwErr := groupCPU(e.gateway.Pid())
 	zk1, zkErr2 := groupCPU(e.zk.PID(0))
 	sys1, sysErr2 := readSysCPU()
 	if errors.Join(zkErr, sysErr, gwErr, zkErr2, sysErr2) == nil {
@@ -551,7 +552,7 @@ func (e *regEnv) routedCounts(ctx context.Context) ([]int, error) {
 // memory reads the settled gateway's memory.
 func (e *regEnv) memory(ctx context.Context) (MemoryFigures, error) {
 	var mf MemoryFigures
-	st, err := procStatus(e.gateway.pid())
+	st, err := procStatus(e.gateway.Pid())
 	if err != nil {
 		return mf, err
 	}
@@ -703,8 +704,8 @@ func (e *regEnv) change(ctx context.Context, kind, svc, node, addr string, route
 	s.WriteMS = ms(written.Sub(issued))
 	prev := written
 	for {
-		if e.gateway.exited() {
-			return s, e.gateway.exitError()
+		if e.gateway.Exited() {
+			return s, e.gateway.ExitError(exitTail)
 		}
 		t0 := time.Now()
 		rd, _, err := e.readyz(wctx)

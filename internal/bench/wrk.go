@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/zkgate/zkgate/internal/procgroup"
 )
 
 // Load is the fixed load every target gets.
@@ -146,10 +148,10 @@ func wrkDuration(d time.Duration) string {
 type wrkRunner struct {
 	bin    string
 	script string
-	sp     *spawner
+	sp     *procgroup.Spawner
 }
 
-func newWrkRunner(sp *spawner, bin, dir string) (*wrkRunner, error) {
+func newWrkRunner(sp *procgroup.Spawner, bin, dir string) (*wrkRunner, error) {
 	script := filepath.Join(dir, "report.lua")
 	if err := os.WriteFile(script, []byte(wrkScript), 0o644); err != nil {
 		return nil, fmt.Errorf("writing wrk script: %w", err)
@@ -170,7 +172,7 @@ func (w *wrkRunner) run(ctx context.Context, l Load, d time.Duration, url string
 	if err != nil {
 		return WrkResult{}, 0, err
 	}
-	<-p.done
+	<-p.Done()
 	var cpu time.Duration
 	if st := cmd.ProcessState; st != nil {
 		cpu = st.UserTime() + st.SystemTime()
@@ -178,12 +180,12 @@ func (w *wrkRunner) run(ctx context.Context, l Load, d time.Duration, url string
 	if err := ctx.Err(); err != nil {
 		return WrkResult{}, cpu, fmt.Errorf("wrk %s: %w", url, err)
 	}
-	if p.err != nil {
+	if p.Err() != nil {
 		var ee *exec.ExitError
-		if errors.As(p.err, &ee) {
-			return WrkResult{}, cpu, fmt.Errorf("wrk %s: %v: %s", url, p.err, firstLine(out.Bytes()))
+		if errors.As(p.Err(), &ee) {
+			return WrkResult{}, cpu, fmt.Errorf("wrk %s: %v: %s", url, p.Err(), firstLine(out.Bytes()))
 		}
-		return WrkResult{}, cpu, fmt.Errorf("wrk %s: %w", url, p.err)
+		return WrkResult{}, cpu, fmt.Errorf("wrk %s: %w", url, p.Err())
 	}
 	res, err := parseWrkOutput(out.Bytes())
 	if err != nil {

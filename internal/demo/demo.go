@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/zkgate/zkgate/internal/procgroup"
 	"github.com/zkgate/zkgate/internal/zksession"
 	"github.com/zkgate/zkgate/internal/zktest"
 )
@@ -30,7 +31,7 @@ type run struct {
 	root  string
 	runID string
 	token string
-	sp    *spawner
+	sp    *procgroup.Spawner
 	prog  *progress
 }
 
@@ -105,8 +106,8 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	}()
 
 	r.prog = newProgress(opts.Progress, opts.Terminal)
-	r.sp = newSpawner()
-	defer r.sp.close()
+	r.sp = procgroup.NewSpawner()
+	defer r.sp.Close()
 
 	// ZooKeeper.
 	if len(opts.ZooKeeper) > 0 {
@@ -236,7 +237,7 @@ func (r *run) runMode(ctx context.Context, m Mode, keep bool) (res ModeResult, k
 	res = newModeResult(m, desc, lg.rec.summary(), measured, total, per)
 	res.Note = note
 	if s.nginx != nil {
-		if n := countLines(s.nginx.logPath, "no live upstreams"); n > 0 {
+		if n := countLines(s.nginx.LogPath, "no live upstreams"); n > 0 {
 			res.Note = fmt.Sprintf("%s answered 502 \"no live upstreams\": nginx takes a backend out for 10 s after a single failed request (max_fails=1 fail_timeout=10s, its defaults), and all four were out at once", plural(n, "request"))
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zkgate/zkgate/internal/procgroup"
 	"github.com/zkgate/zkgate/internal/zksession"
 	"github.com/zkgate/zkgate/internal/zktest"
 )
@@ -44,7 +45,7 @@ func TestDemoWatchZkgate(t *testing.T) {
 	})
 	t.Logf("demo took %s; progress:\n%s", time.Since(start).Round(time.Millisecond), prog.String())
 	if err != nil {
-		t.Fatalf("Run: %v\nlog tail: %s", err, logTail(filepath.Join(dir, "run", "demo.log"), 20))
+		t.Fatalf("Run: %v\nlog tail: %s", err, procgroup.LogTail(filepath.Join(dir, "run", "demo.log"), 20))
 	}
 	t.Logf("table:\n%s", out.String())
 	if len(rep.Modes) != 2 {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"text/template"
 	"time"
+
+	"github.com/zkgate/zkgate/internal/procgroup"
 )
 
 // nginxConfig is what the nginx mode's nginx.conf is rendered from.
@@ -111,7 +113,7 @@ func findNginx() string {
 
 // startNginx writes nginx.conf into cfg.Dir, checks it and runs nginx in
 // the foreground.
-func startNginx(ctx context.Context, sp *spawner, bin string, cfg nginxConfig) (*child, error) {
+func startNginx(ctx context.Context, sp *procgroup.Spawner, bin string, cfg nginxConfig) (*child, error) {
 	vctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	vout, err := exec.CommandContext(vctx, bin, "-V").CombinedOutput()
 	cancel()
@@ -146,6 +148,6 @@ func startNginx(ctx context.Context, sp *spawner, bin string, cfg nginxConfig) (
 	if err != nil {
 		return nil, err
 	}
-	c.logPath = errLog
+	c.LogPath = errLog
 	return c, nil
 }

@@ -207,11 +207,11 @@ func (s *stack) startBackend(ctx context.Context, b *backend) error {
 	defer cancel()
 	line, err := p.waitLine(wctx)
 	if err != nil {
-		p.stop(ctx, syscall.SIGKILL, 0)
+		p.Stop(ctx, syscall.SIGKILL, 0)
 		return err
 	}
 	if line != b.addr {
-		p.stop(ctx, syscall.SIGKILL, 0)
+		p.Stop(ctx, syscall.SIGKILL, 0)
 		return fmt.Errorf("sample backend on %s reported serving on %q", b.addr, line)
 	}
 	return nil
@@ -221,7 +221,7 @@ func (s *stack) startBackend(ctx context.Context, b *backend) error {
 // stops at once, cutting its requests in flight) and starts a new one on
 // the same address; it returns once the new one is registered.
 func (s *stack) restart(ctx context.Context, b *backend) error {
-	if b.proc != nil && !b.proc.stop(ctx, syscall.SIGTERM, 10*time.Second) {
+	if b.proc != nil && !b.proc.Stop(ctx, syscall.SIGTERM, 10*time.Second) {
 		s.r.log.Warn("sample backend did not stop on SIGTERM; killed", "addr", b.addr)
 	}
 	if err := ctx.Err(); err != nil {
@@ -258,8 +258,8 @@ func (s *stack) waitRouting(ctx context.Context, addrs []string) error {
 	seen := map[string]bool{}
 	var last string
 	for {
-		if s.nginx != nil && s.nginx.exited() {
-			return s.nginx.exitError()
+		if s.nginx != nil && s.nginx.Exited() {
+			return s.nginx.ExitError(exitTail)
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.base+"probe", nil)
 		if err != nil {
@@ -323,7 +323,7 @@ func (s *stack) close() {
 		}
 	}
 	if s.nginx != nil {
-		s.nginx.stop(ctx, syscall.SIGTERM, 5*time.Second)
+		s.nginx.Stop(ctx, syscall.SIGTERM, 5*time.Second)
 	}
 	var wg sync.WaitGroup
 	for _, b := range s.backends {
@@ -333,7 +333,7 @@ func (s *stack) close() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			b.proc.stop(ctx, syscall.SIGTERM, 5*time.Second)
+			b.proc.Stop(ctx, syscall.SIGTERM, 5*time.Second)
 		}()
 	}
 	wg.Wait()

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/zkgate/zkgate/internal/procgroup"
 )
 
 const (
@@ -132,7 +134,7 @@ type Cluster struct {
 	dir     string
 	ownsDir bool
 	servers []*server
-	spawn   *spawner
+	spawn   *procgroup.Spawner
 
 	mu      sync.Mutex // guards server.proc and closed; held while forking
 	closed  bool
@@ -197,7 +199,7 @@ func New(ctx context.Context, cfg Config) (*Cluster, error) {
 	} else if err := os.MkdirAll(c.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("zktest: %w", err)
 	}
-	c.spawn = newSpawner()
+	c.spawn = procgroup.NewSpawner()
 
 	began := time.Now()
 	var err error
@@ -385,8 +387,8 @@ func (c *Cluster) Launch(i int) error {
 	cmd := exec.Command(c.cfg.Java, args...)
 	cmd.Dir = s.dir
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = sysProcAttr()
-	if err := c.spawn.start(cmd); err != nil {
+	cmd.SysProcAttr = procgroup.SysProcAttr()
+	if err := c.spawn.Start(cmd); err != nil {
 		out.Close()
 		return fmt.Errorf("zktest: starting server %d: %w", i, err)
 	}
@@ -769,7 +771,7 @@ func (c *Cluster) Close() error {
 		p.signal(syscall.SIGKILL)
 	}
 	c.waiters.Wait()
-	c.spawn.close()
+	c.spawn.Close()
 	if c.ownsDir {
 		if err := os.RemoveAll(c.dir); err != nil {
 			return fmt.Errorf("zktest: removing %s: %w", c.dir, err)

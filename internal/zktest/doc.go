@@ -26,9 +26,9 @@
 // SysProcAttr{Setpgid: true, Pdeathsig: SIGKILL}. The kernel delivers the
 // parent-death signal when the *thread* that forked the child exits, not when
 // the process exits. Go threads come and go (and the runtime may retire the
-// thread a goroutine happened to run on), so each Cluster owns one spawner
-// goroutine that calls runtime.LockOSThread and never unlocks it: every
-// server of that cluster is forked from that one thread. The thread lives
+// thread a goroutine happened to run on), so each Cluster owns one
+// [procgroup.Spawner]: a goroutine that calls runtime.LockOSThread and never
+// unlocks it. Every server of that cluster is forked from that one thread. The thread lives
 // until [Cluster.Close] (which kills the servers first) or until the Go
 // process dies, at which point the kernel SIGKILLs any server still running.
 // Setpgid keeps a terminal's Ctrl-C from reaching the servers directly, so the

@@ -9,16 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
-
-// sysProcAttr puts the server in its own process group and asks the kernel
-// to SIGKILL it when the thread that forked it exits (see the package doc:
-// that thread is the cluster's locked spawner thread).
-func sysProcAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-}
 
 // waitStopped waits until every thread of pid is stopped (state T), since
 // SIGSTOP is delivered asynchronously: a JVM thread that is running when
