@@ -3,12 +3,14 @@ package bench
 import (
 	"strings"
 	"testing"
+
+	"github.com/zkgate/zkgate/internal/nginxconf"
 )
 
 func TestRenderNginxConf(t *testing.T) {
 	conf, err := renderNginxConf(NginxConfig{
 		Dir: "/tmp/b/nginx", Listen: "127.0.0.1:4100", Backend: "127.0.0.1:4200", Prefix: "/bench/",
-		Modules: NginxModules{FastCGI: true},
+		Modules: nginxconf.Modules{FastCGI: true},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -62,16 +64,5 @@ func TestRenderNginxConfOptions(t *testing.T) {
 		if _, err := renderNginxConf(c); err == nil {
 			t.Errorf("%+v: no error", c)
 		}
-	}
-}
-
-func TestNginxModules(t *testing.T) {
-	full := "configure arguments: --prefix=/usr/share/nginx --with-http_ssl_module"
-	if got := nginxModules(full); got != (NginxModules{true, true, true}) {
-		t.Errorf("full build: %+v", got)
-	}
-	light := "configure arguments: --without-http_uwsgi_module --without-http_scgi_module"
-	if got := nginxModules(light); got != (NginxModules{FastCGI: true}) {
-		t.Errorf("light build: %+v", got)
 	}
 }

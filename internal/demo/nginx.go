@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"text/template"
-	"time"
 
+	"github.com/zkgate/zkgate/internal/nginxconf"
 	"github.com/zkgate/zkgate/internal/procgroup"
 )
 
@@ -24,11 +22,9 @@ type nginxConfig struct {
 	Backends []string
 	// Prefix is the location proxied and stripped, e.g. "/demo/".
 	Prefix string
-	// FastCGI, UWSGI and SCGI say which optional modules with a temp path
-	// the binary has: nginx creates every temp path at start, so each must
-	// point into Dir when the module is there and must not be named when
-	// it is not.
-	FastCGI, UWSGI, SCGI bool
+	// Modules are the optional modules with a temp path the binary has
+	// (see [nginxconf.Modules]).
+	Modules nginxconf.Modules
 }
 
 // One process (master_process off): the parent-death signal then covers
@@ -42,8 +38,7 @@ var nginxTemplate = template.Must(template.New("nginx.conf").Parse(`# Generated 
 worker_processes 1;
 daemon off;
 master_process off;
-pid {{.Dir}}/nginx.pid;
-error_log {{.Dir}}/error.log warn;
+{{.Lines.Main}}
 
 events {
     worker_connections 4096;
@@ -51,17 +46,7 @@ events {
 
 http {
     access_log off;
-    client_body_temp_path {{.Dir}}/client_body;
-    proxy_temp_path {{.Dir}}/proxy;
-{{- if .FastCGI}}
-    fastcgi_temp_path {{.Dir}}/fastcgi;
-{{- end}}
-{{- if .UWSGI}}
-    uwsgi_temp_path {{.Dir}}/uwsgi;
-{{- end}}
-{{- if .SCGI}}
-    scgi_temp_path {{.Dir}}/scgi;
-{{- end}}
+{{.Lines.HTTP}}
 
     upstream demo_backends {
 {{- range .Backends}}
@@ -92,59 +77,34 @@ func renderNginxConf(c nginxConfig) (string, error) {
 	if c.Dir == "" || c.Listen == "" || len(c.Backends) == 0 || !strings.HasPrefix(c.Prefix, "/") {
 		return "", errors.New("nginx config: dir, listen, backends and prefix are required")
 	}
+	data := struct {
+		nginxConfig
+		Lines nginxconf.Lines
+	}{c, nginxconf.Render(c.Dir, c.Modules)}
 	var b strings.Builder
-	if err := nginxTemplate.Execute(&b, c); err != nil {
+	if err := nginxTemplate.Execute(&b, data); err != nil {
 		return "", fmt.Errorf("rendering nginx.conf: %w", err)
 	}
 	return b.String(), nil
 }
 
-// findNginx returns the nginx binary from PATH or /usr/sbin (not on a
-// normal user's PATH on Debian); "" when there is none.
-func findNginx() string {
-	if p, err := exec.LookPath("nginx"); err == nil {
-		return p
-	}
-	if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
-		return "/usr/sbin/nginx"
-	}
-	return ""
-}
-
 // startNginx writes nginx.conf into cfg.Dir, checks it and runs nginx in
 // the foreground.
 func startNginx(ctx context.Context, sp *procgroup.Spawner, bin string, cfg nginxConfig) (*child, error) {
-	vctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	vout, err := exec.CommandContext(vctx, bin, "-V").CombinedOutput()
-	cancel()
+	mods, err := nginxconf.ReadModules(ctx, bin)
 	if err != nil {
-		return nil, fmt.Errorf("nginx -V: %w", err)
+		return nil, err
 	}
-	v := string(vout)
-	cfg.FastCGI = !strings.Contains(v, "--without-http_fastcgi_module")
-	cfg.UWSGI = !strings.Contains(v, "--without-http_uwsgi_module")
-	cfg.SCGI = !strings.Contains(v, "--without-http_scgi_module")
+	cfg.Modules = mods
 	conf, err := renderNginxConf(cfg)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("nginx dir: %w", err)
-	}
-	confPath := filepath.Join(cfg.Dir, "nginx.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		return nil, fmt.Errorf("writing nginx.conf: %w", err)
-	}
-	// -e: the error log before the configuration is read (Debian's
-	// default is a system path).
-	errLog := filepath.Join(cfg.Dir, "error.log")
-	tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	out, err := exec.CommandContext(tctx, bin, "-t", "-q", "-p", cfg.Dir+"/", "-e", errLog, "-c", confPath).CombinedOutput()
-	cancel()
+	confPath, errLog, err := nginxconf.Prepare(ctx, bin, cfg.Dir, conf)
 	if err != nil {
-		return nil, fmt.Errorf("nginx -t: %v: %s", err, strings.TrimSpace(string(out)))
+		return nil, err
 	}
-	c, err := startChild(sp, "nginx", filepath.Join(cfg.Dir, "stderr.log"), bin, "-p", cfg.Dir+"/", "-e", errLog, "-c", confPath)
+	c, err := startChild(sp, "nginx", filepath.Join(cfg.Dir, "stderr.log"), bin, nginxconf.Args(cfg.Dir, confPath, errLog)...)
 	if err != nil {
 		return nil, err
 	}

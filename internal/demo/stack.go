@@ -20,6 +20,7 @@ import (
 	"github.com/zkgate/zkgate/internal/controller"
 	"github.com/zkgate/zkgate/internal/ctlclient"
 	"github.com/zkgate/zkgate/internal/gatewayd"
+	"github.com/zkgate/zkgate/internal/nginxconf"
 	"github.com/zkgate/zkgate/internal/samplebackend"
 	"github.com/zkgate/zkgate/internal/version"
 )
@@ -231,7 +232,7 @@ func (s *stack) restart(ctx context.Context, b *backend) error {
 }
 
 func (s *stack) startNginx(ctx context.Context, addrs []string) error {
-	bin := findNginx()
+	bin := nginxconf.Find()
 	if bin == "" {
 		return errNoNginx
 	}

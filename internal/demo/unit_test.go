@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/zkgate/zkgate/internal/nginxconf"
 )
 
 func TestPlanMix(t *testing.T) {
@@ -343,7 +345,7 @@ func TestParseModes(t *testing.T) {
 }
 
 func TestRenderNginxConf(t *testing.T) {
-	conf, err := renderNginxConf(nginxConfig{Dir: "/tmp/x", Listen: "127.0.0.1:9", Backends: []string{"127.0.0.1:1", "127.0.0.1:2"}, Prefix: "/demo/", UWSGI: true})
+	conf, err := renderNginxConf(nginxConfig{Dir: "/tmp/x", Listen: "127.0.0.1:9", Backends: []string{"127.0.0.1:1", "127.0.0.1:2"}, Prefix: "/demo/", Modules: nginxconf.Modules{UWSGI: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
