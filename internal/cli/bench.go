@@ -101,14 +101,7 @@ Flags:
 	zkgateBin := fs.String("zkgate", "", "zkgate binary that runs the backend and the gateway (default: this executable)")
 	keepDir := fs.String("dir", "", "keep the run's configurations and logs in this directory (default: a temporary one, removed)")
 	logLevel := fs.String("log-level", "info", "progress log level: debug, info, warn or error")
-	var gatewayEnv []string
-	fs.Func("gateway-env", "KEY=VALUE added to the gateway's environment only, for experiments such as GOGC=400 (repeatable)", func(v string) error {
-		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
-			return fmt.Errorf("%q is not KEY=VALUE", v)
-		}
-		gatewayEnv = append(gatewayEnv, v)
-		return nil
-	})
+	gatewayEnv := gatewayEnvFlag(fs, "GOGC=400")
 	if err := fs.Parse(args); err != nil {
 		return flagExit(err)
 	}
@@ -154,7 +147,7 @@ Flags:
 		Binary: bin, Wrk: *wrkBin, Nginx: *nginxBin, NoNginx: *noNginx, Baseline: *baseline,
 		Load:   bench.Load{Threads: *threads, Connections: *conns, Duration: *duration, Timeout: *timeout},
 		Warmup: *warmup, Rounds: *rounds, BodySize: *size, NginxWorkers: *nginxWorkers,
-		ZooKeeper: servers, GatewayEnv: gatewayEnv, CPUProfile: *cpuProfile, Dir: *keepDir,
+		ZooKeeper: servers, GatewayEnv: *gatewayEnv, CPUProfile: *cpuProfile, Dir: *keepDir,
 		Command: commandLine("zkgate bench proxy", args), Version: version.Version, Logger: log,
 	})
 	if err != nil {
@@ -290,14 +283,7 @@ Flags:
 	zkgateBin := fs.String("zkgate", "", "zkgate binary that runs the gateway (default: this executable)")
 	keepDir := fs.String("dir", "", "keep the run's configuration, logs and ZooKeeper's data in this directory (default: a temporary one, removed)")
 	logLevel := fs.String("log-level", "info", "progress log level: debug, info, warn or error")
-	var gatewayEnv []string
-	fs.Func("gateway-env", "KEY=VALUE added to the gateway's environment only, for experiments such as GOGC=50 (repeatable)", func(v string) error {
-		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
-			return fmt.Errorf("%q is not KEY=VALUE", v)
-		}
-		gatewayEnv = append(gatewayEnv, v)
-		return nil
-	})
+	gatewayEnv := gatewayEnvFlag(fs, "GOGC=50")
 	if err := fs.Parse(args); err != nil {
 		return flagExit(err)
 	}
@@ -334,7 +320,7 @@ Flags:
 	rep, err := bench.RunRegistry(ctx, bench.RegistryOptions{
 		Binary: bin, Services: *services, Instances: *instances, Routes: *routes, ColdStarts: *coldStarts,
 		Changes: *changes, Pause: *pause, Poll: *poll, Settle: *settle, Batch: *batch, Writers: *writers,
-		ZKHeap: *zkHeap, GatewayEnv: gatewayEnv, ProfileDir: *profileDir, Dir: *keepDir,
+		ZKHeap: *zkHeap, GatewayEnv: *gatewayEnv, ProfileDir: *profileDir, Dir: *keepDir,
 		Command: commandLine("zkgate bench registry", args), Version: version.Version, Logger: log,
 	})
 	if err != nil {
@@ -354,6 +340,19 @@ Flags:
 		return fail(stderr, name, errors.New("the gateway did not show the full load or a change (see the notes)"))
 	}
 	return 0
+}
+
+// gatewayEnvFlag defines the repeatable --gateway-env KEY=VALUE flag.
+func gatewayEnvFlag(fs *flag.FlagSet, example string) *[]string {
+	var env []string
+	fs.Func("gateway-env", "KEY=VALUE added to the gateway's environment only, for experiments such as "+example+" (repeatable)", func(v string) error {
+		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+			return fmt.Errorf("%q is not KEY=VALUE", v)
+		}
+		env = append(env, v)
+		return nil
+	})
+	return &env
 }
 
 // withDirHint adds to a failed run's error that --dir keeps its logs,

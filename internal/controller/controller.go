@@ -11,7 +11,6 @@ package controller
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -24,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/zkgate/zkgate/internal/component"
 	"github.com/zkgate/zkgate/internal/config"
 	"github.com/zkgate/zkgate/internal/marks"
 	"github.com/zkgate/zkgate/internal/presence"
@@ -79,12 +79,8 @@ type Controller struct {
 	ln  net.Listener
 	srv *http.Server
 
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	errMu     sync.Mutex
-	err       error
-	done      chan struct{}
-	closeOnce sync.Once
+	cancel     context.CancelFunc
+	components *component.Group
 	// stopping is closed when Shutdown or Close begins: waiting drains
 	// answer 503 at once so their clients move to another replica.
 	stopping     chan struct{}
@@ -122,11 +118,11 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Controller, 
 
 	c := &Controller{
 		cfg: cfg, opts: opts, log: log, id: id, now: now,
-		auth:     newAuthenticator(cfg.Controller.Tokens, cfg.Controller.ReadTokens),
-		changed:  newNotifier(),
-		promReg:  prometheus.NewRegistry(),
-		done:     make(chan struct{}),
-		stopping: make(chan struct{}),
+		auth:       newAuthenticator(cfg.Controller.Tokens, cfg.Controller.ReadTokens),
+		changed:    newNotifier(),
+		promReg:    prometheus.NewRegistry(),
+		stopping:   make(chan struct{}),
+		components: component.NewGroup(log, "controller"),
 	}
 	c.promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	c.metrics = newMetrics(c.promReg,
@@ -197,33 +193,15 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Controller, 
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c.cancel = cancel
-	c.goRun("registry", func() error { return c.reg.Run(runCtx) })
-	c.goRun("marks", func() error { return c.marks.Run(runCtx) })
-	c.goRun("presence", func() error { return c.presence.Run(runCtx) })
-	c.goRun("fanout", func() error { return c.fanout(runCtx) })
-	c.goRun("election", func() error { return c.elector.Run(runCtx) })
-	c.goRun("audit trim", func() error { return c.audit.Run(runCtx) })
-	c.goRun("api listener", func() error { return c.srv.Serve(c.ln) })
+	c.components.Go("registry", func() error { return c.reg.Run(runCtx) })
+	c.components.Go("marks", func() error { return c.marks.Run(runCtx) })
+	c.components.Go("presence", func() error { return c.presence.Run(runCtx) })
+	c.components.Go("fanout", func() error { return c.fanout(runCtx) })
+	c.components.Go("election", func() error { return c.elector.Run(runCtx) })
+	c.components.Go("audit trim", func() error { return c.audit.Run(runCtx) })
+	c.components.Go("api listener", func() error { return c.srv.Serve(c.ln) })
 	log.Info("controller started", "listen", c.Addr(), "zookeeper", cfg.ZooKeeper.Servers)
 	return c, nil
-}
-
-func (c *Controller) goRun(what string, f func() error) {
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		err := f()
-		if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, http.ErrServerClosed) || errors.Is(err, zksession.ErrClosed) {
-			return
-		}
-		c.log.Error("controller component stopped", "component", what, "err", err)
-		c.errMu.Lock()
-		if c.err == nil {
-			c.err = fmt.Errorf("%s: %w", what, err)
-		}
-		c.errMu.Unlock()
-		c.closeOnce.Do(func() { close(c.done) })
-	}()
 }
 
 // ID is this replica's id.
@@ -252,14 +230,10 @@ func (c *Controller) Presence() *presence.Watcher { return c.presence }
 
 // Done is closed when a component stopped with an error (see Err); the
 // process should then exit.
-func (c *Controller) Done() <-chan struct{} { return c.done }
+func (c *Controller) Done() <-chan struct{} { return c.components.Failed() }
 
 // Err returns the first error a component stopped with, if any.
-func (c *Controller) Err() error {
-	c.errMu.Lock()
-	defer c.errMu.Unlock()
-	return c.err
-}
+func (c *Controller) Err() error { return c.components.Err() }
 
 // Shutdown stops accepting API calls, answers waiting drains with 503 at
 // once (their clients move to another replica), waits for the other calls
@@ -273,7 +247,7 @@ func (c *Controller) Shutdown(ctx context.Context) error {
 		c.srv.Close()
 	}
 	c.cancel()
-	c.wg.Wait()
+	c.components.Wait()
 	c.sess.Close()
 	if err != nil {
 		return fmt.Errorf("waiting for API calls in progress: %w", err)
@@ -289,5 +263,5 @@ func (c *Controller) Close() {
 	c.sess.Close()
 	c.srv.Close()
 	c.cancel()
-	c.wg.Wait()
+	c.components.Wait()
 }

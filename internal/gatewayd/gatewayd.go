@@ -6,20 +6,19 @@ package gatewayd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/go-zookeeper/zk"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/zkgate/zkgate/internal/component"
 	"github.com/zkgate/zkgate/internal/config"
 	"github.com/zkgate/zkgate/internal/gateway"
 	"github.com/zkgate/zkgate/internal/marks"
@@ -60,11 +59,8 @@ type Daemon struct {
 	proxySrv         *http.Server
 	adminSrv         *http.Server
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	errMu  sync.Mutex
-	err    error
-	done   chan struct{}
+	cancel     context.CancelFunc
+	components *component.Group
 }
 
 // Start connects to ZooKeeper, starts following the registry and marks and
@@ -129,7 +125,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, erro
 	if err != nil {
 		return fail(err)
 	}
-	d := &Daemon{cfg: cfg, log: log, sess: sess, id: id, done: make(chan struct{}), routed: map[string]bool{},
+	d := &Daemon{cfg: cfg, log: log, sess: sess, id: id, components: component.NewGroup(log, "gateway"), routed: map[string]bool{},
 		proxyLn: proxyLn, adminLn: adminLn}
 	for _, rt := range cfg.Gateway.Routes {
 		d.routed[rt.Service] = true
@@ -158,12 +154,12 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, erro
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.cancel = cancel
-	d.goRun("registry", func() error { return d.reg.Run(runCtx) })
-	d.goRun("marks", func() error { return d.marks.Run(runCtx) })
-	d.goRun("presence", func() error { return d.presence.Run(runCtx) })
-	d.goRun("apply", func() error { return d.apply(runCtx, opts.OnApply) })
-	d.goRun("proxy listener", func() error { return d.proxySrv.Serve(d.proxyLn) })
-	d.goRun("admin listener", func() error { return d.adminSrv.Serve(d.adminLn) })
+	d.components.Go("registry", func() error { return d.reg.Run(runCtx) })
+	d.components.Go("marks", func() error { return d.marks.Run(runCtx) })
+	d.components.Go("presence", func() error { return d.presence.Run(runCtx) })
+	d.components.Go("apply", func() error { return d.apply(runCtx, opts.OnApply) })
+	d.components.Go("proxy listener", func() error { return d.proxySrv.Serve(d.proxyLn) })
+	d.components.Go("admin listener", func() error { return d.adminSrv.Serve(d.adminLn) })
 	log.Info("gateway started", "listen", d.ProxyAddr(), "admin", d.AdminAddr(), "zookeeper", cfg.ZooKeeper.Servers)
 	return d, nil
 }
@@ -186,23 +182,6 @@ func SessionConfig(cfg *config.Config, log *slog.Logger) (zksession.Config, erro
 		sc.TLS = tc
 	}
 	return sc, nil
-}
-
-func (d *Daemon) goRun(what string, f func() error) {
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		err := f()
-		if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, http.ErrServerClosed) || errors.Is(err, zksession.ErrClosed) {
-			return
-		}
-		d.log.Error("gateway component stopped", "component", what, "err", err)
-		d.errMu.Lock()
-		if d.err == nil {
-			d.err = fmt.Errorf("%s: %w", what, err)
-		}
-		d.errMu.Unlock()
-	}()
 }
 
 // apply feeds every new registry or marks snapshot to the proxy, once both
@@ -417,19 +396,13 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	}
 	d.cancel()
 	d.adminSrv.Close()
-	d.wg.Wait()
+	d.components.Wait()
 	d.sess.Close()
-	d.errMu.Lock()
-	defer d.errMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("waiting for requests in flight: %w", err)
 	}
-	return d.err
+	return d.components.Err()
 }
 
 // Err returns the first error a component stopped with, if any.
-func (d *Daemon) Err() error {
-	d.errMu.Lock()
-	defer d.errMu.Unlock()
-	return d.err
-}
+func (d *Daemon) Err() error { return d.components.Err() }
