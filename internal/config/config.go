@@ -109,6 +109,29 @@ type Gateway struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// MaxIdleConnsPerHost for upstream keep-alive connections. Default 256.
 	MaxIdleConnsPerHost int `yaml:"max_idle_conns_per_host"`
+
+	// Client-side limits of the proxy listener (each like nginx's
+	// directive of the same idea). A connection that passes one is closed;
+	// a request whose head or body is too slow is answered 408 when
+	// nothing of its answer was sent yet.
+	//
+	// ClientIdleTimeout bounds how long a keep-alive connection waits for
+	// its next request. Default 60s (nginx keepalive_timeout: 75s).
+	ClientIdleTimeout time.Duration `yaml:"client_idle_timeout"`
+	// ClientHeaderTimeout bounds reading a request head once its first
+	// byte arrived. Default 10s (nginx client_header_timeout: 60s).
+	ClientHeaderTimeout time.Duration `yaml:"client_header_timeout"`
+	// ClientBodyTimeout bounds each read of a request body: the time
+	// between two successive reads, not the whole transfer. Default 30s
+	// (nginx client_body_timeout: 60s).
+	ClientBodyTimeout time.Duration `yaml:"client_body_timeout"`
+	// ClientSendTimeout bounds each write of a response to the client: a
+	// client that reads nothing for this long is cut. Default 30s (nginx
+	// send_timeout: 60s).
+	ClientSendTimeout time.Duration `yaml:"client_send_timeout"`
+	// MaxHeaderBytes bounds a request head (request line and headers);
+	// larger ones get 431. Default 64 KiB; at most 1 MiB.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
 }
 
 // Route maps a request to a service.
@@ -165,11 +188,18 @@ const (
 	DefaultStaleAfter      = 60 * time.Second
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultMaxIdlePerHost  = 256
-	DefaultMarkTTL         = 10 * time.Minute
-	DefaultAbsentGrace     = 30 * time.Minute
-	DefaultReconcile       = 10 * time.Second
-	DefaultDepartedWindow  = 60 * time.Second
-	DefaultAuditLimit      = 1000
+
+	DefaultClientIdleTimeout   = 60 * time.Second
+	DefaultClientHeaderTimeout = 10 * time.Second
+	DefaultClientBodyTimeout   = 30 * time.Second
+	DefaultClientSendTimeout   = 30 * time.Second
+	DefaultMaxHeaderBytes      = 64 << 10
+	MaxMaxHeaderBytes          = 1 << 20
+	DefaultMarkTTL             = 10 * time.Minute
+	DefaultAbsentGrace         = 30 * time.Minute
+	DefaultReconcile           = 10 * time.Second
+	DefaultDepartedWindow      = 60 * time.Second
+	DefaultAuditLimit          = 1000
 
 	FormatCurator  = "curator"
 	FormatHostPort = "hostport"
@@ -264,6 +294,7 @@ func (c *Config) ApplyDefaults() {
 	if g.MaxIdleConnsPerHost == 0 {
 		g.MaxIdleConnsPerHost = DefaultMaxIdlePerHost
 	}
+	g.ApplyClientDefaults()
 	ct := &c.Controller
 	if ct.Listen == "" {
 		ct.Listen = DefaultControllerAddr
@@ -282,6 +313,25 @@ func (c *Config) ApplyDefaults() {
 	}
 	if ct.AuditLimit == 0 {
 		ct.AuditLimit = DefaultAuditLimit
+	}
+}
+
+// ApplyClientDefaults fills the unset client-side limits.
+func (g *Gateway) ApplyClientDefaults() {
+	if g.ClientIdleTimeout == 0 {
+		g.ClientIdleTimeout = DefaultClientIdleTimeout
+	}
+	if g.ClientHeaderTimeout == 0 {
+		g.ClientHeaderTimeout = DefaultClientHeaderTimeout
+	}
+	if g.ClientBodyTimeout == 0 {
+		g.ClientBodyTimeout = DefaultClientBodyTimeout
+	}
+	if g.ClientSendTimeout == 0 {
+		g.ClientSendTimeout = DefaultClientSendTimeout
+	}
+	if g.MaxHeaderBytes == 0 {
+		g.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
 }
 
@@ -359,8 +409,12 @@ func (c *Config) ValidateGateway() error {
 	if *g.Retries < 0 || *g.Retries > 10 {
 		return errors.New("gateway.retries must be between 0 and 10")
 	}
-	if g.DialTimeout < 0 || g.StaleAfter < 0 || g.Warmup < 0 || g.ShutdownTimeout < 0 {
+	if g.DialTimeout < 0 || g.StaleAfter < 0 || g.Warmup < 0 || g.ShutdownTimeout < 0 ||
+		g.ClientIdleTimeout < 0 || g.ClientHeaderTimeout < 0 || g.ClientBodyTimeout < 0 || g.ClientSendTimeout < 0 {
 		return errors.New("gateway: durations must be positive")
+	}
+	if g.MaxHeaderBytes < 0 || g.MaxHeaderBytes > MaxMaxHeaderBytes {
+		return fmt.Errorf("gateway.max_header_bytes must be between 1 and %d", MaxMaxHeaderBytes)
 	}
 	return nil
 }

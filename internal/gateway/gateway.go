@@ -122,6 +122,8 @@ type Gateway struct {
 
 	upMu     sync.Mutex
 	upgrades map[*upgradeBody]struct{}
+
+	srv servers
 }
 
 // New builds a gateway for cfg. Unset keys get the defaults of package
@@ -147,6 +149,7 @@ func New(cfg config.Gateway, opts Options) (*Gateway, error) {
 	if cfg.Balancer == "" {
 		cfg.Balancer = config.BalancerLeastRequests
 	}
+	cfg.ApplyClientDefaults()
 	bal, ok := parseBalancer(cfg.Balancer)
 	if !ok {
 		return nil, fmt.Errorf("gateway.balancer: %q is not %s or %s", cfg.Balancer, config.BalancerLeastRequests, config.BalancerRoundRobin)
@@ -357,29 +360,33 @@ func (g *Gateway) BeginShutdown() {
 	g.mu.Unlock()
 }
 
-// Shutdown prepares for exit: /readyz fails from now on (BeginShutdown),
-// and Shutdown waits until no request is in flight to any instance, then
-// closes idle upstream connections. Call it together with (or after)
-// http.Server.Shutdown on the proxy's server: the server waits for
-// handlers but not for hijacked (upgraded) connections, which Shutdown
-// waits for too. When ctx ends first, upgraded connections are closed and
-// ctx's error returned; requests still in flight then end as the servers
-// close their connections.
+// Shutdown stops the gateway gracefully: /readyz fails from now on
+// (BeginShutdown), the listeners given to Serve close, idle client
+// connections close and busy ones close after their current request;
+// then Shutdown waits until no request is in flight to any instance
+// (upgraded connections included) and closes the idle upstream
+// connections. When ctx ends first, every connection is closed and ctx's
+// error returned.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.BeginShutdown()
+	err := g.stopServing(ctx)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for g.InFlight() > 0 {
 		select {
 		case <-ctx.Done():
 			g.closeUpgrades()
-			g.httpTransport.CloseIdleConnections()
+			g.closeIdleUpstreams()
 			return ctx.Err()
 		case <-tick.C:
 		}
 	}
+	g.closeIdleUpstreams()
+	return err
+}
+
+func (g *Gateway) closeIdleUpstreams() {
 	g.httpTransport.CloseIdleConnections()
-	return nil
 }
 
 func (g *Gateway) trackUpgrade(u *upgradeBody, add bool) {

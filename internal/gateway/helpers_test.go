@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -141,13 +142,20 @@ func rte(prefix, service string) config.Route {
 	return config.Route{Prefix: prefix, Service: service}
 }
 
-// testGateway is a gateway behind a real front server, with its own
-// metrics registry.
+// testGateway is a gateway serving a real loopback listener (Serve), with
+// its own metrics registry.
 type testGateway struct {
 	*Gateway
-	front *httptest.Server
+	front *frontServer
 	admin *httptest.Server
 	reg   *prometheus.Registry
+}
+
+// frontServer is the gateway's proxy listener in a test.
+type frontServer struct {
+	URL  string // http://127.0.0.1:port
+	Addr string // 127.0.0.1:port
+	done chan error
 }
 
 func newTestGateway(t testing.TB, cfg config.Gateway, opts Options) *testGateway {
@@ -159,13 +167,24 @@ func newTestGateway(t testing.TB, cfg config.Gateway, opts Options) *testGateway
 		t.Fatal(err)
 	}
 	tg := &testGateway{Gateway: g, reg: reg}
-	tg.front = httptest.NewServer(g)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg.front = &frontServer{URL: "http://" + ln.Addr().String(), Addr: ln.Addr().String(), done: make(chan error, 1)}
+	go func() { tg.front.done <- g.Serve(ln) }()
 	tg.admin = httptest.NewServer(g.AdminHandler())
 	t.Cleanup(func() {
-		tg.front.CloseClientConnections()
-		tg.front.Close()
+		g.Close()
 		tg.admin.Close()
-		g.httpTransport.CloseIdleConnections()
+		select {
+		case err := <-tg.front.done:
+			if !errors.Is(err, ErrClosed) {
+				t.Errorf("Serve returned %v, want ErrClosed", err)
+			}
+		case <-time.After(waitFor):
+			t.Error("Serve did not return after Close")
+		}
 	})
 	return tg
 }

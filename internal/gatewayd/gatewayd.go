@@ -6,6 +6,7 @@ package gatewayd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -56,7 +57,6 @@ type Daemon struct {
 	routed map[string]bool
 
 	proxyLn, adminLn net.Listener
-	proxySrv         *http.Server
 	adminSrv         *http.Server
 
 	cancel     context.CancelFunc
@@ -149,7 +149,6 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, erro
 		ZKRoot: cfg.ZooKeeper.Root, ID: id, Logger: log,
 		Report: func() presence.Report { return d.report(opts.Version, started) },
 	})
-	d.proxySrv = &http.Server{Handler: d.gw, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	d.adminSrv = &http.Server{Handler: d.gw.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -158,7 +157,12 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, erro
 	d.components.Go("marks", func() error { return d.marks.Run(runCtx) })
 	d.components.Go("presence", func() error { return d.presence.Run(runCtx) })
 	d.components.Go("apply", func() error { return d.apply(runCtx, opts.OnApply) })
-	d.components.Go("proxy listener", func() error { return d.proxySrv.Serve(d.proxyLn) })
+	d.components.Go("proxy listener", func() error {
+		if err := d.gw.Serve(d.proxyLn); !errors.Is(err, gateway.ErrClosed) {
+			return err
+		}
+		return nil
+	})
 	d.components.Go("admin listener", func() error { return d.adminSrv.Serve(d.adminLn) })
 	log.Info("gateway started", "listen", d.ProxyAddr(), "admin", d.AdminAddr(), "zookeeper", cfg.ZooKeeper.Servers)
 	return d, nil
@@ -373,17 +377,10 @@ func (d *Daemon) Marks() *marks.Cache { return d.marks }
 //  4. the admin listener and the ZooKeeper session close.
 func (d *Daemon) Shutdown(ctx context.Context) error {
 	d.log.Info("gateway shutting down")
-	d.gw.BeginShutdown()
 	d.adminSrv.SetKeepAlivesEnabled(false)
-	err := d.proxySrv.Shutdown(ctx)
-	if err != nil {
-		d.proxySrv.Close()
-	}
-	// The server does not wait for hijacked (upgraded) connections; the
-	// gateway counts them in flight until they close.
-	if gerr := d.gw.Shutdown(ctx); gerr != nil && err == nil {
-		err = gerr
-	}
+	// The proxy listener closes; requests and upgraded connections in
+	// flight are waited for.
+	err := d.gw.Shutdown(ctx)
 	lctx := ctx
 	if ctx.Err() != nil {
 		// Out of time for requests, but say goodbye all the same.
