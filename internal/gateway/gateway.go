@@ -26,6 +26,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"sort"
@@ -103,6 +104,7 @@ type Gateway struct {
 
 	transport     http.RoundTripper // tests may replace it
 	httpTransport *http.Transport
+	dialer        *dialer // the native engine's
 	bufPool       bufferPool
 	bodyNoRoute   []byte
 
@@ -121,7 +123,7 @@ type Gateway struct {
 	expiry *time.Timer
 
 	upMu     sync.Mutex
-	upgrades map[*upgradeBody]struct{}
+	upgrades map[io.Closer]struct{}
 
 	srv servers
 }
@@ -176,7 +178,7 @@ func New(cfg config.Gateway, opts Options) (*Gateway, error) {
 		failOpen:    *cfg.FailOpen,
 		warmup:      int64(cfg.Warmup),
 		changes:     make(chan struct{}, 1),
-		upgrades:    map[*upgradeBody]struct{}{},
+		upgrades:    map[io.Closer]struct{}{},
 		bodyNoRoute: []byte(`{"error":"no route"}`),
 	}
 	if g.log == nil {
@@ -216,6 +218,7 @@ func New(cfg config.Gateway, opts Options) (*Gateway, error) {
 		rt.svc = s
 	}
 	g.httpTransport = newTransport(cfg)
+	g.dialer = newDialer(cfg.DialTimeout)
 	g.transport = g.httpTransport
 	for _, rt := range rs.routes {
 		g.initRoute(rt)
@@ -387,9 +390,16 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 
 func (g *Gateway) closeIdleUpstreams() {
 	g.httpTransport.CloseIdleConnections()
+	g.mu.Lock()
+	for _, s := range g.services {
+		for _, h := range s.hosts {
+			h.conns.closeIdle()
+		}
+	}
+	g.mu.Unlock()
 }
 
-func (g *Gateway) trackUpgrade(u *upgradeBody, add bool) {
+func (g *Gateway) trackUpgrade(u io.Closer, add bool) {
 	g.upMu.Lock()
 	if add {
 		g.upgrades[u] = struct{}{}
@@ -401,7 +411,7 @@ func (g *Gateway) trackUpgrade(u *upgradeBody, add bool) {
 
 func (g *Gateway) closeUpgrades() {
 	g.upMu.Lock()
-	us := make([]*upgradeBody, 0, len(g.upgrades))
+	us := make([]io.Closer, 0, len(g.upgrades))
 	for u := range g.upgrades {
 		us = append(us, u)
 	}

@@ -54,6 +54,8 @@ type host struct {
 	requests atomic.Uint64 // responses received from the host
 	failures atomic.Uint64 // connection failures
 
+	conns connPool // idle upstream connections (native engine)
+
 	// Guarded by Gateway.mu; only the table builder uses them.
 	czxid   int64 // registration the host was last seen with
 	inRot   bool  // in rotation in the latest table

@@ -29,6 +29,8 @@ type metrics struct {
 	failOpen       *prometheus.CounterVec
 	ejections      *prometheus.CounterVec
 	noRoute        prometheus.Counter
+	// unrouted counts requests refused before routing (400, 408, 431...).
+	unrouted routeMetrics
 }
 
 var durationBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
@@ -62,6 +64,7 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
 		}, []string{"service"}),
 	}
 	m.noRoute = m.requests.WithLabelValues("", "", "404")
+	m.unrouted.vec = m.requests
 	for _, c := range []prometheus.Collector{
 		m.requests, m.duration, m.retries, m.upstreamErrors, m.failOpen, m.ejections, &stateCollector{g: g},
 	} {

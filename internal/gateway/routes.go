@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/http"
@@ -23,6 +24,8 @@ type route struct {
 	strip   bool
 	timeout time.Duration
 	name    string // metrics label: host+prefix
+
+	prefixB, hostB []byte // prefix and host for matchBytes
 
 	proxy   *httputil.ReverseProxy
 	metrics routeMetrics
@@ -62,6 +65,8 @@ func newRouteSet(cfg []config.Route) (*routeSet, error) {
 			strip:   c.StripPrefix,
 			timeout: c.Timeout,
 			name:    h + c.Prefix,
+			prefixB: []byte(c.Prefix),
+			hostB:   []byte(h),
 		})
 		if h != "" {
 			rs.anyHost = true
@@ -96,6 +101,42 @@ func (rs *routeSet) match(r *http.Request) *route {
 		}
 	}
 	return nil
+}
+
+// matchBytes is match for the native engine: path is the request's
+// cleaned path, host its Host header.
+func (rs *routeSet) matchBytes(path, host []byte) *route {
+	if rs.anyHost {
+		host = requestHostBytes(host)
+	}
+	for _, rt := range rs.routes {
+		if rt.host != "" && !bytes.EqualFold(rt.hostB, host) {
+			continue
+		}
+		if matchPrefixBytes(path, rt.prefixB) {
+			return rt
+		}
+	}
+	return nil
+}
+
+func matchPrefixBytes(path, prefix []byte) bool {
+	if bytes.HasPrefix(path, prefix) {
+		return true
+	}
+	n := len(prefix) - 1
+	return n > 0 && prefix[n] == '/' && len(path) == n && bytes.Equal(path, prefix[:n])
+}
+
+// requestHostBytes is requestHost for the native engine.
+func requestHostBytes(h []byte) []byte {
+	if i := bytes.LastIndexByte(h, ':'); i >= 0 && bytes.IndexByte(h[i:], ']') < 0 {
+		h = h[:i]
+	}
+	if len(h) > 1 && h[0] == '[' && h[len(h)-1] == ']' {
+		h = h[1 : len(h)-1]
+	}
+	return bytes.TrimSuffix(h, []byte("."))
 }
 
 // matchPrefix reports whether path is under prefix. A prefix ending in "/"

@@ -7,6 +7,9 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
+
+	"github.com/zkgate/zkgate/internal/config"
 )
 
 // ErrClosed is returned by Serve once the gateway is shut down or closed.
@@ -14,9 +17,10 @@ var ErrClosed = errors.New("gateway: server closed")
 
 // servers tracks the listeners a Gateway serves, for Shutdown and Close.
 type servers struct {
+	closed atomic.Bool
 	mu     sync.Mutex
-	closed bool
 	http   map[*http.Server]struct{}
+	native nativeConns
 }
 
 // Serve accepts proxy connections on ln and serves them until Shutdown or
@@ -24,7 +28,10 @@ type servers struct {
 // It may be called for several listeners. The connections are subject to
 // the client_* limits of the gateway's configuration.
 func (g *Gateway) Serve(ln net.Listener) error {
-	return g.serveNetHTTP(ln)
+	if g.cfg.Engine == config.EngineNetHTTP {
+		return g.serveNetHTTP(ln)
+	}
+	return g.serveNative(ln)
 }
 
 func (g *Gateway) serveNetHTTP(ln net.Listener) error {
@@ -36,7 +43,7 @@ func (g *Gateway) serveNetHTTP(ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
 	}
 	g.srv.mu.Lock()
-	if g.srv.closed {
+	if g.srv.closed.Load() {
 		g.srv.mu.Unlock()
 		ln.Close()
 		return ErrClosed
@@ -57,13 +64,16 @@ func (g *Gateway) serveNetHTTP(ln net.Listener) error {
 // current request (keep-alive ends); with ctx done it closes them at once.
 func (g *Gateway) stopServing(ctx context.Context) error {
 	g.srv.mu.Lock()
-	g.srv.closed = true
+	g.srv.closed.Store(true)
 	srvs := make([]*http.Server, 0, len(g.srv.http))
 	for s := range g.srv.http {
 		srvs = append(srvs, s)
 	}
 	g.srv.mu.Unlock()
 	var first error
+	if err := g.stopNative(ctx.Done()); err != nil {
+		first = err
+	}
 	for _, s := range srvs {
 		if err := s.Shutdown(ctx); err != nil {
 			s.Close()

@@ -196,6 +196,11 @@ func (g *Gateway) rebuildLocked() {
 					h.warmStart.Store(nowNs)
 				}
 			}
+			if h.czxid != 0 && h.czxid != in.Czxid {
+				// A new registration at the address: a new process, most
+				// likely; connections to the old one are dead.
+				h.conns.closeIdle()
+			}
 			h.czxid, h.present, h.marked = in.Czxid, true, marked
 			hosts[in.Addr] = h
 			m := &p.members[k]
@@ -256,6 +261,7 @@ func (g *Gateway) rebuildLocked() {
 				s.hosts[addr] = h
 				p.gone = append(p.gone, goneHost{h, h.czxid, marked})
 			}
+			h.conns.closeIdle() // excluded hosts pool nothing from now on
 		}
 		sort.Slice(p.gone, func(a, b int) bool { return p.gone[a].h.addr < p.gone[b].h.addr })
 	}
