@@ -67,6 +67,12 @@ type Snapshot struct {
 	Marks map[string]map[string]Mark
 	// Malformed counts mark nodes that could not be parsed.
 	Malformed int
+	// FullResync, Resyncs and ResyncTicket tell whether a full re-read
+	// published the snapshot, how many completed, and which Cache.Resync
+	// tickets the latest one covers (see zktree.Snapshot).
+	FullResync   bool
+	Resyncs      uint64
+	ResyncTicket uint64
 }
 
 // Get returns the mark of service/addr.

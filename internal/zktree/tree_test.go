@@ -483,3 +483,77 @@ func TestPollingAndBoundedConcurrency(t *testing.T) {
 	delete(want, "g19")
 	f.waitGroups("the next polls to find the changes", want)
 }
+
+// Snapshots say whether a full re-read published them, and Resync's
+// tickets tell a caller when a re-read that began after its call has
+// been published — a re-read already running when it called does not
+// count.
+func TestResyncTickets(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	w.put("/tree/a/x", "v=1")
+	var blocking atomic.Bool
+	entered, release, end := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	f := startTree(t, zc.Servers(), "/tree", func(s *setup) {
+		s.opts.Parse = func(group, name string, data []byte, st *zksession.Stat) (item, error) {
+			if blocking.Load() && name == "x" {
+				select {
+				case entered <- struct{}{}:
+				case <-end:
+				}
+				select {
+				case <-release:
+				case <-end:
+				}
+			}
+			return parse(group, name, data, st)
+		}
+	})
+	t.Cleanup(func() { close(end) }) // runs before startTree's cleanup
+	first := f.waitGroups("the first load", map[string]string{"a": "x=1"})
+	if !first.FullResync || first.Resyncs != 1 || first.ResyncTicket != 0 {
+		t.Fatalf("first snapshot: FullResync %v, Resyncs %d, ResyncTicket %d; want true, 1, 0",
+			first.FullResync, first.Resyncs, first.ResyncTicket)
+	}
+
+	w.put("/tree/a/y", "v=2")
+	watched := f.waitGroups("a watch event", map[string]string{"a": "x=1,y=2"})
+	if watched.FullResync || watched.Resyncs != 1 || watched.ResyncTicket != 0 {
+		t.Fatalf("snapshot of a watch event: FullResync %v, Resyncs %d, ResyncTicket %d; want false, 1, 0",
+			watched.FullResync, watched.Resyncs, watched.ResyncTicket)
+	}
+
+	t1 := f.tree.Resync()
+	eventually(t, "the re-read of ticket 1", func() bool { return f.tree.Snapshot().ResyncTicket >= t1 }, nil)
+	s := f.tree.Snapshot()
+	if t1 != 1 || !s.FullResync || s.Resyncs != 2 || s.Revision <= watched.Revision {
+		t.Fatalf("after Resync: ticket %d, FullResync %v, Resyncs %d, revision %d (before %d)",
+			t1, s.FullResync, s.Resyncs, s.Revision, watched.Revision)
+	}
+
+	// A re-read is running (held in Parse) when the second ticket is
+	// taken: its snapshot covers the first ticket only.
+	blocking.Store(true)
+	t2 := f.tree.Resync()
+	<-entered
+	t3 := f.tree.Resync()
+	if t3 != t2+1 {
+		t.Fatalf("tickets %d then %d", t2, t3)
+	}
+	release <- struct{}{}
+	<-entered // the next re-read runs: the one before is published
+	s = f.tree.Snapshot()
+	if !s.FullResync || s.ResyncTicket != t2 {
+		t.Fatalf("the re-read that was running: FullResync %v, ResyncTicket %d; want true, %d (not %d)",
+			s.FullResync, s.ResyncTicket, t2, t3)
+	}
+	blocking.Store(false)
+	release <- struct{}{}
+	eventually(t, "a re-read begun after the last ticket", func() bool { return f.tree.Snapshot().ResyncTicket >= t3 }, nil)
+	if s := f.tree.Snapshot(); !s.FullResync || s.Resyncs != 4 {
+		t.Fatalf("last re-read: FullResync %v, Resyncs %d; want true, 4", s.FullResync, s.Resyncs)
+	}
+	if got := f.resyncs(); got != 4 {
+		t.Fatalf("zkgate_test_resyncs_total = %v, want 4 (as Snapshot.Resyncs)", got)
+	}
+}
