@@ -12,8 +12,8 @@ import (
 )
 
 // Mark is one drain mark. The JSON fields are the node's content (a
-// contract, DESIGN.md §3); Service, Addr and Mzxid come from the node's
-// path and stat.
+// contract, docs/architecture.md#zookeeper-layout); Service, Addr and
+// Mzxid come from the node's path and stat.
 type Mark struct {
 	Reason    string `json:"reason"`
 	By        string `json:"by"`
