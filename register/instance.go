@@ -21,7 +21,8 @@ const (
 )
 
 // curatorInstance is Curator's ServiceInstance as Spring Cloud Zookeeper
-// writes it, fields in Curator's order (DESIGN.md §3).
+// writes it, fields in Curator's order
+// (docs/architecture.md#curator-registration-format).
 type curatorInstance struct {
 	Name                string         `json:"name"`
 	ID                  string         `json:"id"`

@@ -12,7 +12,7 @@ import (
 func TestEncodeInstanceIsSpringCloudZookeeperJSON(t *testing.T) {
 	data := encodeInstance("payment", "c0366eae-aa2e-4175-963d-51c139d008d0", "application-1",
 		"10.0.0.7", 8004, map[string]string{}, 1651140425239)
-	// DESIGN.md §3, byte for byte.
+	// docs/architecture.md#curator-registration-format, byte for byte.
 	want := `{"name":"payment","id":"c0366eae-aa2e-4175-963d-51c139d008d0","address":"10.0.0.7","port":8004,"sslPort":null,` +
 		`"payload":{"@class":"org.springframework.cloud.zookeeper.discovery.ZookeeperInstance","id":"application-1","name":"payment","metadata":{"instance_status":"UP"}},` +
 		`"registrationTimeUTC":1651140425239,"serviceType":"DYNAMIC",` +

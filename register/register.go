@@ -22,7 +22,7 @@
 //
 //   - The node is the ephemeral /<root>/<service>/<id>, its content Curator's
 //     ServiceInstance JSON exactly as Spring Cloud Zookeeper writes it
-//     (DESIGN.md §3): name, id, address, port, sslPort null, payload of class
+//     (docs/architecture.md#curator-registration-format): name, id, address, port, sslPort null, payload of class
 //     org.springframework.cloud.zookeeper.discovery.ZookeeperInstance with
 //     id, name and metadata (instance_status UP unless set),
 //     registrationTimeUTC, serviceType DYNAMIC and the uriSpec

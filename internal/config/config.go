@@ -2,8 +2,9 @@
 // every role (gateway, controller, register, rollout, demo); each role reads
 // the sections it needs and validates only those.
 //
-// The keys documented in DESIGN.md §2 are a contract: add keys, never rename
-// or remove them without a migration note in the README.
+// The keys documented in the README (its Configuration section) are a
+// contract: add keys, never rename or remove them without a migration note
+// in the README.
 package config
 
 import (

@@ -74,7 +74,8 @@ func TestConfirmedDrainWaitsForInFlightThenReregistrationClears(t *testing.T) {
 	if r.resp.Warning != "" {
 		t.Errorf("unexpected warning %q", r.resp.Warning)
 	}
-	// The mark's content is DESIGN.md §3's.
+	// The mark's content is the contract of
+	// docs/architecture.md#zookeeper-layout.
 	data, _, err := e.conn.Get(e.markPath("orders", target.addr))
 	if err != nil {
 		t.Fatal(err)

@@ -17,5 +17,5 @@ func SetWriteTimeouts(t *testing.T, write, reread time.Duration) {
 // caches completed, as reconciliation sees them.
 func ResyncProgress(c *Controller) (registry, marks uint64) {
 	p := c.resyncProgress()
-	return p.registry, p.marks
+	return p.registryResyncs, p.marksResyncs
 }

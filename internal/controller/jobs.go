@@ -37,10 +37,10 @@ import (
 //     than controller.absent_grace (as observed by this leader) is deleted;
 //   - every controller.reconcile_interval everything is re-read (Resync on
 //     the caches) and the same rules are applied to the fresh state — the
-//     snapshots of full re-reads completed after the request, not merely
-//     newer revisions (see fresh) — which repairs whatever watch events
-//     were missed; empty service directories under the marks root are
-//     removed and the audit trail is trimmed.
+//     snapshots of full re-reads begun after the request, as their Resync
+//     tickets tell, not merely newer revisions (see fresh) — which repairs
+//     whatever watch events were missed; empty service directories under
+//     the marks root are removed and the audit trail is trimmed.
 
 type markKey struct{ service, addr string }
 
@@ -241,14 +241,12 @@ func (c *Controller) clearMark(ctx context.Context, m marks.Mark, why, action, d
 // reconcile re-reads everything and applies the rules to the fresh state.
 func (c *Controller) reconcile(ctx context.Context, st *jobState) {
 	c.metrics.reconciles.Inc()
-	before := c.resyncProgress()
-	c.reg.Resync()
-	c.marks.Resync()
+	want := progress{loaded: true, registry: c.reg.Resync(), marks: c.marks.Resync()}
 	deadline := time.NewTimer(10 * time.Second)
 	defer deadline.Stop()
 	for {
 		wake := c.changed.Wait()
-		if fresh(before, c.resyncProgress()) {
+		if fresh(want, c.resyncProgress()) {
 			break
 		}
 		select {
@@ -275,55 +273,38 @@ func (c *Controller) reconcile(ctx context.Context, st *jobState) {
 	}
 }
 
-// resyncs says how far the registry and marks caches are: how many full
-// re-reads each completed (their zkgate_registry_resyncs_total and
-// zkgate_marks_resyncs_total counters, which count exactly that) and
-// whether each has a snapshot.
-type resyncs struct {
+// progress says how far the registry and marks caches are, from their
+// snapshots.
+type progress struct {
+	// loaded: both caches have a snapshot.
+	loaded bool
+	// registry and marks are the Resync tickets that the caches' latest
+	// full re-reads cover (Snapshot.ResyncTicket).
 	registry, marks uint64
-	loaded          bool
-	// The snapshots' revisions (for the log; they prove nothing).
-	registryRev, marksRev uint64
+	// registryResyncs and marksResyncs count the full re-reads completed
+	// (Snapshot.Resyncs).
+	registryResyncs, marksResyncs uint64
 }
 
-// fresh reports whether both caches completed a full re-read since before
-// was taken: their snapshots then come from a full re-read that completed
-// after reconcile asked for one (or from a later change on top of it). A
-// new revision alone proves nothing: watch events publish revisions too,
-// and they repair nothing that was missed.
-func fresh(before, now resyncs) bool {
-	return now.loaded && now.registry > before.registry && now.marks > before.marks
+// fresh reports whether both caches' snapshots come from full re-reads
+// that began after the Resync calls whose tickets want holds (or from
+// later changes on top of them). A new revision alone proves nothing:
+// watch events publish revisions too, and they repair nothing that was
+// missed; nor does a count of completed re-reads, since a re-read already
+// running when reconcile asked may complete after the request and still
+// miss what changed before it.
+func fresh(want, now progress) bool {
+	return now.loaded && now.registry >= want.registry && now.marks >= want.marks
 }
 
-// resyncProgress reads the caches' full re-read counters.
-//
-// The caches (zktree.Tree) expose no such count; their metrics do. (A
-// zktree accessor returning the number of completed full re-reads — or
-// better, Resync returning a ticket and the snapshot saying which ticket
-// its re-read started after — would replace this.)
-func (c *Controller) resyncProgress() resyncs {
-	var p resyncs
+// resyncProgress reads the caches' progress from their snapshots.
+func (c *Controller) resyncProgress() progress {
 	rs, ms := c.reg.Snapshot(), c.marks.Snapshot()
-	if rs != nil && ms != nil {
-		p.loaded, p.registryRev, p.marksRev = true, rs.Revision, ms.Revision
+	if rs == nil || ms == nil {
+		return progress{}
 	}
-	mfs, err := c.promReg.Gather()
-	if err != nil && len(mfs) == 0 {
-		return p
+	return progress{
+		loaded: true, registry: rs.ResyncTicket, marks: ms.ResyncTicket,
+		registryResyncs: rs.Resyncs, marksResyncs: ms.Resyncs,
 	}
-	for _, mf := range mfs {
-		var dst *uint64
-		switch mf.GetName() {
-		case "zkgate_registry_resyncs_total":
-			dst = &p.registry
-		case "zkgate_marks_resyncs_total":
-			dst = &p.marks
-		default:
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			*dst += uint64(m.GetCounter().GetValue())
-		}
-	}
-	return p
 }

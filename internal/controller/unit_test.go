@@ -340,23 +340,25 @@ func TestServiceView(t *testing.T) {
 	}
 }
 
-// Reconciliation applies the rules only once both caches completed a full
-// re-read after it asked for one: revisions published by watch events do
-// not count.
+// Reconciliation applies the rules only once both caches published the
+// result of a full re-read that began after it asked for one (their
+// snapshots' Resync tickets reach the ones it got): revisions published by
+// watch events do not count, nor do re-reads that were already running.
 func TestReconcileFreshness(t *testing.T) {
-	before := resyncs{registry: 3, marks: 5, loaded: true, registryRev: 10, marksRev: 20}
+	want := progress{loaded: true, registry: 4, marks: 7}
 	for _, tc := range []struct {
 		name string
-		now  resyncs
+		now  progress
 		want bool
 	}{
-		{"watch events only", resyncs{registry: 3, marks: 5, loaded: true, registryRev: 11, marksRev: 21}, false},
-		{"registry re-read only", resyncs{registry: 4, marks: 5, loaded: true, registryRev: 12, marksRev: 21}, false},
-		{"marks re-read only", resyncs{registry: 3, marks: 6, loaded: true, registryRev: 11, marksRev: 22}, false},
-		{"both re-read", resyncs{registry: 4, marks: 6, loaded: true, registryRev: 12, marksRev: 22}, true},
-		{"not loaded", resyncs{registry: 4, marks: 6}, false},
+		{"watch events only, or re-reads begun before the request", progress{loaded: true, registry: 3, marks: 6, registryResyncs: 9, marksResyncs: 9}, false},
+		{"registry re-read only", progress{loaded: true, registry: 4, marks: 6}, false},
+		{"marks re-read only", progress{loaded: true, registry: 3, marks: 7}, false},
+		{"both re-read", progress{loaded: true, registry: 4, marks: 7}, true},
+		{"both re-read again since", progress{loaded: true, registry: 5, marks: 9}, true},
+		{"not loaded", progress{registry: 4, marks: 7}, false},
 	} {
-		if got := fresh(before, tc.now); got != tc.want {
+		if got := fresh(want, tc.now); got != tc.want {
 			t.Errorf("%s: fresh = %v, want %v", tc.name, got, tc.want)
 		}
 	}

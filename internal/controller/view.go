@@ -53,7 +53,8 @@ func serviceSummaries(rs *registry.Snapshot, ms *marks.Snapshot, now time.Time) 
 	return out
 }
 
-// markApplies applies DESIGN.md §3's zxid rule to the registry snapshot.
+// markApplies applies the zxid rule (docs/architecture.md#zookeeper-rules)
+// to the registry snapshot.
 func markApplies(rs *registry.Snapshot, m marks.Mark, service, addr string, now time.Time) bool {
 	if m.Expired(now) {
 		return false

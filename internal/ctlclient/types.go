@@ -63,7 +63,8 @@ const (
 	GatewayUnrouted = "unrouted"
 )
 
-// Instance states (InstanceView.State), DESIGN.md §4.
+// Instance states (InstanceView.State); see
+// docs/architecture.md#instance-states.
 const (
 	StateServing  = "serving"
 	StateDown     = "down" // the registry says the instance is not UP

@@ -66,7 +66,10 @@ func (c *Cache) Snapshot() *Snapshot {
 	if ts == nil {
 		return nil
 	}
-	return &Snapshot{Revision: ts.Revision, Marks: ts.Groups, Malformed: ts.Malformed}
+	return &Snapshot{
+		Revision: ts.Revision, Marks: ts.Groups, Malformed: ts.Malformed,
+		FullResync: ts.FullResync, Resyncs: ts.Resyncs, ResyncTicket: ts.ResyncTicket,
+	}
 }
 
 // Updates is signalled (capacity one, never closed) after each new snapshot.
@@ -75,5 +78,7 @@ func (c *Cache) Updates() <-chan struct{} { return c.tree.Updates() }
 // LastContact returns when the cache was last known to match ZooKeeper.
 func (c *Cache) LastContact() time.Time { return c.tree.LastContact() }
 
-// Resync asks for a full re-read at once.
-func (c *Cache) Resync() { c.tree.Resync() }
+// Resync asks for a full re-read at once and returns its ticket: a
+// snapshot whose ResyncTicket is at least the ticket comes from a full
+// re-read that began after the call (see zktree.Tree.Resync).
+func (c *Cache) Resync() uint64 { return c.tree.Resync() }

@@ -12,8 +12,8 @@ import (
 )
 
 // Mark is one drain mark. The JSON fields are the node's content (a
-// contract, DESIGN.md §3); Service, Addr and Mzxid come from the node's
-// path and stat.
+// contract, docs/architecture.md#zookeeper-layout); Service, Addr and
+// Mzxid come from the node's path and stat.
 type Mark struct {
 	Reason    string `json:"reason"`
 	By        string `json:"by"`
@@ -67,6 +67,12 @@ type Snapshot struct {
 	Marks map[string]map[string]Mark
 	// Malformed counts mark nodes that could not be parsed.
 	Malformed int
+	// FullResync, Resyncs and ResyncTicket tell whether a full re-read
+	// published the snapshot, how many completed, and which Cache.Resync
+	// tickets the latest one covers (see zktree.Snapshot).
+	FullResync   bool
+	Resyncs      uint64
+	ResyncTicket uint64
 }
 
 // Get returns the mark of service/addr.

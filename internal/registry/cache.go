@@ -80,7 +80,10 @@ func (c *Cache) Snapshot() *Snapshot {
 	if ts == nil {
 		return nil
 	}
-	return &Snapshot{Revision: ts.Revision, Services: ts.Groups, Malformed: ts.Malformed, Time: ts.Time}
+	return &Snapshot{
+		Revision: ts.Revision, Services: ts.Groups, Malformed: ts.Malformed, Time: ts.Time,
+		FullResync: ts.FullResync, Resyncs: ts.Resyncs, ResyncTicket: ts.ResyncTicket,
+	}
 }
 
 // Updates is signalled (capacity one, never closed) after each new snapshot.
@@ -90,8 +93,10 @@ func (c *Cache) Updates() <-chan struct{} { return c.tree.Updates() }
 // (see zktree.Tree.LastContact).
 func (c *Cache) LastContact() time.Time { return c.tree.LastContact() }
 
-// Resync asks for a full re-read at once.
-func (c *Cache) Resync() { c.tree.Resync() }
+// Resync asks for a full re-read at once and returns its ticket: a
+// snapshot whose ResyncTicket is at least the ticket comes from a full
+// re-read that began after the call (see zktree.Tree.Resync).
+func (c *Cache) Resync() uint64 { return c.tree.Resync() }
 
 // maxInterned bounds the distinct metadata maps an interner keeps.
 const maxInterned = 4096

@@ -62,6 +62,12 @@ type Snapshot struct {
 	Malformed int
 	// Time is when the snapshot was published.
 	Time time.Time
+	// FullResync, Resyncs and ResyncTicket tell whether a full re-read
+	// published the snapshot, how many completed, and which Cache.Resync
+	// tickets the latest one covers (see zktree.Snapshot).
+	FullResync   bool
+	Resyncs      uint64
+	ResyncTicket uint64
 }
 
 // Instances returns the instances of service (nil when none).

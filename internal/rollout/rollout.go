@@ -9,8 +9,8 @@
 //     it), at most DrainTimeout;
 //  2. run Restart (the CLI runs a shell command, see ExecRestarter);
 //  3. wait until the address registers again: a registration whose czxid
-//     is greater than the mark's mzxid (DESIGN.md §3), at most
-//     RegisterTimeout;
+//     is greater than the mark's mzxid
+//     (docs/architecture.md#zookeeper-rules), at most RegisterTimeout;
 //  4. wait until every live gateway routes to it, as the gateways
 //     acknowledge through their presence reports (never guessed from
 //     time), at most ServeTimeout: either the controller shows every live

@@ -68,6 +68,23 @@ type Snapshot[G any] struct {
 	Malformed int
 	// Time is when the snapshot was published.
 	Time time.Time
+
+	// FullResync is true when a full re-read published this snapshot
+	// (after a new session or a reconnection, every ResyncInterval, or
+	// after Resync), false when watch events did. Like the progress
+	// notification of an etcd watch, it tells a consumer that the snapshot
+	// is what ZooKeeper held when the re-read ran, not merely what the
+	// watches reported.
+	FullResync bool
+	// Resyncs counts the full re-reads completed up to this snapshot; it
+	// carries over to the snapshots that watch events publish after it.
+	Resyncs uint64
+	// ResyncTicket is the newest ticket (see Tree.Resync) handed out before
+	// the latest full re-read up to this snapshot began. A snapshot whose
+	// ResyncTicket is at least the ticket of a Resync call reflects a full
+	// re-read that started after that call (plus whatever watch events
+	// added since).
+	ResyncTicket uint64
 }
 
 // Tree follows root/<group>/<item>. One goroutine (Run) owns the state;
@@ -81,6 +98,8 @@ type Tree[T, G any] struct {
 	snap    atomic.Pointer[Snapshot[G]]
 	updates chan struct{}
 	kick    chan struct{}
+	// tickets is the last ticket Resync handed out.
+	tickets atomic.Uint64
 	// lastSync is when the last full re-read completed (unix nanos).
 	lastSync atomic.Int64
 	loaded   atomic.Bool
@@ -88,6 +107,8 @@ type Tree[T, G any] struct {
 	// Owned by Run.
 	groups   map[string]*group[T]
 	revision uint64
+	resyncs  uint64 // full re-reads completed
+	covered  uint64 // the ticket the last completed full re-read covers
 	// badByGroup counts each group's malformed items as of the last
 	// publish, and malformed their sum, so that publishing one changed
 	// group costs O(that group), not O(tree).
@@ -140,7 +161,8 @@ func New[T, G any](sess *zksession.Session, opts Options[T, G]) *Tree[T, G] {
 func (t *Tree[T, G]) Snapshot() *Snapshot[G] { return t.snap.Load() }
 
 // Updates is signalled (capacity one, never closed) after each new snapshot
-// is published; read Snapshot for the content.
+// is published; read Snapshot for the content (its FullResync says whether
+// a full re-read published it).
 func (t *Tree[T, G]) Updates() <-chan struct{} { return t.updates }
 
 // LastContact returns when the tree was last known to match ZooKeeper: now
@@ -159,12 +181,19 @@ func (t *Tree[T, G]) LastContact() time.Time {
 }
 
 // Resync asks Run for a full re-read at once (used by reconcilers that
-// distrust what they see). It does not wait.
-func (t *Tree[T, G]) Resync() {
+// distrust what they see) and returns a ticket: the first snapshot whose
+// ResyncTicket is at least the ticket comes from a full re-read that began
+// after this call. It does not wait. Tickets start at 1 and increase with
+// every call.
+func (t *Tree[T, G]) Resync() uint64 {
+	ticket := t.tickets.Add(1)
 	select {
 	case t.kick <- struct{}{}:
 	default:
+		// A re-read is already requested and has not begun: it will
+		// cover this ticket too.
 	}
+	return ticket
 }
 
 // Run follows the tree until ctx ends. It returns ctx's error, or
@@ -239,6 +268,9 @@ func (t *Tree[T, G]) Run(ctx context.Context) error {
 // differs from the state the watches had produced.
 func (t *Tree[T, G]) fullResync(ctx context.Context) error {
 	start := time.Now()
+	// Every Resync call that returned this ticket or an older one was made
+	// before the re-read below begins.
+	ticket := t.tickets.Load()
 	names := []string{""}
 	if !t.opts.Flat {
 		var err error
@@ -258,7 +290,9 @@ func (t *Tree[T, G]) fullResync(ctx context.Context) error {
 		t.countDivergence(fresh)
 	}
 	t.groups = fresh
-	t.publish(nil)
+	t.resyncs++
+	t.covered = ticket
+	t.publish(nil, true)
 	t.lastSync.Store(time.Now().UnixNano())
 	t.metrics.resyncs.Inc()
 	t.metrics.resyncSeconds.Observe(time.Since(start).Seconds())
@@ -486,7 +520,7 @@ func (t *Tree[T, G]) applyHints(ctx context.Context, paths map[string]struct{}) 
 		}
 	}
 	if len(dirty) > 0 {
-		t.publish(dirty)
+		t.publish(dirty, false)
 	}
 	return nil
 }
@@ -617,8 +651,8 @@ func (t *Tree[T, G]) children(ctx context.Context, p string) ([]string, error) {
 }
 
 // publish builds and stores a new snapshot. dirty names the groups that
-// changed; nil means all.
-func (t *Tree[T, G]) publish(dirty map[string]bool) {
+// changed; nil means all. full says a full re-read publishes it.
+func (t *Tree[T, G]) publish(dirty map[string]bool, full bool) {
 	prev := t.snap.Load()
 	var groups map[string]G
 	if prev == nil || dirty == nil {
@@ -645,7 +679,10 @@ func (t *Tree[T, G]) publish(dirty map[string]bool) {
 	}
 	t.countMalformed(dirty)
 	t.revision++
-	t.snap.Store(&Snapshot[G]{Revision: t.revision, Groups: groups, Malformed: t.malformed, Time: time.Now()})
+	t.snap.Store(&Snapshot[G]{
+		Revision: t.revision, Groups: groups, Malformed: t.malformed, Time: time.Now(),
+		FullResync: full, Resyncs: t.resyncs, ResyncTicket: t.covered,
+	})
 	t.loaded.Store(true)
 	t.metrics.revision.Set(float64(t.revision))
 	t.metrics.malformedNow.Set(float64(t.malformed))

@@ -1,0 +1,559 @@
+package zktree_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/zkgate/zkgate/internal/zksession"
+	"github.com/zkgate/zkgate/internal/zktest"
+	"github.com/zkgate/zkgate/internal/zktree"
+)
+
+// Groups and items appear and vanish through watches alone: no periodic
+// resync runs, and a full re-read at the end finds nothing the watches
+// had missed.
+func TestChildrenAppearAndVanish(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	w.ensure("/tree")
+	f := startTree(t, zc.Servers(), "/tree")
+	f.waitGroups("the first, empty snapshot", map[string]string{})
+
+	w.put("/tree/a/x", "v=1")
+	f.waitGroups("an item in a new group", map[string]string{"a": "x=1"})
+	w.put("/tree/a/y", "v=2")
+	f.waitGroups("a second item", map[string]string{"a": "x=1,y=2"})
+	w.put("/tree/b/z", "v=3")
+	f.waitGroups("a second group", map[string]string{"a": "x=1,y=2", "b": "z=3"})
+
+	// A group without items is followed but left out (Build says so).
+	w.ensure("/tree/c")
+	w.put("/tree/c/q", "v=4")
+	f.waitGroups("an item in a group created empty", map[string]string{"a": "x=1,y=2", "b": "z=3", "c": "q=4"})
+
+	w.remove("/tree/a/x")
+	f.waitGroups("an item removed", map[string]string{"a": "y=2", "b": "z=3", "c": "q=4"})
+	w.remove("/tree/a/y")
+	f.waitGroups("the last item of a group removed", map[string]string{"b": "z=3", "c": "q=4"})
+	w.remove("/tree/b")
+	f.waitGroups("a group removed", map[string]string{"c": "q=4"})
+	w.put("/tree/a/x", "v=5")
+	f.waitGroups("an item in a group emptied before", map[string]string{"a": "x=5", "c": "q=4"})
+
+	f.fullResync()
+	if got := f.groups(); !mapsEqual(got, map[string]string{"a": "x=5", "c": "q=4"}) {
+		t.Fatalf("after a full re-read: %v", got)
+	}
+	if a, r, c := f.divergence(); a != 0 || r != 0 || c != 0 {
+		t.Fatalf("divergence added/removed/changed = %v/%v/%v, want 0: the watches missed nothing", a, r, c)
+	}
+}
+
+// Data changes are re-read through the items' data watches; a rewrite
+// with the same content is a new version and is published too, and of
+// several quick changes the last one wins.
+func TestDataChanges(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	w.put("/tree/a/x", "v=1")
+	w.put("/tree/a/y", "v=1")
+	f := startTree(t, zc.Servers(), "/tree")
+	f.waitGroups("the first load", map[string]string{"a": "x=1,y=1"})
+
+	w.put("/tree/a/x", "v=2")
+	snap := f.waitGroups("a data change", map[string]string{"a": "x=2,y=1"})
+
+	w.put("/tree/a/x", "v=2")
+	eventually(t, "a rewrite with the same content to be published", func() bool {
+		return f.tree.Snapshot().Revision > snap.Revision
+	}, nil)
+	if got := f.groups(); !mapsEqual(got, map[string]string{"a": "x=2,y=1"}) {
+		t.Fatalf("after a same-content rewrite: %v", got)
+	}
+
+	for i := 3; i <= 9; i++ {
+		w.put("/tree/a/y", fmt.Sprintf("v=%d", i))
+	}
+	f.waitGroups("the last of several quick changes", map[string]string{"a": "x=2,y=9"})
+}
+
+// A root that does not exist yet is watched for its creation; so is a
+// root deleted later.
+func TestRootCreatedLate(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+
+	t.Run("nested", func(t *testing.T) {
+		f := startTree(t, zc.Servers(), "/late/registry")
+		f.waitGroups("an empty snapshot without a root", map[string]string{})
+		if f.tree.LastContact().IsZero() {
+			t.Fatal("LastContact is zero although a snapshot was published")
+		}
+		w.put("/late/registry/a/x", "v=1")
+		f.waitGroups("the tree under a root created late", map[string]string{"a": "x=1"})
+		w.put("/late/registry/b/y", "v=2")
+		f.waitGroups("a second group", map[string]string{"a": "x=1", "b": "y=2"})
+
+		w.remove("/late/registry")
+		f.waitGroups("the root deleted", map[string]string{})
+		w.put("/late/registry/c/z", "v=3")
+		f.waitGroups("the root created again", map[string]string{"c": "z=3"})
+	})
+
+	t.Run("flat", func(t *testing.T) {
+		f := startTree(t, zc.Servers(), "/late/gateways", func(s *setup) { s.opts.Flat = true })
+		f.waitGroups("an empty snapshot without a root", map[string]string{})
+		w.put("/late/gateways/gw-1", "v=1")
+		f.waitGroups("an item under a root created late", map[string]string{"": "gw-1=1"})
+		w.put("/late/gateways/gw-2", "v=2")
+		f.waitGroups("a second item", map[string]string{"": "gw-1=1,gw-2=2"})
+		w.put("/late/gateways/gw-1", "v=3")
+		f.waitGroups("a data change", map[string]string{"": "gw-1=3,gw-2=2"})
+		w.remove("/late/gateways/gw-2")
+		f.waitGroups("an item removed", map[string]string{"": "gw-1=3"})
+
+		w.remove("/late/gateways")
+		f.waitGroups("the root deleted", map[string]string{})
+		w.put("/late/gateways/gw-3", "v=4")
+		f.waitGroups("the root created again", map[string]string{"": "gw-3=4"})
+	})
+}
+
+// Malformed items are skipped and counted, logged and counted once per
+// node version however often they are re-read, and never keep the other
+// items out.
+func TestMalformedItems(t *testing.T) {
+	const msg = "skipping malformed node"
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	w.put("/tree/a/good", "v=1")
+	w.put("/tree/a/bad", "junk")
+	w.put("/tree/b/bad", "") // b has no well-formed item: left out
+	f := startTree(t, zc.Servers(), "/tree")
+	snap := f.waitGroups("the well-formed item", map[string]string{"a": "good=1"})
+	check := func(when string, malformed int, total float64, logsA, logsB int) {
+		t.Helper()
+		if s := f.tree.Snapshot(); s.Malformed != malformed {
+			t.Errorf("%s: Snapshot.Malformed = %d, want %d", when, s.Malformed, malformed)
+		}
+		if got := f.counter("zkgate_test_malformed_nodes", ""); got != float64(malformed) {
+			t.Errorf("%s: zkgate_test_malformed_nodes = %v, want %d", when, got, malformed)
+		}
+		if got := f.counter("zkgate_test_malformed_total", ""); got != total {
+			t.Errorf("%s: zkgate_test_malformed_total = %v, want %v (once per node version)", when, got, total)
+		}
+		if got := f.logs.logged(msg, "/tree/a/bad"); got != logsA {
+			t.Errorf("%s: /tree/a/bad logged %d times, want %d", when, got, logsA)
+		}
+		if got := f.logs.logged(msg, "/tree/b/bad"); got != logsB {
+			t.Errorf("%s: /tree/b/bad logged %d times, want %d", when, got, logsB)
+		}
+		if t.Failed() {
+			t.FailNow()
+		}
+	}
+	if snap.Malformed != 2 {
+		t.Fatalf("Malformed = %d, want 2", snap.Malformed)
+	}
+	check("first load", 2, 2, 1, 1)
+
+	f.fullResync()
+	f.fullResync()
+	check("after two more full re-reads", 2, 2, 1, 1)
+
+	// A new version of a malformed node is reported again.
+	w.put("/tree/a/bad", "still junk")
+	eventually(t, "the new malformed version to be counted", func() bool {
+		return f.counter("zkgate_test_malformed_total", "") == 3
+	}, nil)
+	check("after a malformed rewrite", 2, 3, 2, 1)
+
+	// Fixed in place: the group appears.
+	w.put("/tree/b/bad", "v=2")
+	f.waitGroups("a fixed item", map[string]string{"a": "good=1", "b": "bad=2"})
+	check("after a fix", 1, 3, 2, 1)
+
+	w.remove("/tree/a/bad")
+	eventually(t, "a removed malformed item to stop counting", func() bool { return f.tree.Snapshot().Malformed == 0 }, nil)
+	check("after the removal", 0, 3, 2, 1)
+	w.put("/tree/a/new", "[]")
+	eventually(t, "a new malformed item in a known group", func() bool { return f.tree.Snapshot().Malformed == 1 }, nil)
+	if got := f.groups(); !mapsEqual(got, map[string]string{"a": "good=1", "b": "bad=2"}) {
+		t.Fatalf("groups %v: a malformed item changed what is published", got)
+	}
+}
+
+// Every published snapshot has a larger revision than the one before and
+// never changes afterwards; Updates is signalled for the new ones.
+func TestSnapshotsImmutableWithIncreasingRevisions(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	w.ensure("/tree")
+	f := startTree(t, zc.Servers(), "/tree")
+
+	type seen struct {
+		snap   *zktree.Snapshot[string]
+		groups map[string]string // copied when seen
+		rev    uint64
+	}
+	var mu sync.Mutex
+	var all []seen
+	ctx, cancel := context.WithCancel(context.Background())
+	consumed := make(chan struct{})
+	go func() {
+		defer close(consumed)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-f.tree.Updates():
+			}
+			s := f.tree.Snapshot()
+			mu.Lock()
+			all = append(all, seen{s, maps.Clone(s.Groups), s.Revision})
+			mu.Unlock()
+		}
+	}()
+	defer func() { cancel(); <-consumed }()
+
+	f.waitGroups("the first snapshot", map[string]string{})
+	want := map[string]string{}
+	for i := range 12 {
+		g := fmt.Sprintf("g%d", i%3)
+		n := fmt.Sprintf("i%02d", i)
+		w.put("/tree/"+g+"/"+n, fmt.Sprintf("v=%d", i))
+		if want[g] == "" {
+			want[g] = fmt.Sprintf("%s=%d", n, i)
+		} else {
+			want[g] += fmt.Sprintf(",%s=%d", n, i)
+		}
+		f.waitGroups("change "+n, want)
+	}
+	w.remove("/tree/g1")
+	delete(want, "g1")
+	f.waitGroups("a group removed", want)
+	f.fullResync()
+	last := f.tree.Snapshot()
+	eventually(t, "the consumer to see the last snapshot", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(all) > 0 && all[len(all)-1].snap == last
+	}, nil)
+
+	mu.Lock()
+	defer mu.Unlock()
+	if len(all) < 3 {
+		t.Fatalf("Updates signalled only %d times over 14 changes", len(all))
+	}
+	for i, s := range all {
+		if i > 0 && s.rev <= all[i-1].rev {
+			t.Errorf("snapshot %d: revision %d after %d", i, s.rev, all[i-1].rev)
+		}
+		if s.snap.Revision != s.rev || !mapsEqual(s.snap.Groups, s.groups) {
+			t.Errorf("snapshot of revision %d changed after it was published: %v, was %v", s.rev, s.snap.Groups, s.groups)
+		}
+	}
+	if last.Revision < uint64(len(all)) {
+		t.Errorf("last revision %d, but %d distinct snapshots were seen", last.Revision, len(all))
+	}
+}
+
+// A full re-read counts what the watches missed: here every watch event
+// under the root is dropped (as if lost), so only re-reads see changes.
+func TestResyncCountsDivergence(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	w.put("/tree/a/x", "v=1")
+	w.put("/tree/a/y", "v=2")
+	var dropping atomic.Bool
+	var mu sync.Mutex
+	dropped := map[string]bool{}
+	f := startTree(t, zc.Servers(), "/tree", func(s *setup) {
+		s.session.DropEvent = func(ev zk.Event) bool {
+			if !dropping.Load() || !strings.HasPrefix(ev.Path, "/tree") {
+				return false
+			}
+			mu.Lock()
+			dropped[ev.Path] = true
+			mu.Unlock()
+			return true
+		}
+	})
+	f.waitGroups("the first load", map[string]string{"a": "x=1,y=2"})
+
+	dropping.Store(true)
+	w.put("/tree/a/z", "v=3") // added (child event of /tree/a)
+	w.put("/tree/a/x", "v=9") // changed (data event of /tree/a/x)
+	w.remove("/tree/a/y")     // removed (data event of /tree/a/y)
+	w.put("/tree/b/q", "v=5") // added in a new group (child event of /tree)
+	eventually(t, "the watch events to be dropped", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return dropped["/tree"] && dropped["/tree/a"] && dropped["/tree/a/x"] && dropped["/tree/a/y"]
+	}, func() string { mu.Lock(); defer mu.Unlock(); return fmt.Sprint(dropped) })
+	if got := f.groups(); !mapsEqual(got, map[string]string{"a": "x=1,y=2"}) {
+		t.Fatalf("the tree changed although every event was dropped (%v): the test injects nothing", got)
+	}
+
+	f.fullResync()
+	if got := f.groups(); !mapsEqual(got, map[string]string{"a": "x=9,z=3", "b": "q=5"}) {
+		t.Fatalf("after a full re-read: %v", got)
+	}
+	if a, r, c := f.divergence(); a != 2 || r != 1 || c != 1 {
+		t.Fatalf("divergence added/removed/changed = %v/%v/%v, want 2/1/1", a, r, c)
+	}
+	f.fullResync()
+	if a, r, c := f.divergence(); a != 2 || r != 1 || c != 1 {
+		t.Fatalf("a second re-read with nothing missed counted divergence: %v/%v/%v, want 2/1/1 still", a, r, c)
+	}
+}
+
+// A partition longer than the session timeout: the session is lost, the
+// last snapshot stays (static stability), and the new session's full
+// re-read finds what changed meanwhile and re-arms the watches.
+func TestSessionLostAndResync(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	w.put("/tree/a/x", "v=1")
+	w.put("/tree/a/y", "v=2")
+	part := zktest.NewPartitioner()
+	f := startTree(t, zc.Servers(), "/tree", func(s *setup) {
+		s.session.SessionTimeout = 2 * time.Second
+		s.session.Dialer = part.Dialer()
+	})
+	f.waitGroups("the first load", map[string]string{"a": "x=1,y=2"})
+	gen := f.sess.Generation()
+	resyncs := f.resyncs()
+
+	part.Cut()
+	eventually(t, "the session to be lost", func() bool { st, _ := f.sess.State(); return st == zksession.StateLost }, nil)
+	eventually(t, "the tree to count the loss", func() bool { return f.counter("zkgate_test_session_lost_total", "") >= 1 }, nil)
+	if got := f.groups(); !mapsEqual(got, map[string]string{"a": "x=1,y=2"}) {
+		t.Fatalf("snapshot changed while partitioned: %v", got)
+	}
+	lc := f.tree.LastContact()
+	if lc.IsZero() || !lc.Before(time.Now()) {
+		t.Fatalf("LastContact %v while partitioned: want a moment in the past", lc)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if again := f.tree.LastContact(); !again.Equal(lc) {
+		t.Fatalf("LastContact moved from %v to %v while partitioned", lc, again)
+	}
+
+	w.remove("/tree/a/x")
+	w.put("/tree/a/y", "v=7")
+	w.put("/tree/b/q", "v=5")
+	part.Restore()
+
+	eventually(t, "a new session", func() bool { return f.sess.Generation() > gen }, nil)
+	f.waitGroups("the new session's full re-read", map[string]string{"a": "y=7", "b": "q=5"})
+	if got := f.resyncs(); got <= resyncs {
+		t.Fatalf("no full re-read after the new session (resyncs %v, before %v)", got, resyncs)
+	}
+	if a, r, c := f.divergence(); a < 1 || r < 1 || c < 1 {
+		t.Fatalf("divergence added/removed/changed = %v/%v/%v, want each ≥ 1", a, r, c)
+	}
+	w.put("/tree/b/r", "v=6")
+	f.waitGroups("watches re-armed on the new session", map[string]string{"a": "y=7", "b": "q=5,r=6"})
+	w.put("/tree/a/y", "v=8")
+	f.waitGroups("data watches re-armed on the new session", map[string]string{"a": "y=8", "b": "q=5,r=6"})
+}
+
+// The server goes away and comes back: the tree keeps its snapshot
+// meanwhile and re-reads everything after the reconnection.
+func TestServerRestartResyncs(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	w.put("/tree/a/x", "v=1")
+	f := startTree(t, zc.Servers(), "/tree", func(s *setup) { s.session.SessionTimeout = 10 * time.Second })
+	f.waitGroups("the first load", map[string]string{"a": "x=1"})
+	resyncs := f.resyncs()
+
+	if err := zc.StopAll(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the session to notice", func() bool { st, _ := f.sess.State(); return st != zksession.StateConnected }, nil)
+	if got := f.groups(); !mapsEqual(got, map[string]string{"a": "x=1"}) {
+		t.Fatalf("snapshot changed with the server down: %v", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := zc.StartAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a full re-read after the reconnection", func() bool { return f.resyncs() > resyncs }, nil)
+	w.put("/tree/a/y", "v=2")
+	f.waitGroups("watches after the reconnection", map[string]string{"a": "x=1,y=2"})
+}
+
+// Run returns when its context ends (following, or still waiting for a
+// first connection), and when the session closes.
+func TestRunEnds(t *testing.T) {
+	t.Run("context cancelled while following", func(t *testing.T) {
+		zc := zktest.Start(t)
+		newWriter(t, zc.Servers()).put("/tree/a/x", "v=1")
+		f := startTree(t, zc.Servers(), "/tree")
+		f.waitGroups("the first load", map[string]string{"a": "x=1"})
+		f.stop()
+		f.waitDone(t)
+		if !errors.Is(f.err, context.Canceled) {
+			t.Fatalf("Run returned %v, want context.Canceled", f.err)
+		}
+		if got := f.groups(); !mapsEqual(got, map[string]string{"a": "x=1"}) {
+			t.Fatalf("the last snapshot changed when Run ended: %v", got)
+		}
+	})
+
+	t.Run("context cancelled before any connection", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close() // nothing listens there: the session never connects
+		f := startTree(t, []string{addr}, "/tree")
+		time.Sleep(100 * time.Millisecond)
+		if f.tree.Snapshot() != nil || !f.tree.LastContact().IsZero() {
+			t.Fatal("a snapshot without ever connecting")
+		}
+		f.stop()
+		f.waitDone(t)
+		if !errors.Is(f.err, context.Canceled) {
+			t.Fatalf("Run returned %v, want context.Canceled", f.err)
+		}
+	})
+
+	t.Run("session closed", func(t *testing.T) {
+		zc := zktest.Start(t)
+		newWriter(t, zc.Servers()).put("/tree/a/x", "v=1")
+		f := startTree(t, zc.Servers(), "/tree")
+		f.waitGroups("the first load", map[string]string{"a": "x=1"})
+		f.sess.Close()
+		f.waitDone(t)
+		if !errors.Is(f.err, zksession.ErrClosed) {
+			t.Fatalf("Run returned %v, want zksession.ErrClosed", f.err)
+		}
+	})
+}
+
+func (f *follower) waitDone(t *testing.T) {
+	t.Helper()
+	select {
+	case <-f.done:
+	case <-time.After(waitFor):
+		t.Fatalf("Run did not return within %v", waitFor)
+	}
+}
+
+// Without watches the tree is re-read every ResyncInterval only; a full
+// read of many groups with little concurrency reads them all.
+func TestPollingAndBoundedConcurrency(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	want := map[string]string{}
+	for g := range 20 {
+		name := fmt.Sprintf("g%02d", g)
+		var vals []string
+		for i := range 3 {
+			w.put(fmt.Sprintf("/tree/%s/i%d", name, i), fmt.Sprintf("v=%d", g*10+i))
+			vals = append(vals, fmt.Sprintf("i%d=%d", i, g*10+i))
+		}
+		want[name] = strings.Join(vals, ",")
+	}
+	f := startTree(t, zc.Servers(), "/tree", func(s *setup) {
+		s.opts.Watch = false
+		s.opts.ResyncInterval = 200 * time.Millisecond
+		s.opts.Concurrency = 2
+	})
+	f.waitGroups("a full read of 20 groups", want)
+
+	w.put("/tree/g00/new", "v=new")
+	w.remove("/tree/g19")
+	want["g00"] += ",new=new"
+	delete(want, "g19")
+	f.waitGroups("the next polls to find the changes", want)
+}
+
+// Snapshots say whether a full re-read published them, and Resync's
+// tickets tell a caller when a re-read that began after its call has
+// been published — a re-read already running when it called does not
+// count.
+func TestResyncTickets(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	w.put("/tree/a/x", "v=1")
+	var blocking atomic.Bool
+	entered, release, end := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	f := startTree(t, zc.Servers(), "/tree", func(s *setup) {
+		s.opts.Parse = func(group, name string, data []byte, st *zksession.Stat) (item, error) {
+			if blocking.Load() && name == "x" {
+				select {
+				case entered <- struct{}{}:
+				case <-end:
+				}
+				select {
+				case <-release:
+				case <-end:
+				}
+			}
+			return parse(group, name, data, st)
+		}
+	})
+	t.Cleanup(func() { close(end) }) // runs before startTree's cleanup
+	first := f.waitGroups("the first load", map[string]string{"a": "x=1"})
+	if !first.FullResync || first.Resyncs != 1 || first.ResyncTicket != 0 {
+		t.Fatalf("first snapshot: FullResync %v, Resyncs %d, ResyncTicket %d; want true, 1, 0",
+			first.FullResync, first.Resyncs, first.ResyncTicket)
+	}
+
+	w.put("/tree/a/y", "v=2")
+	watched := f.waitGroups("a watch event", map[string]string{"a": "x=1,y=2"})
+	if watched.FullResync || watched.Resyncs != 1 || watched.ResyncTicket != 0 {
+		t.Fatalf("snapshot of a watch event: FullResync %v, Resyncs %d, ResyncTicket %d; want false, 1, 0",
+			watched.FullResync, watched.Resyncs, watched.ResyncTicket)
+	}
+
+	t1 := f.tree.Resync()
+	eventually(t, "the re-read of ticket 1", func() bool { return f.tree.Snapshot().ResyncTicket >= t1 }, nil)
+	s := f.tree.Snapshot()
+	if t1 != 1 || !s.FullResync || s.Resyncs != 2 || s.Revision <= watched.Revision {
+		t.Fatalf("after Resync: ticket %d, FullResync %v, Resyncs %d, revision %d (before %d)",
+			t1, s.FullResync, s.Resyncs, s.Revision, watched.Revision)
+	}
+
+	// A re-read is running (held in Parse) when the second ticket is
+	// taken: its snapshot covers the first ticket only.
+	blocking.Store(true)
+	t2 := f.tree.Resync()
+	<-entered
+	t3 := f.tree.Resync()
+	if t3 != t2+1 {
+		t.Fatalf("tickets %d then %d", t2, t3)
+	}
+	release <- struct{}{}
+	<-entered // the next re-read runs: the one before is published
+	s = f.tree.Snapshot()
+	if !s.FullResync || s.ResyncTicket != t2 {
+		t.Fatalf("the re-read that was running: FullResync %v, ResyncTicket %d; want true, %d (not %d)",
+			s.FullResync, s.ResyncTicket, t2, t3)
+	}
+	blocking.Store(false)
+	release <- struct{}{}
+	eventually(t, "a re-read begun after the last ticket", func() bool { return f.tree.Snapshot().ResyncTicket >= t3 }, nil)
+	if s := f.tree.Snapshot(); !s.FullResync || s.Resyncs != 4 {
+		t.Fatalf("last re-read: FullResync %v, Resyncs %d; want true, 4", s.FullResync, s.Resyncs)
+	}
+	if got := f.resyncs(); got != 4 {
+		t.Fatalf("zkgate_test_resyncs_total = %v, want 4 (as Snapshot.Resyncs)", got)
+	}
+}
