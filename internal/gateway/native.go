@@ -68,6 +68,9 @@ type clientConn struct {
 	rh   []byte // scratch: response heads, chunk sizes, trailers
 	path []byte // scratch: CleanPath
 	xff  []byte // scratch: X-Forwarded-For
+	num  [24]byte // scratch for numbers on the serving goroutine
+	snum [24]byte // scratch for numbers of the body sender
+	ex   exchange // the current request's exchange
 }
 
 // clientReader reads the client connection. In the body phase (timeout >
@@ -304,13 +307,11 @@ func (c *clientConn) writeError(code int, msg string, keep bool) {
 func (c *clientConn) writeJSON(code int, body []byte, keep bool) {
 	w := c.bw
 	w.WriteString("HTTP/1.1 ")
-	var num [3]byte
-	w.Write(strconv.AppendInt(num[:0], int64(code), 10))
+	w.Write(strconv.AppendInt(c.num[:0], int64(code), 10))
 	w.WriteByte(' ')
 	w.WriteString(h1.StatusText(code))
 	w.WriteString("\r\nContent-Type: application/json\r\nContent-Length: ")
-	var nb [20]byte
-	w.Write(strconv.AppendInt(nb[:0], int64(len(body)), 10))
+	w.Write(strconv.AppendInt(c.num[:0], int64(len(body)), 10))
 	if !keep {
 		w.WriteString("\r\nConnection: close")
 	} else if c.req.Minor == 0 {
@@ -504,7 +505,8 @@ func (c *clientConn) proxy(rt *route, path []byte, start time.Time, keep bool) b
 	if rt.timeout > 0 {
 		deadline = start.Add(rt.timeout)
 	}
-	ex := exchange{c: c, rt: rt, keep: keep, websocket: websocket, deadline: deadline}
+	ex := &c.ex
+	*ex = exchange{c: c, rt: rt, keep: keep, websocket: websocket, deadline: deadline}
 	ps := pickState{nowFn: g.now, warmup: g.warmup}
 	var lastErr error
 	retries, skips := 0, 0
@@ -651,13 +653,14 @@ func (ex *exchange) run() (attemptResult, bool) {
 	default:
 		ex.continue100()
 		if ex.upstreamErr = uc.bw.Flush(); ex.upstreamErr == nil {
-			sender = &bodySender{done: make(chan struct{})}
+			snd := &bodySender{done: make(chan struct{})}
+			sender = snd
 			go func() {
 				ex.sendBody()
 				if ex.upstreamErr == nil && ex.clientErr == nil {
 					ex.upstreamErr = uc.bw.Flush()
 				}
-				close(sender.done)
+				close(snd.done)
 			}()
 		}
 	}
@@ -722,6 +725,14 @@ func (ex *exchange) run() (attemptResult, bool) {
 	}
 	h.succeeded(g.now)
 	ex.rt.metrics.count(resp.Status)
+	if resp.Status == 101 && sender != nil {
+		// An upgrade with a streamed body: not something to tunnel.
+		uc.close()
+		<-sender.done
+		h.release()
+		s.metrics.errors[kindOther].Inc()
+		return attemptDone, ex.fail(kindOther, errUpgradeMismatch)
+	}
 	if resp.Status == 101 {
 		if !ex.websocket || !bytes.EqualFold(resp.Upgrade, r.Upgrade) {
 			uc.close()
@@ -763,7 +774,6 @@ func (ex *exchange) sendBody() {
 		ex.bodyDone = rerr == nil && werr == nil
 		return
 	}
-	var scratch [24]byte
 	for {
 		n, err := h1.ReadChunkHeader(c.br)
 		if err != nil {
@@ -782,7 +792,7 @@ func (ex *exchange) sendBody() {
 			ex.bodyDone = true
 			return
 		}
-		if _, err := uw.Write(h1.AppendChunkHeader(scratch[:0], int(n))); err != nil {
+		if _, err := uw.Write(h1.AppendChunkHeader(c.snum[:0], int(n))); err != nil {
 			ex.upstreamErr = err
 			return
 		}
@@ -876,8 +886,7 @@ func (ex *exchange) respond(sender *bodySender) bool {
 		case h1.BodyChunked:
 			rerr, werr = ex.copyChunked(chunkOut)
 		case h1.BodyToEOF:
-			var scratch [24]byte
-			_, rerr, werr = h1.CopyToEOF(c.bw, uc.br, true, chunkOut, scratch[:])
+			_, rerr, werr = h1.CopyToEOF(c.bw, uc.br, true, chunkOut, c.num[:])
 			if rerr == nil && werr == nil && chunkOut {
 				_, werr = c.bw.WriteString("0\r\n\r\n")
 			}
@@ -925,7 +934,6 @@ func (ex *exchange) respond(sender *bodySender) bool {
 // buffered (streaming, server-sent events).
 func (ex *exchange) copyChunked(chunkOut bool) (rerr, werr error) {
 	c, ub := ex.c, ex.uc.br
-	var scratch [24]byte
 	for {
 		n, err := h1.ReadChunkHeader(ub)
 		if err != nil {
@@ -945,7 +953,7 @@ func (ex *exchange) copyChunked(chunkOut bool) (rerr, werr error) {
 			return nil, werr
 		}
 		if chunkOut {
-			if _, err := c.bw.Write(h1.AppendChunkHeader(scratch[:0], int(n))); err != nil {
+			if _, err := c.bw.Write(h1.AppendChunkHeader(c.num[:0], int(n))); err != nil {
 				return nil, err
 			}
 		}
