@@ -63,11 +63,11 @@ type clientConn struct {
 
 	req  h1.Request
 	resp h1.Response
-	out  []byte // the forwarded request head (without request line)
-	line []byte // the forwarded request line
-	rh   []byte // scratch: response heads, chunk sizes, trailers
-	path []byte // scratch: CleanPath
-	xff  []byte // scratch: X-Forwarded-For
+	out  []byte   // the forwarded request head (without request line)
+	line []byte   // the forwarded request line
+	rh   []byte   // scratch: response heads, chunk sizes, trailers
+	path []byte   // scratch: CleanPath
+	xff  []byte   // scratch: X-Forwarded-For
 	num  [24]byte // scratch for numbers on the serving goroutine
 	snum [24]byte // scratch for numbers of the body sender
 	ex   exchange // the current request's exchange
