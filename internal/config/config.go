@@ -133,18 +133,7 @@ type Gateway struct {
 	// MaxHeaderBytes bounds a request head (request line and headers);
 	// larger ones get 431. Default 64 KiB; at most 1 MiB.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
-
-	// Engine selects the proxy's HTTP implementation while the native one
-	// replaces net/http: "native" (default) or "nethttp". Transitional:
-	// removed once the native engine passes every test.
-	Engine string `yaml:"engine"`
 }
-
-// Proxy engines (Gateway.Engine).
-const (
-	EngineNative  = "native"
-	EngineNetHTTP = "nethttp"
-)
 
 // Route maps a request to a service.
 type Route struct {
@@ -345,9 +334,6 @@ func (g *Gateway) ApplyClientDefaults() {
 	if g.MaxHeaderBytes == 0 {
 		g.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
-	if g.Engine == "" {
-		g.Engine = EngineNative
-	}
 }
 
 // Validate checks the zookeeper and registry sections.
@@ -430,9 +416,6 @@ func (c *Config) ValidateGateway() error {
 	}
 	if g.MaxHeaderBytes < 0 || g.MaxHeaderBytes > MaxMaxHeaderBytes {
 		return fmt.Errorf("gateway.max_header_bytes must be between 1 and %d", MaxMaxHeaderBytes)
-	}
-	if g.Engine != EngineNative && g.Engine != EngineNetHTTP {
-		return fmt.Errorf("gateway.engine: %q is not %s or %s", g.Engine, EngineNative, EngineNetHTTP)
 	}
 	return nil
 }

@@ -1,10 +1,11 @@
 package gateway
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -13,155 +14,126 @@ import (
 	"github.com/zkgate/zkgate/internal/registry"
 )
 
-// discardWriter is the cheapest ResponseWriter: the benchmarks measure the
-// gateway, not httptest.ResponseRecorder.
-type discardWriter struct {
-	h    http.Header
-	code int
-}
-
-func (w *discardWriter) Header() http.Header         { return w.h }
-func (w *discardWriter) WriteHeader(code int)        { w.code = code }
-func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
-
 func benchGateway(b *testing.B, instances int) *testGateway {
 	tg := newTestGateway(b, config.Gateway{Routes: []config.Route{
 		{Prefix: "/other/", Service: "other"},
 		{Prefix: "/svc/", Service: "s", StripPrefix: true},
 	}}, Options{})
-	backend := newBackend(b, "b", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Length", "2")
-		io.WriteString(w, "ok")
-	})
-	snap := regSnap(1, inst("s", backend.addr(), 1))
-	for i := 1; i < instances; i++ {
-		other := newBackend(b, "b", func(w http.ResponseWriter, r *http.Request) {
+	var ins []registry.Instance
+	for i := 0; i < instances; i++ {
+		be := newBackend(b, "b", func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
 			w.Header().Set("Content-Length", "2")
 			io.WriteString(w, "ok")
 		})
-		snap = regSnap(1, append(snap.Services["s"], inst("s", other.addr(), int64(i+1)))...)
+		ins = append(ins, inst("s", be.addr(), int64(i+1)))
 	}
-	tg.Update(snap, nil)
+	tg.Update(regSnap(1, ins...), nil)
 	return tg
 }
 
-// BenchmarkProxy: ServeHTTP against a real httptest instance over
-// loopback. allocs/op include the instance's server side (same process).
-func BenchmarkProxy(b *testing.B) {
-	tg := benchGateway(b, 1)
-	req := httptest.NewRequest("GET", "http://gw/svc/orders/1?x=1", nil)
-	w := &discardWriter{h: http.Header{}}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		clear(w.h)
-		tg.ServeHTTP(w, req)
-		if w.code != 200 {
-			b.Fatalf("code %d", w.code)
+// rawClient sends requests over one keep-alive connection and reads the
+// (Content-Length framed) responses, allocating nothing per request: the
+// benchmarks measure the gateway, not a client.
+type rawClient struct {
+	nc net.Conn
+	br *bufio.Reader
+}
+
+func dialRaw(b *testing.B, addr string) *rawClient {
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { nc.Close() })
+	return &rawClient{nc: nc, br: bufio.NewReader(nc)}
+}
+
+func (c *rawClient) do(b *testing.B, req []byte) {
+	if _, err := c.nc.Write(req); err != nil {
+		b.Fatal(err)
+	}
+	cl := -1
+	for {
+		line, err := c.br.ReadSlice('\n')
+		if err != nil {
+			b.Fatal(err)
 		}
+		if len(line) <= 2 {
+			break
+		}
+		if len(line) > 16 && (line[0] == 'C' || line[0] == 'c') && strings.EqualFold(string(line[:15]), "content-length:") {
+			cl = 0
+			for _, ch := range line[15:] {
+				if '0' <= ch && ch <= '9' {
+					cl = cl*10 + int(ch-'0')
+				}
+			}
+		}
+	}
+	if cl < 0 {
+		b.Fatal("response without Content-Length")
+	}
+	if _, err := c.br.Discard(cl); err != nil {
+		b.Fatal(err)
 	}
 }
 
+// BenchmarkProxy: one keep-alive connection through the gateway to a real
+// httptest instance over loopback. allocs/op include the instance's
+// net/http server (same process): compare with BenchmarkDirectBackend.
+func BenchmarkProxy(b *testing.B) {
+	tg := benchGateway(b, 1)
+	c := dialRaw(b, tg.front.Addr)
+	req := []byte("GET /svc/orders/1?x=1 HTTP/1.1\r\nHost: gw\r\nUser-Agent: bench\r\n\r\n")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c.do(b, req)
+	}
+}
+
+// BenchmarkProxyPOST: as BenchmarkProxy with a 4 KiB body.
+func BenchmarkProxyPOST(b *testing.B) {
+	tg := benchGateway(b, 1)
+	c := dialRaw(b, tg.front.Addr)
+	body := strings.Repeat("x", 4096)
+	req := []byte("POST /svc/orders HTTP/1.1\r\nHost: gw\r\nContent-Length: 4096\r\n\r\n" + body)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c.do(b, req)
+	}
+}
+
+// BenchmarkProxyParallel: several connections, several instances.
 func BenchmarkProxyParallel(b *testing.B) {
-	tg := benchGateway(b, 3)
+	tg := benchGateway(b, 4)
+	req := []byte("GET /svc/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n")
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
-		req := httptest.NewRequest("GET", "http://gw/svc/orders/1?x=1", nil)
-		w := &discardWriter{h: http.Header{}}
+		c := dialRaw(b, tg.front.Addr)
 		for pb.Next() {
-			clear(w.h)
-			tg.ServeHTTP(w, req)
-			if w.code != 200 {
-				b.Errorf("code %d", w.code)
-				return
-			}
+			c.do(b, req)
 		}
 	})
 }
 
-// BenchmarkProxyPOST sends a small body (the request-body wrapper's cost).
-func BenchmarkProxyPOST(b *testing.B) {
-	tg := benchGateway(b, 1)
-	w := &discardWriter{h: http.Header{}}
-	body := strings.NewReader(`{"item":42}`)
-	req := httptest.NewRequest("POST", "http://gw/svc/orders", body)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		body.Seek(0, io.SeekStart)
-		req.Body = io.NopCloser(body)
-		clear(w.h)
-		tg.ServeHTTP(w, req)
-		if w.code != 200 {
-			b.Fatalf("code %d", w.code)
-		}
-	}
-}
-
-// stubTransport answers without any network: BenchmarkGatewayOverhead
-// measures the gateway and httputil.ReverseProxy alone. The stub itself
-// allocates 4 objects per request (Response, Header, its value slice and
-// the body).
-type stubTransport struct{}
-
-type stubBody struct{ done bool }
-
-func (b *stubBody) Read(p []byte) (int, error) {
-	if b.done {
-		return 0, io.EOF
-	}
-	b.done = true
-	return copy(p, "ok"), nil
-}
-func (b *stubBody) Close() error { return nil }
-
-func (stubTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	return &http.Response{
-		StatusCode: 200, ProtoMajor: 1, ProtoMinor: 1,
-		Header:        http.Header{"Content-Length": {"2"}},
-		Body:          &stubBody{},
-		ContentLength: 2,
-		Request:       r,
-	}, nil
-}
-
-func BenchmarkGatewayOverhead(b *testing.B) {
-	tg := benchGateway(b, 1)
-	tg.transport = stubTransport{}
-	req := httptest.NewRequest("GET", "http://gw/svc/orders/1?x=1", nil)
-	w := &discardWriter{h: http.Header{}}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		clear(w.h)
-		tg.ServeHTTP(w, req)
-		if w.code != 200 {
-			b.Fatalf("code %d", w.code)
-		}
-	}
-}
-
 // BenchmarkDirectBackend is the baseline: the same request straight to
-// the instance with an http.Transport, no gateway.
+// the instance, no gateway.
 func BenchmarkDirectBackend(b *testing.B) {
 	tg := benchGateway(b, 1)
-	addr := tg.status(b, "").Addr
+	var addr string
 	for _, st := range tg.InstanceStates() {
 		addr = st.Addr
 	}
-	tr := &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}
-	defer tr.CloseIdleConnections()
-	req, _ := http.NewRequest("GET", "http://"+addr+"/orders/1?x=1", nil)
+	c := dialRaw(b, addr)
+	req := []byte("GET /orders/1?x=1 HTTP/1.1\r\nHost: gw\r\n\r\n")
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		resp, err := tr.RoundTrip(req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+		c.do(b, req)
 	}
 }
 

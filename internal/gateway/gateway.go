@@ -28,7 +28,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -102,11 +101,8 @@ type Gateway struct {
 	failOpen bool
 	warmup   int64 // ns
 
-	transport     http.RoundTripper // tests may replace it
-	httpTransport *http.Transport
-	dialer        *dialer // the native engine's
-	bufPool       bufferPool
-	bodyNoRoute   []byte
+	dialer      *dialer
+	bodyNoRoute []byte
 
 	// table is the routing table of the request path. reported is the same
 	// table, stored once the host flags it implies are in force: every
@@ -217,11 +213,9 @@ func New(cfg config.Gateway, opts Options) (*Gateway, error) {
 		}
 		rt.svc = s
 	}
-	g.httpTransport = newTransport(cfg)
 	g.dialer = newDialer(cfg.DialTimeout)
-	g.transport = g.httpTransport
 	for _, rt := range rs.routes {
-		g.initRoute(rt)
+		g.metrics.forRoute(&rt.metrics, rt.name, rt.svc.name)
 	}
 	return g, nil
 }
@@ -235,15 +229,14 @@ func (g *Gateway) newService(name string, idx int) *service {
 		return b
 	}
 	return &service{
-		name:          name,
-		idx:           idx,
-		warmup:        g.warmup,
-		hosts:         map[string]*host{},
-		metrics:       g.metrics.forService(name),
-		errNoInstance: &noInstanceError{service: name},
-		body502:       body("upstream connection failed"),
-		body503:       body("no instance available"),
-		body504:       body("upstream timeout"),
+		name:    name,
+		idx:     idx,
+		warmup:  g.warmup,
+		hosts:   map[string]*host{},
+		metrics: g.metrics.forService(name),
+		body502: body("upstream connection failed"),
+		body503: body("no instance available"),
+		body504: body("upstream timeout"),
 	}
 }
 
@@ -389,7 +382,6 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 }
 
 func (g *Gateway) closeIdleUpstreams() {
-	g.httpTransport.CloseIdleConnections()
 	g.mu.Lock()
 	for _, s := range g.services {
 		for _, h := range s.hosts {

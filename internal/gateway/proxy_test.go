@@ -89,26 +89,6 @@ func TestRetryConnectionRefused(t *testing.T) {
 	}
 }
 
-func TestReplayBody(t *testing.T) {
-	rb := newReplayBody(io.NopCloser(strings.NewReader("payload")))
-	first := rb.cur
-	again, err := rb.getBody() // nothing read yet: replayable
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, err := first.Read(make([]byte, 10)); n != 0 || !errors.Is(err, errBodyDetached) {
-		t.Fatalf("detached attempt read %d, %v", n, err)
-	}
-	if b, err := io.ReadAll(again); err != nil || string(b) != "payload" {
-		t.Fatalf("replayed body %q, %v", b, err)
-	}
-	if _, err := rb.getBody(); err == nil {
-		t.Fatal("replayed a body that was read")
-	}
-	if rb.detach() {
-		t.Fatal("detached an attempt that read")
-	}
-}
 
 func TestRetriesExhausted(t *testing.T) {
 	tg := newTestGateway(t, config.Gateway{Routes: []config.Route{rte("/", "s")}}, Options{})

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"sort"
 	"strings"
@@ -27,7 +26,6 @@ type route struct {
 
 	prefixB, hostB []byte // prefix and host for matchBytes
 
-	proxy   *httputil.ReverseProxy
 	metrics routeMetrics
 }
 

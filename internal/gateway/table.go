@@ -85,7 +85,6 @@ type service struct {
 	hosts   map[string]*host // by address; guarded by Gateway.mu
 	metrics serviceMetrics
 
-	errNoInstance error
 	body502       []byte
 	body503       []byte
 	body504       []byte
