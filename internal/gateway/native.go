@@ -98,9 +98,10 @@ func (r *clientReader) Read(p []byte) (int, error) {
 // timeout ahead, refreshed like clientReader's: a client that reads
 // nothing for that long is cut.
 type clientWriter struct {
-	nc      net.Conn
-	timeout int64
-	last    int64
+	nc       net.Conn
+	timeout  int64
+	last     int64
+	timedOut bool // a write timed out: the connection is reset, not closed
 }
 
 func (w *clientWriter) Write(p []byte) (int, error) {
@@ -111,7 +112,11 @@ func (w *clientWriter) Write(p []byte) (int, error) {
 			w.last = ns
 		}
 	}
-	return w.nc.Write(p)
+	n, err := w.nc.Write(p)
+	if err != nil && isTimeout(err) {
+		w.timedOut = true
+	}
+	return n, err
 }
 
 // nativeConns tracks the native engine's listeners and connections.
@@ -231,6 +236,12 @@ func (c *clientConn) untrack() {
 
 func (c *clientConn) serve() {
 	defer func() {
+		if tc, ok := c.nc.(*net.TCPConn); ok && c.wr.timedOut {
+			// A client that stopped reading: drop what the kernel still
+			// holds for it at once (nginx's reset_timedout_connection)
+			// instead of trying to deliver it.
+			tc.SetLinger(0)
+		}
 		c.nc.Close()
 		c.untrack()
 	}()
@@ -659,6 +670,11 @@ func (ex *exchange) run() (attemptResult, bool) {
 				ex.sendBody()
 				if ex.upstreamErr == nil && ex.clientErr == nil {
 					ex.upstreamErr = uc.bw.Flush()
+				}
+				if ex.upstreamErr != nil || ex.clientErr != nil {
+					// The instance waits for the rest of a body that will
+					// not come: cut the exchange.
+					uc.close()
 				}
 				close(snd.done)
 			}()

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -64,12 +63,6 @@ func semRoundTrip(t testing.TB, addr, raw string) (*http.Response, []byte) {
 	semWrite(t, conn, raw)
 	method, _, _ := strings.Cut(raw, " ")
 	return semMustRead(t, br, method)
-}
-
-// isTimeout reports a deadline error (as opposed to EOF or a reset).
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // semClosed reads what is left on the connection and reports whether the
