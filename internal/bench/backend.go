@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -19,17 +20,33 @@ import (
 // accepts connections.
 const backendReadyPrefix = "listening "
 
-// fixedBody answers every GET and HEAD with the same small body and
-// keep-alive: the cheapest backend net/http allows, so the benchmark
-// measures the proxy.
+// fixedBody answers every request with a fixed body and keep-alive: the
+// cheapest backend net/http allows, so the benchmark measures the proxy.
+// GET and HEAD get the default body; POST and PUT read the whole request
+// body first (the POST scenario makes the proxy forward it). A query
+// "size=N" asks for a body of N bytes instead of the default (the 64 KiB
+// scenario): each size is built once and kept.
 type fixedBody struct {
+	def   *sizedBody
+	mu    sync.Mutex // serializes adding sizes
+	sizes sync.Map   // int → *sizedBody
+	count int        // sizes kept besides the default, under mu
+}
+
+// sizedBody is one response body with its header values.
+type sizedBody struct {
 	body        []byte
 	contentType []string
 	length      []string
 }
 
-// BackendHandler returns the backend's handler: a body of size bytes.
-func BackendHandler(size int) http.Handler {
+// Bounds of the bodies the backend builds on request.
+const (
+	maxBackendBody  = 16 << 20
+	maxBackendSizes = 16
+)
+
+func newSizedBody(size int) *sizedBody {
 	body := make([]byte, size)
 	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
 	for i := range body {
@@ -38,26 +55,74 @@ func BackendHandler(size int) http.Handler {
 	if size > 0 {
 		body[size-1] = '\n'
 	}
-	return &fixedBody{
+	return &sizedBody{
 		body:        body,
 		contentType: []string{"text/plain; charset=utf-8"},
 		length:      []string{strconv.Itoa(size)},
 	}
 }
 
+// BackendHandler returns the backend's handler: by default a body of
+// size bytes (see fixedBody for the query that asks for another size).
+func BackendHandler(size int) http.Handler {
+	return &fixedBody{def: newSizedBody(size)}
+}
+
+// sized returns the body asked for by the query ("size=N"), the default
+// one without a query.
+func (f *fixedBody) sized(rawQuery string) (*sizedBody, error) {
+	if rawQuery == "" {
+		return f.def, nil
+	}
+	v, ok := strings.CutPrefix(rawQuery, "size=")
+	n, err := strconv.Atoi(v)
+	if !ok || err != nil || n < 0 || n > maxBackendBody {
+		return nil, fmt.Errorf("the query must be size=N with 0 ≤ N ≤ %d", maxBackendBody)
+	}
+	if b, ok := f.sizes.Load(n); ok {
+		return b.(*sizedBody), nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if b, ok := f.sizes.Load(n); ok {
+		return b.(*sizedBody), nil
+	}
+	if f.count >= maxBackendSizes {
+		return nil, fmt.Errorf("at most %d distinct sizes", maxBackendSizes)
+	}
+	b := newSizedBody(n)
+	f.sizes.Store(n, b)
+	f.count++
+	return b, nil
+}
+
 func (f *fixedBody) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+	case http.MethodPost, http.MethodPut:
+		// Read the whole body, as a real handler would (io.Discard reads
+		// with pooled buffers: no allocation per request).
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			http.Error(w, "reading the request body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+	default:
+		w.Header().Set("Allow", "GET, HEAD, POST, PUT")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	b, err := f.sized(r.URL.RawQuery)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	h := w.Header()
 	// Shared slices: net/http only reads header values.
-	h["Content-Type"] = f.contentType
-	h["Content-Length"] = f.length
+	h["Content-Type"] = b.contentType
+	h["Content-Length"] = b.length
 	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodGet {
-		w.Write(f.body)
+	if r.Method != http.MethodHead {
+		w.Write(b.body)
 	}
 }
 

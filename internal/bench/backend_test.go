@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -30,13 +31,95 @@ func TestBackendHandler(t *testing.T) {
 			t.Errorf("Content-Type %q", resp.Header.Get("Content-Type"))
 		}
 	}
-	resp, err := http.Post(srv.URL, "text/plain", strings.NewReader("x"))
+	req, _ := http.NewRequest(http.MethodDelete, srv.URL, nil)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusMethodNotAllowed {
-		t.Errorf("POST: status %d", resp.StatusCode)
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD, POST, PUT" {
+		t.Errorf("DELETE: status %d, Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+}
+
+// countingReader counts what the handler read of a request body.
+type countingReader struct {
+	r   io.Reader
+	n   int
+	err error // returned once r is exhausted, instead of io.EOF
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	if err == io.EOF && c.err != nil {
+		err = c.err
+	}
+	return n, err
+}
+
+func TestBackendConsumesRequestBodies(t *testing.T) {
+	h := BackendHandler(64)
+	for _, method := range []string{http.MethodPost, http.MethodPut} {
+		body := &countingReader{r: strings.NewReader(strings.Repeat("x", 4096))}
+		req := httptest.NewRequest(method, "/hello", body)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != 200 || rec.Body.Len() != 64 || body.n != 4096 {
+			t.Errorf("%s: status %d, %d response bytes, %d of 4096 body bytes read", method, rec.Code, rec.Body.Len(), body.n)
+		}
+	}
+	// A body that breaks off is a bad request, not a 200.
+	req := httptest.NewRequest(http.MethodPost, "/hello", &countingReader{r: strings.NewReader("xx"), err: io.ErrUnexpectedEOF})
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusBadRequest {
+		t.Errorf("truncated body: status %d", rec.Code)
+	}
+}
+
+func TestBackendSizeQuery(t *testing.T) {
+	srv := httptest.NewServer(BackendHandler(64))
+	defer srv.Close()
+	get := func(path string) (int, []byte, int64) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, body, resp.ContentLength
+	}
+	for range 2 { // built once, then served from the cache
+		code, body, cl := get("/hello?size=65536")
+		if code != 200 || len(body) != 65536 || cl != 65536 || body[65535] != '\n' {
+			t.Fatalf("size=65536: status %d, %d bytes (Content-Length %d)", code, len(body), cl)
+		}
+	}
+	if code, body, _ := get("/hello?size=0"); code != 200 || len(body) != 0 {
+		t.Errorf("size=0: status %d, %d bytes", code, len(body))
+	}
+	if code, body, _ := get("/hello"); code != 200 || len(body) != 64 {
+		t.Errorf("default: status %d, %d bytes", code, len(body))
+	}
+	for _, q := range []string{"?size=-1", "?size=x", "?other=1", "?size=99999999999"} {
+		if code, _, _ := get("/hello" + q); code != http.StatusBadRequest {
+			t.Errorf("%s: status %d, want 400", q, code)
+		}
+	}
+	// The sizes kept are bounded.
+	f := BackendHandler(1).(*fixedBody)
+	for i := range maxBackendSizes {
+		if _, err := f.sized("size=" + strconv.Itoa(i+2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.sized("size=1000"); err == nil {
+		t.Error("no error beyond the bound of sizes")
+	}
+	if _, err := f.sized("size=2"); err != nil {
+		t.Errorf("a kept size: %v", err)
 	}
 }
 

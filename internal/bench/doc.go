@@ -13,6 +13,10 @@
 //   - nginx: wrk → nginx (Debian nginx-light) → backend, skipped with a
 //     note when nginx is not installed
 //
+// under several scenarios (default GET, POST with a 4 KiB body, GET with
+// a 64 KiB response, one connection: [AllScenarios]), each run on every
+// target back to back in every round.
+//
 // The propagation benchmark ([RunPropagation]) measures how fast a drain
 // reaches every gateway: a 3-node ZooKeeper ensemble, one controller and K
 // gateways (in the bench's process, each with its own ZooKeeper session),

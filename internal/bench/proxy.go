@@ -12,11 +12,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"text/template"
 	"time"
+	"unicode"
 
 	"github.com/zkgate/zkgate/internal/procgroup"
 	"github.com/zkgate/zkgate/internal/zksession"
@@ -52,14 +54,20 @@ type ProxyOptions struct {
 	// BareProxyHandler).
 	Baseline bool
 	// Load is wrk's load; default 2 threads, 64 connections, 10 s, 2 s
-	// request timeout.
+	// request timeout. Its threads and connections are those of every
+	// scenario but latency1 (-t1 -c1).
 	Load Load
+	// Scenarios names the scenarios to run (see AllScenarios, the
+	// default); they run in the order of AllScenarios.
+	Scenarios []string
 	// Warmup is an unmeasured wrk run before every measured one (zero:
 	// none).
 	Warmup time.Duration
-	// Rounds repeats direct, gateway, nginx this many times; default 1.
+	// Rounds repeats every scenario on direct, gateway, nginx this many
+	// times; default 1.
 	Rounds int
-	// BodySize is the backend's response body in bytes; default 64.
+	// BodySize is the backend's response body in bytes (every scenario
+	// but get64k); default 64.
 	BodySize int
 	// NginxWorkers is nginx's worker_processes; default "auto".
 	NginxWorkers string
@@ -69,6 +77,10 @@ type ProxyOptions struct {
 	// GatewayEnv adds KEY=VALUE variables to the gateway's environment
 	// only (experiments such as GOGC=400), and is recorded in the report.
 	GatewayEnv []string
+	// GatewaySet adds KEY=VALUE settings, as "KEY: VALUE", to the gateway
+	// section of the gateway's configuration (see CheckGatewaySet), and is
+	// recorded in the report.
+	GatewaySet []string
 	// CPUProfile, when set, adds a gateway pass with the CPU profiler on
 	// and writes the profile there (the measured runs are not profiled).
 	CPUProfile string
@@ -107,6 +119,17 @@ func (o *ProxyOptions) defaults() error {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if len(o.Scenarios) == 0 {
+		o.Scenarios = AllScenarios
+	}
+	scenarios, err := ParseScenarios(strings.Join(o.Scenarios, ","))
+	if err != nil {
+		return err
+	}
+	o.Scenarios = scenarios
+	if err := CheckGatewaySet(o.GatewaySet); err != nil {
+		return fmt.Errorf("--gateway-set: %w", err)
 	}
 	switch {
 	case o.Load.Threads < 1 || o.Load.Connections < o.Load.Threads:
@@ -157,8 +180,15 @@ func RunProxy(ctx context.Context, opts ProxyOptions) (*ProxyReport, error) {
 			Load: opts.Load, DurationText: opts.Load.Duration.String(), WarmupText: opts.Warmup.String(), TimeoutText: opts.Load.Timeout.String(),
 			Rounds: opts.Rounds, BodyBytes: opts.BodySize, NginxWorkers: opts.NginxWorkers,
 			Backend:    "zkgate bench backend (Go net/http, separate process)",
-			GatewayEnv: opts.GatewayEnv,
+			GatewayEnv: opts.GatewayEnv, GatewaySet: opts.GatewaySet, Scenarios: opts.Scenarios,
 		},
+	}
+	for _, name := range opts.Scenarios {
+		sc, err := newScenario(name, opts.Load, opts.BodySize)
+		if err != nil {
+			return nil, err
+		}
+		rep.Scenarios = append(rep.Scenarios, ScenarioResult{Scenario: sc})
 	}
 
 	wrkBin := opts.Wrk
@@ -250,43 +280,67 @@ func RunProxy(ctx context.Context, opts ProxyOptions) (*ProxyReport, error) {
 		}
 		targets = append(targets, TargetBare)
 	}
+	// Round by round, scenario by scenario, the targets back to back: the
+	// ratios within a round compare runs that shared the machine's state.
 	for round := 1; round <= opts.Rounds; round++ {
-		for _, name := range targets {
-			if err := ctx.Err(); err != nil {
-				return nil, err
+		for i := range rep.Scenarios {
+			sr := &rep.Scenarios[i]
+			for _, name := range targets {
+				if err := ctx.Err(); err != nil {
+					return nil, err
+				}
+				res, err := e.measure(ctx, sr.Scenario, name, round)
+				if err != nil {
+					return nil, fmt.Errorf("scenario %s, %s: %w", sr.Name, name, err)
+				}
+				log.Info("measured", "scenario", sr.Name, "target", name, "round", round, "rps", int64(res.RPS),
+					"p50_us", res.Wrk.LatencyUS.P50, "p99_us", res.Wrk.LatencyUS.P99, "errors", res.Wrk.Errors.Total())
+				sr.Runs = append(sr.Runs, res)
 			}
-			res, err := e.measure(ctx, name, round)
-			if err != nil {
-				return nil, err
-			}
-			log.Info("measured", "target", name, "round", round, "rps", int64(res.RPS),
-				"p50_us", res.Wrk.LatencyUS.P50, "p99_us", res.Wrk.LatencyUS.P99, "errors", res.Wrk.Errors.Total())
-			rep.Runs = append(rep.Runs, res)
 		}
 	}
 	if opts.CPUProfile != "" {
-		if rep.Profile, err = e.profile(ctx, opts.CPUProfile); err != nil {
+		sc := rep.Scenarios[0].Scenario
+		if s := rep.scenario(ScenarioGet); s != nil {
+			sc = s.Scenario
+		}
+		if rep.Profile, err = e.profile(ctx, sc, opts.CPUProfile); err != nil {
 			return nil, err
 		}
 	}
 	rep.summarize()
-	for _, r := range rep.Runs {
-		if c := r.CPU; c.AvailableCPUSec > 0 && c.Unavailable == "" && c.OtherSec > otherCPUShare*c.AvailableCPUSec {
-			rep.Notes = append(rep.Notes, fmt.Sprintf("%s (round %d): %.1f of %.1f CPU-seconds went to other processes or to interrupt work outside the measured ones: the machine may not have been quiet, its req/s may be disturbed",
-				r.Name, r.Round, c.OtherSec, c.AvailableCPUSec))
-		}
-		if n := r.Wrk.Errors.Total(); n > 0 {
-			rep.Notes = append(rep.Notes, fmt.Sprintf("%s (round %d): %d errors in %d requests (connect %d, read %d, write %d, non-2xx %d, timeout %d)",
-				r.Name, r.Round, n, r.Wrk.Requests, r.Wrk.Errors.Connect, r.Wrk.Errors.Read, r.Wrk.Errors.Write, r.Wrk.Errors.Status, r.Wrk.Errors.Timeout))
+	rep.Notes = append(rep.Notes, runNotes(rep.Scenarios)...)
+	return rep, nil
+}
+
+// runNotes are the warnings about single runs: a busy machine, errors,
+// responses shorter than the scenario's body.
+func runNotes(scenarios []ScenarioResult) []string {
+	var notes []string
+	for _, s := range scenarios {
+		for _, r := range s.Runs {
+			what := fmt.Sprintf("%s %s (round %d)", s.Name, r.Name, r.Round)
+			if c := r.CPU; c.AvailableCPUSec > 0 && c.Unavailable == "" && c.OtherSec > otherCPUShare*c.AvailableCPUSec {
+				notes = append(notes, fmt.Sprintf("%s: %.1f of %.1f CPU-seconds went to other processes or to interrupt work outside the measured ones: the machine may not have been quiet, its req/s may be disturbed",
+					what, c.OtherSec, c.AvailableCPUSec))
+			}
+			if n := r.Wrk.Errors.Total(); n > 0 {
+				notes = append(notes, fmt.Sprintf("%s: %d errors in %d requests (connect %d, read %d, write %d, non-2xx %d, timeout %d)",
+					what, n, r.Wrk.Requests, r.Wrk.Errors.Connect, r.Wrk.Errors.Read, r.Wrk.Errors.Write, r.Wrk.Errors.Status, r.Wrk.Errors.Timeout))
+			}
+			if r.Wrk.Requests > 0 && r.Wrk.Bytes/r.Wrk.Requests < int64(s.ResponseBytes) {
+				notes = append(notes, fmt.Sprintf("%s: wrk read %d bytes per response, less than the scenario's %d-byte body",
+					what, r.Wrk.Bytes/r.Wrk.Requests, s.ResponseBytes))
+			}
 		}
 	}
-	return rep, nil
+	return notes
 }
 
 // Failed reports whether a run had more failed responses than 1% of its
 // requests: its throughput would not be comparable.
 func (r *ProxyReport) Failed() bool {
-	for _, t := range r.Runs {
+	for _, t := range r.allRuns() {
 		if t.Wrk.Requests == 0 || float64(t.Wrk.Errors.Total()) > maxErrorShare*float64(t.Wrk.Requests) {
 			return true
 		}
@@ -303,16 +357,24 @@ func validEnv(vars []string) bool {
 	return true
 }
 
-func (e *env) url(target string) string {
+// url is the target's URL, with the query that selects a scenario's
+// response size when one is given.
+func (e *env) url(target, query string) string {
+	var u string
 	switch target {
 	case TargetGateway:
-		return "http://" + e.gatewayAddr + benchPrefix + benchPath
+		u = "http://" + e.gatewayAddr + benchPrefix + benchPath
 	case TargetNginx:
-		return "http://" + e.nginxAddr + benchPrefix + benchPath
+		u = "http://" + e.nginxAddr + benchPrefix + benchPath
 	case TargetBare:
-		return "http://" + e.bareAddr + benchPrefix + benchPath
+		u = "http://" + e.bareAddr + benchPrefix + benchPath
+	default:
+		u = "http://" + e.backendAddr + "/" + benchPath
 	}
-	return "http://" + e.backendAddr + "/" + benchPath
+	if query != "" {
+		u += "?" + query
+	}
+	return u
 }
 
 func (e *env) proxyProc(target string) *procgroup.Proc {
@@ -327,14 +389,18 @@ func (e *env) proxyProc(target string) *procgroup.Proc {
 	return nil
 }
 
-// measure runs the warm-up and the measured wrk run against one target,
-// with the CPU time of every process and the gateway's runtime counters
-// taken around the measured run.
-func (e *env) measure(ctx context.Context, target string, rnd int) (TargetResult, error) {
-	url := e.url(target)
+// measure checks one request of the scenario, then runs the warm-up and
+// the measured wrk run against one target, with the CPU time of every
+// process and the gateway's runtime counters taken around the measured
+// run.
+func (e *env) measure(ctx context.Context, sc Scenario, target string, rnd int) (TargetResult, error) {
+	url := e.url(target, sc.Query)
+	if err := e.probe(ctx, sc, url); err != nil {
+		return TargetResult{}, err
+	}
 	if e.opts.Warmup > 0 {
-		e.log.Info("warming up", "target", target, "for", e.opts.Warmup)
-		if _, _, err := e.wrk.run(ctx, e.opts.Load, e.opts.Warmup, url); err != nil {
+		e.log.Info("warming up", "scenario", sc.Name, "target", target, "for", e.opts.Warmup)
+		if _, _, err := e.wrk.run(ctx, sc, e.opts.Load.Timeout, e.opts.Warmup, url); err != nil {
 			return TargetResult{}, fmt.Errorf("warm-up: %w", err)
 		}
 	}
@@ -347,8 +413,8 @@ func (e *env) measure(ctx context.Context, target string, rnd int) (TargetResult
 		mBefore = e.runtimeMetrics(ctx)
 	}
 	cpu0, cpuErr := e.cpu(proxy)
-	e.log.Info("measuring", "target", target, "round", rnd, "url", url, "for", e.opts.Load.Duration)
-	res, wrkCPU, err := e.wrk.run(ctx, e.opts.Load, e.opts.Load.Duration, url)
+	e.log.Info("measuring", "scenario", sc.Name, "target", target, "round", rnd, "url", url, "for", e.opts.Load.Duration)
+	res, wrkCPU, err := e.wrk.run(ctx, sc, e.opts.Load.Timeout, e.opts.Load.Duration, url)
 	if err != nil {
 		return TargetResult{}, err
 	}
@@ -356,7 +422,7 @@ func (e *env) measure(ctx context.Context, target string, rnd int) (TargetResult
 	if err := e.checkAlive(); err != nil {
 		return TargetResult{}, err
 	}
-	tr := TargetResult{Name: target, Round: rnd, URL: url, RPS: round1(res.RPS()), Wrk: res}
+	tr := TargetResult{Name: target, Scenario: sc.Name, Round: rnd, URL: url, RPS: round1(res.RPS()), Wrk: res}
 	secs := float64(res.DurationUS) / 1e6
 	tr.CPU.AvailableCPUSec = round1(float64(runtime.NumCPU()) * secs)
 	perReq := func(d time.Duration) float64 {
@@ -397,6 +463,38 @@ func (e *env) measure(ctx context.Context, target string, rnd int) (TargetResult
 }
 
 func round1(x float64) float64 { return round(x, 1) }
+
+// probe sends one request of the scenario to url and checks that it is
+// answered 200 with the scenario's response body, so a target that
+// rejects the request or serves another size fails before it is loaded.
+func (e *env) probe(ctx context.Context, sc Scenario, url string) error {
+	var body io.Reader
+	if sc.RequestBytes > 0 {
+		body = strings.NewReader(strings.Repeat("x", sc.RequestBytes))
+	}
+	req, err := http.NewRequestWithContext(ctx, sc.Method, url, body)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/octet-stream")
+	}
+	resp, err := e.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("checking one %s request: %w", sc.Method, err)
+	}
+	defer resp.Body.Close()
+	n, err := io.Copy(io.Discard, io.LimitReader(resp.Body, int64(sc.ResponseBytes)+1))
+	switch {
+	case err != nil:
+		return fmt.Errorf("checking one %s request: %w", sc.Method, err)
+	case resp.StatusCode != http.StatusOK:
+		return fmt.Errorf("checking one %s request: %s", sc.Method, resp.Status)
+	case n != int64(sc.ResponseBytes):
+		return fmt.Errorf("checking one %s request: %d-byte response body, want %d", sc.Method, n, sc.ResponseBytes)
+	}
+	return nil
+}
 
 type cpuSample struct {
 	proxy, backend time.Duration
@@ -487,7 +585,7 @@ func (e *env) startBare(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return e.waitOK(ctx, p, e.url(TargetBare))
+	return e.waitOK(ctx, p, e.url(TargetBare, ""))
 }
 
 // register writes the backend's ephemeral Curator registration.
@@ -533,18 +631,30 @@ gateway:
   listen: "{{.Listen}}"
   admin_listen: "{{.Admin}}"
   shutdown_timeout: 5s
+{{- range .Set}}
+  {{.}}
+{{- end}}
   routes:
     - prefix: {{.Prefix}}
       service: {{.Service}}
       strip_prefix: true
 `))
 
-// gatewayYAML renders the gateway's configuration for the run.
-func gatewayYAML(servers []string, listen, admin string) (string, error) {
+// gatewayYAML renders the gateway's configuration for the run; set adds
+// KEY=VALUE settings to its gateway section (see CheckGatewaySet).
+func gatewayYAML(servers []string, listen, admin string, set ...string) (string, error) {
+	if err := CheckGatewaySet(set); err != nil {
+		return "", err
+	}
+	lines := make([]string, 0, len(set))
+	for _, kv := range set {
+		k, v, _ := strings.Cut(kv, "=")
+		lines = append(lines, k+": "+v)
+	}
 	var b strings.Builder
 	err := gatewayTemplate.Execute(&b, map[string]any{
 		"Servers": servers, "Root": registryRoot, "Listen": listen, "Admin": admin,
-		"Prefix": benchPrefix, "Service": benchService,
+		"Prefix": benchPrefix, "Service": benchService, "Set": lines,
 	})
 	if err != nil {
 		return "", fmt.Errorf("rendering the gateway configuration: %w", err)
@@ -561,7 +671,7 @@ func (e *env) startGateway(ctx context.Context, servers []string) error {
 		return err
 	}
 	e.gatewayAddr, e.adminAddr = ports[0], ports[1]
-	conf, err := gatewayYAML(servers, e.gatewayAddr, e.adminAddr)
+	conf, err := gatewayYAML(servers, e.gatewayAddr, e.adminAddr, e.opts.GatewaySet...)
 	if err != nil {
 		return err
 	}
@@ -582,7 +692,7 @@ func (e *env) startGateway(ctx context.Context, servers []string) error {
 	}
 	e.gateway = p
 	e.log.Info("gateway started", "listen", e.gatewayAddr, "admin", e.adminAddr, "pid", p.Pid())
-	return e.waitOK(ctx, p, e.url(TargetGateway))
+	return e.waitOK(ctx, p, e.url(TargetGateway, ""))
 }
 
 func (e *env) startNginx(ctx context.Context, bin string) error {
@@ -600,7 +710,7 @@ func (e *env) startNginx(ctx context.Context, bin string) error {
 	}
 	e.nginx = p
 	e.log.Info("nginx started", "listen", e.nginxAddr, "pid", p.Pid())
-	return e.waitOK(ctx, p, e.url(TargetNginx))
+	return e.waitOK(ctx, p, e.url(TargetNginx, ""))
 }
 
 // waitOK polls url until it answers 200, the process exits or
@@ -649,9 +759,9 @@ func (e *env) get(ctx context.Context, url string) (string, error) {
 	return string(body), nil
 }
 
-// profile runs one more gateway pass while the gateway's CPU profiler
-// records it, and writes the profile to path.
-func (e *env) profile(ctx context.Context, path string) (*ProfileRun, error) {
+// profile runs one more gateway pass of the scenario while the gateway's
+// CPU profiler records it, and writes the profile to path.
+func (e *env) profile(ctx context.Context, sc Scenario, path string) (*ProfileRun, error) {
 	secs := int(e.opts.Load.Duration.Round(time.Second) / time.Second)
 	e.log.Info("profiling the gateway", "for", time.Duration(secs)*time.Second, "file", path)
 	type result struct {
@@ -680,7 +790,7 @@ func (e *env) profile(ctx context.Context, path string) (*ProfileRun, error) {
 		}
 		ch <- result{data: data, err: err}
 	}()
-	res, _, err := e.wrk.run(ctx, e.opts.Load, time.Duration(secs)*time.Second, e.url(TargetGateway))
+	res, _, err := e.wrk.run(ctx, sc, e.opts.Load.Timeout, time.Duration(secs)*time.Second, e.url(TargetGateway, sc.Query))
 	if err != nil {
 		return nil, fmt.Errorf("profiled pass: %w", err)
 	}
@@ -699,7 +809,7 @@ func (e *env) profile(ctx context.Context, path string) (*ProfileRun, error) {
 	if err := os.WriteFile(path, r.data, 0o644); err != nil {
 		return nil, fmt.Errorf("gateway CPU profile: %w", err)
 	}
-	return &ProfileRun{File: path, RPS: round1(res.RPS()), Hint: "go tool pprof -top " + path}, nil
+	return &ProfileRun{File: path, Scenario: sc.Name, RPS: round1(res.RPS()), Hint: "go tool pprof -top " + path}, nil
 }
 
 // stopAll stops the proxies, then the backend.
@@ -737,4 +847,45 @@ func freeAddrs(n int) ([]string, error) {
 		out = append(out, ln.Addr().String())
 	}
 	return out, nil
+}
+
+// gatewayKeysOfTheBench are the gateway keys the generated configuration
+// sets itself: --gateway-set cannot change them.
+var gatewayKeysOfTheBench = []string{"id", "listen", "admin_listen", "shutdown_timeout", "routes"}
+
+// CheckGatewaySet checks --gateway-set settings: each KEY=VALUE, KEY a
+// lower-case YAML key (letters, digits, underscores) named once and not
+// one the bench sets itself, VALUE a non-empty single-line YAML value.
+// Whether the gateway knows the key is its own check, at start.
+func CheckGatewaySet(set []string) error {
+	seen := map[string]bool{}
+	for _, kv := range set {
+		k, v, ok := strings.Cut(kv, "=")
+		switch {
+		case !ok || k == "" || v == "":
+			return fmt.Errorf("%q is not KEY=VALUE", kv)
+		case !validYAMLKey(k):
+			return fmt.Errorf("%q: the key must be lower-case letters, digits and underscores", kv)
+		case slices.Contains(gatewayKeysOfTheBench, k):
+			return fmt.Errorf("%q: the bench sets gateway.%s itself (%s)", kv, k, strings.Join(gatewayKeysOfTheBench, ", "))
+		case strings.ContainsFunc(v, unicode.IsControl):
+			return fmt.Errorf("%q: the value must be one line without control characters", kv)
+		case seen[k]:
+			return fmt.Errorf("%q: gateway.%s set twice", kv, k)
+		}
+		seen[k] = true
+	}
+	return nil
+}
+
+func validYAMLKey(k string) bool {
+	for i, c := range k {
+		switch {
+		case c >= 'a' && c <= 'z', c == '_':
+		case c >= '0' && c <= '9' && i > 0:
+		default:
+			return false
+		}
+	}
+	return k != ""
 }

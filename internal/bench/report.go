@@ -32,6 +32,10 @@ type ProxyReport struct {
 	Machine Machine   `json:"machine"`
 	Tools   Tools     `json:"tools"`
 	Setup   Setup     `json:"setup"`
+	// Targets, Runs, Ratios and AddedP50US are those of the get scenario
+	// (the default load; the layout of reports from before scenarios),
+	// empty when it was not run. Scenarios holds every scenario's.
+	//
 	// Targets holds one summary per measured target, in run order: the
 	// run with the median requests per second when there were several
 	// rounds.
@@ -42,6 +46,10 @@ type ProxyReport struct {
 	// AddedP50US is each proxy's p50 minus the direct p50, in
 	// microseconds.
 	AddedP50US map[string]float64 `json:"added_p50_us,omitempty"`
+	// Scenarios holds the results of every scenario, in run order.
+	Scenarios []ScenarioResult `json:"scenarios,omitempty"`
+	// Checks compare the figures with the proxy targets.
+	Checks []ProxyCheck `json:"checks,omitempty"`
 	// Profile is the gateway's CPU profile pass, when one was taken.
 	Profile *ProfileRun `json:"profile,omitempty"`
 	// Notes are skipped targets and warnings.
@@ -80,15 +88,52 @@ type Setup struct {
 	NginxWorkers string   `json:"nginx_workers"`
 	Backend      string   `json:"backend"`
 	GatewayEnv   []string `json:"gateway_env,omitempty"`
+	// GatewaySet are the KEY=VALUE settings added to the gateway section
+	// of the gateway's configuration (--gateway-set).
+	GatewaySet []string `json:"gateway_set,omitempty"`
+	// Scenarios names the scenarios run, in run order.
+	Scenarios []string `json:"scenarios,omitempty"`
+}
+
+// ScenarioResult is one scenario's runs and their summary.
+type ScenarioResult struct {
+	Scenario
+	// Targets holds the run with the median requests per second of each
+	// target.
+	Targets []TargetResult `json:"targets"`
+	// Runs holds every measured run of the scenario, in order.
+	Runs []TargetResult `json:"runs"`
+	// Ratios has the per-round ratios and their medians also for a single
+	// round (unlike the report's top-level ratios).
+	Ratios     Ratios             `json:"ratios"`
+	AddedP50US map[string]float64 `json:"added_p50_us,omitempty"`
+}
+
+// ProxyCheck compares one figure with its target.
+type ProxyCheck struct {
+	What     string `json:"what"`
+	Scenario string `json:"scenario"`
+	Target   string `json:"target"`
+	// Value is the figure compared: a ratio, microseconds or allocations
+	// per request.
+	Value float64 `json:"value"`
+	// Figures renders the value with what it is compared with.
+	Figures string `json:"figures"`
+	Met     bool   `json:"met"`
+	// Unmeasured says why there is no figure (the check is then not met).
+	Unmeasured string `json:"unmeasured,omitempty"`
 }
 
 // TargetResult is one measured run of one target.
 type TargetResult struct {
-	Name  string    `json:"name"`
-	Round int       `json:"round"`
-	URL   string    `json:"url"`
-	RPS   float64   `json:"rps"`
-	Wrk   WrkResult `json:"wrk"`
+	Name string `json:"name"`
+	// Scenario names the load (empty in reports from before scenarios:
+	// get).
+	Scenario string    `json:"scenario,omitempty"`
+	Round    int       `json:"round"`
+	URL      string    `json:"url"`
+	RPS      float64   `json:"rps"`
+	Wrk      WrkResult `json:"wrk"`
 	// CPU is the CPU time each process used during the measured window
 	// (seconds), and per request (microseconds).
 	CPU CPUUse `json:"cpu"`
@@ -132,12 +177,15 @@ type Ratios struct {
 	// GatewayBare compares the gateway with a bare httputil.ReverseProxy.
 	GatewayBare float64 `json:"gateway_httputil_rps,omitempty"`
 	BareNginx   float64 `json:"httputil_nginx_rps,omitempty"`
+	// GatewayNginxCPU compares the proxies' CPU time per request.
+	GatewayNginxCPU float64 `json:"gateway_nginx_cpu_per_req,omitempty"`
 	// With several rounds, the ratios within each round (targets measured
 	// back to back share the machine's state) and their medians: less
 	// sensitive to a noisy machine than the ratios of the median runs.
-	PerRound            []RoundRatios `json:"per_round,omitempty"`
-	GatewayNginxMedian  float64       `json:"gateway_nginx_rps_round_median,omitempty"`
-	GatewayDirectMedian float64       `json:"gateway_direct_rps_round_median,omitempty"`
+	PerRound              []RoundRatios `json:"per_round,omitempty"`
+	GatewayNginxMedian    float64       `json:"gateway_nginx_rps_round_median,omitempty"`
+	GatewayDirectMedian   float64       `json:"gateway_direct_rps_round_median,omitempty"`
+	GatewayNginxCPUMedian float64       `json:"gateway_nginx_cpu_per_req_round_median,omitempty"`
 }
 
 // RoundRatios are the req/s ratios of one round.
@@ -145,13 +193,16 @@ type RoundRatios struct {
 	Round         int     `json:"round"`
 	GatewayNginx  float64 `json:"gateway_nginx_rps,omitempty"`
 	GatewayDirect float64 `json:"gateway_direct_rps,omitempty"`
+	// GatewayNginxCPU compares the proxies' CPU time per request.
+	GatewayNginxCPU float64 `json:"gateway_nginx_cpu_per_req,omitempty"`
 }
 
 // ProfileRun is the extra gateway pass taken with the CPU profiler on.
 type ProfileRun struct {
-	File string  `json:"file"`
-	RPS  float64 `json:"rps"`
-	Hint string  `json:"hint"`
+	File     string  `json:"file"`
+	Scenario string  `json:"scenario,omitempty"`
+	RPS      float64 `json:"rps"`
+	Hint     string  `json:"hint"`
 }
 
 // median returns the run with the median requests per second of each
@@ -174,75 +225,142 @@ func medianByTarget(runs []TargetResult) []TargetResult {
 	return out
 }
 
-// summarize fills Targets, Ratios and AddedP50US from Runs.
+// summarize fills, from each scenario's Runs, its Targets, Ratios and
+// AddedP50US, the report's top-level fields from the get scenario, and
+// the checks. A report with Runs and no Scenarios (one load) is taken as
+// the get scenario.
 func (r *ProxyReport) summarize() {
-	r.Targets = medianByTarget(r.Runs)
-	get := func(name string) *TargetResult {
-		for i := range r.Targets {
-			if r.Targets[i].Name == name {
-				return &r.Targets[i]
-			}
+	if len(r.Scenarios) == 0 && len(r.Runs) > 0 {
+		r.Scenarios = []ScenarioResult{{
+			Scenario: Scenario{Name: ScenarioGet, Load: Load{Threads: r.Setup.Threads, Connections: r.Setup.Connections}, Method: "GET", ResponseBytes: r.Setup.BodyBytes},
+			Runs:     r.Runs,
+		}}
+	}
+	// Empty lists rather than null when get was not run.
+	r.Targets, r.Runs, r.Ratios, r.AddedP50US = []TargetResult{}, []TargetResult{}, Ratios{}, nil
+	for i := range r.Scenarios {
+		s := &r.Scenarios[i]
+		s.Targets, s.Ratios, s.AddedP50US = summarizeRuns(s.Runs, 1)
+		if s.Name == ScenarioGet {
+			// Per-round ratios only with several rounds, as before.
+			r.Targets, r.Ratios, r.AddedP50US = summarizeRuns(s.Runs, 2)
+			r.Runs = s.Runs
 		}
-		return nil
 	}
-	ratio := func(a, b *TargetResult) float64 {
-		if a == nil || b == nil || b.RPS == 0 {
-			return 0
+	r.Checks = r.checks()
+}
+
+// allRuns returns the runs of every scenario (Runs when there are no
+// scenarios).
+func (r *ProxyReport) allRuns() []TargetResult {
+	if len(r.Scenarios) == 0 {
+		return r.Runs
+	}
+	var out []TargetResult
+	for _, s := range r.Scenarios {
+		out = append(out, s.Runs...)
+	}
+	return out
+}
+
+// scenario returns the named scenario's results, nil when it was not run.
+func (r *ProxyReport) scenario(name string) *ScenarioResult {
+	for i := range r.Scenarios {
+		if r.Scenarios[i].Name == name {
+			return &r.Scenarios[i]
 		}
-		return round(a.RPS/b.RPS, 3)
 	}
-	d, g, n, b := get(TargetDirect), get(TargetGateway), get(TargetNginx), get(TargetBare)
-	r.Ratios = Ratios{
-		GatewayNginx: ratio(g, n), GatewayDirect: ratio(g, d), NginxDirect: ratio(n, d),
-		GatewayBare: ratio(g, b), BareNginx: ratio(b, n),
+	return nil
+}
+
+// find returns the named target's result, nil when absent.
+func find(ts []TargetResult, name string) *TargetResult {
+	for i := range ts {
+		if ts[i].Name == name {
+			return &ts[i]
+		}
 	}
-	r.roundRatios()
-	r.AddedP50US = nil
+	return nil
+}
+
+// summarizeRuns returns the median run of each target, the ratios and
+// each proxy's added p50 of one load's runs. The per-round ratios are
+// filled when there are at least minRounds rounds.
+func summarizeRuns(runs []TargetResult, minRounds int) ([]TargetResult, Ratios, map[string]float64) {
+	targets := medianByTarget(runs)
+	d, g, n, b := find(targets, TargetDirect), find(targets, TargetGateway), find(targets, TargetNginx), find(targets, TargetBare)
+	ratios := Ratios{
+		GatewayNginx: rpsRatio(g, n), GatewayDirect: rpsRatio(g, d), NginxDirect: rpsRatio(n, d),
+		GatewayBare: rpsRatio(g, b), BareNginx: rpsRatio(b, n), GatewayNginxCPU: cpuRatio(g, n),
+	}
+	roundRatios(&ratios, runs, minRounds)
+	var added map[string]float64
 	if d != nil {
 		for _, t := range []*TargetResult{g, n, b} {
 			if t == nil {
 				continue
 			}
-			if r.AddedP50US == nil {
-				r.AddedP50US = map[string]float64{}
+			if added == nil {
+				added = map[string]float64{}
 			}
-			r.AddedP50US[t.Name] = t.Wrk.LatencyUS.P50 - d.Wrk.LatencyUS.P50
+			added[t.Name] = t.Wrk.LatencyUS.P50 - d.Wrk.LatencyUS.P50
 		}
 	}
+	return targets, ratios, added
 }
 
-// roundRatios fills the per-round ratios when there were several rounds.
-func (r *ProxyReport) roundRatios() {
-	rps := map[int]map[string]float64{}
+// rpsRatio is a's req/s over b's (0 when one is missing).
+func rpsRatio(a, b *TargetResult) float64 {
+	if a == nil || b == nil || b.RPS == 0 {
+		return 0
+	}
+	return round(a.RPS/b.RPS, 3)
+}
+
+// cpuRatio is a's proxy CPU per request over b's (0 when one is
+// missing).
+func cpuRatio(a, b *TargetResult) float64 {
+	if a == nil || b == nil || a.CPU.ProxyUSPerReq <= 0 || b.CPU.ProxyUSPerReq <= 0 {
+		return 0
+	}
+	return round(a.CPU.ProxyUSPerReq/b.CPU.ProxyUSPerReq, 3)
+}
+
+// roundRatios fills the per-round ratios and their medians when runs has
+// at least minRounds rounds: targets measured back to back in a round
+// share the machine's state.
+func roundRatios(x *Ratios, runs []TargetResult, minRounds int) {
+	by := map[int][]TargetResult{}
 	var rounds []int
-	for _, t := range r.Runs {
-		if rps[t.Round] == nil {
-			rps[t.Round] = map[string]float64{}
+	for _, t := range runs {
+		if by[t.Round] == nil {
 			rounds = append(rounds, t.Round)
 		}
-		rps[t.Round][t.Name] = t.RPS
+		by[t.Round] = append(by[t.Round], t)
 	}
-	if len(rounds) < 2 {
+	if len(rounds) < max(minRounds, 1) {
 		return
 	}
-	ratio := func(m map[string]float64, a, b string) float64 {
-		if m[a] == 0 || m[b] == 0 {
-			return 0
-		}
-		return round(m[a]/m[b], 3)
-	}
-	var gn, gd []float64
+	var gn, gd, cpu []float64
 	for _, n := range rounds {
-		rr := RoundRatios{Round: n, GatewayNginx: ratio(rps[n], TargetGateway, TargetNginx), GatewayDirect: ratio(rps[n], TargetGateway, TargetDirect)}
-		r.Ratios.PerRound = append(r.Ratios.PerRound, rr)
+		ts := by[n]
+		g := find(ts, TargetGateway)
+		rr := RoundRatios{
+			Round: n, GatewayNginx: rpsRatio(g, find(ts, TargetNginx)), GatewayDirect: rpsRatio(g, find(ts, TargetDirect)),
+			GatewayNginxCPU: cpuRatio(g, find(ts, TargetNginx)),
+		}
+		x.PerRound = append(x.PerRound, rr)
 		if rr.GatewayNginx > 0 {
 			gn = append(gn, rr.GatewayNginx)
 		}
 		if rr.GatewayDirect > 0 {
 			gd = append(gd, rr.GatewayDirect)
 		}
+		if rr.GatewayNginxCPU > 0 {
+			cpu = append(cpu, rr.GatewayNginxCPU)
+		}
 	}
-	r.Ratios.GatewayNginxMedian, r.Ratios.GatewayDirectMedian = median(gn), median(gd)
+	x.GatewayNginxMedian, x.GatewayDirectMedian, x.GatewayNginxCPUMedian = median(gn), median(gd), median(cpu)
 }
 
 // median of xs (the mean of the middle two for an even count), 0 when
@@ -265,7 +383,8 @@ func round(x float64, digits int) float64 {
 	return math.Round(x*p) / p
 }
 
-// WriteTable prints the human summary.
+// WriteTable prints the human summary: one table per scenario with its
+// ratios, then the checks and the notes.
 func (r *ProxyReport) WriteTable(w io.Writer) error {
 	var b strings.Builder
 	s := r.Setup
@@ -275,85 +394,110 @@ func (r *ProxyReport) WriteTable(w io.Writer) error {
 	if len(s.GatewayEnv) > 0 {
 		fmt.Fprintf(&b, "gateway environment: %s\n", strings.Join(s.GatewayEnv, " "))
 	}
-	fmt.Fprintf(&b, "load: wrk -t%d -c%d -d%s (after a %s warm-up), GET, %d-byte body, keep-alive; %d round(s)%s\n\n",
-		s.Threads, s.Connections, s.DurationText, s.WarmupText, s.BodyBytes, s.Rounds, medianNote(s.Rounds))
-	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "target\treq/s\tp50\tp90\tp99\tmax\t+p50 vs direct\terrors\tproxy CPU/req\tbackend CPU/req\twrk CPU/req\tother CPU\t")
-	for _, t := range r.Targets {
-		added := "—"
-		if v, ok := r.AddedP50US[t.Name]; ok {
-			added = signedMicros(v)
-		}
-		proxyCPU := "—"
-		if t.CPU.ProxyUSPerReq > 0 {
-			proxyCPU = fmt.Sprintf("%.1fµs", t.CPU.ProxyUSPerReq)
-		}
-		other := "—"
-		if t.CPU.AvailableCPUSec > 0 && t.CPU.Unavailable == "" {
-			other = fmt.Sprintf("%.0f%%", 100*max(t.CPU.OtherSec, 0)/t.CPU.AvailableCPUSec)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t\n",
-			t.Name, thousands(t.RPS), micros(t.Wrk.LatencyUS.P50), micros(t.Wrk.LatencyUS.P90),
-			micros(t.Wrk.LatencyUS.P99), micros(t.Wrk.LatencyUS.Max), added, t.Wrk.Errors.Total(),
-			proxyCPU, cpuPerReq(t.CPU.BackendUSPerReq), cpuPerReq(t.CPU.WrkUSPerReq), other)
+	if len(s.GatewaySet) > 0 {
+		fmt.Fprintf(&b, "gateway configuration: %s\n", strings.Join(s.GatewaySet, " "))
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	b.WriteString("\n")
-	if x := r.Ratios; x.GatewayNginx > 0 || x.GatewayDirect > 0 {
-		b.WriteString("ratios (req/s):")
-		if x.GatewayNginx > 0 {
-			fmt.Fprintf(&b, "  gateway/nginx %.2f×", x.GatewayNginx)
-		}
-		if x.GatewayDirect > 0 {
-			fmt.Fprintf(&b, "  gateway/direct %.2f×", x.GatewayDirect)
-		}
-		if x.NginxDirect > 0 {
-			fmt.Fprintf(&b, "  nginx/direct %.2f×", x.NginxDirect)
-		}
-		if x.GatewayBare > 0 {
-			fmt.Fprintf(&b, "  gateway/httputil %.2f×", x.GatewayBare)
-		}
-		if x.BareNginx > 0 {
-			fmt.Fprintf(&b, "  httputil/nginx %.2f×", x.BareNginx)
-		}
+	fmt.Fprintf(&b, "load: wrk -d%s per run (after a %s warm-up), keep-alive; %d round(s)%s; in each round every scenario loads the targets back to back\n",
+		s.DurationText, s.WarmupText, s.Rounds, medianNote(s.Rounds))
+	b.WriteString("CPU columns: µs of CPU per request (proxy, backend, wrk); other CPU: the machine's CPU used outside them; allocs, bytes: the gateway's Go allocations per request\n")
+	for _, sc := range r.Scenarios {
 		b.WriteString("\n")
+		if err := writeScenario(&b, sc, s.DurationText); err != nil {
+			return err
+		}
 	}
-	if x := r.Ratios; len(x.PerRound) > 0 && (x.GatewayNginxMedian > 0 || x.GatewayDirectMedian > 0) {
-		b.WriteString("ratios within each round:")
-		for _, rr := range x.PerRound {
-			fmt.Fprintf(&b, "  #%d", rr.Round)
-			if rr.GatewayNginx > 0 {
-				fmt.Fprintf(&b, " gateway/nginx %.2f×", rr.GatewayNginx)
-			}
-			if rr.GatewayDirect > 0 {
-				fmt.Fprintf(&b, " gateway/direct %.2f×", rr.GatewayDirect)
-			}
-		}
-		b.WriteString("\n  median of the rounds:")
-		if x.GatewayNginxMedian > 0 {
-			fmt.Fprintf(&b, " gateway/nginx %.2f×", x.GatewayNginxMedian)
-		}
-		if x.GatewayDirectMedian > 0 {
-			fmt.Fprintf(&b, " gateway/direct %.2f×", x.GatewayDirectMedian)
-		}
-		b.WriteString("\n")
-	}
-	for _, t := range r.Targets {
-		if t.Runtime != nil {
-			fmt.Fprintf(&b, "gateway Go runtime: %.1f allocations and %.0f bytes allocated per request, %.0f GC cycles in %s\n",
-				t.Runtime.MallocsPerReq, t.Runtime.AllocBytesPerReq, t.Runtime.GCCycles, s.DurationText)
+	if len(r.Checks) > 0 {
+		b.WriteString("\ntargets:\n")
+		for _, c := range r.Checks {
+			fmt.Fprintf(&b, "  %s\n", c)
 		}
 	}
 	if p := r.Profile; p != nil {
-		fmt.Fprintf(&b, "gateway CPU profile: %s (profiled pass %s req/s); %s\n", p.File, thousands(p.RPS), p.Hint)
+		fmt.Fprintf(&b, "gateway CPU profile: %s (profiled %s pass %s req/s); %s\n", p.File, p.Scenario, thousands(p.RPS), p.Hint)
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(&b, "note: %s\n", n)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeScenario prints one scenario's table and ratios.
+func writeScenario(b *strings.Builder, sc ScenarioResult, duration string) error {
+	fmt.Fprintf(b, "%s: %s\n", sc.Name, sc.Describe())
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "target\treq/s\tp50\tp90\tp99\t+p50 vs direct\terrors\tproxy CPU\tbackend CPU\twrk CPU\tother CPU\tallocs\tbytes\t")
+	for _, t := range sc.Targets {
+		added := "—"
+		if v, ok := sc.AddedP50US[t.Name]; ok {
+			added = signedMicros(v)
+		}
+		other := "—"
+		if t.CPU.AvailableCPUSec > 0 && t.CPU.Unavailable == "" {
+			other = fmt.Sprintf("%.0f%%", 100*max(t.CPU.OtherSec, 0)/t.CPU.AvailableCPUSec)
+		}
+		allocs, bytes := "—", "—"
+		if t.Runtime != nil {
+			allocs, bytes = fmt.Sprintf("%.1f", t.Runtime.MallocsPerReq), thousands(t.Runtime.AllocBytesPerReq)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			t.Name, thousands(t.RPS), micros(t.Wrk.LatencyUS.P50), micros(t.Wrk.LatencyUS.P90), micros(t.Wrk.LatencyUS.P99),
+			added, t.Wrk.Errors.Total(), cpuPerReq(t.CPU.ProxyUSPerReq), cpuPerReq(t.CPU.BackendUSPerReq),
+			cpuPerReq(t.CPU.WrkUSPerReq), other, allocs, bytes)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	x := sc.Ratios
+	if x.GatewayNginx > 0 || x.GatewayDirect > 0 {
+		b.WriteString("ratios (req/s):")
+		if x.GatewayNginx > 0 {
+			fmt.Fprintf(b, "  gateway/nginx %.2f×", x.GatewayNginx)
+		}
+		if x.GatewayDirect > 0 {
+			fmt.Fprintf(b, "  gateway/direct %.2f×", x.GatewayDirect)
+		}
+		if x.NginxDirect > 0 {
+			fmt.Fprintf(b, "  nginx/direct %.2f×", x.NginxDirect)
+		}
+		if x.GatewayBare > 0 {
+			fmt.Fprintf(b, "  gateway/httputil %.2f×", x.GatewayBare)
+		}
+		if x.BareNginx > 0 {
+			fmt.Fprintf(b, "  httputil/nginx %.2f×", x.BareNginx)
+		}
+		if x.GatewayNginxCPU > 0 {
+			fmt.Fprintf(b, "; CPU per request gateway/nginx %.2f×", x.GatewayNginxCPU)
+		}
+		b.WriteString("\n")
+	}
+	if len(x.PerRound) > 1 && (x.GatewayNginxMedian > 0 || x.GatewayDirectMedian > 0) {
+		b.WriteString("ratios within each round:")
+		for _, rr := range x.PerRound {
+			fmt.Fprintf(b, "  #%d", rr.Round)
+			if rr.GatewayNginx > 0 {
+				fmt.Fprintf(b, " gateway/nginx %.2f×", rr.GatewayNginx)
+			}
+			if rr.GatewayDirect > 0 {
+				fmt.Fprintf(b, " gateway/direct %.2f×", rr.GatewayDirect)
+			}
+		}
+		b.WriteString("\n  median of the rounds:")
+		if x.GatewayNginxMedian > 0 {
+			fmt.Fprintf(b, " gateway/nginx %.2f×", x.GatewayNginxMedian)
+		}
+		if x.GatewayDirectMedian > 0 {
+			fmt.Fprintf(b, " gateway/direct %.2f×", x.GatewayDirectMedian)
+		}
+		if x.GatewayNginxCPUMedian > 0 {
+			fmt.Fprintf(b, "; CPU per request gateway/nginx %.2f×", x.GatewayNginxCPUMedian)
+		}
+		b.WriteString("\n")
+	}
+	if g := find(sc.Targets, TargetGateway); g != nil && g.Runtime != nil {
+		fmt.Fprintf(b, "gateway GC: %.0f cycles in %s\n", g.Runtime.GCCycles, duration)
+	}
+	return nil
 }
 
 func medianNote(rounds int) string {
@@ -479,4 +623,104 @@ func promValues(text string, names ...string) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// The proxy targets the checks compare with.
+const (
+	targetGetRatio   = 1.0 // default GET req/s, gateway/nginx
+	targetOtherRatio = 0.9 // POST 4 KiB and GET 64 KiB req/s, gateway/nginx
+	targetAllocs     = 10  // gateway allocations per request, default GET
+)
+
+// checks compares the figures with the proxy targets: throughput against
+// nginx's (median of the per-round ratios), the gateway's CPU and
+// allocations per request on the default GET, and the p50 it adds on one
+// connection against nginx's.
+func (r *ProxyReport) checks() []ProxyCheck {
+	var out []ProxyCheck
+	throughput := func(scenario, what string, target float64) {
+		c := ProxyCheck{What: what, Scenario: scenario, Target: fmt.Sprintf("≥ %.1f× nginx's req/s", target)}
+		s := r.scenario(scenario)
+		switch {
+		case s == nil:
+			c.Unmeasured = "scenario " + scenario + " not run"
+		case s.Ratios.GatewayNginxMedian <= 0:
+			c.Unmeasured = "no gateway and nginx runs to compare"
+		default:
+			c.Value = s.Ratios.GatewayNginxMedian
+			c.Met = c.Value >= target
+			c.Figures = fmt.Sprintf("gateway/nginx %.2f×%s", c.Value, roundsText(len(s.Ratios.PerRound)))
+		}
+		out = append(out, c)
+	}
+	throughput(ScenarioGet, "default GET throughput", targetGetRatio)
+	throughput(ScenarioPost4K, "POST 4 KiB throughput", targetOtherRatio)
+	throughput(ScenarioGet64K, "GET 64 KiB throughput", targetOtherRatio)
+
+	cpu := ProxyCheck{What: "gateway CPU per request", Scenario: ScenarioGet, Target: "≤ nginx's"}
+	allocs := ProxyCheck{What: "gateway allocations per request", Scenario: ScenarioGet, Target: fmt.Sprintf("≤ %d", targetAllocs)}
+	if s := r.scenario(ScenarioGet); s == nil {
+		cpu.Unmeasured, allocs.Unmeasured = "scenario get not run", "scenario get not run"
+	} else {
+		g, n := find(s.Targets, TargetGateway), find(s.Targets, TargetNginx)
+		switch {
+		case g == nil || n == nil || s.Ratios.GatewayNginxCPUMedian <= 0:
+			cpu.Unmeasured = "no gateway and nginx CPU figures to compare"
+		default:
+			cpu.Value = s.Ratios.GatewayNginxCPUMedian
+			cpu.Met = cpu.Value <= 1
+			runs := ""
+			if len(s.Ratios.PerRound) > 1 {
+				runs = " in the median runs"
+			}
+			cpu.Figures = fmt.Sprintf("gateway/nginx %.2f×%s (%.1fµs vs nginx %.1fµs%s)",
+				cpu.Value, roundsText(len(s.Ratios.PerRound)), g.CPU.ProxyUSPerReq, n.CPU.ProxyUSPerReq, runs)
+		}
+		switch {
+		case g == nil || g.Runtime == nil:
+			allocs.Unmeasured = "no gateway runtime figures"
+		default:
+			allocs.Value = g.Runtime.MallocsPerReq
+			allocs.Met = allocs.Value <= targetAllocs
+			allocs.Figures = fmt.Sprintf("%.1f (%s bytes)", allocs.Value, thousands(g.Runtime.AllocBytesPerReq))
+		}
+	}
+	out = append(out, cpu, allocs)
+
+	lat := ProxyCheck{What: "added p50 at one connection", Scenario: ScenarioLatency1, Target: "≤ nginx's"}
+	s := r.scenario(ScenarioLatency1)
+	if s == nil {
+		lat.Unmeasured = "scenario latency1 not run"
+	} else {
+		g, okG := s.AddedP50US[TargetGateway]
+		n, okN := s.AddedP50US[TargetNginx]
+		if !okG || !okN {
+			lat.Unmeasured = "no direct, gateway and nginx runs to compare"
+		} else {
+			lat.Value = g
+			lat.Met = g <= n
+			lat.Figures = fmt.Sprintf("%s vs nginx %s", signedMicros(g), signedMicros(n))
+		}
+	}
+	return append(out, lat)
+}
+
+// roundsText names the rounds a median was taken over ("" for one).
+func roundsText(n int) string {
+	if n > 1 {
+		return fmt.Sprintf(", median of %d rounds", n)
+	}
+	return ""
+}
+
+// String renders the check for the table.
+func (c ProxyCheck) String() string {
+	if c.Unmeasured != "" {
+		return fmt.Sprintf("%s %s (%s): not measured, %s", c.What, c.Target, c.Scenario, c.Unmeasured)
+	}
+	v := "not met"
+	if c.Met {
+		v = "met"
+	}
+	return fmt.Sprintf("%s %s (%s): %s — %s", c.What, c.Target, c.Scenario, c.Figures, v)
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -236,5 +237,327 @@ func TestParseProcStat(t *testing.T) {
 	}
 	if _, err := parseProcStat("intr 1 2 3"); err == nil {
 		t.Error("no error without a cpu line")
+	}
+}
+
+// runCPU is a run with the proxy's CPU per request and, for the gateway,
+// its allocations per request.
+func runCPU(scenario, name string, round int, rps, p50, proxyUS, mallocs float64) TargetResult {
+	t := run(name, round, rps, p50)
+	t.Scenario = scenario
+	t.Wrk.Bytes = t.Wrk.Requests * 200
+	t.CPU = CPUUse{ProxyUSPerReq: proxyUS, BackendUSPerReq: 20, WrkUSPerReq: 10, AvailableCPUSec: 20}
+	if name == TargetGateway {
+		t.Runtime = &RuntimeUse{MallocsPerReq: mallocs, AllocBytesPerReq: 7100, GCCycles: 230}
+	}
+	return t
+}
+
+// scenarioReport has every scenario, three rounds of get and one of the
+// others.
+func scenarioReport() *ProxyReport {
+	sc := func(name string) Scenario {
+		s, err := newScenario(name, Load{Threads: 2, Connections: 64}, 64)
+		if err != nil {
+			panic(err)
+		}
+		return s
+	}
+	r := &ProxyReport{Setup: Setup{DurationText: "10s", WarmupText: "2s", Rounds: 3, GatewaySet: []string{"balancer=round_robin"}}}
+	get := ScenarioResult{Scenario: sc(ScenarioGet)}
+	for i, x := range []struct{ g, n, gCPU, nCPU float64 }{{30000, 50000, 48, 20}, {36000, 40000, 44, 22}, {33000, 60000, 50, 19}} {
+		get.Runs = append(get.Runs,
+			runCPU(ScenarioGet, TargetDirect, i+1, 90000, 500, 0, 0),
+			runCPU(ScenarioGet, TargetGateway, i+1, x.g, 1900, x.gCPU, 72),
+			runCPU(ScenarioGet, TargetNginx, i+1, x.n, 1200, x.nCPU, 0))
+	}
+	post := ScenarioResult{Scenario: sc(ScenarioPost4K), Runs: []TargetResult{
+		runCPU(ScenarioPost4K, TargetDirect, 1, 80000, 600, 0, 0),
+		runCPU(ScenarioPost4K, TargetGateway, 1, 45000, 1500, 30, 9),
+		runCPU(ScenarioPost4K, TargetNginx, 1, 50000, 1300, 25, 0),
+	}}
+	big := ScenarioResult{Scenario: sc(ScenarioGet64K), Runs: []TargetResult{
+		runCPU(ScenarioGet64K, TargetDirect, 1, 30000, 1300, 0, 0),
+		runCPU(ScenarioGet64K, TargetGateway, 1, 8000, 8000, 90, 70),
+		runCPU(ScenarioGet64K, TargetNginx, 1, 10000, 6000, 70, 0),
+	}}
+	lat := ScenarioResult{Scenario: sc(ScenarioLatency1), Runs: []TargetResult{
+		runCPU(ScenarioLatency1, TargetDirect, 1, 20000, 42, 0, 0),
+		runCPU(ScenarioLatency1, TargetGateway, 1, 7000, 110, 100, 72),
+		runCPU(ScenarioLatency1, TargetNginx, 1, 7500, 123, 47, 0),
+	}}
+	r.Scenarios = []ScenarioResult{get, post, big, lat}
+	return r
+}
+
+func TestSummarizeScenarios(t *testing.T) {
+	r := scenarioReport()
+	r.summarize()
+	get := r.scenario(ScenarioGet)
+	// Per-round req/s ratios 0.6, 0.9, 0.55; CPU ratios 2.4, 2, 2.632.
+	// The median runs: direct round 2, gateway round 3, nginx round 1.
+	wantGet := Ratios{
+		GatewayNginx: 0.66, GatewayDirect: 0.367, NginxDirect: 0.556, GatewayNginxCPU: 2.5, // the median runs: 50 / 20
+		PerRound: []RoundRatios{
+			{Round: 1, GatewayNginx: 0.6, GatewayDirect: 0.333, GatewayNginxCPU: 2.4},
+			{Round: 2, GatewayNginx: 0.9, GatewayDirect: 0.4, GatewayNginxCPU: 2},
+			{Round: 3, GatewayNginx: 0.55, GatewayDirect: 0.367, GatewayNginxCPU: 2.632},
+		},
+		GatewayNginxMedian: 0.6, GatewayDirectMedian: 0.367, GatewayNginxCPUMedian: 2.4,
+	}
+	if !reflect.DeepEqual(get.Ratios, wantGet) {
+		t.Errorf("get ratios %+v\nwant %+v", get.Ratios, wantGet)
+	}
+	// The top level is the get scenario's, as before scenarios.
+	if !reflect.DeepEqual(r.Ratios, wantGet) || !reflect.DeepEqual(r.Targets, get.Targets) || len(r.Runs) != 9 || r.AddedP50US[TargetGateway] != 1400 {
+		t.Errorf("top level is not the get scenario: %+v %+v %d %v", r.Ratios, r.Targets, len(r.Runs), r.AddedP50US)
+	}
+	// One round: a scenario still has its per-round ratio and median.
+	post := r.scenario(ScenarioPost4K)
+	if len(post.Ratios.PerRound) != 1 || post.Ratios.GatewayNginxMedian != 0.9 || post.Ratios.GatewayNginxCPUMedian != 1.2 {
+		t.Errorf("post4k ratios %+v", post.Ratios)
+	}
+	if got := len(r.allRuns()); got != 18 {
+		t.Errorf("allRuns: %d runs, want 18", got)
+	}
+
+	type check struct {
+		scenario string
+		value    float64
+		met      bool
+		figures  string
+	}
+	want := []check{
+		{ScenarioGet, 0.6, false, "gateway/nginx 0.60×, median of 3 rounds"},
+		{ScenarioPost4K, 0.9, true, "gateway/nginx 0.90×"},
+		{ScenarioGet64K, 0.8, false, "gateway/nginx 0.80×"},
+		{ScenarioGet, 2.4, false, "gateway/nginx 2.40×, median of 3 rounds (50.0µs vs nginx 20.0µs in the median runs)"},
+		{ScenarioGet, 72, false, "72.0 (7,100 bytes)"},
+		{ScenarioLatency1, 68, true, "+68µs vs nginx +81µs"},
+	}
+	if len(r.Checks) != len(want) {
+		t.Fatalf("checks %+v", r.Checks)
+	}
+	for i, c := range r.Checks {
+		if got := (check{c.Scenario, c.Value, c.Met, c.Figures}); got != want[i] || c.Unmeasured != "" {
+			t.Errorf("check %d (%s): %+v, want %+v", i, c.What, got, want[i])
+		}
+	}
+
+	var b bytes.Buffer
+	if err := r.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"gateway configuration: balancer=round_robin\n",
+		"\nget: GET, 64-byte response, wrk -t2 -c64\n",
+		"\npost4k: POST with a 4 KiB body, 64-byte response, wrk -t2 -c64\n",
+		"\nget64k: GET, 64 KiB response, wrk -t2 -c64\n",
+		"\nlatency1: GET, 64-byte response, wrk -t1 -c1 (one connection)\n",
+		"+p50 vs direct  errors  proxy CPU  backend CPU  wrk CPU  other CPU  allocs  bytes",
+		"median of the rounds: gateway/nginx 0.60× gateway/direct 0.37×; CPU per request gateway/nginx 2.40×\n",
+		"ratios (req/s):  gateway/nginx 0.90×  gateway/direct 0.56×  nginx/direct 0.62×; CPU per request gateway/nginx 1.20×\n",
+		"gateway GC: 230 cycles in 10s\n",
+		"\ntargets:\n",
+		"  default GET throughput ≥ 1.0× nginx's req/s (get): gateway/nginx 0.60×, median of 3 rounds — not met\n",
+		"  POST 4 KiB throughput ≥ 0.9× nginx's req/s (post4k): gateway/nginx 0.90× — met\n",
+		"  GET 64 KiB throughput ≥ 0.9× nginx's req/s (get64k): gateway/nginx 0.80× — not met\n",
+		"  gateway CPU per request ≤ nginx's (get): gateway/nginx 2.40×, median of 3 rounds (50.0µs vs nginx 20.0µs in the median runs) — not met\n",
+		"ratios (req/s):  gateway/nginx 0.66×  gateway/direct 0.37×  nginx/direct 0.56×; CPU per request gateway/nginx 2.50×\n",
+		"  gateway allocations per request ≤ 10 (get): 72.0 (7,100 bytes) — not met\n",
+		"  added p50 at one connection ≤ nginx's (latency1): +68µs vs nginx +81µs — met\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	// The gateway's row has its allocations; one round shows no per-round
+	// line.
+	if !regexp.MustCompile(`(?m)^ +gateway +33,000 .* 50\.0µs +20\.0µs +10\.0µs +0% +72\.0 +7,100$`).MatchString(out) {
+		t.Errorf("gateway row of get:\n%s", out)
+	}
+	if strings.Count(out, "ratios within each round") != 1 {
+		t.Errorf("per-round lines for single rounds:\n%s", out)
+	}
+
+	// JSON: the scenarios with their per-round ratios, the checks.
+	data, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back map[string]any
+	if err := json.Unmarshal(data, &back); err != nil {
+		t.Fatal(err)
+	}
+	scs := back["scenarios"].([]any)
+	if len(scs) != 4 {
+		t.Fatalf("%d scenarios in JSON", len(scs))
+	}
+	s3 := scs[2].(map[string]any)
+	if s3["name"] != "get64k" || s3["response_body_bytes"] != 65536.0 || s3["query"] != "size=65536" || s3["threads"] != 2.0 {
+		t.Errorf("get64k in JSON: %v", s3)
+	}
+	rr := s3["ratios"].(map[string]any)
+	if rr["gateway_nginx_rps_round_median"] != 0.8 || len(rr["per_round"].([]any)) != 1 {
+		t.Errorf("get64k ratios in JSON: %v", rr)
+	}
+	if len(back["checks"].([]any)) != 6 || back["ratios"].(map[string]any)["gateway_nginx_rps_round_median"] != 0.6 {
+		t.Errorf("checks or top-level ratios in JSON: %v %v", back["checks"], back["ratios"])
+	}
+}
+
+func TestChecksUnmeasured(t *testing.T) {
+	// Only latency1, without nginx.
+	sc, _ := newScenario(ScenarioLatency1, Load{}, 64)
+	r := &ProxyReport{Scenarios: []ScenarioResult{{Scenario: sc, Runs: []TargetResult{
+		runCPU(ScenarioLatency1, TargetDirect, 1, 20000, 42, 0, 0),
+		runCPU(ScenarioLatency1, TargetGateway, 1, 7000, 110, 100, 72),
+	}}}}
+	r.summarize()
+	if len(r.Targets) != 0 || len(r.Runs) != 0 || r.Targets == nil || r.Runs == nil {
+		t.Errorf("top level without get: %+v %+v", r.Targets, r.Runs)
+	}
+	for _, c := range r.Checks {
+		if c.Met || c.Unmeasured == "" {
+			t.Errorf("%s: %+v, want unmeasured", c.What, c)
+		}
+	}
+	var b bytes.Buffer
+	if err := r.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"default GET throughput ≥ 1.0× nginx's req/s (get): not measured, scenario get not run\n",
+		"added p50 at one connection ≤ nginx's (latency1): not measured, no direct, gateway and nginx runs to compare\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "gateway/nginx") {
+		t.Errorf("table has a gateway/nginx ratio without nginx:\n%s", out)
+	}
+}
+
+func TestRunNotes(t *testing.T) {
+	sc, _ := newScenario(ScenarioGet64K, Load{Threads: 2, Connections: 64}, 64)
+	ok := runCPU(ScenarioGet64K, TargetDirect, 1, 1000, 100, 0, 0)
+	ok.Wrk.Bytes = ok.Wrk.Requests * 65700
+	short := runCPU(ScenarioGet64K, TargetGateway, 2, 1000, 100, 0, 0) // 200 bytes per response
+	busy := ok
+	busy.Name, busy.CPU.OtherSec = TargetNginx, 5
+	failed := ok
+	failed.Name, failed.Wrk.Errors.Status = TargetBare, 3
+	notes := runNotes([]ScenarioResult{{Scenario: sc, Runs: []TargetResult{ok, short, busy, failed}}})
+	want := []string{
+		"get64k gateway (round 2): wrk read 200 bytes per response, less than the scenario's 65536-byte body",
+		"get64k nginx (round 1): 5.0 of 20.0 CPU-seconds went to other processes",
+		"get64k httputil (round 1): 3 errors in 10000 requests (connect 0, read 0, write 0, non-2xx 3, timeout 0)",
+	}
+	if len(notes) != len(want) {
+		t.Fatalf("notes %q", notes)
+	}
+	for i, n := range notes {
+		if !strings.HasPrefix(n, want[i]) {
+			t.Errorf("note %d: %q, want it to start with %q", i, n, want[i])
+		}
+	}
+	if (&ProxyReport{Scenarios: []ScenarioResult{{Scenario: sc, Runs: []TargetResult{ok, failed}}}}).Failed() {
+		t.Error("0.03% errors failed the run")
+	}
+	bad := failed
+	bad.Wrk.Errors.Status = 500
+	if !(&ProxyReport{Scenarios: []ScenarioResult{{Scenario: sc, Runs: []TargetResult{ok, bad}}}}).Failed() {
+		t.Error("5% errors in a scenario's run did not fail the report")
+	}
+}
+
+func TestGatewayYAMLWithSet(t *testing.T) {
+	y, err := gatewayYAML([]string{"127.0.0.1:2181"}, "127.0.0.1:4100", "127.0.0.1:4101", "balancer=round_robin", "retries=0", "dial_timeout=1500ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(y, "  shutdown_timeout: 5s\n  balancer: round_robin\n  retries: 0\n  dial_timeout: 1500ms\n  routes:\n") {
+		t.Errorf("settings not in the gateway section:\n%s", y)
+	}
+	cfg, err := config.Parse([]byte(y))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, y)
+	}
+	if err := cfg.ValidateGateway(); err != nil {
+		t.Fatalf("%v\n%s", err, y)
+	}
+	g := cfg.Gateway
+	if g.Balancer != "round_robin" || g.Retries == nil || *g.Retries != 0 || g.DialTimeout != 1500*time.Millisecond || len(g.Routes) != 1 {
+		t.Errorf("parsed %+v", g)
+	}
+	// Without settings the configuration is unchanged.
+	plain, _ := gatewayYAML([]string{"127.0.0.1:2181"}, "127.0.0.1:4100", "127.0.0.1:4101")
+	if !strings.Contains(plain, "  shutdown_timeout: 5s\n  routes:\n") {
+		t.Errorf("plain configuration:\n%s", plain)
+	}
+	// A key the gateway does not know passes the bench's check and fails
+	// the gateway's own (as engine=nethttp will until the key exists).
+	y, err = gatewayYAML([]string{"127.0.0.1:2181"}, "127.0.0.1:4100", "127.0.0.1:4101", "no_such_key=x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := config.Parse([]byte(y)); err == nil || !strings.Contains(err.Error(), "no_such_key") {
+		t.Errorf("unknown key: %v", err)
+	}
+	if _, err := gatewayYAML(nil, "a", "b", "listen=x"); err == nil {
+		t.Error("gatewayYAML accepted a key the bench sets")
+	}
+}
+
+func TestCheckGatewaySet(t *testing.T) {
+	if err := CheckGatewaySet([]string{"engine=nethttp", "balancer=round_robin", "max_idle_conns_per_host=512", "dial_timeout=a=b"}); err != nil {
+		t.Errorf("valid settings: %v", err)
+	}
+	for in, want := range map[string]string{
+		"noequals":           "is not KEY=VALUE",
+		"=x":                 "is not KEY=VALUE",
+		"balancer=":          "is not KEY=VALUE",
+		"Balancer=x":         "lower-case letters",
+		"9lives=x":           "lower-case letters",
+		"a.b=x":              "lower-case letters",
+		"listen=127.0.0.1:1": "the bench sets gateway.listen itself",
+		"routes=[]":          "the bench sets gateway.routes itself",
+		"balancer=x\ny: z":   "one line",
+	} {
+		if err := CheckGatewaySet([]string{in}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want one containing %q", in, err, want)
+		}
+	}
+	if err := CheckGatewaySet([]string{"retries=1", "retries=2"}); err == nil || !strings.Contains(err.Error(), "set twice") {
+		t.Errorf("a key set twice: %v", err)
+	}
+}
+
+func TestProxyOptionsScenariosAndSet(t *testing.T) {
+	o := ProxyOptions{Binary: "/bin/zkgate"}
+	if err := o.defaults(); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(o.Scenarios, AllScenarios) {
+		t.Errorf("default scenarios %q", o.Scenarios)
+	}
+	o = ProxyOptions{Binary: "/bin/zkgate", Scenarios: []string{ScenarioLatency1, ScenarioGet}, GatewaySet: []string{"balancer=round_robin"}}
+	if err := o.defaults(); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(o.Scenarios, []string{ScenarioGet, ScenarioLatency1}) {
+		t.Errorf("scenarios %q, want run order", o.Scenarios)
+	}
+	for _, bad := range []ProxyOptions{
+		{Binary: "x", Scenarios: []string{"nope"}},
+		{Binary: "x", Scenarios: []string{ScenarioGet, ScenarioGet}},
+		{Binary: "x", GatewaySet: []string{"id=x"}},
+	} {
+		if err := bad.defaults(); err == nil {
+			t.Errorf("%+v: no error", bad)
+		}
 	}
 }

@@ -144,28 +144,44 @@ func wrkDuration(d time.Duration) string {
 	return strconv.FormatInt(int64(d/time.Millisecond), 10) + "ms"
 }
 
-// wrkRunner runs wrk with the result script.
+// wrkRunner runs wrk with a scenario's script (see wrkScriptFor).
 type wrkRunner struct {
-	bin    string
-	script string
-	sp     *procgroup.Spawner
+	bin     string
+	dir     string
+	sp      *procgroup.Spawner
+	scripts map[string]string // scenario name → script path
 }
 
 func newWrkRunner(sp *procgroup.Spawner, bin, dir string) (*wrkRunner, error) {
-	script := filepath.Join(dir, "report.lua")
-	if err := os.WriteFile(script, []byte(wrkScript), 0o644); err != nil {
-		return nil, fmt.Errorf("writing wrk script: %w", err)
-	}
-	return &wrkRunner{bin: bin, script: script, sp: sp}, nil
+	return &wrkRunner{bin: bin, dir: dir, sp: sp, scripts: map[string]string{}}, nil
 }
 
-// run loads url for d and returns wrk's result and the CPU time wrk used.
-func (w *wrkRunner) run(ctx context.Context, l Load, d time.Duration, url string) (WrkResult, time.Duration, error) {
+// script writes the scenario's script once and returns its path.
+func (w *wrkRunner) script(s Scenario) (string, error) {
+	if p, ok := w.scripts[s.Name]; ok {
+		return p, nil
+	}
+	p := filepath.Join(w.dir, "wrk-"+s.Name+".lua")
+	if err := os.WriteFile(p, []byte(wrkScriptFor(s)), 0o644); err != nil {
+		return "", fmt.Errorf("writing wrk script: %w", err)
+	}
+	w.scripts[s.Name] = p
+	return p, nil
+}
+
+// run loads url for d with the scenario's request and load and returns
+// wrk's result and the CPU time wrk used.
+func (w *wrkRunner) run(ctx context.Context, s Scenario, timeout, d time.Duration, url string) (WrkResult, time.Duration, error) {
+	script, err := w.script(s)
+	if err != nil {
+		return WrkResult{}, 0, err
+	}
+	l := Load{Threads: s.Threads, Connections: s.Connections, Timeout: timeout}
 	// Bounded: wrk stops by itself after d; the margin covers start-up
 	// and the last requests' timeout.
 	ctx, cancel := context.WithTimeout(ctx, d+l.Timeout+30*time.Second)
 	defer cancel()
-	cmd := command(ctx, w.bin, wrkArgs(l, d, w.script, url)...)
+	cmd := command(ctx, w.bin, wrkArgs(l, d, script, url)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	p, err := startProc(w.sp, "wrk", cmd, "")

@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,21 +76,33 @@ func runBenchProxy(ctx context.Context, args []string, stdout, stderr io.Writer)
 Loads one backend three ways with wrk, one after the other in one run:
 direct, through zkgate gateway (routed through a ZooKeeper registry) and
 through nginx (skipped with a note when nginx is not installed), plus a
-bare httputil.ReverseProxy as a reference (--baseline=false skips it). Prints
-requests/s, latency p50/p90/p99/max, added p50 latency, CPU per request
-and the ratios gateway/nginx and gateway/direct, and writes JSON.
+bare httputil.ReverseProxy as a reference (--baseline=false skips it).
+
+Scenarios (--scenarios; each round runs every scenario on every target,
+the targets of a scenario back to back):
+  get       GET, --size response (64 bytes), --threads/--connections (-t2 -c64)
+  post4k    POST with a 4 KiB body the backend reads whole, --size response
+  get64k    GET with a 64 KiB response
+  latency1  GET, --size response, one connection (-t1 -c1): the latency a
+            proxy adds to one request
+
+For each scenario it prints requests/s, latency p50/p90/p99, added p50
+latency, CPU per request, the gateway's allocations per request and the
+ratios gateway/nginx and gateway/direct; then the proxy targets as met or
+not met; and writes JSON.
 
 Flags:
 `)
 		fs.PrintDefaults()
 	}
-	threads := fs.Int("threads", 2, "wrk threads (-t)")
-	conns := fs.Int("connections", 64, "wrk connections (-c)")
+	threads := fs.Int("threads", 2, "wrk threads (-t) of every scenario but latency1")
+	conns := fs.Int("connections", 64, "wrk connections (-c) of every scenario but latency1")
+	scenarios := fs.String("scenarios", strings.Join(bench.AllScenarios, ","), "comma-separated scenarios to run (they run in this order)")
 	duration := fs.Duration("duration", 10*time.Second, "measured run per target (-d)")
 	warmup := fs.Duration("warmup", 2*time.Second, "unmeasured warm-up before each measured run (0: none)")
 	timeout := fs.Duration("timeout", 2*time.Second, "wrk request timeout")
-	rounds := fs.Int("rounds", 1, "run direct, gateway, nginx this many times; the median run of each is reported")
-	size := fs.Int("size", 64, "response body size in bytes")
+	rounds := fs.Int("rounds", 1, "run every scenario on direct, gateway, nginx this many times; the median run of each is reported")
+	size := fs.Int("size", 64, "response body size in bytes of every scenario but get64k")
 	jsonPath := fs.String("json", "", "results file (default bench-results/proxy-<date>.json)")
 	cpuProfile := fs.String("cpuprofile", "", "also run one profiled gateway pass and write the gateway's CPU profile here")
 	nginxBin := fs.String("nginx", "", "nginx binary (default nginx from PATH or /usr/sbin/nginx)")
@@ -102,11 +115,23 @@ Flags:
 	keepDir := fs.String("dir", "", "keep the run's configurations and logs in this directory (default: a temporary one, removed)")
 	logLevel := fs.String("log-level", "info", "progress log level: debug, info, warn or error")
 	gatewayEnv := gatewayEnvFlag(fs, "GOGC=400")
+	var gatewaySet []string
+	fs.Func("gateway-set", "KEY=VALUE written as \"KEY: VALUE\" into the gateway section of the gateway's configuration, e.g. balancer=round_robin (repeatable)", func(v string) error {
+		if err := bench.CheckGatewaySet(append(slices.Clone(gatewaySet), v)); err != nil {
+			return err
+		}
+		gatewaySet = append(gatewaySet, v)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return flagExit(err)
 	}
 	if fs.NArg() > 0 {
 		return fail(stderr, name, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
+	}
+	scenarioList, err := bench.ParseScenarios(*scenarios)
+	if err != nil {
+		return fail(stderr, name, fmt.Errorf("--scenarios: %w", err))
 	}
 	// Zero means "default" in bench.ProxyOptions: reject it here.
 	switch {
@@ -145,9 +170,9 @@ Flags:
 	}
 	rep, err := bench.RunProxy(ctx, bench.ProxyOptions{
 		Binary: bin, Wrk: *wrkBin, Nginx: *nginxBin, NoNginx: *noNginx, Baseline: *baseline,
-		Load:   bench.Load{Threads: *threads, Connections: *conns, Duration: *duration, Timeout: *timeout},
-		Warmup: *warmup, Rounds: *rounds, BodySize: *size, NginxWorkers: *nginxWorkers,
-		ZooKeeper: servers, GatewayEnv: *gatewayEnv, CPUProfile: *cpuProfile, Dir: *keepDir,
+		Load:      bench.Load{Threads: *threads, Connections: *conns, Duration: *duration, Timeout: *timeout},
+		Scenarios: scenarioList, Warmup: *warmup, Rounds: *rounds, BodySize: *size, NginxWorkers: *nginxWorkers,
+		ZooKeeper: servers, GatewayEnv: *gatewayEnv, GatewaySet: gatewaySet, CPUProfile: *cpuProfile, Dir: *keepDir,
 		Command: commandLine("zkgate bench proxy", args), Version: version.Version, Logger: log,
 	})
 	if err != nil {

@@ -34,6 +34,13 @@ func TestBenchRejectsBadFlags(t *testing.T) {
 		{[]string{"registry", "--poll", "-1ms"}, "must not be negative"},
 		{[]string{"registry", "--gateway-env", "NOEQUALS"}, "is not KEY=VALUE"},
 		{[]string{"registry", "--services", "10", "--instances", "5"}, "--instances must be at least --services"},
+		{[]string{"proxy", "--scenarios", "get,nope"}, `--scenarios: unknown scenario "nope"`},
+		{[]string{"proxy", "--scenarios", "get,get"}, "named twice"},
+		{[]string{"proxy", "--scenarios", ""}, "empty scenario name"},
+		{[]string{"proxy", "--gateway-set", "NOEQUALS"}, "is not KEY=VALUE"},
+		{[]string{"proxy", "--gateway-set", "listen=127.0.0.1:1"}, "the bench sets gateway.listen itself"},
+		{[]string{"proxy", "--gateway-set", "retries=1", "--gateway-set", "retries=2"}, "gateway.retries set twice"},
+		{[]string{"proxy", "--gateway-env", "NOEQUALS"}, "is not KEY=VALUE"},
 		{[]string{"nonsense"}, "unknown benchmark"},
 	}
 	for _, c := range cases {
@@ -52,5 +59,17 @@ func TestWithDirHint(t *testing.T) {
 	}
 	if err := withDirHint(base, "/tmp/x"); !errors.Is(err, base) || !strings.Contains(err.Error(), "logs in /tmp/x") {
 		t.Errorf("with --dir: %v", err)
+	}
+}
+
+func TestBenchProxyHelpListsScenarios(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := RunBench(context.Background(), []string{"proxy", "-h"}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	for _, want := range []string{"  get ", "  post4k ", "  get64k ", "  latency1 ", "-scenarios", "(default \"get,post4k,get64k,latency1\")", "-gateway-set"} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Errorf("help lacks %q:\n%s", want, errOut.String())
+		}
 	}
 }
