@@ -182,7 +182,7 @@ func readBackendAddr(ctx context.Context, r io.Reader) (string, error) {
 }
 
 // curatorInstance is the Curator ServiceInstance JSON that Spring Cloud
-// Zookeeper writes (DESIGN.md §3).
+// Zookeeper writes (docs/architecture.md#zookeeper-layout).
 type curatorInstance struct {
 	Name                string          `json:"name"`
 	ID                  string          `json:"id"`

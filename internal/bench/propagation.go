@@ -29,7 +29,7 @@ import (
 	"github.com/zkgate/zkgate/internal/zktest"
 )
 
-// Targets of DESIGN.md §7 that the propagation benchmark checks.
+// Targets of docs/benchmarks.md#targets that the propagation benchmark checks.
 const (
 	// TargetAllGatewaysP99 bounds p99 of "drain API call → every gateway
 	// applied the mark".

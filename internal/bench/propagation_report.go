@@ -69,7 +69,7 @@ type PropagationSetup struct {
 // DrainFigures summarize the drains.
 type DrainFigures struct {
 	// AllGateways: API call → the last gateway applied a routing table
-	// with the mark (the DESIGN.md §7 "every gateway stops picking").
+	// with the mark (the docs/benchmarks.md#targets "every gateway stops picking").
 	AllGateways Dist `json:"all_gateways"`
 	// EachGateway: API call → one gateway applied it; one sample per
 	// drain and gateway.
@@ -110,7 +110,7 @@ type GatewayFigures struct {
 	Undrain Dist   `json:"undrain"`
 }
 
-// TargetCheck compares a figure with its DESIGN.md §7 target.
+// TargetCheck compares a figure with its docs/benchmarks.md#targets target.
 type TargetCheck struct {
 	What   string  `json:"what"`
 	Target string  `json:"target"`
@@ -296,7 +296,7 @@ func (r *PropagationReport) WriteTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	b.WriteString("\ntargets (DESIGN.md §7):\n")
+	b.WriteString("\ntargets (docs/benchmarks.md#targets):\n")
 	for _, t := range r.Targets {
 		fmt.Fprintf(&b, "  %s\n", t)
 	}

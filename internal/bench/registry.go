@@ -25,10 +25,10 @@ import (
 	"github.com/zkgate/zkgate/internal/zktest"
 )
 
-// Targets of DESIGN.md §7 that the registry benchmark checks.
+// Targets of docs/benchmarks.md#targets that the registry benchmark checks.
 const (
 	TargetColdStart = 3 * time.Second
-	// TargetRSS is 200 MB (decimal, as DESIGN.md §7 writes it).
+	// TargetRSS is 200 MB (decimal, as docs/benchmarks.md#targets writes it).
 	TargetRSS           = 200_000_000
 	TargetChangeApplied = 10 * time.Millisecond
 )

@@ -376,7 +376,7 @@ func (r *RegistryReport) WriteTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	b.WriteString("\ntargets (DESIGN.md §7):\n")
+	b.WriteString("\ntargets (docs/benchmarks.md#targets):\n")
 	for _, t := range r.Targets {
 		fmt.Fprintf(&b, "  %s\n", t)
 	}

@@ -206,7 +206,7 @@ process, each with its own ZooKeeper session and listeners), registers a
 few idle instances and runs M drain/undrain cycles through the controller
 API. Reports, from the API call: when every gateway applied the mark (and
 each gateway), when a confirmed drain (wait=true) was answered, and the
-same for undrains; checks the DESIGN.md §7 targets; writes JSON.
+same for undrains; checks the docs/benchmarks.md#targets targets; writes JSON.
 
 Flags:
 `)
@@ -286,7 +286,7 @@ zkgate gateway on it as a separate process (several times) and measures:
 cold start to ready with the full registry, the gateway's RSS and heap once
 loaded, and single changes (add, change data, delete an instance) from the
 ZooKeeper write to the gateway's applied routing table. Checks the
-DESIGN.md §7 targets; writes JSON. --profile DIR adds a profiled run.
+docs/benchmarks.md#targets targets; writes JSON. --profile DIR adds a profiled run.
 
 Flags:
 `)

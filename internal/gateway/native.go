@@ -35,6 +35,9 @@ const (
 	// keeps its connection when the body is at most this long; it is read
 	// and dropped. Longer ones close the connection.
 	maxDiscard = 256 << 10
+	// senderGrace: how long a response waits for its request body to be
+	// sent completely before it is answered with Connection: close.
+	senderGrace = 50 * time.Millisecond
 	// maxTrailerBytes bounds the trailers of a chunked body.
 	maxTrailerBytes = 16 << 10
 )
@@ -876,14 +879,18 @@ func (ex *exchange) respond(sender *bodySender) bool {
 	// Whether the client connection is kept is known only after the body
 	// for a streamed request body; say close when in doubt.
 	if sender != nil {
+		// An instance that answered has usually read the whole body: give
+		// the sender a moment to finish so the connection can be kept.
+		wait := time.NewTimer(senderGrace)
 		select {
 		case <-sender.done:
 			if !ex.bodyDone {
 				keep = false
 			}
-		default:
+		case <-wait.C:
 			keep = false
 		}
+		wait.Stop()
 	}
 	if !keep {
 		b = append(b, "Connection: close\r\n"...)

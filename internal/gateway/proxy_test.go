@@ -89,7 +89,6 @@ func TestRetryConnectionRefused(t *testing.T) {
 	}
 }
 
-
 func TestRetriesExhausted(t *testing.T) {
 	tg := newTestGateway(t, config.Gateway{Routes: []config.Route{rte("/", "s")}}, Options{})
 	tg.Update(regSnap(1, inst("s", deadAddr(t), 1), inst("s", deadAddr(t), 2), inst("s", deadAddr(t), 3), inst("s", deadAddr(t), 4)), nil)

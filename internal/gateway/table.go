@@ -9,7 +9,7 @@ import (
 	"github.com/zkgate/zkgate/internal/registry"
 )
 
-// Instance states (DESIGN.md §4), as InstanceStatus.State and the state
+// Instance states (docs/architecture.md#instance-states), as InstanceStatus.State and the state
 // label of zkgate_instances.
 const (
 	// StateWarming: in rotation, weight still ramping up after the address
@@ -85,9 +85,9 @@ type service struct {
 	hosts   map[string]*host // by address; guarded by Gateway.mu
 	metrics serviceMetrics
 
-	body502       []byte
-	body503       []byte
-	body504       []byte
+	body502 []byte
+	body503 []byte
+	body504 []byte
 }
 
 // table is one immutable routing table, swapped atomically by Update.
