@@ -13,3 +13,6 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 go test -race -count=1 -timeout 12m "$@" ./...
+# The gateway's tests once more on the goroutine engine (gateway.engine:
+# goroutine); the run above used the default, the epoll event loops.
+ZKGATE_TEST_ENGINE=goroutine go test -race -count=1 -timeout 5m "$@" ./internal/gateway/

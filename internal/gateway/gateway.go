@@ -372,11 +372,13 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			g.closeUpgrades()
+			g.stopLoops()
 			g.closeIdleUpstreams()
 			return ctx.Err()
 		case <-tick.C:
 		}
 	}
+	g.stopLoops()
 	g.closeIdleUpstreams()
 	return err
 }

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/zkgate/zkgate/internal/config"
 	"github.com/zkgate/zkgate/internal/h1"
 )
 
@@ -74,6 +76,12 @@ type clientConn struct {
 	num  [24]byte // scratch for numbers on the serving goroutine
 	snum [24]byte // scratch for numbers of the body sender
 	ex   exchange // the current request's exchange
+
+	// Set while an event loop serves the connection (loop.go); nil once
+	// a goroutine does. Changed under Gateway.srv.mu.
+	loop   *evloop
+	lc     loopClient  // the loop's state of the connection
+	killed atomic.Bool // Shutdown ran out of time: the loop closes it
 }
 
 // clientReader reads the client connection. In the body phase (timeout >
@@ -84,9 +92,13 @@ type clientReader struct {
 	nc      net.Conn
 	timeout int64 // ns
 	last    int64
+	raw     rawFD // on an event loop: the descriptor, read without waiting
 }
 
 func (r *clientReader) Read(p []byte) (int, error) {
+	if r.raw.on {
+		return r.raw.read(p)
+	}
 	if r.timeout > 0 {
 		now := time.Now()
 		if ns := now.UnixNano(); ns-r.last > r.timeout/4 {
@@ -104,10 +116,17 @@ type clientWriter struct {
 	nc       net.Conn
 	timeout  int64
 	last     int64
-	timedOut bool // a write timed out: the connection is reset, not closed
+	timedOut bool  // a write timed out: the connection is reset, not closed
+	raw      rawFD // on an event loop: the descriptor, written without waiting
+	// pend holds what a write on an event loop could not send yet; the
+	// loop sends it when the socket is writable, before anything else.
+	pend []byte
 }
 
 func (w *clientWriter) Write(p []byte) (int, error) {
+	if w.raw.on {
+		return w.writeRaw(p)
+	}
 	if w.timeout > 0 {
 		now := time.Now()
 		if ns := now.UnixNano(); ns-w.last > w.timeout/4 {
@@ -126,6 +145,49 @@ func (w *clientWriter) Write(p []byte) (int, error) {
 type nativeConns struct {
 	lns   map[net.Listener]struct{}
 	conns map[*clientConn]struct{}
+	// loops are the event loops (gateway.engine: epoll), started by the
+	// first Serve and stopped by Shutdown and Close.
+	loops    atomic.Pointer[[]*evloop]
+	nextLoop atomic.Uint32
+}
+
+// nextLoop returns the event loop to give the next connection to, or nil
+// when connections are served by goroutines only.
+func (g *Gateway) nextLoop() *evloop {
+	lp := g.srv.native.loops.Load()
+	if lp == nil || len(*lp) == 0 {
+		return nil
+	}
+	loops := *lp
+	return loops[int(g.srv.native.nextLoop.Add(1))%len(loops)]
+}
+
+// startLoopsLocked starts the event loops once, when the engine uses
+// them. g.srv.mu is held.
+func (g *Gateway) startLoopsLocked() {
+	if g.cfg.Engine == config.EngineGoroutine || g.srv.native.loops.Load() != nil {
+		return
+	}
+	loops, err := startLoops(g, runtime.GOMAXPROCS(0))
+	if err != nil {
+		g.log.Warn("event loops unavailable; serving every connection with a goroutine", "err", err)
+	}
+	g.srv.native.loops.Store(&loops)
+}
+
+// stopLoops stops the event loops: they close every connection they still
+// own.
+func (g *Gateway) stopLoops() {
+	lp := g.srv.native.loops.Swap(&[]*evloop{})
+	if lp == nil {
+		return
+	}
+	for _, l := range *lp {
+		l.shutdown()
+	}
+	for _, l := range *lp {
+		<-l.done
+	}
 }
 
 func (g *Gateway) serveNative(ln net.Listener) error {
@@ -140,6 +202,7 @@ func (g *Gateway) serveNative(ln net.Listener) error {
 		g.srv.native.conns = map[*clientConn]struct{}{}
 	}
 	g.srv.native.lns[ln] = struct{}{}
+	g.startLoopsLocked()
 	g.srv.mu.Unlock()
 	defer func() {
 		g.srv.mu.Lock()
@@ -173,7 +236,9 @@ func (g *Gateway) serveNative(ln net.Listener) error {
 		}
 		g.srv.native.conns[c] = struct{}{}
 		g.srv.mu.Unlock()
-		go c.serve()
+		if l := g.nextLoop(); l == nil || !l.adopt(c) {
+			go c.serve()
+		}
 	}
 }
 
@@ -208,7 +273,9 @@ func (g *Gateway) stopNative(done <-chan struct{}) error {
 		g.srv.mu.Lock()
 		n := len(g.srv.native.conns)
 		for c := range g.srv.native.conns {
-			if c.state.CompareAndSwap(connIdle, connClosed) {
+			// A loop's connection is closed by its loop, which sees the
+			// state in its next scan.
+			if c.state.CompareAndSwap(connIdle, connClosed) && c.loop == nil {
 				c.nc.Close()
 			}
 		}
@@ -220,7 +287,11 @@ func (g *Gateway) stopNative(done <-chan struct{}) error {
 		case <-done:
 			g.srv.mu.Lock()
 			for c := range g.srv.native.conns {
-				c.nc.Close()
+				if c.loop != nil {
+					c.killed.Store(true)
+				} else {
+					c.nc.Close()
+				}
 			}
 			g.srv.mu.Unlock()
 			return errShutdownTimeout
@@ -238,16 +309,48 @@ func (c *clientConn) untrack() {
 }
 
 func (c *clientConn) serve() {
-	defer func() {
-		if tc, ok := c.nc.(*net.TCPConn); ok && c.wr.timedOut {
-			// A client that stopped reading: drop what the kernel still
-			// holds for it at once (nginx's reset_timedout_connection)
-			// instead of trying to deliver it.
-			tc.SetLinger(0)
+	defer c.finish()
+	c.serveRequests()
+}
+
+// finish closes the connection when its goroutine ends.
+func (c *clientConn) finish() {
+	if tc, ok := c.nc.(*net.TCPConn); ok && c.wr.timedOut {
+		// A client that stopped reading: drop what the kernel still
+		// holds for it at once (nginx's reset_timedout_connection)
+		// instead of trying to deliver it.
+		tc.SetLinger(0)
+	}
+	c.nc.Close()
+	c.untrack()
+}
+
+// serveHandedOff serves a connection an event loop handed over: what the
+// loop could not send yet goes first, then cont (when not nil) carries on
+// with the request in progress, then the connection serves requests like
+// any other.
+func (c *clientConn) serveHandedOff(cont func(*clientConn) bool) {
+	defer c.finish()
+	if p := c.wr.pend; len(p) > 0 {
+		c.wr.pend = nil
+		if _, err := c.wr.Write(p); err != nil {
+			return
 		}
-		c.nc.Close()
-		c.untrack()
-	}()
+	}
+	if cont != nil {
+		if !cont(c) {
+			c.bw.Flush()
+			return
+		}
+		if c.br.Buffered() == 0 && c.bw.Flush() != nil {
+			return
+		}
+	}
+	c.serveRequests()
+}
+
+// serveRequests serves requests until the connection must close.
+func (c *clientConn) serveRequests() {
 	cfg := &c.g.cfg
 	for {
 		c.state.Store(connIdle)
@@ -267,19 +370,11 @@ func (c *clientConn) serve() {
 			c.nc.SetReadDeadline(time.Now().Add(cfg.ClientHeaderTimeout))
 		}
 		if err := c.req.Read(c.br, cfg.MaxHeaderBytes); err != nil {
-			var he *h1.Error
-			switch {
-			case errors.As(err, &he):
-				c.g.metrics.unrouted.count(he.Status)
-				c.writeError(he.Status, he.Msg, false)
-			case isTimeout(err) && c.br.Buffered() > 0:
-				c.g.metrics.unrouted.count(408)
-				c.writeError(408, "request head not received in time", false)
-			}
+			c.headFailed(err)
 			c.bw.Flush()
 			return
 		}
-		if !c.handle() {
+		if keep, _ := c.handle(); !keep {
 			c.bw.Flush()
 			return
 		}
@@ -288,6 +383,20 @@ func (c *clientConn) serve() {
 				return
 			}
 		}
+	}
+}
+
+// headFailed answers a request head that could not be read, when there is
+// something to answer.
+func (c *clientConn) headFailed(err error) {
+	var he *h1.Error
+	switch {
+	case errors.As(err, &he):
+		c.g.metrics.unrouted.count(he.Status)
+		c.writeError(he.Status, he.Msg, false)
+	case isTimeout(err) && c.br.Buffered() > 0:
+		c.g.metrics.unrouted.count(408)
+		c.writeError(408, "request head not received in time", false)
 	}
 }
 
@@ -336,15 +445,17 @@ func (c *clientConn) writeJSON(code int, body []byte, keep bool) {
 }
 
 // handle serves the request whose head c.req holds. It reports whether
-// the connection may carry another request.
-func (c *clientConn) handle() bool {
+// the connection may carry another request, or, on an event loop, that
+// the exchange goes on asynchronously (then c belongs to the loop's
+// continuation or to a goroutine, and the caller must not touch it).
+func (c *clientConn) handle() (keep, async bool) {
 	g, r := c.g, &c.req
-	keep := r.KeepAlive && !g.closing.Load()
+	keep = r.KeepAlive && !g.closing.Load()
 	path, err := h1.CleanPath(c.path, r.Path)
 	if err != nil {
 		g.metrics.unrouted.count(400)
 		c.writeError(400, err.Error(), false)
-		return false
+		return false, false
 	}
 	if len(path) > 0 && (len(r.Path) == 0 || &path[0] != &r.Path[0]) {
 		c.path = path[:0] // keep the grown scratch buffer
@@ -354,12 +465,18 @@ func (c *clientConn) handle() bool {
 		g.metrics.noRoute.Inc()
 		keep = keep && c.discardBody()
 		c.writeJSON(404, g.bodyNoRoute, keep)
-		return keep
+		return keep, false
 	}
 	start := time.Now()
-	keep = c.proxy(rt, path, start, keep)
+	if c.loop != nil {
+		if keep, async = c.loop.proxy(c, rt, path, start, keep); async {
+			return keep, true
+		}
+	} else {
+		keep = c.proxy(rt, path, start, keep)
+	}
 	rt.metrics.duration.Observe(time.Since(start).Seconds())
-	return keep
+	return keep, false
 }
 
 // discardBody reads and drops a request body that will not be forwarded,
@@ -508,10 +625,7 @@ func (c *clientConn) proxy(rt *route, path []byte, start time.Time, keep bool) b
 	g, r, s := c.g, &c.req, rt.svc
 	t := g.table.Load()
 	if t == nil || len(t.pools[s.idx].active) == 0 {
-		rt.metrics.count(503)
-		keep = keep && c.discardBody()
-		c.writeJSON(503, s.body503, keep)
-		return keep
+		return c.unavailable(rt, keep)
 	}
 	websocket := len(r.Upgrade) > 0 && h1.EqualFold(r.Upgrade, "websocket")
 	c.buildHead(rt, path, websocket)
@@ -520,35 +634,17 @@ func (c *clientConn) proxy(rt *route, path []byte, start time.Time, keep bool) b
 		deadline = start.Add(rt.timeout)
 	}
 	ex := &c.ex
-	*ex = exchange{c: c, rt: rt, keep: keep, websocket: websocket, deadline: deadline}
+	*ex = exchange{c: c, rt: rt, keep: keep, websocket: websocket, deadline: deadline, start: start}
 	ps := pickState{nowFn: g.now, warmup: g.warmup}
 	var lastErr error
 	retries, skips := 0, 0
 	for {
-		p := g.table.Load().pools[s.idx]
-		h := p.pick(&ps)
+		h := g.acquireHost(s, &ps, &skips)
 		if h == nil {
 			if lastErr != nil {
 				return ex.fail(kindConnect, lastErr)
 			}
-			rt.metrics.count(503)
-			keep = keep && c.discardBody()
-			c.writeJSON(503, s.body503, keep)
-			return keep
-		}
-		if !h.acquire() {
-			// Left rotation since this table was built: pick again.
-			ps.addTried(h)
-			if skips++; skips > maxTried {
-				rt.metrics.count(503)
-				keep = keep && c.discardBody()
-				c.writeJSON(503, s.body503, keep)
-				return keep
-			}
-			continue
-		}
-		if p.failOpen {
-			s.metrics.failOpen.Inc()
+			return c.unavailable(rt, keep)
 		}
 		ex.h = h
 		uc, reused := h.conns.get(time.Now().UnixNano()), true
@@ -590,6 +686,40 @@ func (c *clientConn) proxy(rt *route, path []byte, start time.Time, keep bool) b
 	}
 }
 
+// unavailable answers 503: no instance of rt's service can take the
+// request.
+func (c *clientConn) unavailable(rt *route, keep bool) bool {
+	rt.metrics.count(503)
+	keep = keep && c.discardBody()
+	c.writeJSON(503, rt.svc.body503, keep)
+	return keep
+}
+
+// acquireHost picks an instance of s and counts the request in flight to
+// it (host.acquire); nil when no instance is available. skips counts the
+// picks that left rotation meanwhile, across calls for one request.
+func (g *Gateway) acquireHost(s *service, ps *pickState, skips *int) *host {
+	for {
+		p := g.table.Load().pools[s.idx]
+		h := p.pick(ps)
+		if h == nil {
+			return nil
+		}
+		if !h.acquire() {
+			// Left rotation since this table was built: pick again.
+			ps.addTried(h)
+			if *skips++; *skips > maxTried {
+				return nil
+			}
+			continue
+		}
+		if p.failOpen {
+			s.metrics.failOpen.Inc()
+		}
+		return h
+	}
+}
+
 // exchange is one request's exchange with the instance it was sent to.
 type exchange struct {
 	c         *clientConn
@@ -600,6 +730,7 @@ type exchange struct {
 	keep      bool // the client connection may be kept
 	websocket bool
 	deadline  time.Time
+	start     time.Time // when the request was routed
 	sent100   bool
 	// Request body state.
 	bodyStarted bool  // reading the body began (or 100 Continue was sent)
@@ -640,8 +771,7 @@ func (ex *exchange) fail(kind int, err error) bool {
 
 // run sends the request on ex.uc and copies the response to the client.
 func (ex *exchange) run() (attemptResult, bool) {
-	c, r, uc, h, s := ex.c, &ex.c.req, ex.uc, ex.h, ex.rt.svc
-	g := c.g
+	c, r, uc, h := ex.c, &ex.c.req, ex.uc, ex.h
 	if !ex.deadline.IsZero() {
 		uc.nc.SetDeadline(ex.deadline)
 	}
@@ -688,18 +818,11 @@ func (ex *exchange) run() (attemptResult, bool) {
 		h.release()
 		return attemptDone, ex.fail(kindOther, ex.clientErr)
 	}
-	// The response head; 1xx interim responses (but 101) are dropped.
-	resp := &c.resp
-	var err error
 	watching := sender == nil && c.br.Buffered() == 0
 	if watching {
 		c.watch.arm(uc.nc)
 	}
-	for {
-		if err = resp.Read(uc.br, upstreamBufSize); err != nil || resp.Status >= 200 || resp.Status == 101 {
-			break
-		}
-	}
+	err := ex.readHead()
 	if watching && c.watch.disarm() {
 		// The client went away while the instance was working: the
 		// exchange was cut; nobody reads an answer.
@@ -708,6 +831,28 @@ func (ex *exchange) run() (attemptResult, bool) {
 		ex.rt.metrics.count(499)
 		return attemptDone, false
 	}
+	return ex.afterHead(err, sender)
+}
+
+// readHead reads the response head into c.resp; 1xx interim responses
+// (but 101) are dropped.
+func (ex *exchange) readHead() error {
+	for {
+		err := ex.c.resp.Read(ex.uc.br, upstreamBufSize)
+		if err != nil || ex.c.resp.Status >= 200 || ex.c.resp.Status == 101 {
+			return err
+		}
+	}
+}
+
+// afterHead ends the exchange once the response head was read into c.resp
+// (err nil) or reading it failed: the response is copied to the client,
+// or the failure answered (or the request sent again: attemptDialAgain).
+// sender is the goroutine still sending the request body, if any.
+func (ex *exchange) afterHead(err error, sender *bodySender) (attemptResult, bool) {
+	c, r, uc, h, s := ex.c, &ex.c.req, ex.uc, ex.h, ex.rt.svc
+	g := c.g
+	resp := &c.resp
 	if sender != nil && err != nil {
 		uc.close() // unblocks the sender
 		<-sender.done
@@ -941,10 +1086,7 @@ func (ex *exchange) respond(sender *bodySender) bool {
 	}
 	h.release()
 	if reuse && h.flags.Load()&flagExcluded == 0 {
-		if !ex.deadline.IsZero() {
-			uc.nc.SetDeadline(time.Time{})
-		}
-		h.conns.put(uc, time.Now().UnixNano(), c.g.cfg.MaxIdleConnsPerHost)
+		uc.recycle(h, !ex.deadline.IsZero(), c.g.cfg.MaxIdleConnsPerHost)
 	} else {
 		uc.close()
 	}

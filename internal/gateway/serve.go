@@ -40,6 +40,7 @@ func (g *Gateway) Close() error {
 	cancel()
 	g.BeginShutdown()
 	g.stopServing(ctx)
+	g.stopLoops()
 	g.closeUpgrades()
 	g.closeIdleUpstreams()
 	return nil

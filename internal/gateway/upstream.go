@@ -35,6 +35,7 @@ const (
 // upConn is one connection to an instance.
 type upConn struct {
 	nc       net.Conn
+	rd       upReader
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	raw      syscall.RawConn
@@ -42,10 +43,45 @@ type upConn struct {
 	peekBuf  [1]byte
 	peekFn   func(fd uintptr) bool
 	alive    bool // result of peekFn
+
+	// Set while an event loop owns the connection (loop.go); nil once a
+	// goroutine does.
+	loop *evloop
+	lu   loopUp // the loop's state of the connection
+}
+
+// upReader reads an upstream connection: its raw descriptor while an
+// event loop owns it, else the net.Conn.
+type upReader struct {
+	nc  net.Conn
+	raw rawFD
+}
+
+func (r *upReader) Read(p []byte) (int, error) {
+	if r.raw.on {
+		return r.raw.read(p)
+	}
+	return r.nc.Read(p)
 }
 
 func newUpConn(nc net.Conn) *upConn {
-	u := &upConn{nc: nc, br: bufio.NewReaderSize(nc, upstreamBufSize), bw: bufio.NewWriterSize(nc, upstreamBufSize)}
+	u := &upConn{nc: nc}
+	u.rd.nc = nc
+	u.br = bufio.NewReaderSize(&u.rd, upstreamBufSize)
+	u.attach(nc)
+	return u
+}
+
+// attach makes nc the connection's goroutine-mode connection.
+func (u *upConn) attach(nc net.Conn) {
+	u.nc, u.rd.nc = nc, nc
+	u.rd.raw.on = false
+	u.loop = nil
+	if u.bw == nil {
+		u.bw = bufio.NewWriterSize(nc, upstreamBufSize)
+	} else {
+		u.bw.Reset(nc)
+	}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			u.raw = raw
@@ -58,7 +94,6 @@ func newUpConn(nc net.Conn) *upConn {
 		u.alive = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
 		return true
 	}
-	return u
 }
 
 // usable reports whether an idle connection can carry a request.
@@ -77,7 +112,26 @@ func (u *upConn) usable(now int64) bool {
 	return u.alive
 }
 
-func (u *upConn) close() { u.nc.Close() }
+func (u *upConn) close() {
+	if u.loop != nil {
+		u.loop.closeUp(u)
+		return
+	}
+	u.nc.Close()
+}
+
+// recycle keeps u, which just ended an exchange cleanly, for the next
+// request to h (clearDeadline: the exchange set one).
+func (u *upConn) recycle(h *host, clearDeadline bool, max int) {
+	if u.loop != nil {
+		u.loop.putIdle(h, u, max)
+		return
+	}
+	if clearDeadline {
+		u.nc.SetDeadline(time.Time{})
+	}
+	h.conns.put(u, time.Now().UnixNano(), max)
+}
 
 // connPool is a host's idle connections.
 type connPool struct {
