@@ -328,7 +328,7 @@ func (l *evloop) input(c *clientConn) {
 	for {
 		if !headBuffered(c.br) {
 			if c.br.Buffered() == c.br.Size() {
-				l.handoff(c, nil) // a head longer than the buffer
+				l.handoff(c, handoffHead, nil) // a head longer than the buffer
 				return
 			}
 			if !c.rd.raw.ready {
@@ -363,7 +363,7 @@ func (l *evloop) input(c *clientConn) {
 		r := &c.req
 		if r.Chunked || r.Expect100 || len(r.Upgrade) > 0 || r.ContentLength > int64(c.br.Buffered()) {
 			// Bodies to stream, 100-continue, upgrades: a goroutine's.
-			l.handoff(c, handleRequest)
+			l.handoff(c, handoffRequest, handleRequest)
 			return
 		}
 		keep, async := c.handle()
@@ -451,7 +451,7 @@ func (l *evloop) proxy(c *clientConn, rt *route, path []byte, start time.Time, k
 			// A name to resolve, or a connection refused: the goroutine
 			// engine does it again, with its retries and ejection.
 			h.release()
-			l.handoff(c, handleRequest)
+			l.handoff(c, handoffConnect, handleRequest)
 			return false, true
 		}
 	}
@@ -536,7 +536,7 @@ func (l *evloop) upEvent(uc *upConn, ev uint32) {
 			// with its retries and ejection.
 			l.closeUp(uc)
 			c.ex.h.release()
-			l.handoff(c, handleRequest)
+			l.handoff(c, handoffConnect, handleRequest)
 			return
 		}
 		if c == nil {
@@ -634,7 +634,7 @@ func (l *evloop) finish(c *clientConn, err error) {
 		uc, cerr := l.connect(ex.h)
 		if cerr != nil {
 			ex.h.release()
-			l.handoff(c, handleRequest)
+			l.handoff(c, handoffConnect, handleRequest)
 			return
 		}
 		ex.uc, ex.reused = uc, false
@@ -774,7 +774,8 @@ func (l *evloop) closeClient(c *clientConn) {
 // handoff gives client connection c to a goroutine, which runs cont (when
 // not nil) and then serves the connection's next requests. c's exchange,
 // if any, must have been ended or handed along.
-func (l *evloop) handoff(c *clientConn, cont func(*clientConn) bool) {
+func (l *evloop) handoff(c *clientConn, reason int, cont func(*clientConn) bool) {
+	l.g.metrics.handoffs[reason].Inc()
 	fd := c.rd.raw.fd
 	l.unregister(fd)
 	l.clients[fd] = nil
@@ -815,7 +816,7 @@ func (l *evloop) handoffExchange(c *clientConn, headRead bool) {
 	if !ex.deadline.IsZero() {
 		nc.SetDeadline(ex.deadline)
 	}
-	l.handoff(c, func(c *clientConn) bool {
+	l.handoff(c, handoffResponse, func(c *clientConn) bool {
 		ex := &c.ex
 		var err error
 		if !headRead {
@@ -893,7 +894,7 @@ func (l *evloop) scan(now int64) {
 			case uc.lu.st == luConnecting && now-uc.lu.since > int64(cfg.DialTimeout):
 				l.closeUp(uc)
 				ex.h.release()
-				l.handoff(c, handleRequest)
+				l.handoff(c, handoffConnect, handleRequest)
 			}
 		}
 	}

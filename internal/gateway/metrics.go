@@ -18,6 +18,18 @@ const (
 
 var kindNames = [numKinds]string{"connect", "timeout", "reset", "other"}
 
+// Why an event loop handed a connection to a goroutine, the reason label
+// of zkgate_loop_handoffs_total.
+const (
+	handoffRequest  = iota // a request body to stream, 100-continue, an upgrade
+	handoffHead            // a request head larger than the loop's buffer
+	handoffConnect         // a host name to resolve, or connecting failed
+	handoffResponse        // a response to stream (chunked, to EOF, larger than the buffer)
+	numHandoffs
+)
+
+var handoffNames = [numHandoffs]string{"request", "head", "connect", "response"}
+
 // metrics are the gateway's Prometheus collectors. Label children are
 // resolved when the gateway is built (routes and services are fixed), so
 // the request path only touches atomics.
@@ -29,6 +41,7 @@ type metrics struct {
 	failOpen       *prometheus.CounterVec
 	ejections      *prometheus.CounterVec
 	noRoute        prometheus.Counter
+	handoffs       [numHandoffs]prometheus.Counter
 	// unrouted counts requests refused before routing (400, 408, 431...).
 	unrouted routeMetrics
 }
@@ -63,10 +76,17 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
 			Help: "Instances taken out of rotation by passive outlier detection (consecutive connection failures).",
 		}, []string{"service"}),
 	}
+	handoffs := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "zkgate_loop_handoffs_total",
+		Help: "Client connections an event loop (gateway.engine: epoll) handed to a goroutine, by reason (request, head, connect, response); they stay there.",
+	}, []string{"reason"})
+	for i := range m.handoffs {
+		m.handoffs[i] = handoffs.WithLabelValues(handoffNames[i])
+	}
 	m.noRoute = m.requests.WithLabelValues("", "", "404")
 	m.unrouted.vec = m.requests
 	for _, c := range []prometheus.Collector{
-		m.requests, m.duration, m.retries, m.upstreamErrors, m.failOpen, m.ejections, &stateCollector{g: g},
+		m.requests, m.duration, m.retries, m.upstreamErrors, m.failOpen, m.ejections, handoffs, &stateCollector{g: g},
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -987,7 +987,7 @@ func (ex *exchange) respond(sender *bodySender) bool {
 	c, r, resp, uc, h := ex.c, &ex.c.req, &ex.c.resp, ex.uc, ex.h
 	isHead := len(r.Method) == 4 && string(r.Method) == "HEAD"
 	mode := resp.BodyMode(isHead)
-	keep := ex.keep
+	keep := ex.keep && !c.g.closing.Load() // shutting down: say so now
 	reuse := resp.KeepAlive && mode != h1.BodyToEOF
 	chunkOut := false
 	switch mode {
