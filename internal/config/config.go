@@ -140,6 +140,13 @@ type Gateway struct {
 	// serves every connection with a goroutine of its own. Both behave
 	// the same; epoll costs less CPU per request (docs/benchmarks.md).
 	Engine string `yaml:"engine"`
+	// DrainCutoff bounds how long requests already in flight to a drained
+	// instance may go on once its mark reached the gateway: after it,
+	// their connections are cut (counted in zkgate_drain_cuts_total), so a
+	// slow client cannot hold a drain unconfirmed. Default 60s, raised to
+	// the longest route timeout when a route allows longer; negative: never
+	// cut.
+	DrainCutoff time.Duration `yaml:"drain_cutoff"`
 }
 
 // Route maps a request to a service.
@@ -196,6 +203,7 @@ const (
 	DefaultStaleAfter      = 60 * time.Second
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultMaxIdlePerHost  = 256
+	DefaultDrainCutoff     = 60 * time.Second
 
 	DefaultClientIdleTimeout   = 60 * time.Second
 	DefaultClientHeaderTimeout = 10 * time.Second
@@ -342,6 +350,12 @@ func (g *Gateway) ApplyClientDefaults() {
 	}
 	if g.MaxHeaderBytes == 0 {
 		g.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if g.DrainCutoff == 0 {
+		g.DrainCutoff = DefaultDrainCutoff
+		for _, r := range g.Routes {
+			g.DrainCutoff = max(g.DrainCutoff, r.Timeout)
+		}
 	}
 }
 

@@ -45,6 +45,7 @@ type host struct {
 
 	inflight atomic.Int64
 	flags    atomic.Uint32
+	drainGen atomic.Uint64 // drains begun, for the cutoff (cut.go)
 
 	fails        atomic.Int32 // consecutive connection failures
 	ejections    atomic.Int32 // ejections since the last success, for the backoff

@@ -386,6 +386,7 @@ func handleRequest(c *clientConn) bool {
 // queued), and the connection waits for the next request or closes. It
 // reports whether input may go on reading requests.
 func (l *evloop) ended(c *clientConn, keep bool) bool {
+	c.cur.Store(nil)
 	if c.br.Buffered() == 0 || !keep {
 		if c.bw.Flush() != nil {
 			l.closeClient(c)
@@ -463,6 +464,7 @@ func (l *evloop) proxy(c *clientConn, rt *route, path []byte, start time.Time, k
 	c.ex = exchange{c: c, rt: rt, h: h, uc: uc, reused: reused, keep: keep, deadline: deadline, start: start,
 		bodyStarted: true, bodyDone: true}
 	c.lc.st = lcUpstream
+	c.cur.Store(h)
 	uc.lu.c = c
 	if uc.lu.st != luConnecting {
 		l.send(uc)

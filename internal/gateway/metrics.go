@@ -40,6 +40,7 @@ type metrics struct {
 	upstreamErrors *prometheus.CounterVec
 	failOpen       *prometheus.CounterVec
 	ejections      *prometheus.CounterVec
+	drainCuts      *prometheus.CounterVec
 	noRoute        prometheus.Counter
 	handoffs       [numHandoffs]prometheus.Counter
 	// unrouted counts requests refused before routing (400, 408, 431...).
@@ -75,6 +76,10 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
 			Name: "zkgate_ejections_total",
 			Help: "Instances taken out of rotation by passive outlier detection (consecutive connection failures).",
 		}, []string{"service"}),
+		drainCuts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "zkgate_drain_cuts_total",
+			Help: "Requests cut because they were still in flight to a drained instance after gateway.drain_cutoff.",
+		}, []string{"service"}),
 	}
 	handoffs := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "zkgate_loop_handoffs_total",
@@ -86,7 +91,7 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
 	m.noRoute = m.requests.WithLabelValues("", "", "404")
 	m.unrouted.vec = m.requests
 	for _, c := range []prometheus.Collector{
-		m.requests, m.duration, m.retries, m.upstreamErrors, m.failOpen, m.ejections, handoffs, &stateCollector{g: g},
+		m.requests, m.duration, m.retries, m.upstreamErrors, m.failOpen, m.ejections, m.drainCuts, handoffs, &stateCollector{g: g},
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -101,6 +106,7 @@ type serviceMetrics struct {
 	errors    [numKinds]prometheus.Counter
 	failOpen  prometheus.Counter
 	ejections prometheus.Counter
+	drainCuts prometheus.Counter
 }
 
 func (m *metrics) forService(name string) serviceMetrics {
@@ -108,6 +114,7 @@ func (m *metrics) forService(name string) serviceMetrics {
 		retries:   m.retries.WithLabelValues(name),
 		failOpen:  m.failOpen.WithLabelValues(name),
 		ejections: m.ejections.WithLabelValues(name),
+		drainCuts: m.drainCuts.WithLabelValues(name),
 	}
 	for k := range sm.errors {
 		sm.errors[k] = m.upstreamErrors.WithLabelValues(name, kindNames[k])

@@ -82,6 +82,10 @@ type clientConn struct {
 	loop   *evloop
 	lc     loopClient  // the loop's state of the connection
 	killed atomic.Bool // Shutdown ran out of time: the loop closes it
+
+	// cur is the instance of the exchange in progress (nil between
+	// requests), for cutting exchanges to drained instances (cut.go).
+	cur atomic.Pointer[host]
 }
 
 // clientReader reads the client connection. In the body phase (timeout >
@@ -474,6 +478,7 @@ func (c *clientConn) handle() (keep, async bool) {
 		}
 	} else {
 		keep = c.proxy(rt, path, start, keep)
+		c.cur.Store(nil)
 	}
 	rt.metrics.duration.Observe(time.Since(start).Seconds())
 	return keep, false
@@ -647,6 +652,7 @@ func (c *clientConn) proxy(rt *route, path []byte, start time.Time, keep bool) b
 			return c.unavailable(rt, keep)
 		}
 		ex.h = h
+		c.cur.Store(h)
 		uc, reused := h.conns.get(time.Now().UnixNano()), true
 		for {
 			if uc == nil {
@@ -1157,7 +1163,7 @@ func (ex *exchange) tunnel() {
 	b = append(b, "\r\n\r\n"...)
 	c.rh = b
 	c.bw.Write(b)
-	t := &tunnel{client: c.nc, up: uc.nc}
+	t := &tunnel{client: c.nc, up: uc.nc, h: h}
 	// The connection is no longer an HTTP one: Shutdown waits for it (or
 	// closes it) through the gateway's upgrades, not as a client
 	// connection.
@@ -1191,6 +1197,7 @@ func (ex *exchange) tunnel() {
 // tunnel is an upgraded connection pair.
 type tunnel struct {
 	client, up net.Conn
+	h          *host
 	once       sync.Once
 }
 

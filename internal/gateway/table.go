@@ -255,7 +255,7 @@ func (g *Gateway) rebuildLocked() {
 			// Excluded before the count is read: a request that acquires
 			// h from an older table after this store undoes its count, so
 			// a count of 0 read after it stays 0 for good.
-			h.flags.Store(f)
+			g.setFlags(h, f, now)
 			if h.inflight.Load() > 0 {
 				s.hosts[addr] = h
 				p.gone = append(p.gone, goneHost{h, h.czxid, marked})
@@ -274,7 +274,7 @@ func (g *Gateway) rebuildLocked() {
 			if !m.active {
 				f |= flagExcluded
 			}
-			m.h.flags.Store(f)
+			g.setFlags(m.h, f, now)
 		}
 	}
 	g.reported.Store(t)
