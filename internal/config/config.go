@@ -230,7 +230,7 @@ func Parse(data []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("parsing YAML: %w", err)
+		return nil, fmt.Errorf("parsing YAML: %w", oneLineYAMLError{err})
 	}
 	c.ApplyDefaults()
 	if err := c.Validate(); err != nil {
@@ -238,6 +238,26 @@ func Parse(data []byte) (*Config, error) {
 	}
 	return &c, nil
 }
+
+// oneLineYAMLError prints a YAML decoding error on one line (the README
+// promises one readable line per error): the decoder's "unmarshal errors"
+// list one problem per line, which become "; "-separated.
+type oneLineYAMLError struct{ err error }
+
+func (e oneLineYAMLError) Error() string {
+	var te *yaml.TypeError
+	if errors.As(e.err, &te) && len(te.Errors) > 0 {
+		parts := make([]string, len(te.Errors))
+		for i, s := range te.Errors {
+			parts[i] = strings.TrimSpace(s)
+		}
+		return strings.Join(parts, "; ")
+	}
+	msg := strings.TrimPrefix(e.err.Error(), "yaml: ")
+	return strings.Join(strings.Fields(msg), " ")
+}
+
+func (e oneLineYAMLError) Unwrap() error { return e.err }
 
 // ApplyDefaults fills every unset key with its default.
 func (c *Config) ApplyDefaults() {

@@ -26,3 +26,26 @@ func TestDepartedWindow(t *testing.T) {
 		t.Errorf("negative departed_window: %v", err)
 	}
 }
+
+// A YAML error is one line (README: "one readable line on stderr"), even
+// when the decoder reports several problems.
+func TestYAMLErrorIsOneLine(t *testing.T) {
+	for _, in := range []string{
+		"zookeeper:\n  servers: [\"127.0.0.1:2181\"]\n  bogus: 1\n",
+		"zookeeper:\n  bogus: 1\ngateway:\n  nope: 2\n",
+		"zookeeper:\n  servers: [a\n",
+		"zookeeper:\n  session_timeout: [1, 2]\n",
+	} {
+		_, err := Parse([]byte(in))
+		if err == nil {
+			t.Fatalf("%q: no error", in)
+		}
+		if msg := err.Error(); strings.ContainsAny(msg, "\n\r") || !strings.HasPrefix(msg, "parsing YAML: ") {
+			t.Errorf("%q: error %q is not one line starting with \"parsing YAML: \"", in, msg)
+		}
+	}
+	_, err := Parse([]byte("zookeeper:\n  bogus: 1\ngateway:\n  nope: 2\n"))
+	if msg := err.Error(); !strings.Contains(msg, "line 2: field bogus") || !strings.Contains(msg, "line 4: field nope") {
+		t.Errorf("both unknown keys should be named: %q", msg)
+	}
+}
