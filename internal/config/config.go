@@ -170,6 +170,13 @@ type Controller struct {
 	// the controller saw the node go, drains are not confirmed without it.
 	// Keep it at least the gateways' gateway.stale_after. Default 60s.
 	DepartedWindow time.Duration `yaml:"departed_window"`
+	// ProbeDeparted: the controller asks such a gateway's admin address
+	// who serves it; when nothing listens there (connection refused) or
+	// another process answers, the gateway's process is gone and drains
+	// stop waiting for it before DepartedWindow ends. Default true; turn
+	// it off where a firewall between controller and gateways rejects
+	// connections (a rejected connection looks like a stopped process).
+	ProbeDeparted *bool `yaml:"probe_departed"`
 	// AuditLimit bounds the number of audit entries kept. Default 1000.
 	AuditLimit int `yaml:"audit_limit"`
 }
@@ -328,6 +335,10 @@ func (c *Config) ApplyDefaults() {
 	}
 	if ct.ReconcileInterval == 0 {
 		ct.ReconcileInterval = DefaultReconcile
+	}
+	if ct.ProbeDeparted == nil {
+		t := true
+		ct.ProbeDeparted = &t
 	}
 	if ct.DepartedWindow == 0 {
 		ct.DepartedWindow = DefaultDepartedWindow

@@ -14,6 +14,13 @@ func TestDepartedWindow(t *testing.T) {
 	if c.Controller.DepartedWindow != DefaultDepartedWindow || DefaultDepartedWindow != DefaultStaleAfter {
 		t.Errorf("default departed_window %v, want %v (the gateways' default stale_after)", c.Controller.DepartedWindow, DefaultStaleAfter)
 	}
+	if c.Controller.ProbeDeparted == nil || !*c.Controller.ProbeDeparted {
+		t.Errorf("probe_departed defaults to %v, want true", c.Controller.ProbeDeparted)
+	}
+	c, err = Parse([]byte("controller:\n  tokens: [t]\n  departed_window: 90s\n  probe_departed: false\n"))
+	if err != nil || *c.Controller.ProbeDeparted {
+		t.Fatalf("probe_departed: false: %v %v", c, err)
+	}
 	c, err = Parse([]byte("controller:\n  tokens: [t]\n  departed_window: 90s\n"))
 	if err != nil || c.Controller.DepartedWindow != 90*time.Second || c.ValidateController() != nil {
 		t.Fatalf("departed_window 90s: %v %v", c, err)
