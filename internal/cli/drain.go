@@ -170,7 +170,7 @@ func RunDrain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitOK
 	case ctlclient.StatusDrained:
 		if !cf.json {
-			fmt.Fprintf(stdout, "drained %s in %s (%s)\n", target, fmtMs(resp.ElapsedMs), plural(len(resp.Gateways), "gateway"))
+			fmt.Fprintf(stdout, "drained %s in %s (%s)\n", target, fmtMs(resp.ElapsedMs), drainedGateways(resp.Gateways))
 		}
 		return exitOK
 	default:
@@ -223,6 +223,26 @@ func RunUndrain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stdout, "%s/%s was not drained\n", resp.Service, resp.Addr)
 	}
 	return exitOK
+}
+
+// drainedGateways says how many gateways confirmed a drain, naming those
+// not waited for (gone: shut down, crashed, or departed long ago), which
+// are not counted.
+func drainedGateways(gws []ctlclient.GatewayDrain) string {
+	var n int
+	var gone []string
+	for _, g := range gws {
+		if g.State == ctlclient.GatewayGone {
+			gone = append(gone, g.ID)
+			continue
+		}
+		n++
+	}
+	s := plural(n, "gateway")
+	if len(gone) > 0 {
+		s += "; gone, not waited for: " + strings.Join(gone, ", ")
+	}
+	return s
 }
 
 func fmtMs(ms int64) string {

@@ -45,10 +45,16 @@ func newFakeController(t *testing.T, status string) *fakeController {
 			json.NewEncoder(w).Encode(ctlclient.ErrorResponse{Error: "this token is not allowed to do this"})
 			return
 		}
+		third := ctlclient.GatewayDrain{ID: "gw-3", State: "lost"}
+		if f.status == ctlclient.StatusDrained {
+			// A confirmed drain never has a lost gateway; a gone one
+			// (crashed, shut down) is listed but was not waited for.
+			third.State = ctlclient.GatewayGone
+		}
 		resp := ctlclient.DrainResponse{
 			Service: r.PathValue("service"), Addr: r.PathValue("addr"), Status: f.status,
 			Confirmed: f.status == ctlclient.StatusDrained, ElapsedMs: 43,
-			Gateways: []ctlclient.GatewayDrain{{ID: "gw-1", State: "drained"}, {ID: "gw-2", State: "drained"}, {ID: "gw-3", State: "lost"}},
+			Gateways: []ctlclient.GatewayDrain{{ID: "gw-1", State: "drained"}, {ID: "gw-2", State: "drained"}, third},
 			Message:  "not confirmed: gateway(s) gw-3 lost their ZooKeeper session during the drain",
 		}
 		json.NewEncoder(w).Encode(resp)
@@ -95,7 +101,8 @@ func TestDrainExitCodesAndLines(t *testing.T) {
 	base := []string{"--service", "orders", "--instance", "10.0.0.5:8080", "--reason", "release 4711", "--token", "tok"}
 
 	code, out, errs := runCtl(RunDrain, append(base, "--controller", drained.URL, "--min-wait", "2s", "--ttl", "5m")...)
-	if code != 0 || !regexp.MustCompile(`^drained orders/10\.0\.0\.5:8080 in \d+ms \(3 gateways\)\n$`).MatchString(out) || errs != "" {
+	if code != 0 || !regexp.MustCompile(`^drained orders/10\.0\.0\.5:8080 in \d+ms \(2 gateways; gone, not waited for: gw-3\)\n$`).MatchString(out) || errs != "" {
+		// gw-3 is gone: listed, not counted among the gateways waited for.
 		t.Fatalf("drained: code %d out %q err %q", code, out, errs)
 	}
 	req := drained.requests[0]

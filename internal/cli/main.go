@@ -42,11 +42,14 @@ func commands() map[string]entry {
 // Main dispatches to the subcommand named by args[0].
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmds := commands()
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+	if len(args) == 0 {
+		// No command is an error: the usage goes to stderr, so a script
+		// that captures stdout gets nothing it could mistake for output.
+		usage(stderr, cmds)
+		return 1
+	}
+	if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		usage(stdout, cmds)
-		if len(args) == 0 {
-			return 1
-		}
 		return 0
 	}
 	e, ok := cmds[args[0]]

@@ -184,6 +184,13 @@ type Controller struct {
 	// the controller saw the node go, drains are not confirmed without it.
 	// Keep it at least the gateways' gateway.stale_after. Default 60s.
 	DepartedWindow time.Duration `yaml:"departed_window"`
+	// ProbeDeparted: the controller asks such a gateway's admin address
+	// who serves it; when nothing listens there (connection refused) or
+	// another process answers, the gateway's process is gone and drains
+	// stop waiting for it before DepartedWindow ends. Default true; turn
+	// it off where a firewall between controller and gateways rejects
+	// connections (a rejected connection looks like a stopped process).
+	ProbeDeparted *bool `yaml:"probe_departed"`
 	// AuditLimit bounds the number of audit entries kept. Default 1000.
 	AuditLimit int `yaml:"audit_limit"`
 }
@@ -247,7 +254,7 @@ func Parse(data []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("parsing YAML: %w", err)
+		return nil, fmt.Errorf("parsing YAML: %w", oneLineYAMLError{err})
 	}
 	c.ApplyDefaults()
 	if err := c.Validate(); err != nil {
@@ -255,6 +262,26 @@ func Parse(data []byte) (*Config, error) {
 	}
 	return &c, nil
 }
+
+// oneLineYAMLError prints a YAML decoding error on one line (the README
+// promises one readable line per error): the decoder's "unmarshal errors"
+// list one problem per line, which become "; "-separated.
+type oneLineYAMLError struct{ err error }
+
+func (e oneLineYAMLError) Error() string {
+	var te *yaml.TypeError
+	if errors.As(e.err, &te) && len(te.Errors) > 0 {
+		parts := make([]string, len(te.Errors))
+		for i, s := range te.Errors {
+			parts[i] = strings.TrimSpace(s)
+		}
+		return strings.Join(parts, "; ")
+	}
+	msg := strings.TrimPrefix(e.err.Error(), "yaml: ")
+	return strings.Join(strings.Fields(msg), " ")
+}
+
+func (e oneLineYAMLError) Unwrap() error { return e.err }
 
 // ApplyDefaults fills every unset key with its default.
 func (c *Config) ApplyDefaults() {
@@ -325,6 +352,10 @@ func (c *Config) ApplyDefaults() {
 	}
 	if ct.ReconcileInterval == 0 {
 		ct.ReconcileInterval = DefaultReconcile
+	}
+	if ct.ProbeDeparted == nil {
+		t := true
+		ct.ProbeDeparted = &t
 	}
 	if ct.DepartedWindow == 0 {
 		ct.DepartedWindow = DefaultDepartedWindow

@@ -14,6 +14,13 @@ func TestDepartedWindow(t *testing.T) {
 	if c.Controller.DepartedWindow != DefaultDepartedWindow || DefaultDepartedWindow != DefaultStaleAfter {
 		t.Errorf("default departed_window %v, want %v (the gateways' default stale_after)", c.Controller.DepartedWindow, DefaultStaleAfter)
 	}
+	if c.Controller.ProbeDeparted == nil || !*c.Controller.ProbeDeparted {
+		t.Errorf("probe_departed defaults to %v, want true", c.Controller.ProbeDeparted)
+	}
+	c, err = Parse([]byte("controller:\n  tokens: [t]\n  departed_window: 90s\n  probe_departed: false\n"))
+	if err != nil || *c.Controller.ProbeDeparted {
+		t.Fatalf("probe_departed: false: %v %v", c, err)
+	}
 	c, err = Parse([]byte("controller:\n  tokens: [t]\n  departed_window: 90s\n"))
 	if err != nil || c.Controller.DepartedWindow != 90*time.Second || c.ValidateController() != nil {
 		t.Fatalf("departed_window 90s: %v %v", c, err)
@@ -24,5 +31,28 @@ func TestDepartedWindow(t *testing.T) {
 	}
 	if err := c.ValidateController(); err == nil || !strings.Contains(err.Error(), "departed_window") {
 		t.Errorf("negative departed_window: %v", err)
+	}
+}
+
+// A YAML error is one line (README: "one readable line on stderr"), even
+// when the decoder reports several problems.
+func TestYAMLErrorIsOneLine(t *testing.T) {
+	for _, in := range []string{
+		"zookeeper:\n  servers: [\"127.0.0.1:2181\"]\n  bogus: 1\n",
+		"zookeeper:\n  bogus: 1\ngateway:\n  nope: 2\n",
+		"zookeeper:\n  servers: [a\n",
+		"zookeeper:\n  session_timeout: [1, 2]\n",
+	} {
+		_, err := Parse([]byte(in))
+		if err == nil {
+			t.Fatalf("%q: no error", in)
+		}
+		if msg := err.Error(); strings.ContainsAny(msg, "\n\r") || !strings.HasPrefix(msg, "parsing YAML: ") {
+			t.Errorf("%q: error %q is not one line starting with \"parsing YAML: \"", in, msg)
+		}
+	}
+	_, err := Parse([]byte("zookeeper:\n  bogus: 1\ngateway:\n  nope: 2\n"))
+	if msg := err.Error(); !strings.Contains(msg, "line 2: field bogus") || !strings.Contains(msg, "line 4: field nope") {
+		t.Errorf("both unknown keys should be named: %q", msg)
 	}
 }

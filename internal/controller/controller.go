@@ -164,10 +164,18 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Controller, 
 	c.marks = marks.NewCache(sess, marks.Options{
 		ZKRoot: root, ResyncInterval: cfg.Registry.ResyncInterval, Logger: log, Registerer: c.promReg,
 	})
-	c.presence = presence.NewWatcher(sess, presence.WatcherOptions{
+	wopts := presence.WatcherOptions{
 		ZKRoot: root, ResyncInterval: cfg.Registry.ResyncInterval, Logger: log, Registerer: c.promReg,
 		DepartedWindow: cfg.Controller.DepartedWindow, Now: now,
-	})
+	}
+	if p := cfg.Controller.ProbeDeparted; p == nil || *p {
+		// A crashed gateway stops holding drains once its session expired
+		// and its admin address refuses connections (or another process
+		// answers there), not only when the window ends
+		// (docs/architecture.md#departed-gateways-and-lost-drains).
+		wopts.Probe = presence.ProbeAdmin
+	}
+	c.presence = presence.NewWatcher(sess, wopts)
 	c.store = &store{sess: sess, root: root, metrics: c.metrics}
 	c.audit = newAuditLog(sess, root, cfg.Controller.AuditLimit, id, func() int64 { return now().UnixMilli() }, log, c.metrics)
 	c.elector = newElector(sess, root, id, log, c.runJobs, func(leading bool) {

@@ -3,6 +3,9 @@ package controller_test
 import (
 	"context"
 	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -40,10 +43,16 @@ func TestDrainNotConfirmedWhileDepartedGatewayMayRoute(t *testing.T) {
 	})
 
 	part.Cut()
-	eventually(t, "gw-2's presence to go with its session", func() bool {
+	eventually(t, "gw-2's presence to go with its session, and its admin address probed", func() bool {
 		g, err := cl.Gateways(context.Background())
-		return err == nil && len(g.Gateways) == 1 && len(g.Departed) == 1 && g.Departed[0].ID == "gw-2" && !g.Departed[0].Leaving
+		return err == nil && len(g.Gateways) == 1 && len(g.Departed) == 1 && g.Departed[0].ID == "gw-2" && !g.Departed[0].Leaving &&
+			g.Departed[0].Probe != ""
 	})
+	// Its process still answers on its admin address: it is cut off from
+	// ZooKeeper, not crashed, and may route by its last state.
+	if g, _ := cl.Gateways(context.Background()); g.Departed[0].Gone != "" || !strings.Contains(g.Departed[0].Probe, "still answers") {
+		t.Fatalf("partitioned gw-2 taken for gone: %+v", g.Departed[0])
+	}
 	r := <-drainAsync(cl, "orders", a.addr, ctlclient.DrainRequest{Reason: "deploy", Wait: true, Timeout: "3s"})
 	if r.err != nil {
 		t.Fatal(r.err)
@@ -207,5 +216,117 @@ func TestMalformedPresenceBlocksDrains(t *testing.T) {
 	}
 	if !r.resp.Confirmed || len(r.resp.Gateways) != 1 || r.resp.Gateways[0].State != ctlclient.GatewayDrained {
 		t.Fatalf("drain with a readable report answered %+v", r.resp)
+	}
+}
+
+// A gateway killed with -9 routes nothing: once its session expired, the
+// controller finds nothing listening on its admin address and drains stop
+// waiting for it, within the session timeout plus a few seconds rather
+// than controller.departed_window (60 s by default).
+func TestCrashedGatewayReleasesDrainsAfterSessionTimeout(t *testing.T) {
+	const sessionTimeout = 4 * time.Second
+	e := newEnv(t)
+	a, b := newBackend(t, "a", nil), newBackend(t, "b", nil)
+	e.register("orders", "a-1", a)
+	e.register("orders", "b-1", b)
+	ctl := e.startController("c1", e.config("", "", 0), controller.Options{})
+	g1 := e.startGateway("gw-1", 0, gatewayd.Options{})
+	part := zktest.NewPartitioner()
+	t.Cleanup(part.Restore)
+	g2 := e.startGateway("gw-2", sessionTimeout, gatewayd.Options{Dialer: part.Dialer()})
+	waitRoutes(t, g1.ProxyAddr(), "a", "b")
+	waitRoutes(t, g2.ProxyAddr(), "a", "b")
+	cl := client(t, ctl.URL())
+	eventually(t, "both gateways present", func() bool {
+		g, err := cl.Gateways(context.Background())
+		return err == nil && len(g.Gateways) == 2
+	})
+
+	// kill -9: no leaving report, the session is left to expire.
+	killed := time.Now()
+	part.Cut()
+	g2.Kill()
+	r := <-drainAsync(cl, "orders", a.addr, ctlclient.DrainRequest{Reason: "deploy", Wait: true, Timeout: "25s"})
+	took := time.Since(killed)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Logf("drain answered %s %.1fs after the kill: %s", r.resp.Status, took.Seconds(), r.resp.Message)
+	if !r.resp.Confirmed {
+		t.Fatalf("drain with gw-2 crashed answered %+v", r.resp)
+	}
+	if limit := sessionTimeout + 6*time.Second; took > limit {
+		t.Errorf("drain confirmed %.1fs after the kill, want ≤ %s (session timeout + 6 s)", took.Seconds(), limit)
+	}
+	states := map[string]ctlclient.GatewayDrain{}
+	for _, g := range r.resp.Gateways {
+		states[g.ID] = g
+	}
+	if states["gw-1"].State != ctlclient.GatewayDrained || states["gw-2"].State != ctlclient.GatewayGone ||
+		!strings.Contains(states["gw-2"].Detail, "refused") {
+		t.Fatalf("per-gateway states %+v", r.resp.Gateways)
+	}
+	g, err := cl.Gateways(context.Background())
+	if err != nil || len(g.Departed) != 1 || !strings.Contains(g.Departed[0].Gone, "refused") {
+		t.Fatalf("departed gateways %+v %v", g, err)
+	}
+}
+
+// Probes of a departed gateway's admin address (fake presence nodes): a
+// gateway that accepts connections but does not answer (paused, or
+// unreachable) keeps drains unconfirmed; another process answering on its
+// address (a restarted gateway: another boot id) means the old one is gone.
+func TestDepartedGatewayProbes(t *testing.T) {
+	e := newEnv(t)
+	ctl := e.startController("c1", e.config("", "", 0), controller.Options{})
+	cl := client(t, ctl.URL())
+	const addr = "10.0.0.5:8080"
+
+	silent, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	restarted := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(presence.Identity{ID: "gw-r", BootID: "new-boot", StartedMs: 2000})
+	}))
+	t.Cleanup(restarted.Close)
+
+	pSilent := e.fakeGateway("gw-s", reportJSON(t, presence.Report{ID: "gw-s", Version: "test",
+		AdminListen: silent.Addr().String(), BootID: "boot-s", StartedMs: 1000}))
+	pRestarted := e.fakeGateway("gw-r", reportJSON(t, presence.Report{ID: "gw-r", Version: "test",
+		AdminListen: restarted.Listener.Addr().String(), BootID: "old-boot", StartedMs: 1000}))
+	eventually(t, "gw-s and gw-r present", func() bool {
+		g, err := cl.Gateways(context.Background())
+		return err == nil && len(g.Gateways) == 2
+	})
+	for _, p := range []string{pSilent, pRestarted} {
+		if err := e.conn.Delete(p, -1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "gw-r found gone, gw-s probed without an answer", func() bool {
+		g, err := cl.Gateways(context.Background())
+		if err != nil || len(g.Departed) != 2 {
+			return false
+		}
+		dep := map[string]ctlclient.DepartedGateway{}
+		for _, d := range g.Departed {
+			dep[d.ID] = d
+		}
+		return strings.Contains(dep["gw-r"].Gone, "another process") && dep["gw-s"].Gone == "" &&
+			strings.Contains(dep["gw-s"].Probe, "did not answer")
+	})
+	r := <-drainAsync(cl, "orders", addr, ctlclient.DrainRequest{Reason: "x", Wait: true, Timeout: "6s"})
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	states := map[string]string{}
+	for _, g := range r.resp.Gateways {
+		states[g.ID] = g.State
+	}
+	// gw-r was known gone before the drain started: not even tracked.
+	if r.resp.Confirmed || r.resp.Status != ctlclient.StatusLost || len(states) != 1 || states["gw-s"] != ctlclient.GatewayLost {
+		t.Fatalf("drain with gw-s silent and gw-r restarted answered %+v", r.resp)
 	}
 }

@@ -48,11 +48,11 @@ type drainWait struct {
 }
 
 // blockingDepartures keeps the departures that may still route: those
-// without a graceful shutdown.
+// without a graceful shutdown whose process was not found gone.
 func blockingDepartures(departed map[string]presence.Departure) map[string]presence.Departure {
 	out := make(map[string]presence.Departure, len(departed))
 	for id, d := range departed {
-		if !d.Leaving {
+		if d.MayRoute() {
 			out[id] = d
 		}
 	}
@@ -94,8 +94,9 @@ func newDrainWait(service, addr string, mzxid int64, start time.Time, window tim
 // presence node disappeared without a graceful shutdown less than the
 // departed window ago is lost: it may still route by its last state, so
 // it blocks the confirmation until it comes back (with any session) and
-// reports the mark applied, or until the window passes. A gateway that left
-// gracefully, or departed longer ago, is gone and not waited for.
+// reports the mark applied, until a probe finds its process gone, or until
+// the window passes. A gateway that left gracefully, whose process is
+// gone, or that departed longer ago, is gone and not waited for.
 func (w *drainWait) observe(now time.Time, live map[string]presence.Report, departed map[string]presence.Departure, reg *registry.Snapshot, mk *marks.Snapshot) string {
 	elapsed := now.Sub(w.start).Milliseconds()
 	if elapsed <= 0 {
@@ -110,7 +111,14 @@ func (w *drainWait) observe(now time.Time, live map[string]presence.Report, depa
 				g.view.DepartedMs = d.At.UnixMilli()
 			}
 			g.view.Error = ""
-			if dok && !d.Leaving {
+			g.view.Detail = ""
+			if dok {
+				g.view.Detail = d.Gone
+				if d.MayRoute() {
+					g.view.Detail = d.Probe
+				}
+			}
+			if dok && d.MayRoute() {
 				g.view.State = ctlclient.GatewayLost
 				anyLost = true
 			} else {
@@ -119,6 +127,7 @@ func (w *drainWait) observe(now time.Time, live map[string]presence.Report, depa
 			continue
 		}
 		g.view.DepartedMs = 0
+		g.view.Detail = ""
 		g.view.Error = rep.Malformed
 		if rep.Malformed != "" {
 			g.view.State = ctlclient.GatewayPending
@@ -231,7 +240,7 @@ func (w *drainWait) message(status string, timeout time.Duration) string {
 		}
 		msg := fmt.Sprintf("every gateway (%d) applied the mark and has nothing in flight", len(w.gateways)-len(gone))
 		if len(gone) > 0 {
-			msg += fmt.Sprintf("; gone and not waited for (shut down, or departed more than %s ago): %s", w.window, strings.Join(gone, ", "))
+			msg += fmt.Sprintf("; gone and not waited for (shut down, process gone, or departed more than %s ago): %s", w.window, strings.Join(gone, ", "))
 		}
 		return msg
 	case ctlclient.StatusLost:

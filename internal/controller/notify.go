@@ -42,6 +42,7 @@ func (c *Controller) fanout(ctx context.Context) error {
 		case <-c.reg.Updates():
 		case <-c.marks.Updates():
 		case <-c.presence.Updates():
+		case <-c.presence.Probed():
 		case <-changed:
 		}
 		c.changed.Broadcast()

@@ -228,7 +228,7 @@ func departedViews(departed map[string]presence.Departure, gws map[string]presen
 		}
 		out = append(out, ctlclient.DepartedGateway{
 			ID: id, Session: fmt.Sprintf("0x%x", d.Session), DepartedMs: d.At.UnixMilli(),
-			UntilMs: d.At.Add(window).UnixMilli(), Leaving: d.Leaving,
+			UntilMs: d.At.Add(window).UnixMilli(), Leaving: d.Leaving, Gone: d.Gone, Probe: d.Probe,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })

@@ -101,6 +101,17 @@ func (e *APIError) Error() string {
 // replica given (it is idempotent) without settling it; look at the
 // instance (Service) or repeat the call later.
 func IsOutcomeUnknown(err error) bool {
+	var re *ReplicasError
+	if errors.As(err, &re) {
+		// Unknown at any replica is unknown: another replica's failure
+		// (unreachable, 503) says nothing about that write.
+		for _, e := range re.Errs {
+			if IsOutcomeUnknown(e) {
+				return true
+			}
+		}
+		return false
+	}
 	var ae *APIError
 	return errors.As(err, &ae) && ae.Outcome == OutcomeUnknown
 }
@@ -211,9 +222,11 @@ func (c *Client) do(ctx context.Context, method, p string, body any, out any) er
 }
 
 // doRetry tries each replica in turn (two rounds at most) while the
-// failure says the replica is unreachable or unavailable.
+// failure says the replica is unreachable or unavailable. When every
+// attempt failed, the error names each replica's last failure (a
+// *ReplicasError with several replicas), not only the last one.
 func (c *Client) doRetry(ctx context.Context, method, p string, body func() any, out any) error {
-	var lastErr error
+	last := make([]error, len(c.urls)) // by replica
 	attempts := 2 * len(c.urls)
 	if attempts < 2 {
 		attempts = 2
@@ -222,22 +235,57 @@ func (c *Client) doRetry(ctx context.Context, method, p string, body func() any,
 		if i > 0 {
 			select {
 			case <-ctx.Done():
-				return fmt.Errorf("%s %s: %w (after: %v)", method, p, ctx.Err(), lastErr)
+				return fmt.Errorf("%s %s: %w (after: %w)", method, p, ctx.Err(), c.replicasError(last))
 			case <-time.After(time.Duration(i) * 100 * time.Millisecond):
 			}
 		}
-		base := c.urls[i%len(c.urls)]
-		err := c.once(ctx, method, base+p, body(), out)
+		r := i % len(c.urls)
+		err := c.once(ctx, method, c.urls[r]+p, body(), out)
 		if err == nil {
 			return nil
 		}
-		lastErr = err
+		last[r] = err
 		if ctx.Err() != nil || !retryable(err) {
 			return err
 		}
 	}
-	return lastErr
+	return c.replicasError(last)
 }
+
+// replicasError sums up the last failure of every replica tried.
+func (c *Client) replicasError(last []error) error {
+	e := &ReplicasError{}
+	for r, err := range last {
+		if err != nil {
+			e.URLs = append(e.URLs, c.urls[r])
+			e.Errs = append(e.Errs, err)
+		}
+	}
+	if len(e.Errs) == 1 {
+		return e.Errs[0]
+	}
+	return e
+}
+
+// ReplicasError says that no controller replica could serve a call: Errs[i]
+// is the last failure of the replica at URLs[i]. Its message is one line
+// naming every replica's failure.
+type ReplicasError struct {
+	URLs []string
+	Errs []error
+}
+
+func (e *ReplicasError) Error() string {
+	parts := make([]string, len(e.Errs))
+	for i, err := range e.Errs {
+		parts[i] = e.URLs[i] + ": " + strings.Join(strings.Fields(err.Error()), " ")
+	}
+	return fmt.Sprintf("no controller replica could answer (%d tried): %s", len(e.Errs), strings.Join(parts, "; "))
+}
+
+// Unwrap returns every replica's failure (errors.Is and errors.As look at
+// each).
+func (e *ReplicasError) Unwrap() []error { return e.Errs }
 
 func retryable(err error) bool {
 	var ae *APIError

@@ -172,3 +172,44 @@ func TestOutcomeUnknown(t *testing.T) {
 		t.Fatalf("plain 503: %v", err)
 	}
 }
+
+// With several replicas unreachable, the error names every replica's
+// failure on one line, not only the last one's.
+func TestAllReplicasFailingAreEachNamed(t *testing.T) {
+	var urls []string
+	for i := 0; i < 3; i++ {
+		srv := httptest.NewServer(http.NotFoundHandler())
+		urls = append(urls, srv.URL)
+		srv.Close() // nothing listens there any more: connection refused
+	}
+	unavailable := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		json.NewEncoder(w).Encode(ErrorResponse{Error: "no ZooKeeper session"})
+	}))
+	defer unavailable.Close()
+	urls = append(urls, unavailable.URL)
+	c, err := New(strings.Join(urls, ","), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Services(context.Background())
+	if err == nil {
+		t.Fatal("no error")
+	}
+	msg := err.Error()
+	if strings.ContainsAny(msg, "\r\n") {
+		t.Errorf("error is not one line: %q", msg)
+	}
+	for _, u := range urls {
+		if !strings.Contains(msg, u) {
+			t.Errorf("error %q does not name %s", msg, u)
+		}
+	}
+	if !strings.Contains(msg, "no ZooKeeper session") || !strings.Contains(msg, "connection refused") {
+		t.Errorf("error %q does not say what each replica did", msg)
+	}
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("the 503 is not reachable with errors.As: %v", err)
+	}
+}

@@ -52,8 +52,11 @@ const (
 	// for it (see StatusLost).
 	GatewayLost = "lost"
 	// GatewayGone: the gateway's presence node disappeared after a
-	// graceful shutdown (its last report said it was leaving), or more than
-	// controller.departed_window ago: it is no longer waited for.
+	// graceful shutdown (its last report said it was leaving), its process
+	// was found gone (nothing listens on its admin address, or another
+	// process answers there: GatewayDrain.Detail says which), or it
+	// disappeared more than controller.departed_window ago: it is no
+	// longer waited for.
 	GatewayGone = "gone"
 	// GatewayAbsent: the gateway routes the service but has no
 	// registration of the address (it sends it nothing).
@@ -144,6 +147,9 @@ type GatewayDrain struct {
 	// DepartedMs: for a lost or gone gateway, when (unix ms) the controller
 	// saw its presence node disappear; 0 when unknown.
 	DepartedMs int64 `json:"departed_ms,omitempty"`
+	// Detail: for a departed gateway, why it is gone (its process was
+	// found gone) or what the last probe of its admin address saw.
+	Detail string `json:"detail,omitempty"`
 }
 
 // DrainResponse answers a drain.
@@ -297,8 +303,16 @@ type DepartedGateway struct {
 	UntilMs int64 `json:"until_ms"`
 	// Leaving: its last report said it was shutting down gracefully. When
 	// false it may still route by its last state, and waiting drains
-	// report it lost until UntilMs or until it comes back.
+	// report it lost until UntilMs, until it comes back, or until its
+	// process is found gone (Gone).
 	Leaving bool `json:"leaving"`
+	// Gone says why the controller knows the gateway's process is gone
+	// (nothing listens on its admin address, or another process answers
+	// there): it routes nothing and drains do not wait for it.
+	Gone string `json:"gone,omitempty"`
+	// Probe is what the last probe of its admin address saw when it found
+	// no such evidence.
+	Probe string `json:"probe,omitempty"`
 }
 
 // GatewaysResponse answers GET /v1/gateways.

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -74,11 +76,6 @@ func putMark(t *testing.T, conn *zk.Conn, service, addr string) {
 	}
 }
 
-// A gateway cut off from ZooKeeper keeps routing on its last table, but
-// reports not ready before the servers can have expired its session (and
-// deleted its presence node, after which the controller no longer waits
-// for it), not only after stale_after. With its session back and its
-// presence node re-created it is ready again.
 // By default a gateway cut off from ZooKeeper stays ready on its last
 // state until stale_after (static stability): the controller, not the
 // gateway's readiness, keeps drains unconfirmed meanwhile.
@@ -91,16 +88,21 @@ func TestStaysReadyWhenDetachedByDefault(t *testing.T) {
 	t.Cleanup(part.Restore)
 	d := startGatewayWith(t, zc.Servers(), func(c *config.Config) {
 		c.ZooKeeper.SessionTimeout = 2 * time.Second
-		c.Gateway.StaleAfter = time.Hour
+		c.Gateway.StaleAfter = config.DefaultStaleAfter // startGatewayWith shortens it
+		c.Gateway.UnreadyWhenDetached = false
 	}, gatewayd.Options{Dialer: part.Dialer()})
+	if d := config.DefaultStaleAfter; d < 30*time.Second {
+		t.Fatalf("default stale_after %s: a 30 s ensemble outage would make every gateway unready", d)
+	}
 	eventually(t, "ready", func() bool { c, _ := readyz(d); return c == 200 })
 	part.Cut()
 	eventually(t, "the presence node to expire", func() bool {
 		ok, _, err := conn.Exists(presencePath(d))
 		return err == nil && !ok
 	})
+	// Past the session timeout (and its quarter): still ready by default.
 	if c, rd := readyz(d); c != 200 {
-		t.Fatalf("readyz %d (%s) with stale_after 1h and unready_when_detached off", c, rd.Reason)
+		t.Fatalf("readyz %d (%s) with the default stale_after and unready_when_detached", c, rd.Reason)
 	}
 	if c, b := get("http://" + d.ProxyAddr() + "/orders/y"); c != 200 || b != "a /y" {
 		t.Fatalf("routing while partitioned: %d %q", c, b)
@@ -460,5 +462,41 @@ func TestDuplicateIDNotOverwritten(t *testing.T) {
 	eventually(t, "the second to take the free node", func() bool { c, _ := readyz(d2); return c == 200 })
 	if r, st, err := readPresence(conn, d2); err != nil || r.Listen != d2.ProxyAddr() || st.EphemeralOwner != d2.Session().SessionID() {
 		t.Fatalf("the second gateway's node: %+v %+v %v", r, st, err)
+	}
+}
+
+// The README's account of readiness during a ZooKeeper outage matches the
+// defaults: ready by default until stale_after (static stability), sooner
+// only with unready_when_detached; departed_window covers stale_after.
+func TestReadmeReadinessAgreesWithDefaults(t *testing.T) {
+	cfg, err := config.Parse([]byte("gateway:\n  routes: [{prefix: /, service: s}]\ncontroller:\n  tokens: [t]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Gateway.UnreadyWhenDetached || cfg.Gateway.StaleAfter != config.DefaultStaleAfter ||
+		cfg.Controller.DepartedWindow < cfg.Gateway.StaleAfter {
+		t.Fatalf("defaults: unready_when_detached %v, stale_after %s, departed_window %s",
+			cfg.Gateway.UnreadyWhenDetached, cfg.Gateway.StaleAfter, cfg.Controller.DepartedWindow)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(strings.Fields(string(readme)), " ")
+	i := strings.Index(text, "When ZooKeeper is unreachable the gateway")
+	if i < 0 {
+		t.Fatal("README: the Gateway section no longer says what happens when ZooKeeper is unreachable")
+	}
+	bullet := text[i:]
+	if j := strings.Index(bullet, " - "); j > 0 {
+		bullet = bullet[:j]
+	}
+	for _, want := range []string{"by default, stays ready", fmt.Sprintf("`stale_after` (default %d s)", int(config.DefaultStaleAfter.Seconds())), "With `unready_when_detached: true`"} {
+		if !strings.Contains(bullet, want) {
+			t.Errorf("README readiness bullet lacks %q:\n%s", want, bullet)
+		}
+	}
+	if k := strings.Index(bullet, "a quarter of"); k >= 0 && !strings.Contains(bullet[:k], "unready_when_detached") {
+		t.Errorf("README says readiness fails a quarter of the session timeout after a disconnection without naming unready_when_detached (off by default):\n%s", bullet)
 	}
 }

@@ -6,6 +6,9 @@ package gatewayd
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -53,6 +57,9 @@ type Daemon struct {
 	marks    *marks.Cache
 	presence *presence.Writer
 	id       string
+	// identity tells this process from another one of the same gateway
+	// (presence report, admin /admin/identity).
+	identity presence.Identity
 	// routed holds the services some route leads to (fixed at start).
 	routed map[string]bool
 
@@ -61,6 +68,7 @@ type Daemon struct {
 
 	cancel     context.CancelFunc
 	components *component.Group
+	killed     atomic.Bool
 }
 
 // Start connects to ZooKeeper, starts following the registry and marks and
@@ -145,11 +153,12 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, erro
 	}
 
 	started := time.Now()
+	d.identity = presence.Identity{ID: id, BootID: newBootID(), StartedMs: started.UnixMilli()}
 	d.presence = presence.NewWriter(sess, presence.WriterOptions{
 		ZKRoot: cfg.ZooKeeper.Root, ID: id, Logger: log,
-		Report: func() presence.Report { return d.report(opts.Version, started) },
+		Report: func() presence.Report { return d.report(opts.Version) },
 	})
-	d.adminSrv = &http.Server{Handler: d.gw.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	d.adminSrv = &http.Server{Handler: d.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.cancel = cancel
@@ -219,11 +228,12 @@ func (d *Daemon) apply(ctx context.Context, onApply func(*registry.Snapshot, *ma
 
 // report builds the presence report from what the proxy applies (one
 // routing table: the marks, their states and the revisions agree).
-func (d *Daemon) report(version string, started time.Time) presence.Report {
+func (d *Daemon) report(version string) presence.Report {
 	a := d.gw.Applied()
 	r := presence.Report{
 		Listen: d.ProxyAddr(), AdminListen: d.AdminAddr(), Version: version,
-		StartedMs: started.UnixMilli(), RegistryRevision: a.RegistryRevision, MarksRevision: a.MarksRevision,
+		StartedMs: d.identity.StartedMs, BootID: d.identity.BootID,
+		RegistryRevision: a.RegistryRevision, MarksRevision: a.MarksRevision,
 	}
 	r.Marks = appliedMarks(a.Marks, a.Instances, d.routed)
 	return r
@@ -280,6 +290,35 @@ func appliedMarks(ms *marks.Snapshot, states []gateway.InstanceStatus, routed ma
 	})
 	return out
 }
+
+// adminHandler is the proxy's admin endpoints plus GET /admin/identity
+// (presence.IdentityPath): which gateway process serves this address. A
+// controller asks it when the gateway's presence node disappeared without
+// a leaving report, to tell a crashed gateway (nothing answers, or another
+// process does) from one cut off from ZooKeeper that may still route
+// (docs/architecture.md#departed-gateways-and-lost-drains).
+func (d *Daemon) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", d.gw.AdminHandler())
+	body, _ := json.Marshal(d.identity) // plain data: cannot fail
+	body = append(body, '\n')
+	mux.HandleFunc("GET "+presence.IdentityPath, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.Write(body)
+	})
+	return mux
+}
+
+// newBootID returns a random id for this process.
+func newBootID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b[:])
+}
+
+// Identity is what /admin/identity answers.
+func (d *Daemon) Identity() presence.Identity { return d.identity }
 
 // DefaultID is the gateway id used when gateway.id is not set: the host
 // name and the address the proxy listener is bound to (unique per host).
@@ -376,6 +415,9 @@ func (d *Daemon) Marks() *marks.Cache { return d.marks }
 //     departure from a lost session;
 //  4. the admin listener and the ZooKeeper session close.
 func (d *Daemon) Shutdown(ctx context.Context) error {
+	if d.killed.Load() {
+		return nil
+	}
 	d.log.Info("gateway shutting down")
 	d.adminSrv.SetKeepAlivesEnabled(false)
 	// The proxy listener closes; requests and upgraded connections in
@@ -399,6 +441,26 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		return fmt.Errorf("waiting for requests in flight: %w", err)
 	}
 	return d.components.Err()
+}
+
+// Kill stops the gateway at once, as kill -9 would (tests): the listeners
+// and every connection close, and no leaving report is written. The
+// ZooKeeper session is closed too, which would end it (and delete the
+// presence node) at once; to have the servers expire it after the session
+// timeout, as after a real crash, cut its connections first
+// (zktest.Partitioner). Shutdown after Kill does nothing.
+func (d *Daemon) Kill() {
+	if d.killed.Swap(true) {
+		return
+	}
+	d.log.Warn("gateway killed (test)")
+	d.adminSrv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = d.gw.Shutdown(ctx) // closes the proxy listener and its connections now
+	d.cancel()
+	d.components.Wait()
+	d.sess.Close()
 }
 
 // Err returns the first error a component stopped with, if any.

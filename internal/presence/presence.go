@@ -32,7 +32,11 @@ type Report struct {
 	AdminListen string `json:"admin_listen"`
 	Version     string `json:"version"`
 	StartedMs   int64  `json:"started_ms"`
-	UpdatedMs   int64  `json:"updated_ms"`
+	// BootID is random per gateway process: with StartedMs it tells the
+	// process that wrote the report from a later one on the same admin
+	// address (see Identity and ProbeAdmin).
+	BootID    string `json:"boot_id,omitempty"`
+	UpdatedMs int64  `json:"updated_ms"`
 	// RegistryRevision and MarksRevision are the gateway's local revisions
 	// of the snapshots it routes by (for display: they are not comparable
 	// across gateways).
@@ -133,10 +137,17 @@ type Watcher struct {
 	window time.Duration
 	now    func() time.Time
 
+	probe         ProbeFunc
+	probeInterval time.Duration
+	probeTimeout  time.Duration
+	probed        chan struct{} // a departure was found gone
+
 	mu       sync.Mutex
 	prev     map[string]Report    // the reports of the last build
 	departed map[string]Departure // by id
 	badSeen  map[string]int64     // id → mzxid of a malformed node already logged
+	runCtx   context.Context      // Run's, for the probes (nil outside Run)
+	probes   sync.WaitGroup
 }
 
 // Departure is a gateway whose presence node disappeared and has not come
@@ -154,10 +165,27 @@ type Departure struct {
 	Leaving bool
 	// Last is the last report seen.
 	Last Report
+	// Gone is set, saying why, once a probe found that the process behind
+	// the node no longer runs (WatcherOptions.Probe): it routes nothing,
+	// so drains need not wait for it. Never set when Leaving.
+	Gone string
+	// Probe is what the last probe that found no such evidence saw.
+	Probe string
 }
+
+// MayRoute reports whether the departed gateway may still route by its
+// last state: it did not shut down gracefully and no probe found its
+// process gone.
+func (d Departure) MayRoute() bool { return !d.Leaving && d.Gone == "" }
 
 // DefaultDepartedWindow is the default WatcherOptions.DepartedWindow.
 const DefaultDepartedWindow = 60 * time.Second
+
+// Defaults of the departure probes.
+const (
+	DefaultProbeInterval = time.Second
+	DefaultProbeTimeout  = 2 * time.Second
+)
 
 // WatcherOptions configure a Watcher.
 type WatcherOptions struct {
@@ -167,9 +195,18 @@ type WatcherOptions struct {
 	// DefaultDepartedWindow.
 	DepartedWindow time.Duration
 	// Now is the clock of departures; default time.Now.
-	Now        func() time.Time
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
+	Now func() time.Time
+	// Probe, when set, is asked about every departure without a leaving
+	// report, at once and then every ProbeInterval within the window,
+	// until it says the process is gone (typically ProbeAdmin).
+	Probe ProbeFunc
+	// ProbeInterval is the pause between two probes of one departure;
+	// default DefaultProbeInterval.
+	ProbeInterval time.Duration
+	// ProbeTimeout bounds one probe; default DefaultProbeTimeout.
+	ProbeTimeout time.Duration
+	Logger       *slog.Logger
+	Registerer   prometheus.Registerer
 }
 
 // NewWatcher returns a watcher; call Run.
@@ -183,12 +220,22 @@ func NewWatcher(sess *zksession.Session, opts WatcherOptions) *Watcher {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.ProbeInterval <= 0 {
+		opts.ProbeInterval = DefaultProbeInterval
+	}
+	if opts.ProbeTimeout <= 0 {
+		opts.ProbeTimeout = DefaultProbeTimeout
+	}
 	w := &Watcher{
-		log:      opts.Logger.With("component", "presence-watcher"),
-		window:   opts.DepartedWindow,
-		now:      opts.Now,
-		departed: map[string]Departure{},
-		badSeen:  map[string]int64{},
+		log:           opts.Logger.With("component", "presence-watcher"),
+		window:        opts.DepartedWindow,
+		now:           opts.Now,
+		probe:         opts.Probe,
+		probeInterval: opts.ProbeInterval,
+		probeTimeout:  opts.ProbeTimeout,
+		probed:        make(chan struct{}, 1),
+		departed:      map[string]Departure{},
+		badSeen:       map[string]int64{},
 	}
 	w.tree = zktree.New(sess, zktree.Options[Report, map[string]Report]{
 		Root:  Dir(opts.ZKRoot),
@@ -254,10 +301,17 @@ func (w *Watcher) noteBuild(cur map[string]Report) {
 		if _, ok := cur[id]; ok {
 			continue
 		}
-		w.departed[id] = Departure{ID: id, Session: r.Session, At: now, Leaving: r.Leaving, Last: r}
-		if r.Leaving {
+		d := Departure{ID: id, Session: r.Session, At: now, Leaving: r.Leaving, Last: r}
+		w.departed[id] = d
+		switch {
+		case r.Leaving:
 			w.log.Info("gateway left (graceful shutdown)", "gateway", id)
-		} else {
+		case w.probe != nil && w.runCtx != nil:
+			w.log.Warn("gateway's presence node disappeared without a graceful shutdown: it may still route by its last state; drains are not confirmed until it comes back, its process is found gone, or the window passes",
+				"gateway", id, "session", fmt.Sprintf("0x%x", r.Session), "admin", r.AdminListen, "window", w.window)
+			w.probes.Add(1)
+			go w.probeDeparture(w.runCtx, d)
+		default:
 			w.log.Warn("gateway's presence node disappeared without a graceful shutdown: it may still route by its last state; drains are not confirmed until it comes back or the window passes",
 				"gateway", id, "session", fmt.Sprintf("0x%x", r.Session), "window", w.window)
 		}
@@ -278,8 +332,73 @@ func (w *Watcher) noteBuild(cur map[string]Report) {
 	w.prev = cur
 }
 
-// Run follows the reports until ctx ends.
-func (w *Watcher) Run(ctx context.Context) error { return w.tree.Run(ctx) }
+// Run follows the reports, and probes departures, until ctx ends.
+func (w *Watcher) Run(ctx context.Context) error {
+	w.mu.Lock()
+	w.runCtx = ctx
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.runCtx = nil
+		w.mu.Unlock()
+		w.probes.Wait()
+	}()
+	return w.tree.Run(ctx)
+}
+
+// probeDeparture asks the probe about d, at once and then every
+// probeInterval, until the process is found gone, the departure ends (the
+// gateway came back, or left the window) or ctx ends. A probe's verdict
+// is recorded only while d is still the current departure of its id.
+func (w *Watcher) probeDeparture(ctx context.Context, d Departure) {
+	defer w.probes.Done()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, w.probeTimeout)
+		res := w.probe(pctx, d)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		w.mu.Lock()
+		cur, ok := w.departed[d.ID]
+		current := ok && cur.Session == d.Session && cur.At.Equal(d.At)
+		if current {
+			if res.Gone {
+				cur.Gone = res.Detail
+			} else {
+				cur.Probe = res.Detail
+			}
+			w.departed[d.ID] = cur
+		}
+		w.mu.Unlock()
+		if !current {
+			return
+		}
+		if res.Gone {
+			w.log.Info("departed gateway's process is gone: drains no longer wait for it",
+				"gateway", d.ID, "why", res.Detail, "after", w.now().Sub(d.At).Round(time.Millisecond))
+			select {
+			case w.probed <- struct{}{}:
+			default:
+			}
+			return
+		}
+		if w.now().Sub(d.At) >= w.window {
+			return
+		}
+		t := time.NewTimer(w.probeInterval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Probed is signalled when a probe found a departed gateway's process
+// gone (Departure.Gone), so that waiting drains look again.
+func (w *Watcher) Probed() <-chan struct{} { return w.probed }
 
 // Gateways returns the live gateways' reports by id (nil before the first
 // read). A gateway whose node cannot be decoded is included as a

@@ -349,10 +349,23 @@ func (w *Writer) update(ctx context.Context, force bool) bool {
 		w.mu.Unlock()
 		return true
 	}
+	held := w.heldGen.Load()
+	if held == 0 || held-1 != w.sess.Generation() {
+		// The session changed since the node was written (its hint is
+		// not taken yet): the node went with the old session.
+		w.setDetached("ZooKeeper session expired: the presence node went with it")
+		return false
+	}
 	err := w.write(ctx, data, key)
 	switch {
 	case err == nil:
 		return true
+	case errors.Is(err, zksession.ErrNoNode) && held-1 != w.sess.Generation():
+		// The write was sent in the old session and carried out in a new
+		// one: the servers deleted the node when they expired the old
+		// session. Nobody else is involved.
+		w.log.Info("presence node went with the expired ZooKeeper session; re-creating it", "path", w.Path())
+		w.setDetached("ZooKeeper session expired: the presence node went with it")
 	case errors.Is(err, zksession.ErrBadVersion):
 		w.log.Error("presence node was changed by another writer: is gateway id "+w.opts.ID+" used twice? Checking who holds it",
 			"path", w.Path())

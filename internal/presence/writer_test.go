@@ -178,3 +178,89 @@ func TestWriterLeave(t *testing.T) {
 		t.Fatalf("Leave after Run returned: %v", err)
 	}
 }
+
+// A write prepared in one session and carried out after the servers
+// expired it and the client got a new one (a gateway paused past its
+// session timeout wakes up with a heartbeat due) finds the node gone with
+// the old session: that is not "deleted by someone else" (a warning that
+// suggests tampering or a duplicate gateway), and the node is re-created.
+func TestWriterAfterOwnSessionExpired(t *testing.T) {
+	zc := zktest.Start(t)
+	conn, _, err := zk.Connect(zc.Servers(), 5*time.Second, zk.WithLogInfo(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	part := zktest.NewPartitioner()
+	t.Cleanup(part.Restore)
+	logs := &logBuf{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	sess, err := zksession.Connect(zksession.Config{Servers: zc.Servers(), SessionTimeout: 2 * time.Second, Logger: log, Dialer: part.Dialer()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sess.Close)
+	var (
+		mu      sync.Mutex
+		version = "1"
+		pause   chan struct{} // while set, Report waits on it (the writer is "paused")
+		paused  = make(chan struct{}, 1)
+	)
+	w := presence.NewWriter(sess, presence.WriterOptions{
+		ZKRoot: "/zkgate", ID: "gw-1", Logger: log, Heartbeat: time.Hour,
+		Report: func() presence.Report {
+			mu.Lock()
+			p, v := pause, version
+			mu.Unlock()
+			if p != nil {
+				select {
+				case paused <- struct{}{}:
+				default:
+				}
+				<-p
+			}
+			return presence.Report{Listen: "127.0.0.1:1", Version: v}
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitUntil(t, "the node", func() bool { return w.Detached() == "" })
+	_, st, err := conn.Get(w.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldOwner, gen := st.EphemeralOwner, sess.Generation()
+
+	// The writer starts a write and is paused in the middle of it.
+	release := make(chan struct{})
+	mu.Lock()
+	pause, version = release, "2"
+	mu.Unlock()
+	w.Notify()
+	<-paused
+	mu.Lock()
+	pause = nil
+	mu.Unlock()
+	// Meanwhile the servers expire its session and the client gets a new one.
+	part.Cut()
+	waitUntil(t, "the servers to expire the session", func() bool {
+		ok, _, err := conn.Exists(w.Path())
+		return err == nil && !ok
+	})
+	part.Restore()
+	waitUntil(t, "a new session", func() bool {
+		s, _ := sess.State()
+		return s == zksession.StateConnected && sess.Generation() > gen
+	})
+	close(release)
+	waitUntil(t, "the node back with the new session and the new report", func() bool {
+		data, st, err := conn.Get(w.Path())
+		return err == nil && st.EphemeralOwner != oldOwner && st.EphemeralOwner == sess.SessionID() &&
+			strings.Contains(string(data), `"version":"2"`) && w.Detached() == ""
+	})
+	if out := logs.String(); strings.Contains(out, "deleted by someone else") {
+		t.Fatalf("the writer blamed someone else for the node its own expired session took:\n%s", out)
+	}
+}

@@ -88,7 +88,15 @@ type Config struct {
 	DropEvent func(zk.Event) bool
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// UnreachableWarnEvery: while no session is connected (at start, or
+	// after a disconnection), a warning naming the servers, how long and
+	// the last connection error is logged this often. Default
+	// DefaultUnreachableWarnEvery.
+	UnreachableWarnEvery time.Duration
 }
+
+// DefaultUnreachableWarnEvery is the default Config.UnreachableWarnEvery.
+const DefaultUnreachableWarnEvery = 5 * time.Second
 
 // Session is a ZooKeeper client session with zkgate's own state tracking.
 // All methods are safe for concurrent use.
@@ -109,6 +117,12 @@ type Session struct {
 	armed       map[watchKey]struct{}
 	closed      bool
 	quit        chan struct{} // closed by Close
+	// started is when Connect was called (unreachable since, before the
+	// first session).
+	started time.Time
+	// lastConnErr is the client's last connection failure (errMu).
+	errMu       sync.Mutex
+	lastConnErr string
 	// authPending: credentials are configured and not yet accepted; the
 	// session is not reported connected until they are (pendingNew
 	// remembers whether the session it waits with is a new one).
@@ -141,6 +155,7 @@ func Connect(cfg Config) (*Session, error) {
 		log:         cfg.Logger.With("component", "zookeeper"),
 		state:       StateConnecting,
 		since:       cfg.Now(),
+		started:     cfg.Now(),
 		stateWaiter: make(chan struct{}),
 		hints:       map[*Hints]struct{}{},
 		armed:       map[watchKey]struct{}{},
@@ -181,7 +196,7 @@ func Connect(cfg Config) (*Session, error) {
 	conn, _, err := zk.Connect(cfg.Servers, cfg.SessionTimeout,
 		zk.WithDialer(dialer),
 		zk.WithEventCallback(s.onEvent),
-		zk.WithLogger(zkLogger{s.log}),
+		zk.WithLogger(zkLogger{s}),
 		zk.WithLogInfo(false),
 	)
 	if err != nil {
@@ -193,7 +208,51 @@ func Connect(cfg Config) (*Session, error) {
 	if cfg.Username != "" {
 		go s.addAuth(conn)
 	}
+	every := cfg.UnreachableWarnEvery
+	if every <= 0 {
+		every = DefaultUnreachableWarnEvery
+	}
+	go s.warnWhileUnreachable(every)
 	return s, nil
+}
+
+// warnWhileUnreachable logs a warning every interval while no session is
+// connected, so that an unreachable ensemble (a wrong address, a firewall,
+// servers down) shows in the log at start as well as later; state changes
+// alone say nothing while the client keeps trying.
+func (s *Session) warnWhileUnreachable(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		st, down := s.state, s.leftConn
+		if down.IsZero() || s.generation == 0 {
+			down = s.started // never connected
+		}
+		id := s.sessionID
+		s.mu.Unlock()
+		if st == StateConnected || st == StateClosed {
+			continue
+		}
+		d := s.cfg.Now().Sub(down)
+		if d < every {
+			continue
+		}
+		s.errMu.Lock()
+		lastErr := s.lastConnErr
+		s.errMu.Unlock()
+		if lastErr == "" {
+			lastErr = "none reported"
+		}
+		s.log.Warn("ZooKeeper unreachable: no connected session; still trying",
+			"servers", strings.Join(s.cfg.Servers, ","), "for", d.Round(time.Second), "state", st.String(),
+			"session", fmt.Sprintf("0x%x", id), "last_error", lastErr)
+	}
 }
 
 // addAuth adds the digest credentials, retrying while the ensemble cannot
@@ -430,11 +489,18 @@ func (s *Session) expireLocked(why string) {
 	}
 }
 
-// zkLogger adapts slog to zk.Logger.
-type zkLogger struct{ l *slog.Logger }
+// zkLogger adapts slog to zk.Logger (at debug level), and remembers the
+// last connection failure for the unreachable warning.
+type zkLogger struct{ s *Session }
 
 func (z zkLogger) Printf(format string, args ...any) {
-	z.l.Debug(strings.TrimSpace(fmt.Sprintf(format, args...)))
+	msg := strings.TrimSpace(fmt.Sprintf(format, args...))
+	if strings.HasPrefix(msg, "failed to connect") || strings.Contains(msg, "authentication failed") {
+		z.s.errMu.Lock()
+		z.s.lastConnErr = msg
+		z.s.errMu.Unlock()
+	}
+	z.s.log.Debug(msg)
 }
 
 // ACL returns the ACL zkgate puts on the nodes it creates: when digest
