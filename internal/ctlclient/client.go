@@ -85,6 +85,22 @@ type APIError struct {
 	// Outcome is the controller's "outcome" field: OutcomeUnknown when the
 	// write may or may not have been applied.
 	Outcome string
+	// Registered is the controller's "registered" field: the service's
+	// registered addresses, when a drain named an address none of them is
+	// (404; see IsNotRegistered).
+	Registered []string
+}
+
+// IsNotRegistered reports whether err is the controller refusing a drain
+// of an address that no registration of the service has (404 with the
+// registered addresses; DrainRequest.AllowAbsent writes it anyway). It
+// returns the registered addresses.
+func IsNotRegistered(err error) ([]string, bool) {
+	var ae *APIError
+	if errors.As(err, &ae) && ae.StatusCode == http.StatusNotFound && ae.Registered != nil {
+		return ae.Registered, true
+	}
+	return nil, false
 }
 
 func (e *APIError) Error() string {
@@ -292,7 +308,7 @@ func (c *Client) once(ctx context.Context, method, u string, body any, out any) 
 		if len(msg) > 300 {
 			msg = msg[:300] + "…"
 		}
-		return &APIError{StatusCode: resp.StatusCode, Message: msg, Outcome: er.Outcome}
+		return &APIError{StatusCode: resp.StatusCode, Message: msg, Outcome: er.Outcome, Registered: er.Registered}
 	}
 	if out == nil {
 		return nil
