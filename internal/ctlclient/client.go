@@ -154,10 +154,13 @@ func (c *Client) Drain(ctx context.Context, service, addr string, req DrainReque
 		timeout = d
 	}
 	var out DrainResponse
+	attempts := 0
 	err := c.doRetry(ctx, http.MethodPut, p, func() any {
 		r := req
-		if r.Wait {
-			// Ask a replica taking over for what remains of the wait.
+		attempts++
+		if r.Wait && attempts > 1 {
+			// Ask a replica taking over for what remains of the wait (the
+			// first attempt sends the caller's timeout as given).
 			left := timeout - time.Since(start)
 			if left < 0 {
 				left = 0
