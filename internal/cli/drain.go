@@ -23,6 +23,9 @@ const (
 	exitUnconfirmed = 2
 )
 
+// maxListedAddrs bounds the registered addresses a refused drain names.
+const maxListedAddrs = 20
+
 // clientFlags are the flags every controller client command shares.
 type clientFlags struct {
 	controller, token string
@@ -159,7 +162,10 @@ func RunDrain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	if reg, ok := ctlclient.IsNotRegistered(err); ok {
 		listed := "it has no registered instance"
-		if len(reg) > 0 {
+		switch {
+		case len(reg) > maxListedAddrs:
+			listed = fmt.Sprintf("registered: %s and %d more", strings.Join(reg[:maxListedAddrs], ", "), len(reg)-maxListedAddrs)
+		case len(reg) > 0:
 			listed = "registered: " + strings.Join(reg, ", ")
 		}
 		fmt.Fprintf(stderr, "zkgate drain: %s is not registered in service %q (%s); nothing written (--allow-absent marks it anyway)\n",
