@@ -29,11 +29,15 @@
 //     {scheme}://{address}:{port}. Spring and Curator clients read it as one
 //     of theirs; zkgate identifies the instance by address host:port.
 //   - The id is a random UUID per Registration (as Curator makes per start)
-//     unless Options.ID sets one. It stays the same across re-registrations.
+//     unless Options.ID sets one. It stays the same across re-registrations,
+//     and so does registrationTimeUTC (the Registration's creation time):
+//     a node re-created after a session loss or a failed health check is
+//     the same incarnation, which does not end a drain mark; a new process
+//     (a new Registration) is a new one, which does.
 //   - Every registration is a newly created node, so it has a new czxid.
-//     zkgate orders by zxid: a registration newer than a drain mark puts the
-//     instance back in service. The library therefore never re-registers
-//     once Shutdown has begun.
+//     zkgate orders by zxid, and a registration newer than a drain mark of
+//     another incarnation puts the instance back in service. The library
+//     never re-registers once Shutdown has begun.
 //   - Staying registered: when the session is lost (expired, or suspended
 //     longer than the session timeout) the node is created again on the new
 //     session. A node at the same path owned by another session (the
@@ -168,6 +172,12 @@ type Registration struct {
 	port      int
 	addr      string
 	opTimeout time.Duration
+	// registeredMs is the registrationTimeUTC of every node this
+	// Registration creates: fixed, with the id, for its whole life (as
+	// Curator re-registers the same ServiceInstance), so that a node
+	// re-created after a session loss is the same incarnation and does
+	// not end a drain (README.md, "ZooKeeper layout (contract)").
+	registeredMs int64
 
 	stop       chan struct{} // closed to stop the keeper and health loops
 	stopOnce   sync.Once
@@ -301,18 +311,19 @@ func newRegistration(opts Options) (*Registration, error) {
 	opts.Metadata = md
 	p := path.Join(opts.Root, opts.Service, opts.ID)
 	r := &Registration{
-		opts:       opts,
-		log:        opts.Logger.With("component", "register", "service", opts.Service, "addr", addr),
-		path:       p,
-		host:       host,
-		port:       port,
-		addr:       addr,
-		opTimeout:  max(opts.SessionTimeout, 5*time.Second),
-		stop:       make(chan struct{}),
-		done:       make(chan struct{}),
-		healthDone: make(chan struct{}),
-		wake:       make(chan struct{}, 1),
-		healthy:    true,
+		opts:         opts,
+		log:          opts.Logger.With("component", "register", "service", opts.Service, "addr", addr),
+		path:         p,
+		host:         host,
+		port:         port,
+		addr:         addr,
+		opTimeout:    max(opts.SessionTimeout, 5*time.Second),
+		registeredMs: opts.Now().UnixMilli(),
+		stop:         make(chan struct{}),
+		done:         make(chan struct{}),
+		healthDone:   make(chan struct{}),
+		wake:         make(chan struct{}, 1),
+		healthy:      true,
 	}
 	r.status = Status{Path: p, Addr: addr, Healthy: true}
 	return r, nil
@@ -394,7 +405,7 @@ func (r *Registration) ensure(ctx context.Context) (created, error) {
 			return created{}, fmt.Errorf("creating %s: gave up after %d attempts", r.path, attempt)
 		}
 		gen := r.sess.Generation()
-		data := encodeInstance(r.opts.Service, r.opts.ID, r.opts.Name, r.host, r.port, r.opts.Metadata, r.opts.Now().UnixMilli())
+		data := encodeInstance(r.opts.Service, r.opts.ID, r.opts.Name, r.host, r.port, r.opts.Metadata, r.registeredMs)
 		_, err := r.sess.Create(ctx, r.path, data, zksession.FlagEphemeral, r.sess.ACL())
 		// fresh: if the node turns out to be ours, this call created it.
 		fresh := err == nil || zksession.IsUnknownOutcome(err)

@@ -207,12 +207,18 @@ func TestRegistrationSurvivesSessionExpiry(t *testing.T) {
 	opts.SessionTimeout = 2 * time.Second
 	opts.Dialer = p.Dial
 
+	// A clock that moves: the re-created node must still carry the first
+	// registrationTimeUTC (a flap is the same incarnation, README.md).
+	var clock atomic.Int64
+	clock.Store(1_700_000_000_000)
+	opts.Now = func() time.Time { return time.UnixMilli(clock.Add(1000)) }
 	reg, err := register.Register(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer reg.Close()
 	first := reg.Status()
+	firstData, _ := node(t, obs, reg.Path())
 
 	// A partition longer than the session timeout: the servers expire the
 	// session and delete the node.
@@ -229,6 +235,9 @@ func TestRegistrationSurvivesSessionExpiry(t *testing.T) {
 	zst := nodeNewer(t, obs, reg.Path(), first.Czxid)
 	if zst.EphemeralOwner == first.SessionID {
 		t.Fatalf("re-created node owned by the expired session 0x%x", first.SessionID)
+	}
+	if again, _ := node(t, obs, reg.Path()); string(again) != string(firstData) {
+		t.Fatalf("the re-created node differs from the first one (same id and registrationTimeUTC expected):\n%s\n%s", firstData, again)
 	}
 	waitFor(t, "status to show the new registration", func() error {
 		st := reg.Status()

@@ -23,6 +23,9 @@ const (
 	exitUnconfirmed = 2
 )
 
+// maxListedAddrs bounds the registered addresses a refused drain names.
+const maxListedAddrs = 20
+
 // clientFlags are the flags every controller client command shares.
 type clientFlags struct {
 	controller, token string
@@ -97,8 +100,11 @@ func printJSON(w io.Writer, v any) {
 
 // RunDrain is `zkgate drain --service S --instance host:port --reason R
 // [--ttl D] [--wait=true] [--timeout 2m] [--min-wait D] [--deploy-id ID]
-// [--json] [--controller URL] [--token T]`. It writes the mark and, with
-// --wait (the default), returns when the controller confirms the drain.
+// [--allow-absent] [--json] [--controller URL] [--token T]`. It writes the
+// mark for the address as registered (however --instance spells it) and,
+// with --wait (the default), returns when the controller confirms the
+// drain. An address no registration of the service has is refused (exit 1,
+// one line naming the registered addresses) unless --allow-absent.
 // Exit 0 drained (or marked, with --wait=false), 2 not confirmed (timed
 // out, a gateway lost, the mark superseded), 1 error; an error whose
 // outcome is unknown (the mark may or may not be written) is one line
@@ -115,6 +121,7 @@ func RunDrain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	timeout := fs.Duration("timeout", ctlclient.DefaultDrainTimeout, "how long to wait for confirmation")
 	minWait := fs.Duration("min-wait", 0, "with --wait, do not return before this long even when confirmed earlier")
 	deployID := fs.String("deploy-id", "", "deploy id recorded in the mark and the audit trail")
+	allowAbsent := fs.Bool("allow-absent", false, "write the mark even when no registration of the service has the address (a drain before the instance registers)")
 	if code, done := parseFlags(fs, args, stderr); done {
 		return code
 	}
@@ -134,7 +141,7 @@ func RunDrain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err != nil {
 		return fail(stderr, "drain", err)
 	}
-	req := ctlclient.DrainRequest{Reason: *reason, Wait: *wait, DeployID: *deployID}
+	req := ctlclient.DrainRequest{Reason: *reason, Wait: *wait, DeployID: *deployID, AllowAbsent: *allowAbsent}
 	if *ttl > 0 {
 		req.TTL = ttl.String()
 	}
@@ -151,6 +158,18 @@ func RunDrain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if ctlclient.IsOutcomeUnknown(err) {
 		fmt.Fprintf(stderr, "zkgate drain: outcome unknown: %s/%s may or may not be marked, and the mark may still appear later; run the drain again (it is idempotent) or look with zkgate status (%v)\n",
 			*service, *instance, err)
+		return exitError
+	}
+	if reg, ok := ctlclient.IsNotRegistered(err); ok {
+		listed := "it has no registered instance"
+		switch {
+		case len(reg) > maxListedAddrs:
+			listed = fmt.Sprintf("registered: %s and %d more", strings.Join(reg[:maxListedAddrs], ", "), len(reg)-maxListedAddrs)
+		case len(reg) > 0:
+			listed = "registered: " + strings.Join(reg, ", ")
+		}
+		fmt.Fprintf(stderr, "zkgate drain: %s is not registered in service %q (%s); nothing written (--allow-absent marks it anyway)\n",
+			*instance, *service, listed)
 		return exitError
 	}
 	if err != nil {

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-zookeeper/zk"
+
 	"github.com/zkgate/zkgate/internal/ctlclient"
 	"github.com/zkgate/zkgate/internal/zktest"
 )
@@ -256,7 +258,37 @@ func TestControllerCommandEndToEnd(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// An instance registered by host name, as Spring Cloud Zookeeper does.
+	conn, _, err := zk.Connect(zc.Servers(), 10*time.Second, zk.WithLogInfo(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, p := range []string{"/services", "/services/orders"} {
+		if _, err := conn.Create(p, nil, 0, zk.WorldACL(zk.PermAll)); err != nil && err != zk.ErrNodeExists {
+			t.Fatal(err)
+		}
+	}
+	if _, err := conn.Create("/services/orders/u-1", []byte(`{"name":"orders","id":"u-1","address":"localhost","port":18084,"registrationTimeUTC":1}`),
+		zk.FlagEphemeral, zk.WorldACL(zk.PermAll)); err != nil {
+		t.Fatal(err)
+	}
+	// An address no registration has: refused in one line naming the
+	// registered ones, nothing written.
 	code, out, errs := runCtl(RunDrain, "--controller", url, "--token", "tok", "--service", "orders", "--instance", "10.0.0.5:8080", "--reason", "e2e", "--timeout", "20s")
+	if code != 1 || out != "" || !strings.Contains(errs, "10.0.0.5:8080 is not registered") || !strings.Contains(errs, "registered: localhost:18084") {
+		t.Fatalf("drain of an unregistered address: %d %q %q", code, out, errs)
+	}
+	assertOneLine(t, "refused drain", errs)
+	if ok, _, _ := conn.Exists("/zkgate/marks/orders/10.0.0.5:8080"); ok {
+		t.Fatal("a refused drain wrote a mark")
+	}
+	// The registered instance, spelled by IP: drained under its name.
+	code, out, errs = runCtl(RunDrain, "--controller", url, "--token", "tok", "--service", "orders", "--instance", "127.0.0.1:18084", "--reason", "e2e", "--timeout", "20s")
+	if code != 0 || !strings.HasPrefix(out, "drained orders/localhost:18084 in ") {
+		t.Fatalf("drain by IP: %d %q %q", code, out, errs)
+	}
+	code, out, errs = runCtl(RunDrain, "--controller", url, "--token", "tok", "--service", "orders", "--instance", "10.0.0.5:8080", "--reason", "e2e", "--timeout", "20s", "--allow-absent")
 	if code != 0 || !strings.HasPrefix(out, "drained orders/10.0.0.5:8080 in ") || !strings.Contains(out, "(0 gateways)") ||
 		!strings.Contains(errs, "warning: 10.0.0.5:8080 is not registered") {
 		t.Fatalf("drain: %d %q %q", code, out, errs)

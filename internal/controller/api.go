@@ -133,14 +133,18 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, ctlclient.ErrorResponse{Error: msg})
 }
 
-// writeErr answers err: 400 for input errors, 503 when ZooKeeper cannot be
+// writeErr answers err: 400 for input errors, 404 for a drain of an
+// address that is not registered (with the registered addresses), 503 when ZooKeeper cannot be
 // reached (with "outcome": "unknown" when a write may or may not have been
 // applied), 500 otherwise.
 func writeErr(w http.ResponseWriter, what string, err error) {
 	var br *badRequest
+	var ae *absentError
 	switch {
 	case errors.As(err, &br):
 		writeError(w, http.StatusBadRequest, br.msg)
+	case errors.As(err, &ae):
+		writeJSON(w, http.StatusNotFound, ctlclient.ErrorResponse{Error: ae.msg, Registered: ae.registered})
 	case errors.Is(err, errOutcomeUnknown):
 		writeJSON(w, http.StatusServiceUnavailable, ctlclient.ErrorResponse{
 			Error: fmt.Sprintf("%v (%s)", err, what), Outcome: ctlclient.OutcomeUnknown,
@@ -242,7 +246,7 @@ func (c *Controller) getAudit(w http.ResponseWriter, r *http.Request, _ string) 
 type drainParams struct {
 	reason, deployID      string
 	ttl, timeout, minWait time.Duration
-	wait                  bool
+	wait, allowAbsent     bool
 }
 
 func (c *Controller) parseDrain(w http.ResponseWriter, r *http.Request) (drainParams, error) {
@@ -250,7 +254,14 @@ func (c *Controller) parseDrain(w http.ResponseWriter, r *http.Request) (drainPa
 	if err := decodeBody(w, r, &req, false); err != nil {
 		return drainParams{}, err
 	}
-	p := drainParams{reason: strings.TrimSpace(req.Reason), deployID: strings.TrimSpace(req.DeployID), wait: req.Wait}
+	p := drainParams{reason: strings.TrimSpace(req.Reason), deployID: strings.TrimSpace(req.DeployID), wait: req.Wait, allowAbsent: req.AllowAbsent}
+	if v := r.URL.Query().Get("allow_absent"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return p, badf("allow_absent: %q is not true or false", v)
+		}
+		p.allowAbsent = p.allowAbsent || b
+	}
 	if p.reason == "" {
 		return p, badf("reason is required")
 	}
@@ -301,16 +312,30 @@ func (c *Controller) drain(w http.ResponseWriter, r *http.Request, who, service,
 		fail("drain", fmt.Errorf("%w (session %s)", errNotConnected, s))
 		return
 	}
+	// The mark is written for the address as registered, however the
+	// caller spelled it; an address no registration has is refused unless
+	// the caller allows it (README.md, "A deploy with zkgate").
+	tgt, err := c.drainTarget(r.Context(), service, addr, p.allowAbsent)
+	if err != nil {
+		fail("drain", err)
+		return
+	}
+	addr = tgt.addr
 	resp := ctlclient.DrainResponse{Service: service, Addr: addr, Gateways: []ctlclient.GatewayDrain{}}
-	if rs := c.reg.Snapshot(); rs != nil {
-		if _, ok := rs.Lookup(service, addr); !ok {
-			resp.Warning = fmt.Sprintf("%s is not registered in service %q: the mark is written anyway (a later registration of this address clears it)", addr, service)
-		}
+	if !tgt.registered {
+		resp.Warning = fmt.Sprintf("%s is not registered in service %q: the mark is written anyway (allow_absent; a later registration of this exact address clears it)", addr, service)
+	} else if tgt.note != "" {
+		resp.Warning = tgt.note
 	}
 	now := c.now()
 	m := marks.Mark{
 		Reason: p.reason, By: who, CreatedMs: now.UnixMilli(), ExpiresMs: now.Add(p.ttl).UnixMilli(),
 		DeployID: p.deployID, Service: service, Addr: addr,
+	}
+	if tgt.registered {
+		// What tells a session flap of this registration from a restart
+		// (README.md, "ZooKeeper layout (contract)").
+		m.Incarnation, m.RegCzxid = tgt.in.Incarnation, tgt.in.Czxid
 	}
 	wctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
 	written, err := c.store.putMark(wctx, m)
@@ -360,7 +385,7 @@ func (c *Controller) drain(w http.ResponseWriter, r *http.Request, who, service,
 		writeJSON(w, http.StatusOK, resp)
 		return
 	}
-	status, dw, err := c.waitDrained(r.Context(), service, addr, m.Mzxid, start, p.timeout, p.minWait)
+	status, dw, err := c.waitDrained(r.Context(), service, addr, m.Mzxid, m.Incarnation, start, p.timeout, p.minWait)
 	if err != nil {
 		fail("waiting for the drain", err)
 		return
@@ -403,6 +428,12 @@ func (c *Controller) deleteDrain(w http.ResponseWriter, r *http.Request, who str
 	}
 	if s, _ := c.sess.State(); s != zksession.StateConnected {
 		writeErr(w, "undrain", fmt.Errorf("%w (session %s)", errNotConnected, s))
+		return
+	}
+	// The mark of the address however it is spelled (as drain writes it
+	// for the address as registered).
+	if addr, err = c.undrainTarget(r.Context(), service, addr); err != nil {
+		writeErr(w, "undrain", err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)

@@ -51,6 +51,9 @@ type Options struct {
 	// acknowledged the new registration (see jobs.go); default
 	// DefaultReregisterAckBound.
 	ReregisterAckBound time.Duration
+	// Resolver resolves host names when a drain's address is spelled
+	// otherwise than its registration (tests); default net.DefaultResolver.
+	Resolver registry.Resolver
 }
 
 // DefaultReregisterAckBound is the default Options.ReregisterAckBound.
@@ -73,6 +76,7 @@ type Controller struct {
 	elector  *elector
 	auth     *authenticator
 	changed  *notifier
+	resolver registry.Resolver
 	promReg  *prometheus.Registry
 	metrics  *metrics
 
@@ -109,6 +113,9 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Controller, 
 	if now == nil {
 		now = time.Now
 	}
+	if opts.Resolver == nil {
+		opts.Resolver = defaultResolver()
+	}
 	if opts.ReregisterAckBound <= 0 {
 		opts.ReregisterAckBound = DefaultReregisterAckBound
 	}
@@ -120,6 +127,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Controller, 
 		cfg: cfg, opts: opts, log: log, id: id, now: now,
 		auth:       newAuthenticator(cfg.Controller.Tokens, cfg.Controller.ReadTokens),
 		changed:    newNotifier(),
+		resolver:   opts.Resolver,
 		promReg:    prometheus.NewRegistry(),
 		stopping:   make(chan struct{}),
 		components: component.NewGroup(log, "controller"),

@@ -137,7 +137,7 @@ func TestDepartedWindowAndGracefulLeave(t *testing.T) {
 		g, err := cl.Gateways(context.Background())
 		return err == nil && len(g.Gateways) == 0 && len(g.Departed) == 1 && g.Departed[0].ID == "gw-x"
 	})
-	r := <-drainAsync(cl, "orders", addr, ctlclient.DrainRequest{Reason: "x", Wait: true, Timeout: "1s"})
+	r := <-drainAsync(cl, "orders", addr, ctlclient.DrainRequest{Reason: "x", Wait: true, Timeout: "1s", AllowAbsent: true})
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
@@ -145,7 +145,7 @@ func TestDepartedWindowAndGracefulLeave(t *testing.T) {
 		t.Fatalf("drain within the window answered %+v", r.resp)
 	}
 	// Within a longer wait the window passes: confirmed, gw-x gone.
-	r = <-drainAsync(cl, "orders", addr, ctlclient.DrainRequest{Reason: "x", Wait: true, Timeout: "60s"})
+	r = <-drainAsync(cl, "orders", addr, ctlclient.DrainRequest{Reason: "x", Wait: true, Timeout: "60s", AllowAbsent: true})
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
@@ -169,7 +169,7 @@ func TestDepartedWindowAndGracefulLeave(t *testing.T) {
 		g, err := cl.Gateways(context.Background())
 		return err == nil && len(g.Gateways) == 0 && len(g.Departed) == 1 && g.Departed[0].ID == "gw-y" && g.Departed[0].Leaving
 	})
-	r = <-drainAsync(cl, "orders", addr, ctlclient.DrainRequest{Reason: "x", Wait: true, Timeout: "5s"})
+	r = <-drainAsync(cl, "orders", addr, ctlclient.DrainRequest{Reason: "x", Wait: true, Timeout: "5s", AllowAbsent: true})
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
@@ -190,7 +190,7 @@ func TestMalformedPresenceBlocksDrains(t *testing.T) {
 		g, err := cl.Gateways(context.Background())
 		return err == nil && len(g.Gateways) == 1 && g.Gateways[0].ID == "gw-skewed" && g.Gateways[0].Error != ""
 	})
-	r := <-drainAsync(cl, "orders", "10.0.0.5:8080", ctlclient.DrainRequest{Reason: "x", Wait: true, Timeout: "1s"})
+	r := <-drainAsync(cl, "orders", "10.0.0.5:8080", ctlclient.DrainRequest{Reason: "x", Wait: true, Timeout: "1s", AllowAbsent: true})
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
@@ -210,7 +210,7 @@ func TestMalformedPresenceBlocksDrains(t *testing.T) {
 		g, err := cl.Gateways(context.Background())
 		return err == nil && len(g.Gateways) == 1 && g.Gateways[0].Error == ""
 	})
-	r = <-drainAsync(cl, "orders", "10.0.0.5:8080", ctlclient.DrainRequest{Reason: "x", Wait: true, Timeout: "5s"})
+	r = <-drainAsync(cl, "orders", "10.0.0.5:8080", ctlclient.DrainRequest{Reason: "x", Wait: true, Timeout: "5s", AllowAbsent: true})
 	if r.err != nil {
 		t.Fatal(r.err)
 	}

@@ -35,7 +35,10 @@ type tracked struct {
 type drainWait struct {
 	service, addr string
 	mzxid         int64
-	start         time.Time
+	// inc is the registration incarnation the mark recorded (marks.Mark):
+	// a re-created registration with it does not supersede the drain.
+	inc   string
+	start time.Time
 	// window is the presence watcher's departed window (for messages).
 	window   time.Duration
 	gateways []*tracked
@@ -185,10 +188,11 @@ func (w *drainWait) final() string {
 }
 
 // superseded reports whether our mark stopped applying: the instance
-// registered again after it, or the mark was deleted after the marks cache
+// registered anew after it (marks.Reregistered: a session flap that
+// re-creates the drained registration does not count), or the mark was deleted after the marks cache
 // had shown it.
 func (w *drainWait) superseded(reg *registry.Snapshot, mk *marks.Snapshot) bool {
-	if in, ok := reg.Lookup(w.service, w.addr); ok && in.Czxid > w.mzxid {
+	if in, ok := reg.Lookup(w.service, w.addr); ok && marks.Reregistered(in.Czxid, in.Incarnation, w.mzxid, w.inc) {
 		return true
 	}
 	if mk == nil {
@@ -261,10 +265,10 @@ func (w *drainWait) message(status string, timeout time.Duration) string {
 }
 
 // waitDrained waits until the drain of service/addr at mark version mzxid
-// is confirmed, is over otherwise, or timeout passes, and never answers
+// (which recorded the registration incarnation inc) is confirmed, is over otherwise, or timeout passes, and never answers
 // "drained" before minWait. It reacts to every cache update (no polling),
 // and to the end of the departed window of every lost gateway.
-func (c *Controller) waitDrained(ctx context.Context, service, addr string, mzxid int64, start time.Time, timeout, minWait time.Duration) (status string, w *drainWait, err error) {
+func (c *Controller) waitDrained(ctx context.Context, service, addr string, mzxid int64, inc string, start time.Time, timeout, minWait time.Duration) (status string, w *drainWait, err error) {
 	deadline := time.NewTimer(max(timeout-time.Since(start), 0))
 	defer deadline.Stop()
 	window := c.presence.DepartedWindow()
@@ -282,11 +286,13 @@ func (c *Controller) waitDrained(ctx context.Context, service, addr string, mzxi
 			return "", nil, errStopping
 		case <-deadline.C:
 			w = newDrainWait(service, addr, mzxid, start, window, nil, nil)
+			w.inc = inc
 			return ctlclient.StatusTimeout, w, nil
 		case <-wake:
 		}
 	}
 	w = newDrainWait(service, addr, mzxid, start, window, c.presence.Gateways(), c.presence.Departed())
+	w.inc = inc
 	var minTimer <-chan time.Time
 	windowTimer := time.NewTimer(time.Hour)
 	defer windowTimer.Stop()

@@ -118,7 +118,7 @@ func TestDrainAheadAndUndrain(t *testing.T) {
 	ctl := e.startController("c1", e.config("", "", 0), controller.Options{})
 	cl := client(t, ctl.URL())
 	ctx := context.Background()
-	r, err := cl.Drain(ctx, "orders", "10.1.2.3:8080", ctlclient.DrainRequest{Reason: "ahead", Wait: true, Timeout: "10s"})
+	r, err := cl.Drain(ctx, "orders", "10.1.2.3:8080", ctlclient.DrainRequest{Reason: "ahead", Wait: true, Timeout: "10s", AllowAbsent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +161,7 @@ func TestDrainAheadAndUndrain(t *testing.T) {
 		t.Fatalf("leader %+v %v", l, err)
 	}
 	// Not waiting: the answer says "marked".
-	r, err = cl.Drain(ctx, "orders", "10.1.2.3:8080", ctlclient.DrainRequest{Reason: "x"})
+	r, err = cl.Drain(ctx, "orders", "10.1.2.3:8080", ctlclient.DrainRequest{Reason: "x", AllowAbsent: true})
 	if err != nil || r.Status != ctlclient.StatusMarked || r.Mark.Mzxid == 0 {
 		t.Fatalf("drain without wait %+v %v", r, err)
 	}
@@ -183,7 +183,7 @@ func TestLeaderExpiresAndClearsAbsentMarks(t *testing.T) {
 	if _, err := cl.Drain(ctx, "orders", b.addr, ctlclient.DrainRequest{Reason: "short", TTL: "1s"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cl.Drain(ctx, "orders", "10.9.9.9:80", ctlclient.DrainRequest{Reason: "ahead", TTL: "1h"}); err != nil {
+	if _, err := cl.Drain(ctx, "orders", "10.9.9.9:80", ctlclient.DrainRequest{Reason: "ahead", TTL: "1h", AllowAbsent: true}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "the expired mark to go", func() bool { return !e.markExists("orders", b.addr) })
@@ -222,7 +222,7 @@ func TestAuditBounded(t *testing.T) {
 		return len(names)
 	}
 	pair := func() {
-		if _, err := cl.Drain(ctx, "orders", "10.0.0.1:80", ctlclient.DrainRequest{Reason: "r"}); err != nil {
+		if _, err := cl.Drain(ctx, "orders", "10.0.0.1:80", ctlclient.DrainRequest{Reason: "r", AllowAbsent: true}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := cl.Undrain(ctx, "orders", "10.0.0.1:80", ""); err != nil {
@@ -284,7 +284,7 @@ func TestShutdownReleasesWaitingDrains(t *testing.T) {
 		g, err := cl.Gateways(context.Background())
 		return err == nil && len(g.Gateways) == 1
 	})
-	res := drainAsync(cl, "orders", "10.0.0.1:80", ctlclient.DrainRequest{Reason: "x", Wait: true, Timeout: "1h"})
+	res := drainAsync(cl, "orders", "10.0.0.1:80", ctlclient.DrainRequest{Reason: "x", Wait: true, Timeout: "1h", AllowAbsent: true})
 	eventually(t, "the drain to wait on the fake gateway", func() bool {
 		in, ok := instance(t, cl, "orders", "10.0.0.1:80")
 		st, _ := gatewayState(in, "fake")

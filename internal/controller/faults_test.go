@@ -257,7 +257,7 @@ func TestBadInputWritesNothing(t *testing.T) {
 		}
 	}
 	// The same request, well formed, works.
-	if code, body := api(t, "PUT", drainURL, token, `{"reason":"x"}`); code != http.StatusOK {
+	if code, body := api(t, "PUT", drainURL, token, `{"reason":"x","allow_absent":true}`); code != http.StatusOK {
 		t.Fatalf("good request: %d %s", code, body)
 	}
 }
@@ -269,7 +269,7 @@ func TestTokensEnforced(t *testing.T) {
 	open := e.startController("c1", e.config("", "", 0), controller.Options{})
 	closed := e.startController("c2", e.config("read_tokens: [\"reader\"]\n", "", 0), controller.Options{})
 	drain := "/v1/services/orders/instances/10.0.0.5:8080/drain"
-	body := `{"reason":"x"}`
+	body := `{"reason":"x","allow_absent":true}`
 	for _, c := range []*controller.Controller{open, closed} {
 		if code, _ := api(t, "PUT", c.URL()+drain, "", body); code != http.StatusUnauthorized {
 			t.Errorf("%s PUT without token: %d", c.ID(), code)

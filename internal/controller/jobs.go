@@ -128,7 +128,9 @@ func (c *Controller) applyRules(ctx context.Context, st *jobState) (next time.Ti
 			k := markKey{service, addr}
 			seen[k] = true
 			in, registered := rs.Lookup(service, addr)
-			rereg := registered && in.Czxid > m.Mzxid
+			// A registration re-created after a session flap (same
+			// incarnation as the mark recorded) is not a re-registration.
+			rereg := registered && m.EndedBy(in)
 			if !rereg {
 				delete(st.reregSince, k)
 			}
@@ -144,7 +146,7 @@ func (c *Controller) applyRules(ctx context.Context, st *jobState) (next time.Ti
 				if gwsLoaded {
 					waiting = unacknowledged(service, addr, m.Mzxid, gws)
 				}
-				what := fmt.Sprintf("instance registered again after the mark (registration czxid %d > mark mzxid %d, node %s)", in.Czxid, m.Mzxid, in.Node)
+				what := fmt.Sprintf("instance registered again after the mark (registration czxid %d > mark mzxid %d, node %s, incarnation %q, the mark's %q)", in.Czxid, m.Mzxid, in.Node, in.Incarnation, m.Incarnation)
 				if len(waiting) == 0 {
 					delete(st.reregSince, k)
 					if c.clearMark(ctx, m, "reregistered", ctlclient.AuditClearReregistered,

@@ -15,6 +15,7 @@ func markView(m marks.Mark) ctlclient.MarkView {
 	return ctlclient.MarkView{
 		Service: m.Service, Addr: m.Addr, Reason: m.Reason, By: m.By,
 		CreatedMs: m.CreatedMs, ExpiresMs: m.ExpiresMs, DeployID: m.DeployID, Mzxid: m.Mzxid,
+		Incarnation: m.Incarnation, RegCzxid: m.RegCzxid,
 	}
 }
 
@@ -76,7 +77,7 @@ func serviceView(service string, rs *registry.Snapshot, ms *marks.Snapshot, gws 
 	for _, in := range rs.Instances(service) {
 		v := &ctlclient.InstanceView{
 			Service: service, Addr: in.Addr, Registered: true, Host: in.Host, Port: in.Port,
-			ID: in.ID, Node: in.Node, Czxid: in.Czxid, RegisteredMs: in.Registered.UnixMilli(),
+			ID: in.ID, Node: in.Node, Czxid: in.Czxid, RegisteredMs: in.Registered.UnixMilli(), Incarnation: in.Incarnation,
 			Status: in.Status, Metadata: in.Metadata,
 		}
 		byAddr[in.Addr] = v
@@ -141,7 +142,7 @@ func instanceState(v *ctlclient.InstanceView, gws map[string]presence.Report, id
 		for _, id := range lost {
 			v.Gateways = append(v.Gateways, ctlclient.GatewayInstance{ID: id, State: ctlclient.GatewayLost})
 		}
-		v.Acknowledged = v.Registered && v.Czxid > v.Mark.Mzxid &&
+		v.Acknowledged = v.Registered && marks.Reregistered(v.Czxid, v.Incarnation, v.Mark.Mzxid, v.Mark.Incarnation) &&
 			len(unacknowledged(v.Service, v.Addr, v.Mark.Mzxid, gws)) == 0
 	}
 	if !v.Marked {

@@ -2,9 +2,11 @@ package controller_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -46,6 +48,19 @@ func TestWriteOutcomeUnknown(t *testing.T) {
 	e := newEnv(t)
 	ctl := e.startController("c1", e.config("", "", 0), controller.Options{})
 	drainURL := func(addr string) string { return ctl.URL() + "/v1/services/orders/instances/" + addr + "/drain" }
+	// The instances are registered, so that a drain reads nothing from
+	// ZooKeeper before its write.
+	e.ensure(e.regRoot + "/orders")
+	for i, port := range []int{5, 6, 7} {
+		p := fmt.Sprintf("%s/orders/i-%d", e.regRoot, i)
+		if _, err := e.conn.Create(p, curatorJSON("orders", fmt.Sprintf("i-%d", i), "10.0.0."+strconv.Itoa(port), 8080), zk.FlagEphemeral, zk.WorldACL(zk.PermAll)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "the controller to see the registrations", func() bool {
+		v, err := client(t, ctl.URL()).Service(context.Background(), "orders")
+		return err == nil && len(v.Instances) == 3
+	})
 	// A first mark creates the service's directory, so that the marks
 	// below are single creates.
 	if code, body := api(t, "PUT", drainURL("10.0.0.6:8080"), token, `{"reason":"first"}`); code != http.StatusOK {

@@ -85,6 +85,22 @@ type APIError struct {
 	// Outcome is the controller's "outcome" field: OutcomeUnknown when the
 	// write may or may not have been applied.
 	Outcome string
+	// Registered is the controller's "registered" field: the service's
+	// registered addresses, when a drain named an address none of them is
+	// (404; see IsNotRegistered).
+	Registered []string
+}
+
+// IsNotRegistered reports whether err is the controller refusing a drain
+// of an address that no registration of the service has (404 with the
+// registered addresses; DrainRequest.AllowAbsent writes it anyway). It
+// returns the registered addresses.
+func IsNotRegistered(err error) ([]string, bool) {
+	var ae *APIError
+	if errors.As(err, &ae) && ae.StatusCode == http.StatusNotFound && ae.Registered != nil {
+		return ae.Registered, true
+	}
+	return nil, false
 }
 
 func (e *APIError) Error() string {
@@ -149,10 +165,13 @@ func (c *Client) Drain(ctx context.Context, service, addr string, req DrainReque
 		timeout = d
 	}
 	var out DrainResponse
+	attempts := 0
 	err := c.doRetry(ctx, http.MethodPut, p, func() any {
 		r := req
-		if r.Wait {
-			// Ask a replica taking over for what remains of the wait.
+		attempts++
+		if r.Wait && attempts > 1 {
+			// Ask a replica taking over for what remains of the wait (the
+			// first attempt sends the caller's timeout as given).
 			left := timeout - time.Since(start)
 			if left < 0 {
 				left = 0
@@ -340,7 +359,7 @@ func (c *Client) once(ctx context.Context, method, u string, body any, out any) 
 		if len(msg) > 300 {
 			msg = msg[:300] + "…"
 		}
-		return &APIError{StatusCode: resp.StatusCode, Message: msg, Outcome: er.Outcome}
+		return &APIError{StatusCode: resp.StatusCode, Message: msg, Outcome: er.Outcome, Registered: er.Registered}
 	}
 	if out == nil {
 		return nil

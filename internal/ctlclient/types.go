@@ -83,6 +83,10 @@ type ErrorResponse struct {
 	// Outcome is OutcomeUnknown when a write may or may not have been
 	// applied (503 only); empty otherwise.
 	Outcome string `json:"outcome,omitempty"`
+	// Registered lists the registered addresses of the service when a
+	// drain names an address no registration has (404 unless
+	// DrainRequest.AllowAbsent).
+	Registered []string `json:"registered,omitempty"`
 }
 
 // OutcomeUnknown (ErrorResponse.Outcome) says the controller gave up on a
@@ -110,6 +114,11 @@ type DrainRequest struct {
 	MinWait string `json:"min_wait,omitempty"`
 	// DeployID is recorded in the mark and the audit trail.
 	DeployID string `json:"deploy_id,omitempty"`
+	// AllowAbsent writes the mark even when no registration of the service
+	// has the address (for drains before the instance registers); without
+	// it such a drain is refused with 404 and the registered addresses.
+	// The query parameter allow_absent=true does the same.
+	AllowAbsent bool `json:"allow_absent,omitempty"`
 }
 
 // MarkView is a mark as the API shows it.
@@ -123,6 +132,12 @@ type MarkView struct {
 	DeployID  string `json:"deploy_id,omitempty"`
 	// Mzxid is the zxid of the mark's last write.
 	Mzxid int64 `json:"mzxid"`
+	// Incarnation and RegCzxid describe the registration of the address
+	// when the mark was written (empty/0 when it was not registered): a
+	// later registration with the same incarnation is that registration
+	// re-created after a session flap and does not end the mark.
+	Incarnation string `json:"incarnation,omitempty"`
+	RegCzxid    int64  `json:"reg_czxid,omitempty"`
 }
 
 // GatewayDrain is one gateway's part in a drain.
@@ -233,9 +248,13 @@ type InstanceView struct {
 	Node       string `json:"node,omitempty"`
 	Czxid      int64  `json:"czxid,omitempty"`
 	// RegisteredMs is the registration's ctime (display only).
-	RegisteredMs int64             `json:"registered_ms,omitempty"`
-	Status       string            `json:"status,omitempty"`
-	Metadata     map[string]string `json:"metadata,omitempty"`
+	RegisteredMs int64 `json:"registered_ms,omitempty"`
+	// Incarnation tells a session flap from a restart (registry.Instance):
+	// a registration created after a mark ends it only when its
+	// incarnation differs from the one the mark recorded.
+	Incarnation string            `json:"incarnation,omitempty"`
+	Status      string            `json:"status,omitempty"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
 	// Mark is the address's mark, if any; Marked says whether it applies
 	// (it does not once the instance registered again after it, or after
 	// it expired).

@@ -101,6 +101,48 @@ func TestMarkZxidRuleAndExpiry(t *testing.T) {
 	}
 }
 
+// A session flap is not a restart (README.md, "ZooKeeper layout
+// (contract)"): a registration created after the mark with the
+// incarnation the mark recorded keeps the instance drained; one with
+// another incarnation (a restart) ends the mark. A gone host is judged by
+// its last registration's incarnation.
+func TestMarkFlapRule(t *testing.T) {
+	gt := newGate(t)
+	a := newBackend(t, "a", gt.handler("a"))
+	f := false
+	tg := newTestGateway(t, config.Gateway{FailOpen: &f, Routes: []config.Route{rte("/", "s")}}, Options{})
+	m := mark("s", a.addr(), 20)
+	m.Incarnation = "u-1@5"
+	reg := func(czxid int64, incarnation string) registry.Instance {
+		in := inst("s", a.addr(), czxid)
+		in.Incarnation = incarnation
+		return in
+	}
+	tg.Update(regSnap(1, reg(30, "u-1@5")), markSnap(1, m))
+	if st := tg.status(t, a.addr()); st.State != StateDrained || !st.Marked {
+		t.Fatalf("re-created after a flap: %+v", st)
+	}
+	tg.Update(regSnap(2, reg(40, "u-2@9")), markSnap(1, m))
+	if st := tg.status(t, a.addr()); st.State != StateServing || st.Marked {
+		t.Fatalf("restarted: %+v", st)
+	}
+
+	// The flapped registration with a request in flight leaves the
+	// registry: still marked while it drains.
+	tg.Update(regSnap(3, reg(50, "u-1@5")), markSnap(1, m))
+	c := client()
+	tg.Update(regSnap(4, reg(50, "u-1@5")), nil)
+	done := goGet(c, tg.front.URL+"/svc/slow")
+	defer gt.open() // before the gateway's cleanup waits for the request
+	gt.waitArrived(t)
+	tg.Update(regSnap(5), markSnap(2, m))
+	if st := tg.status(t, a.addr()); st.State != StateGone || !st.Marked || st.InFlight != 1 {
+		t.Fatalf("gone, flapped registration: %+v", st)
+	}
+	gt.open()
+	<-done
+}
+
 // Expiry needs no new snapshot: the gateway rebuilds when the first mark
 // expires (real clock).
 func TestMarkExpiryTimer(t *testing.T) {

@@ -115,6 +115,9 @@ type goneHost struct {
 	h      *host
 	czxid  int64
 	marked bool
+	// inc is the incarnation of its last registration (the flap rule of
+	// marks.Mark.EndedBy needs it).
+	inc string
 }
 
 type member struct {
@@ -123,6 +126,34 @@ type member struct {
 	marked bool
 	mark   marks.Mark
 	active bool
+}
+
+// lastIncarnation returns the registration incarnation t knew for addr of
+// s: a member's, or a gone host's ("" when t is nil or does not know it).
+func (t *table) lastIncarnation(s *service, addr string) string {
+	if t == nil {
+		return ""
+	}
+	pools := t.pools
+	if i := s.idx; i < len(pools) && pools[i] != nil && pools[i].svc == s {
+		pools = pools[i : i+1] // the usual case: the services did not change
+	}
+	for _, p := range pools {
+		if p == nil || p.svc != s {
+			continue
+		}
+		for k := range p.members {
+			if p.members[k].h.addr == addr {
+				return p.members[k].inst.Incarnation
+			}
+		}
+		for _, gh := range p.gone {
+			if gh.h.addr == addr {
+				return gh.inc
+			}
+		}
+	}
+	return ""
 }
 
 // testHookPublished, when set (tests), runs in rebuildLocked after the new
@@ -151,7 +182,8 @@ var testHookPublished func()
 func (g *Gateway) rebuildLocked() {
 	now := g.now()
 	nowNs := now.UnixNano()
-	first := g.table.Load() == nil
+	old := g.table.Load()
+	first := old == nil
 	t := &table{pools: make([]*pool, len(g.services)), mk: g.mk}
 	if g.reg != nil {
 		t.regRev = g.reg.Revision
@@ -241,9 +273,10 @@ func (g *Gateway) rebuildLocked() {
 			}
 			// Left the registry (now or earlier, and was still in flight
 			// then). A mark written for the address applies to its last
-			// registration by the zxid rule.
+			// registration by the zxid rule (and the flap rule).
+			inc := old.lastIncarnation(s, addr)
 			mk, hasMark := g.mk.Get(s.name, addr)
-			marked := hasMark && mk.AppliesTo(registry.Instance{Addr: addr, Czxid: h.czxid}, now)
+			marked := hasMark && mk.AppliesTo(registry.Instance{Addr: addr, Czxid: h.czxid, Incarnation: inc}, now)
 			if marked && mk.ExpiresMs > 0 && (nextExpiry == 0 || mk.ExpiresMs < nextExpiry) {
 				nextExpiry = mk.ExpiresMs
 			}
@@ -258,7 +291,7 @@ func (g *Gateway) rebuildLocked() {
 			g.setFlags(h, f, now)
 			if h.inflight.Load() > 0 {
 				s.hosts[addr] = h
-				p.gone = append(p.gone, goneHost{h, h.czxid, marked})
+				p.gone = append(p.gone, goneHost{h, h.czxid, marked, inc})
 			}
 			h.conns.closeIdle() // excluded hosts pool nothing from now on
 		}

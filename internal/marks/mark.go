@@ -20,6 +20,16 @@ type Mark struct {
 	CreatedMs int64  `json:"created_ms"`
 	ExpiresMs int64  `json:"expires_ms"`
 	DeployID  string `json:"deploy_id"`
+	// Incarnation is the registry's Instance.Incarnation of the address's
+	// registration when the mark was written ("" when the address was not
+	// registered, the format cannot tell, or the mark predates the field).
+	// A registration created after the mark with this same incarnation is
+	// the drained process re-registering after a session flap: it does not
+	// end the mark (README.md, "ZooKeeper layout (contract)").
+	Incarnation string `json:"incarnation,omitempty"`
+	// RegCzxid is the czxid of that registration (for display and
+	// diagnosis; the rule does not use it).
+	RegCzxid int64 `json:"reg_czxid,omitempty"`
 
 	Service string `json:"-"`
 	Addr    string `json:"-"`
@@ -53,10 +63,32 @@ func (m Mark) Expired(now time.Time) bool {
 }
 
 // AppliesTo reports whether the mark keeps in out of rotation: in has the
-// mark's address and registered no later than the mark was written (zxid
-// order, never clocks), and the mark has not expired.
+// mark's address, is not a new registration after the mark (EndedBy),
+// and the mark has not expired.
 func (m Mark) AppliesTo(in registry.Instance, now time.Time) bool {
-	return in.Addr == m.Addr && in.Czxid < m.Mzxid && !m.Expired(now)
+	return in.Addr == m.Addr && !m.EndedBy(in) && !m.Expired(now)
+}
+
+// EndedBy reports whether in, a registration of the mark's address, is a
+// new registration that ends the mark: created after the mark was written
+// (zxid order, never clocks) and not the drained registration re-created
+// after a session flap (see Reregistered).
+func (m Mark) EndedBy(in registry.Instance) bool {
+	return in.Addr == m.Addr && Reregistered(in.Czxid, in.Incarnation, m.Mzxid, m.Incarnation)
+}
+
+// Reregistered is the rule of EndedBy on plain values, for callers that
+// hold API views rather than registry instances: a registration with
+// czxid and incarnation ends a mark written at mzxid that recorded
+// markIncarnation when it was created after the mark and is not the same
+// incarnation. A mark that recorded no incarnation (the address was not
+// registered, the format cannot tell, or an older mark) is ended by any
+// registration created after it.
+func Reregistered(czxid int64, incarnation string, mzxid int64, markIncarnation string) bool {
+	if czxid <= mzxid {
+		return false
+	}
+	return markIncarnation == "" || incarnation != markIncarnation
 }
 
 // Snapshot is an immutable view of every mark. Never modify it.

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"sort"
 	"strconv"
@@ -39,6 +40,18 @@ type Instance struct {
 	Mzxid int64 `json:"mzxid"`
 	// Registered is the node's ctime, for display only.
 	Registered time.Time `json:"registered"`
+	// Incarnation tells a session flap from a restart: it is what a
+	// registrar keeps when it re-creates its registration after its session
+	// expired and what a restarted process changes (README.md, "ZooKeeper
+	// layout (contract)"). Curator format: the registration id and its
+	// registrationTimeUTC ("<id>@<ms>", or the id alone when the time is
+	// absent); Curator re-registers the same ServiceInstance after a
+	// session loss and makes a new UUID and time at each start. hostport
+	// format: "data:" and a hash of the node's data when it has any (a
+	// registrar that writes a per-start value there gets flap-safe drains),
+	// empty otherwise. Empty means unknown: any re-registration after a
+	// mark ends it.
+	Incarnation string `json:"incarnation,omitempty"`
 	// Status is payload.metadata.instance_status, "UP" when absent.
 	Status   string            `json:"status"`
 	Metadata map[string]string `json:"metadata,omitempty"`
@@ -128,6 +141,23 @@ type curatorInstance struct {
 	Port    *int            `json:"port"`
 	SSLPort *int            `json:"sslPort"`
 	Payload json.RawMessage `json:"payload"`
+	// RegistrationTimeUTC is Curator's registration time (ms); some
+	// writers put a float or a string there, so it is read leniently.
+	RegistrationTimeUTC json.RawMessage `json:"registrationTimeUTC"`
+}
+
+// registrationTime reads registrationTimeUTC: a JSON integer (or a
+// string of one); 0 when absent or of another shape.
+func registrationTime(raw json.RawMessage) int64 {
+	s := strings.Trim(string(bytes.TrimSpace(raw)), `"`)
+	if s == "" || s == "null" {
+		return 0
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
 }
 
 type curatorPayload struct {
@@ -165,6 +195,10 @@ func (CuratorParser) Parse(service, node string, data []byte, st NodeStat) (Inst
 	if in.ID == "" {
 		in.ID = node
 	}
+	in.Incarnation = in.ID
+	if t := registrationTime(ci.RegistrationTimeUTC); t > 0 {
+		in.Incarnation = in.ID + "@" + strconv.FormatInt(t, 10)
+	}
 	if len(ci.Payload) > 0 && !bytes.Equal(ci.Payload, []byte("null")) {
 		var p curatorPayload
 		// A payload of another shape (a custom class) is fine: it just has
@@ -191,7 +225,7 @@ func (CuratorParser) Parse(service, node string, data []byte, st NodeStat) (Inst
 type HostPortParser struct{}
 
 // Parse implements Parser.
-func (HostPortParser) Parse(service, node string, _ []byte, st NodeStat) (Instance, error) {
+func (HostPortParser) Parse(service, node string, data []byte, st NodeStat) (Instance, error) {
 	host, portStr, err := net.SplitHostPort(node)
 	if err != nil {
 		return Instance{}, fmt.Errorf("node name %q is not host:port", node)
@@ -205,6 +239,11 @@ func (HostPortParser) Parse(service, node string, _ []byte, st NodeStat) (Instan
 	}
 	in := newInstance(service, node, host, port, st)
 	in.ID = node
+	if data = bytes.TrimSpace(data); len(data) > 0 {
+		h := fnv.New64a()
+		h.Write(data)
+		in.Incarnation = "data:" + strconv.FormatUint(h.Sum64(), 16)
+	}
 	return in, nil
 }
 

@@ -8,9 +8,12 @@
 //     (every live gateway applies the mark and has nothing in flight to
 //     it), at most DrainTimeout;
 //  2. run Restart (the CLI runs a shell command, see ExecRestarter);
-//  3. wait until the address registers again: a registration whose czxid
-//     is greater than the mark's mzxid
-//     (docs/architecture.md#zookeeper-rules), at most RegisterTimeout;
+//  3. wait until the address registers again: a new registration, whose
+//     czxid is greater than the mark's mzxid and whose incarnation differs
+//     from the one the mark recorded, so that the drained process
+//     re-creating its registration after a session flap does not count
+//     (marks.Reregistered, docs/architecture.md#zookeeper-rules), at most
+//     RegisterTimeout;
 //  4. wait until every live gateway routes to it, as the gateways
 //     acknowledge through their presence reports (never guessed from
 //     time), at most ServeTimeout: either the controller shows every live
@@ -62,6 +65,7 @@ import (
 
 	"github.com/zkgate/zkgate/internal/ctlclient"
 	"github.com/zkgate/zkgate/internal/gateway"
+	"github.com/zkgate/zkgate/internal/marks"
 )
 
 // Defaults of Options.
@@ -370,6 +374,8 @@ func (r *runner) one(ctx context.Context, i int, t Target) InstanceResult {
 			return false, "not registered", nil
 		case last.Czxid <= mark.Mzxid:
 			return false, "only its registration from before the drain is there", nil
+		case !marks.Reregistered(last.Czxid, last.Incarnation, mark.Mzxid, mark.Incarnation):
+			return false, fmt.Sprintf("only its registration from before the drain is there, re-created after a session flap (same incarnation %q)", last.Incarnation), nil
 		}
 		return true, "", nil
 	})
@@ -379,7 +385,7 @@ func (r *runner) one(ctx context.Context, i int, t Target) InstanceResult {
 		switch {
 		case ctx.Err() != nil:
 			note = "left drained: interrupted after the restart; a new registration puts it back in service by itself"
-		case seen && last.Registered && last.Czxid <= mark.Mzxid:
+		case seen && last.Registered && !marks.Reregistered(last.Czxid, last.Incarnation, mark.Mzxid, mark.Incarnation):
 			note = r.undrain(ctx, t, "its registration from before the restart is still there, so the restart did not restart it")
 		default:
 			note = "left drained: not registered; a new registration puts it back in service by itself"
@@ -390,7 +396,7 @@ func (r *runner) one(ctx context.Context, i int, t Target) InstanceResult {
 	r.prog.phase(i, phaseRouting, "registered again")
 	err = r.poll(ctx, r.o.ServeTimeout, func(v *ctlclient.ServiceResponse) (bool, string, error) {
 		in, ok := find(v, t.Addr)
-		return servingCheck(in, ok, mark.Mzxid)
+		return servingCheck(in, ok, mark)
 	})
 	ir.ToServing = time.Since(t2)
 	if err != nil {
@@ -485,15 +491,18 @@ func find(v *ctlclient.ServiceResponse, addr string) (ctlclient.InstanceView, bo
 }
 
 // servingCheck decides, from the controller's view of the instance,
-// whether every live gateway routes to the registration that followed the
-// mark at version mzxid. why says what is missing; err is set when it can
-// no longer happen (the instance was drained again).
-func servingCheck(in ctlclient.InstanceView, found bool, mzxid int64) (done bool, why string, err error) {
+// whether every live gateway routes to the new registration that followed
+// the mark (marks.Reregistered). why says what is missing; err is set when it
+// can no longer happen (the instance was drained again).
+func servingCheck(in ctlclient.InstanceView, found bool, mark ctlclient.MarkView) (done bool, why string, err error) {
+	mzxid := mark.Mzxid
 	switch {
 	case !found || !in.Registered:
 		return false, "not registered any more", nil
 	case in.Czxid <= mzxid:
 		return false, "only a registration older than the drain is there", nil
+	case !marks.Reregistered(in.Czxid, in.Incarnation, mzxid, mark.Incarnation):
+		return false, "only the drained registration is there, re-created after a session flap", nil
 	case in.Marked && in.Mark != nil && in.Mark.Mzxid > mzxid:
 		return false, "", fmt.Errorf("drained again meanwhile (by %s: %q)", in.Mark.By, in.Mark.Reason)
 	case in.Marked:

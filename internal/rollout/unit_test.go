@@ -38,6 +38,7 @@ func TestServingCheck(t *testing.T) {
 		{"not found", base, false, false, false, "not registered"},
 		{"not registered", with(func(v *ctlclient.InstanceView) { v.Registered = false }), true, false, false, "not registered"},
 		{"old registration", with(func(v *ctlclient.InstanceView) { v.Czxid = 50 }), true, false, false, "older"},
+		{"flapped registration", with(func(v *ctlclient.InstanceView) { v.Incarnation = "id-old@1" }), true, false, false, "session flap"},
 		{"drained again", with(func(v *ctlclient.InstanceView) {
 			v.Marked, v.Mark = true, &ctlclient.MarkView{Mzxid: 200, By: "ops", Reason: "again"}
 		}), true, false, true, ""},
@@ -49,7 +50,7 @@ func TestServingCheck(t *testing.T) {
 		{"one pending", with(func(v *ctlclient.InstanceView) { v.Gateways = gws("pending", "serving") }), true, false, false, "a pending"},
 		{"one ejected", with(func(v *ctlclient.InstanceView) { v.Gateways = gws("ejected") }), true, false, false, "a ejected"},
 	} {
-		done, why, err := servingCheck(tc.in, tc.found, mz)
+		done, why, err := servingCheck(tc.in, tc.found, ctlclient.MarkView{Mzxid: mz, Incarnation: "id-old@1"})
 		if done != tc.done || (err != nil) != tc.fatal || !strings.Contains(why, tc.why) {
 			t.Errorf("%s: done %v, why %q, err %v", tc.name, done, why, err)
 		}
