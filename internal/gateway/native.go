@@ -550,7 +550,7 @@ func (c *clientConn) proxy(rt *route, path []byte, start time.Time, keep bool) b
 		if p.failOpen {
 			s.metrics.failOpen.Inc()
 		}
-		ex.h = h
+		ex.h, ex.episode = h, h.episode.Load()
 		uc, reused := h.conns.get(time.Now().UnixNano()), true
 		for {
 			if uc == nil {
@@ -564,7 +564,7 @@ func (c *clientConn) proxy(rt *route, path []byte, start time.Time, keep bool) b
 						return ex.fail(kindTimeout, err)
 					}
 					s.metrics.errors[kindConnect].Inc()
-					if d := h.connFailed(g.now().UnixNano()); d > 0 {
+					if d := h.connFailed(ex.episode, g.now().UnixNano()); d > 0 {
 						s.metrics.ejections.Inc()
 						g.log.Warn("instance ejected after consecutive connection failures",
 							"service", s.name, "addr", h.addr, "for", d, "err", err)
@@ -595,6 +595,7 @@ type exchange struct {
 	c         *clientConn
 	rt        *route
 	h         *host
+	episode   uint32 // h.episode when the request took h (see connFailed)
 	uc        *upConn
 	reused    bool
 	keep      bool // the client connection may be kept
@@ -733,7 +734,7 @@ func (ex *exchange) run() (attemptResult, bool) {
 		}
 		s.metrics.errors[kind].Inc()
 		if kind == kindConnect || kind == kindReset {
-			if d := h.connFailed(g.now().UnixNano()); d > 0 {
+			if d := h.connFailed(ex.episode, g.now().UnixNano()); d > 0 {
 				s.metrics.ejections.Inc()
 				g.log.Warn("instance ejected after consecutive connection failures",
 					"service", s.name, "addr", h.addr, "for", d, "err", err)
