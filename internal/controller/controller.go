@@ -161,6 +161,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Controller, 
 		Root: cfg.Registry.Root, Parser: parser, Watch: *cfg.Registry.Watch,
 		ResyncInterval: cfg.Registry.ResyncInterval, Logger: log, Registerer: c.promReg,
 	})
+	c.promReg.MustRegister(skippedServices(c.reg.Snapshot))
 	c.marks = marks.NewCache(sess, marks.Options{
 		ZKRoot: root, ResyncInterval: cfg.Registry.ResyncInterval, Logger: log, Registerer: c.promReg,
 	})
