@@ -396,7 +396,8 @@ func (r *Registration) ensure(ctx context.Context) (created, error) {
 	defer cancel()
 	parent := path.Dir(r.path)
 	// Registry parents are shared with services registered by other means
-	// (Spring, Curator): leave them open to everyone, as Curator does.
+	// (Spring, Curator): leave them open to everyone, as Curator does. The
+	// registry is not protected by zookeeper.auth (README.md, Security).
 	if err := r.sess.EnsurePath(ctx, parent, zk.WorldACL(zk.PermAll)); err != nil {
 		return created{}, fmt.Errorf("creating %s: %w", parent, err)
 	}

@@ -57,7 +57,18 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "zkgate: unknown command %q (see zkgate help)\n", args[0])
 		return 1
 	}
-	return e.run(ctx, args[1:], stdout, stderr)
+	if args[0] == "demo" || args[0] == "rollout" {
+		// These draw progress on the terminal themselves (carriage
+		// returns, erase-line sequences); what they print from outside is
+		// registry addresses, which the registry parser refuses with
+		// control characters.
+		return e.run(ctx, args[1:], stdout, stderr)
+	}
+	// Whatever the other commands print, control characters are escaped.
+	out, errw := newEscapeWriter(stdout), newEscapeWriter(stderr)
+	defer out.Flush()
+	defer errw.Flush()
+	return e.run(ctx, args[1:], out, errw)
 }
 
 func usage(w io.Writer, cmds map[string]entry) {

@@ -43,6 +43,13 @@ func RunStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		for _, s := range list.Services {
 			services = append(services, s.Name)
 		}
+		if n := len(list.Skipped); n > 0 {
+			q := make([]string, n)
+			for i, name := range list.Skipped {
+				q[i] = fmt.Sprintf("%q", name)
+			}
+			fmt.Fprintf(stderr, "zkgate status: %d registry service(s) skipped, names zkgate cannot drain: %s\n", n, strings.Join(q, ", "))
+		}
 	}
 	views := make([]*ctlclient.ServiceResponse, 0, len(services))
 	for _, s := range services {

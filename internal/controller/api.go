@@ -175,7 +175,8 @@ func (c *Controller) getServices(w http.ResponseWriter, r *http.Request, _ strin
 		writeError(w, http.StatusServiceUnavailable, "the registry is not loaded yet")
 		return
 	}
-	writeJSON(w, http.StatusOK, ctlclient.ServicesResponse{Services: serviceSummaries(rs, ms, c.now())})
+	list, skipped := serviceSummaries(rs, ms, c.now())
+	writeJSON(w, http.StatusOK, ctlclient.ServicesResponse{Services: list, Skipped: skipped})
 }
 
 func (c *Controller) getService(w http.ResponseWriter, r *http.Request, _ string) {

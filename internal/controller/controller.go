@@ -28,6 +28,7 @@ import (
 	"github.com/zkgate/zkgate/internal/marks"
 	"github.com/zkgate/zkgate/internal/presence"
 	"github.com/zkgate/zkgate/internal/registry"
+	"github.com/zkgate/zkgate/internal/zkacl"
 	"github.com/zkgate/zkgate/internal/zksession"
 )
 
@@ -165,10 +166,22 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Controller, 
 		return nil, fmt.Errorf("registering session metrics: %w", err)
 	}
 	root := cfg.ZooKeeper.Root
+	// With credentials, every node under the root must be zkgate's alone
+	// to change (README.md, Security): repaired, or the start refused.
+	var aclLater func(context.Context) error
+	if a := cfg.ZooKeeper.Auth; a != nil {
+		aclLater, err = zkacl.AtStart(ctx, sess, zkacl.DigestPolicy(a.Username, a.Password),
+			[]zkacl.Target{{Path: root, Tree: true}}, cfg.ZooKeeper.SessionTimeout, log)
+		if err != nil {
+			sess.Close()
+			return nil, err
+		}
+	}
 	c.reg = registry.NewCache(sess, registry.Options{
 		Root: cfg.Registry.Root, Parser: parser, Watch: *cfg.Registry.Watch,
 		ResyncInterval: cfg.Registry.ResyncInterval, Logger: log, Registerer: c.promReg,
 	})
+	c.promReg.MustRegister(skippedServices(c.reg.Snapshot))
 	c.marks = marks.NewCache(sess, marks.Options{
 		ZKRoot: root, ResyncInterval: cfg.Registry.ResyncInterval, Logger: log, Registerer: c.promReg,
 	})
@@ -209,6 +222,9 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Controller, 
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c.cancel = cancel
+	if aclLater != nil {
+		c.components.Go("acl check", func() error { return aclLater(runCtx) })
+	}
 	c.components.Go("registry", func() error { return c.reg.Run(runCtx) })
 	c.components.Go("marks", func() error { return c.marks.Run(runCtx) })
 	c.components.Go("presence", func() error { return c.presence.Run(runCtx) })

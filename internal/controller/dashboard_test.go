@@ -58,8 +58,16 @@ func TestDashboardInBrowser(t *testing.T) {
 	b := newBackend(t, "b", nil)
 	e.register("orders", "a", a)
 	e.register("orders", "b", b)
+	// A registry service whose name the API refuses (issue 11): skipped,
+	// counted and shown escaped; it must not keep the others from rendering.
+	const badName = `<img src=x onerror=alert(1)>`
+	e.register(badName, "x", a)
 	waitRoutes(t, gw.ProxyAddr(), "a", "b")
 	cl := client(t, ctl.URL())
+	eventually(t, "the refused service to be listed as skipped", func() bool {
+		l, err := cl.Services(context.Background())
+		return err == nil && len(l.Skipped) == 1 && l.Skipped[0] == badName
+	})
 	if _, err := cl.Drain(context.Background(), "orders", b.addr, ctlclient.DrainRequest{Reason: "ui test", Wait: true, Timeout: "20s"}); err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +82,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(page), "app.js") || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "default-src 'self'") {
 		t.Fatalf("GET /ui/: %d %q csp=%q", resp.StatusCode, page, resp.Header.Get("Content-Security-Policy"))
 	}
+	// No other page may frame it (clickjacking of the drain buttons).
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "frame-ancestors 'none'") || resp.Header.Get("X-Frame-Options") != "DENY" {
+		t.Errorf("GET /ui/: frameable: csp=%q x-frame-options=%q", csp, resp.Header.Get("X-Frame-Options"))
+	}
 
 	dom := renderedDOM(t, browser, ctl.URL()+"/ui/")
 	for _, want := range []string{
@@ -85,10 +97,15 @@ func TestDashboardInBrowser(t *testing.T) {
 		`data-state="drained"`, // b, at gateway gw-ui
 		`data-state="serving"`, // a
 		"ui test",              // the mark's reason
+		`data-skipped="1"`,     // the refused service, counted
+		`&lt;img src=x`,        // and shown as text
 	} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("rendered dashboard lacks %s", want)
 		}
+	}
+	if strings.Contains(dom, "<img") {
+		t.Error("a registry service name became markup")
 	}
 	if t.Failed() {
 		t.Logf("DOM:\n%s", dom)

@@ -237,6 +237,23 @@ func TestBadInputWritesNothing(t *testing.T) {
 		{"undrain malformed", "DELETE", drainURL, `{"reason":`},
 		{"undrain bad addr", "DELETE", base + "orders/instances/nope/drain", ``},
 		{"audit bad limit", "GET", ctl.URL() + "/v1/audit?limit=-1", ``},
+		// Control and non-characters in the instance (issue 11): 400, and
+		// no empty marks/orders node either.
+		{"addr NUL", "PUT", base + "orders/instances/%00/drain", `{"reason":"x"}`},
+		{"addr NUL in host", "PUT", base + "orders/instances/10.0.0.5%00:8080/drain", `{"reason":"x"}`},
+		{"addr SOH", "PUT", base + "orders/instances/%01/drain", `{"reason":"x"}`},
+		{"addr SOH in host", "PUT", base + "orders/instances/10.0.0.5%01:8080/drain", `{"reason":"x"}`},
+		{"addr DEL", "PUT", base + "orders/instances/%7F/drain", `{"reason":"x"}`},
+		{"addr DEL in host", "PUT", base + "orders/instances/10.0.0.5%7F:8080/drain", `{"reason":"x"}`},
+		{"addr C1", "PUT", base + "orders/instances/%C2%80/drain", `{"reason":"x"}`},
+		{"addr C1 in host", "PUT", base + "orders/instances/10.0.0.5%C2%80:8080/drain", `{"reason":"x"}`},
+		{"addr invalid UTF-8", "PUT", base + "orders/instances/%FF%FE/drain", `{"reason":"x"}`},
+		{"addr invalid UTF-8 in host", "PUT", base + "orders/instances/10.0.0.5%FF%FE:8080/drain", `{"reason":"x"}`},
+		{"addr private use", "PUT", base + "orders/instances/%EE%80%80/drain", `{"reason":"x"}`},
+		{"addr private use in host", "PUT", base + "orders/instances/10.0.0.5%EE%80%80:8080/drain", `{"reason":"x"}`},
+		{"addr ESC", "PUT", base + "orders/instances/%1B/drain", `{"reason":"x"}`},
+		{"addr ESC in host", "PUT", base + "orders/instances/10.0.0.5%1B:8080/drain", `{"reason":"x"}`},
+		{"undrain addr C1", "DELETE", base + "orders/instances/h%C2%80:80/drain", ``},
 	} {
 		code, body := api(t, tc.method, tc.url, token, tc.body)
 		if code != http.StatusBadRequest {

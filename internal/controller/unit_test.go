@@ -334,9 +334,16 @@ func TestServiceView(t *testing.T) {
 	if _, ok := serviceView("nope", reg, mk, gws, nil, now); ok {
 		t.Error("unknown service found")
 	}
-	sums := serviceSummaries(reg, mk, now)
-	if len(sums) != 1 || sums[0].Instances != 4 || sums[0].Up != 3 || sums[0].Marked != 2 {
-		t.Errorf("summaries %+v", sums)
+	sums, skipped := serviceSummaries(reg, mk, now)
+	if len(sums) != 1 || sums[0].Instances != 4 || sums[0].Up != 3 || sums[0].Marked != 2 || len(skipped) != 0 {
+		t.Errorf("summaries %+v, skipped %q", sums, skipped)
+	}
+	// A registry service whose name the API refuses is skipped, counted.
+	bad := "<img src=x onerror=alert(1)>"
+	reg.Services[bad] = []registry.Instance{{Service: bad, Addr: "10.0.0.7:80", Czxid: 5, Status: "UP"}}
+	sums, skipped = serviceSummaries(reg, mk, now)
+	if len(sums) != 1 || sums[0].Name != svc || len(skipped) != 1 || skipped[0] != bad {
+		t.Errorf("with %q: summaries %+v, skipped %q", bad, sums, skipped)
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/zkgate/zkgate/internal/ctlclient"
 	"github.com/zkgate/zkgate/internal/marks"
 	"github.com/zkgate/zkgate/internal/presence"
@@ -19,11 +21,18 @@ func markView(m marks.Mark) ctlclient.MarkView {
 	}
 }
 
-// serviceSummaries lists every service known to the registry or the marks.
-func serviceSummaries(rs *registry.Snapshot, ms *marks.Snapshot, now time.Time) []ctlclient.ServiceSummary {
+// serviceSummaries lists every service known to the registry or the
+// marks, except the registry's services whose names checkService refuses
+// (the API could not be asked about them): those are returned, sorted, as
+// skipped.
+func serviceSummaries(rs *registry.Snapshot, ms *marks.Snapshot, now time.Time) (_ []ctlclient.ServiceSummary, skipped []string) {
 	names := map[string]bool{}
 	if rs != nil {
 		for n := range rs.Services {
+			if checkService(n) != nil {
+				skipped = append(skipped, n)
+				continue
+			}
 			names[n] = true
 		}
 	}
@@ -32,6 +41,7 @@ func serviceSummaries(rs *registry.Snapshot, ms *marks.Snapshot, now time.Time) 
 			names[n] = true
 		}
 	}
+	sort.Strings(skipped)
 	out := make([]ctlclient.ServiceSummary, 0, len(names))
 	for n := range names {
 		s := ctlclient.ServiceSummary{Name: n}
@@ -51,7 +61,26 @@ func serviceSummaries(rs *registry.Snapshot, ms *marks.Snapshot, now time.Time) 
 		out = append(out, s)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	return out, skipped
+}
+
+// skippedServices counts the registry's services whose names the API
+// refuses (zkgate_controller_services_skipped).
+func skippedServices(snap func() *registry.Snapshot) prometheus.GaugeFunc {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "zkgate_controller_services_skipped",
+		Help: "Registry services whose names the API refuses: not listed, not drainable.",
+	}, func() float64 {
+		n := 0
+		if rs := snap(); rs != nil {
+			for name := range rs.Services {
+				if checkService(name) != nil {
+					n++
+				}
+			}
+		}
+		return float64(n)
+	})
 }
 
 // markApplies applies the zxid rule (docs/architecture.md#zookeeper-rules)

@@ -215,6 +215,11 @@ type ServiceSummary struct {
 // ServicesResponse answers GET /v1/services.
 type ServicesResponse struct {
 	Services []ServiceSummary `json:"services"`
+	// Skipped lists, sorted, the registry's services whose names the API
+	// refuses (see README.md, Controller API): they are not in Services,
+	// and zkgate cannot drain their instances. Names may hold any
+	// character: escape them before showing them.
+	Skipped []string `json:"skipped,omitempty"`
 }
 
 // GatewayInstance is one gateway's view of an instance that has a mark

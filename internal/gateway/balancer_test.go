@@ -230,22 +230,71 @@ func TestAcquireLeftRotation(t *testing.T) {
 func TestEjectionBackoff(t *testing.T) {
 	h := newHost("s", "a:1", nil)
 	now := time.Now().UnixNano()
-	var got []time.Duration
-	for i := 0; i < 18; i++ {
-		if d := h.connFailed(now); d > 0 {
-			got = append(got, d)
+	at := func(d time.Duration) int64 { return now + int64(d) }
+	// fail makes k failures of requests that took h in episode ep and
+	// returns the ejections they caused.
+	fail := func(k int, ep uint32, when int64) []time.Duration {
+		var got []time.Duration
+		for i := 0; i < k; i++ {
+			if d := h.connFailed(ep, when); d > 0 {
+				got = append(got, d)
+			}
 		}
+		return got
 	}
-	want := []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 2 * time.Minute, 2 * time.Minute}
+	// A burst of failures of requests that all took h before the ejection:
+	// one ejection.
+	ep := h.episode.Load()
+	if got := fail(18, ep, now); fmt.Sprint(got) != "[10s]" {
+		t.Fatalf("one burst: ejections %v, want [10s]", got)
+	}
+	// Requests that took h while it was ejected (a last resort) fail
+	// within the episode acted on.
+	if got := fail(9, h.episode.Load(), at(5*time.Second)); len(got) != 0 {
+		t.Fatalf("failures while ejected: ejections %v", got)
+	}
+	// After the ejection: a late failure of a request that took h while
+	// it was ejected does not count either ...
+	if got := fail(3, h.episode.Load(), at(11*time.Second)); len(got) != 0 {
+		t.Fatalf("late failures of requests taken while ejected: ejections %v", got)
+	}
+	// ... but ejectAfter failures of requests taken after it ended, with no
+	// success in between, eject it again for twice as long, and so on.
+	want := []time.Duration{20 * time.Second, 40 * time.Second, 80 * time.Second, 2 * time.Minute, 2 * time.Minute}
+	var got []time.Duration
+	when := at(11 * time.Second)
+	for i := range want {
+		if i > 0 {
+			// The first failure after the ejection ended opens the new
+			// episode; it was taken in the old one.
+			got = append(got, fail(1, h.episode.Load(), when)...)
+		}
+		got = append(got, fail(ejectAfter, h.episode.Load(), when)...)
+		when = h.ejectedUntil.Load() + 1
+	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("ejections %v, want %v", got, want)
 	}
 	// A success after the ejection ended resets the backoff.
-	h.succeeded(func() time.Time { return time.Unix(0, now).Add(3 * time.Minute) })
-	h.connFailed(now)
-	h.connFailed(now)
-	if d := h.connFailed(now); d != 10*time.Second {
-		t.Fatalf("after a success: ejected for %v", d)
+	h.succeeded(func() time.Time { return time.Unix(0, when) })
+	if got := fail(ejectAfter, h.episode.Load(), when); fmt.Sprint(got) != "[10s]" {
+		t.Fatalf("after a success: ejections %v, want [10s]", got)
+	}
+	// A new registration at the address (a new process): not ejected, no
+	// backoff, and the old process's failures do not count.
+	old := h.episode.Load()
+	fail(ejectAfter, old, when) // while ejected
+	h.resetEjection()
+	if h.ejectedAt(when) {
+		t.Fatal("a new registration inherited the ejection")
+	}
+	if got := fail(2*ejectAfter, old, when); len(got) != 0 {
+		t.Fatalf("the old process's failures ejected the new one: %v", got)
+	}
+	h.connFailed(h.episode.Load(), when)
+	h.connFailed(h.episode.Load(), when)
+	if got := fail(1, h.episode.Load(), when); fmt.Sprint(got) != "[10s]" {
+		t.Fatalf("new registration: ejections %v, want [10s] (no backoff)", got)
 	}
 }
 

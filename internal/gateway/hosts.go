@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -8,6 +9,11 @@ import (
 // Passive outlier detection: a host that fails ejectAfter connection
 // attempts in a row is taken out of rotation for ejectBase, doubling with
 // every ejection that follows without a success in between, up to ejectMax.
+//
+// One ejection per failure episode: the requests already sent to a dying
+// host fail together, and only those that started after its last ejection
+// ended count towards the next one (see connFailed). A new registration at
+// the address (a new process) starts with no ejection and no backoff.
 const (
 	ejectAfter = 3
 	ejectBase  = 10 * time.Second
@@ -47,10 +53,17 @@ type host struct {
 	flags    atomic.Uint32
 	drainGen atomic.Uint64 // drains begun, for the cutoff (cut.go)
 
-	fails        atomic.Int32 // consecutive connection failures
+	fails        atomic.Int32 // consecutive connection failures of the current episode
 	ejections    atomic.Int32 // ejections since the last success, for the backoff
 	ejectedUntil atomic.Int64 // unix ns; 0 when never ejected
-	warmStart    atomic.Int64 // unix ns the warm-up began; 0 when not warming
+	// episode numbers failure episodes. A request reads it when it takes
+	// h (exchange.episode) and hands it back to connFailed, which ignores
+	// failures of an earlier episode. It changes when h is ejected, when a
+	// failure finds the last ejection over, and on a new registration.
+	episode   atomic.Uint32
+	ejectMu   sync.Mutex   // serializes connFailed's ejection decision and resetEjection
+	ejectEp   uint32       // guarded by ejectMu: the episode the last ejection started
+	warmStart atomic.Int64 // unix ns the warm-up began; 0 when not warming
 
 	requests atomic.Uint64 // responses received from the host
 	failures atomic.Uint64 // connection failures
@@ -114,23 +127,60 @@ func (h *host) release() {
 }
 
 // succeeded records a response from h: the consecutive failure count is
-// reset, and so is the ejection backoff once the host is out of ejection.
+// reset, and so is the ejection backoff once the host is out of ejection
+// (which also opens a new failure episode, see connFailed).
 func (h *host) succeeded(now func() time.Time) {
 	h.requests.Add(1)
 	if h.fails.Load() != 0 {
 		h.fails.Store(0)
 	}
 	if h.ejections.Load() != 0 {
-		if u := h.ejectedUntil.Load(); u == 0 || now().UnixNano() >= u {
-			h.ejections.Store(0)
-		}
+		h.endEjection(now().UnixNano())
 	}
 }
 
-// connFailed records a connection failure and reports for how long h was
+// endEjection resets the backoff and opens a new failure episode when the
+// last ejection is over at now.
+func (h *host) endEjection(now int64) {
+	h.ejectMu.Lock()
+	defer h.ejectMu.Unlock()
+	if u := h.ejectedUntil.Load(); u != 0 && now < u {
+		return
+	}
+	if h.ejectEp == h.episode.Load() {
+		h.episode.Add(1)
+	}
+	h.ejections.Store(0)
+}
+
+// connFailed records a connection failure of a request that took h in
+// episode ep (h.episode when it took h) and reports for how long h was
 // ejected because of it (0 when it was not).
-func (h *host) connFailed(now int64) time.Duration {
+//
+// Failures count towards an ejection only when the request started in the
+// current episode, after the last ejection ended: a request that took h
+// before its ejection, or while it was ejected (the last resort of a pool
+// whose every host is ejected), fails with the episode already acted on
+// and neither ejects h again nor doubles the backoff. The backoff doubles
+// when h fails ejectAfter times again after its ejection ended with no
+// success in between (succeeded resets it).
+func (h *host) connFailed(ep uint32, now int64) time.Duration {
 	h.failures.Add(1)
+	h.ejectMu.Lock()
+	defer h.ejectMu.Unlock()
+	cur := h.episode.Load()
+	if u := h.ejectedUntil.Load(); u != 0 && h.ejectEp == cur {
+		if now < u {
+			return 0 // ejected: this failure belongs to the episode acted on
+		}
+		// The ejection is over: a new episode starts with this failure;
+		// requests that took h before now are still from the old one.
+		cur = h.episode.Add(1)
+		h.fails.Store(0)
+	}
+	if ep != cur {
+		return 0
+	}
 	if h.fails.Add(1) < ejectAfter {
 		return 0
 	}
@@ -141,7 +191,20 @@ func (h *host) connFailed(now int64) time.Duration {
 		d = min(ejectBase<<(n-1), ejectMax)
 	}
 	h.ejectedUntil.Store(now + int64(d))
+	h.ejectEp = h.episode.Add(1)
 	return d
+}
+
+// resetEjection forgets h's failures, ejection and backoff: a new
+// registration at its address is a new process. Requests that took h
+// before are of an earlier episode; their failures are not counted.
+func (h *host) resetEjection() {
+	h.ejectMu.Lock()
+	defer h.ejectMu.Unlock()
+	h.episode.Add(1)
+	h.fails.Store(0)
+	h.ejections.Store(0)
+	h.ejectedUntil.Store(0)
 }
 
 // ejectedAt reports whether h is ejected at now (unix ns).

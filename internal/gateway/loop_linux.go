@@ -461,7 +461,7 @@ func (l *evloop) proxy(c *clientConn, rt *route, path []byte, start time.Time, k
 	if rt.timeout > 0 {
 		deadline = start.Add(rt.timeout)
 	}
-	c.ex = exchange{c: c, rt: rt, h: h, uc: uc, reused: reused, keep: keep, deadline: deadline, start: start,
+	c.ex = exchange{c: c, rt: rt, h: h, episode: h.episode.Load(), uc: uc, reused: reused, keep: keep, deadline: deadline, start: start,
 		bodyStarted: true, bodyDone: true}
 	c.lc.st = lcUpstream
 	c.cur.Store(h)

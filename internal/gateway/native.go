@@ -651,7 +651,7 @@ func (c *clientConn) proxy(rt *route, path []byte, start time.Time, keep bool) b
 			}
 			return c.unavailable(rt, keep)
 		}
-		ex.h = h
+		ex.h, ex.episode = h, h.episode.Load()
 		c.cur.Store(h)
 		uc, reused := h.conns.get(time.Now().UnixNano()), true
 		for {
@@ -666,7 +666,7 @@ func (c *clientConn) proxy(rt *route, path []byte, start time.Time, keep bool) b
 						return ex.fail(kindTimeout, err)
 					}
 					s.metrics.errors[kindConnect].Inc()
-					if d := h.connFailed(g.now().UnixNano()); d > 0 {
+					if d := h.connFailed(ex.episode, g.now().UnixNano()); d > 0 {
 						s.metrics.ejections.Inc()
 						g.log.Warn("instance ejected after consecutive connection failures",
 							"service", s.name, "addr", h.addr, "for", d, "err", err)
@@ -731,6 +731,7 @@ type exchange struct {
 	c         *clientConn
 	rt        *route
 	h         *host
+	episode   uint32 // h.episode when the request took h (see connFailed)
 	uc        *upConn
 	reused    bool
 	keep      bool // the client connection may be kept
@@ -884,7 +885,7 @@ func (ex *exchange) afterHead(err error, sender *bodySender) (attemptResult, boo
 		}
 		s.metrics.errors[kind].Inc()
 		if kind == kindConnect || kind == kindReset {
-			if d := h.connFailed(g.now().UnixNano()); d > 0 {
+			if d := h.connFailed(ex.episode, g.now().UnixNano()); d > 0 {
 				s.metrics.ejections.Inc()
 				g.log.Warn("instance ejected after consecutive connection failures",
 					"service", s.name, "addr", h.addr, "for", d, "err", err)

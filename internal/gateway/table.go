@@ -229,8 +229,10 @@ func (g *Gateway) rebuildLocked() {
 			}
 			if h.czxid != 0 && h.czxid != in.Czxid {
 				// A new registration at the address: a new process, most
-				// likely; connections to the old one are dead.
+				// likely; connections to the old one are dead, and the old
+				// one's failures and ejection are not the new one's.
 				h.conns.closeIdle()
+				h.resetEjection()
 			}
 			h.czxid, h.present, h.marked = in.Czxid, true, marked
 			hosts[in.Addr] = h

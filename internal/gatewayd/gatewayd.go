@@ -29,6 +29,7 @@ import (
 	"github.com/zkgate/zkgate/internal/marks"
 	"github.com/zkgate/zkgate/internal/presence"
 	"github.com/zkgate/zkgate/internal/registry"
+	"github.com/zkgate/zkgate/internal/zkacl"
 	"github.com/zkgate/zkgate/internal/zksession"
 )
 
@@ -133,6 +134,16 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, erro
 	if err != nil {
 		return fail(err)
 	}
+	// With credentials, the root and the presence directory must be
+	// zkgate's alone to change (README.md, Security).
+	var aclLater func(context.Context) error
+	if a := cfg.ZooKeeper.Auth; a != nil {
+		aclLater, err = zkacl.AtStart(ctx, sess, zkacl.DigestPolicy(a.Username, a.Password),
+			[]zkacl.Target{{Path: cfg.ZooKeeper.Root}, {Path: presence.Dir(cfg.ZooKeeper.Root)}}, cfg.ZooKeeper.SessionTimeout, log)
+		if err != nil {
+			return fail(err)
+		}
+	}
 	d := &Daemon{cfg: cfg, log: log, sess: sess, id: id, components: component.NewGroup(log, "gateway"), routed: map[string]bool{},
 		proxyLn: proxyLn, adminLn: adminLn}
 	for _, rt := range cfg.Gateway.Routes {
@@ -162,6 +173,9 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, erro
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.cancel = cancel
+	if aclLater != nil {
+		d.components.Go("acl check", func() error { return aclLater(runCtx) })
+	}
 	d.components.Go("registry", func() error { return d.reg.Run(runCtx) })
 	d.components.Go("marks", func() error { return d.marks.Run(runCtx) })
 	d.components.Go("presence", func() error { return d.presence.Run(runCtx) })

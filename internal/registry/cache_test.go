@@ -198,16 +198,18 @@ func TestCacheSkipsMalformedNodes(t *testing.T) {
 	w.register("orders", "bad-json", []byte(`{"address":`))
 	w.register("orders", "no-port", []byte(`{"address":"127.0.0.1"}`))
 	w.register("orders", "empty", nil)
+	// Valid JSON whose address has ESC and BEL (a JSON \u escape).
+	w.register("orders", "esc", []byte(`{"name":"orders","id":"esc","address":"127.0.0.1\u001b[2J\u0007","port":9003}`))
 	h := startCache(t, zksession.Config{Servers: zc.Servers()}, registry.Options{Watch: true, ResyncInterval: 300 * time.Millisecond})
 
 	eventually(t, "the good instance to load", hasAddrs(h.cache, "orders", "127.0.0.1:9001"))
-	if m := h.cache.Snapshot().Malformed; m != 3 {
-		t.Fatalf("Malformed = %d, want 3", m)
+	if m := h.cache.Snapshot().Malformed; m != 4 {
+		t.Fatalf("Malformed = %d, want 4", m)
 	}
 	// Resyncs keep re-reading them, but each node version is reported once.
 	time.Sleep(time.Second)
-	if got := counter(t, h.reg, "zkgate_registry_malformed_total"); got != 3 {
-		t.Fatalf("zkgate_registry_malformed_total = %v, want 3 (once per node version)", got)
+	if got := counter(t, h.reg, "zkgate_registry_malformed_total"); got != 4 {
+		t.Fatalf("zkgate_registry_malformed_total = %v, want 4 (once per node version)", got)
 	}
 	w.register("orders", "good2", curatorJSON("orders", "good2", "127.0.0.1", 9002, "UP"))
 	eventually(t, "later good nodes to load", hasAddrs(h.cache, "orders", "127.0.0.1:9001,127.0.0.1:9002"))

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // StatusUp is the instance_status that keeps an instance in rotation.
@@ -262,9 +264,25 @@ func newInstance(service, node, host string, port int, st NodeStat) Instance {
 	}
 }
 
+// checkHost accepts a host name or an IP literal (without brackets; an
+// IPv6 zone after %): ASCII letters, digits and . - _ : %, and non-ASCII
+// letters, digits and marks (internationalized names). Anything else —
+// control characters (ESC, BEL, NUL, DEL, C1), spaces, invalid UTF-8,
+// private-use and non-characters, which ZooKeeper also refuses in node
+// names — makes the address malformed: it could not be dialled, and a
+// terminal or page showing it could be fooled by it.
 func checkHost(h string) error {
-	if h == "" || len(h) > 253 || strings.ContainsAny(h, " /\\?#@\t\r\n") {
+	if h == "" || len(h) > 253 || !utf8.ValidString(h) {
 		return fmt.Errorf("address %q is not a host name or IP", h)
+	}
+	for _, r := range h {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9',
+			r == '.', r == '-', r == '_', r == ':', r == '%':
+		case r >= utf8.RuneSelf && (unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.IsMark(r)):
+		default:
+			return fmt.Errorf("address %q is not a host name or IP: it has the character %U", h, r)
+		}
 	}
 	return nil
 }

@@ -59,6 +59,12 @@ func TestCuratorParseMalformed(t *testing.T) {
 		``, `   `, `{`, `null`, `[]`, `"x"`, `{"address":"h"}`, `{"port":80}`,
 		`{"address":"h","port":0}`, `{"address":"h","port":70000}`, `{"address":"h","port":"80"}`,
 		`{"address":"a b","port":80}`, `{"address":"h/x","port":80}`, "\x00\xff",
+		// Control and non-characters in the address (ESC, BEL, NUL, DEL,
+		// C1, private use, U+FFFE, invalid UTF-8), HTML.
+		`{"address":"10.0.0.1\u001b[2J","port":80}`, `{"address":"h\u0007","port":80}`,
+		`{"address":"h\u0000","port":80}`, `{"address":"h\u007f","port":80}`, `{"address":"h\u0080","port":80}`,
+		`{"address":"h\ue000","port":80}`, `{"address":"h\ufffe","port":80}`, "{\"address\":\"h\xff\xfe\",\"port\":80}",
+		`{"address":"<img src=x>","port":80}`,
 	} {
 		if in, err := (CuratorParser{}).Parse("svc", "n", []byte(data), NodeStat{}); err == nil {
 			t.Errorf("Parse(%q) = %+v, want error", data, in)
@@ -71,7 +77,7 @@ func TestHostPortParse(t *testing.T) {
 	if err != nil || in.Addr != "10.1.2.3:8080" || in.Port != 8080 || !in.Up() {
 		t.Fatalf("got %+v, %v", in, err)
 	}
-	for _, n := range []string{"nohost", "h:", "h:0", "h:x", ":80", "h:99999"} {
+	for _, n := range []string{"nohost", "h:", "h:0", "h:x", ":80", "h:99999", "h\x1b:80", "h\a:80", "h\u0085:80", "h\xff:80"} {
 		if _, err := (HostPortParser{}).Parse("svc", n, nil, NodeStat{}); err == nil {
 			t.Errorf("Parse(%q): want error", n)
 		}
@@ -98,13 +104,15 @@ func TestDedupeNewestCzxidWins(t *testing.T) {
 }
 
 func TestNormalizeAddr(t *testing.T) {
-	for in, want := range map[string]string{"10.0.0.5:8080": "10.0.0.5:8080", "[::1]:80": "[::1]:80", "host:0080": "host:80"} {
+	for in, want := range map[string]string{"10.0.0.5:8080": "10.0.0.5:8080", "[::1]:80": "[::1]:80", "host:0080": "host:80",
+		"[fe80::1%eth0]:80": "[fe80::1%eth0]:80", "my_host-1.example:1": "my_host-1.example:1", "bücher.example:443": "bücher.example:443"} {
 		got, err := NormalizeAddr(in)
 		if err != nil || got != want {
 			t.Errorf("NormalizeAddr(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "host", "host:", "host:x", "a b:80", "h:65536"} {
+	for _, in := range []string{"", "host", "host:", "host:x", "a b:80", "h:65536",
+		"\x00", "h\x00:80", "h\x01:80", "h\x7f:80", "h\u0080:80", "h\xff\xfe:80", "h\ue000:80", "h\x1b[2J:80", "h\a:80"} {
 		if _, err := NormalizeAddr(in); err == nil {
 			t.Errorf("NormalizeAddr(%q): want error", in)
 		}

@@ -168,6 +168,29 @@ func (s *Session) Create(ctx context.Context, p string, data []byte, flags int32
 	return created, wrap("create", p, err)
 }
 
+type aclStat struct {
+	acl  []zk.ACL
+	stat *zk.Stat
+}
+
+// GetACL reads a node's ACL.
+func (s *Session) GetACL(ctx context.Context, p string) ([]ACL, *Stat, error) {
+	r, err := call(ctx, s, func(c *zk.Conn) (aclStat, error) {
+		acl, st, err := c.GetACL(p)
+		return aclStat{acl, st}, err
+	})
+	return r.acl, r.stat, wrap("getACL", p, err)
+}
+
+// SetACL replaces a node's ACL; version (the stat's Aversion) -1 matches
+// any version. It needs the ADMIN permission on the node.
+func (s *Session) SetACL(ctx context.Context, p string, acl []ACL, version int32) (*Stat, error) {
+	st, err := call(ctx, s, func(c *zk.Conn) (*zk.Stat, error) {
+		return c.SetACL(p, acl, version)
+	})
+	return st, wrap("setACL", p, err)
+}
+
 // Set writes a node's data; version -1 matches any version.
 func (s *Session) Set(ctx context.Context, p string, data []byte, version int32) (*Stat, error) {
 	st, err := call(ctx, s, func(c *zk.Conn) (*zk.Stat, error) {

@@ -82,9 +82,19 @@ async function refresh() {
     const [list, gws, audit, leader] = await Promise.all([
       api("GET", "/v1/services"), api("GET", "/v1/gateways"), api("GET", "/v1/audit?limit=20"), api("GET", "/v1/leader"),
     ]);
-    const details = await Promise.all((list.services || []).map((s) => api("GET", "/v1/services/" + encodeURIComponent(s.name))));
+    // One service that cannot be read (gone since it was listed, or
+    // refused) is shown as such; it never hides the others.
+    const names = (list.services || []).map((s) => s.name);
+    const settled = await Promise.allSettled(names.map((n) => api("GET", "/v1/services/" + encodeURIComponent(n))));
+    const parts = settled.map((r, i) => r.status === "fulfilled" ? renderService(r.value)
+      : el("div", { class: "service", "data-service-error": names[i] }, el("h3", {}, names[i]), el("p", { class: "error" }, String(r.reason.message || r.reason))));
+    const skipped = list.skipped || [];
+    if (skipped.length) {
+      parts.push(el("p", { class: "muted", "data-skipped": String(skipped.length) },
+        skipped.length + " registry service(s) skipped, their names are not ones zkgate can drain: " + skipped.map((n) => JSON.stringify(n)).join(", ")));
+    }
     const box = document.getElementById("services");
-    box.replaceChildren(...(details.length ? details.map(renderService) : [el("p", { class: "muted" }, "no services registered")]));
+    box.replaceChildren(...(parts.length ? parts : [el("p", { class: "muted" }, "no services registered")]));
     document.querySelector("#gateways tbody").replaceChildren(...(gws.gateways || []).map((g) =>
       el("tr", { "data-gateway": g.id }, el("td", {}, g.id), el("td", {}, g.listen), el("td", {}, g.version),
         el("td", {}, g.registry_revision), el("td", {}, g.marks_revision), el("td", {}, (g.marks || []).length), el("td", {}, ago(g.updated_ms)))));
