@@ -225,6 +225,15 @@ func (s *Session) EnsurePath(ctx context.Context, p string, acl []ACL) error {
 	return nil
 }
 
+// Watches returns how many data and child watches this session holds
+// through GetW and ChildrenW (armed and not fired yet; ExistsW watches are
+// not counted). Each costs memory in the client and on the server.
+func (s *Session) Watches() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.armed)
+}
+
 func (s *Session) arm(k watchKey) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -43,6 +43,13 @@ type Options[T, G any] struct {
 	// Flat follows root/<item> instead: every child of Root is an item of
 	// the single group "".
 	Flat bool
+	// Groups, when set, restricts the tree to the groups it accepts (a
+	// gateway follows only the services its routes name): the others are
+	// neither read nor watched and never appear in a snapshot. The root's
+	// children stay watched, so an accepted group that appears later is
+	// read as soon as it is created. Nil follows every group. Ignored when
+	// Flat.
+	Groups func(name string) bool
 	// Watch arms watches and follows their hints. When false the tree is
 	// re-read only every ResyncInterval (a polling baseline).
 	Watch bool
@@ -281,6 +288,7 @@ func (t *Tree[T, G]) fullResync(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("listing %s: %w", t.opts.Root, err)
 		}
+		names = t.accepted(names)
 	}
 	fresh, err := t.readAll(ctx, names)
 	if err != nil {
@@ -298,6 +306,26 @@ func (t *Tree[T, G]) fullResync(ctx context.Context) error {
 	t.metrics.resyncSeconds.Observe(time.Since(start).Seconds())
 	t.log.Debug("full resync", "groups", len(fresh), "took", time.Since(start))
 	return nil
+}
+
+// accepted returns the names of the groups the tree follows (all unless
+// Options.Groups is set). It may reuse names.
+func (t *Tree[T, G]) accepted(names []string) []string {
+	if t.opts.Groups == nil || t.opts.Flat {
+		return names
+	}
+	out := names[:0]
+	for _, n := range names {
+		if t.opts.Groups(n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// follows reports whether the tree follows the group name.
+func (t *Tree[T, G]) follows(name string) bool {
+	return t.opts.Groups == nil || t.opts.Flat || t.opts.Groups(name)
 }
 
 // readAll reads the named groups, in two phases each with up to
@@ -467,6 +495,9 @@ func (t *Tree[T, G]) applyHints(ctx context.Context, paths map[string]struct{}) 
 		if t.opts.Flat {
 			parts = append([]string{""}, parts...)
 		}
+		if !t.follows(parts[0]) {
+			continue // a hint for a path the tree does not follow
+		}
 		switch len(parts) {
 		case 1:
 			changed, err := t.relistGroup(ctx, parts[0])
@@ -502,6 +533,7 @@ func (t *Tree[T, G]) applyHints(ctx context.Context, paths map[string]struct{}) 
 		if err != nil {
 			return err
 		}
+		names = t.accepted(names)
 		present := map[string]bool{}
 		for _, n := range names {
 			present[n] = true

@@ -557,3 +557,61 @@ func TestResyncTickets(t *testing.T) {
 		t.Fatalf("zkgate_test_resyncs_total = %v, want 4 (as Snapshot.Resyncs)", got)
 	}
 }
+
+// With a group filter the tree reads and watches only the accepted
+// groups: the others never appear, their changes publish nothing and
+// hold no watch, and an accepted group created later is read as soon as
+// it appears.
+func TestGroupFilter(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	for g := range 20 {
+		for i := range 5 {
+			w.put(fmt.Sprintf("/tree/g%02d/i%d", g, i), fmt.Sprintf("v=%d", i))
+		}
+	}
+	accept := map[string]bool{"g03": true, "g07": true, "late": true}
+	f := startTree(t, zc.Servers(), "/tree", func(s *setup) {
+		s.opts.Groups = func(name string) bool { return accept[name] }
+	})
+	snap := f.waitGroups("only the accepted groups", map[string]string{
+		"g03": "i0=0,i1=1,i2=2,i3=3,i4=4", "g07": "i0=0,i1=1,i2=2,i3=3,i4=4",
+	})
+	// The root's child watch, two group child watches, ten item data watches.
+	if got := f.sess.Watches(); got != 13 {
+		t.Fatalf("the session holds %d watches, want 13 (root, 2 groups, 10 items)", got)
+	}
+
+	// Changes to groups the tree does not follow publish nothing.
+	w.put("/tree/g05/i0", "v=9")
+	w.put("/tree/g05/new", "v=9")
+	w.remove("/tree/g06")
+	w.put("/tree/other/x", "v=1")
+	// An accepted group's change after them: once it is published, the
+	// others would have been too.
+	w.put("/tree/g03/i0", "v=7")
+	f.waitGroups("a change to an accepted group", map[string]string{
+		"g03": "i0=7,i1=1,i2=2,i3=3,i4=4", "g07": "i0=0,i1=1,i2=2,i3=3,i4=4",
+	})
+	if got := f.tree.Snapshot().Revision; got != snap.Revision+1 {
+		t.Fatalf("revision %d after one change to a followed group, want %d: changes to other groups were published", got, snap.Revision+1)
+	}
+
+	// An accepted group that appears later is followed.
+	w.put("/tree/late/x", "v=1")
+	f.waitGroups("an accepted group created late", map[string]string{
+		"g03": "i0=7,i1=1,i2=2,i3=3,i4=4", "g07": "i0=0,i1=1,i2=2,i3=3,i4=4", "late": "x=1",
+	})
+	w.remove("/tree/g07")
+	f.waitGroups("an accepted group removed", map[string]string{
+		"g03": "i0=7,i1=1,i2=2,i3=3,i4=4", "late": "x=1",
+	})
+
+	f.fullResync()
+	if got := f.groups(); !mapsEqual(got, map[string]string{"g03": "i0=7,i1=1,i2=2,i3=3,i4=4", "late": "x=1"}) {
+		t.Fatalf("after a full re-read: %v", got)
+	}
+	if a, r, c := f.divergence(); a != 0 || r != 0 || c != 0 {
+		t.Fatalf("divergence added/removed/changed = %v/%v/%v, want 0", a, r, c)
+	}
+}
