@@ -54,6 +54,7 @@ func call[T any](ctx context.Context, s *Session, f func(*zk.Conn) (T, error)) (
 	if closed {
 		return zero, ErrClosed
 	}
+	s.calls.Add(1)
 	type result struct {
 		v   T
 		err error
@@ -224,6 +225,10 @@ func (s *Session) EnsurePath(ctx context.Context, p string, acl []ACL) error {
 	}
 	return nil
 }
+
+// Calls returns how many requests the session has sent to ZooKeeper
+// through its methods (a multi counts once).
+func (s *Session) Calls() uint64 { return s.calls.Load() }
 
 // Watches returns how many data and child watches this session holds
 // through GetW and ChildrenW (armed and not fired yet; ExistsW watches are

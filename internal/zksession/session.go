@@ -30,6 +30,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -93,9 +94,10 @@ type Config struct {
 // Session is a ZooKeeper client session with zkgate's own state tracking.
 // All methods are safe for concurrent use.
 type Session struct {
-	cfg  Config
-	conn *zk.Conn
-	log  *slog.Logger
+	cfg   Config
+	conn  *zk.Conn
+	log   *slog.Logger
+	calls atomic.Uint64 // requests sent through the session's methods
 
 	mu          sync.Mutex
 	state       State
@@ -364,7 +366,7 @@ func (s *Session) onEvent(ev zk.Event) {
 		return
 	}
 	for h := range s.hints {
-		h.addPath(ev.Path)
+		h.addPath(ev.Path, ev.Type == zk.EventNodeDeleted)
 	}
 }
 

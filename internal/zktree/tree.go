@@ -257,7 +257,7 @@ func (t *Tree[T, G]) Run(ctx context.Context) error {
 			if !t.opts.Watch {
 				continue
 			}
-			if err := t.applyHints(ctx, b.Paths); errors.Is(err, errRootAppeared) {
+			if err := t.applyHints(ctx, b.Paths, b.Deleted); errors.Is(err, errRootAppeared) {
 				needFull = true
 			} else if err != nil {
 				t.log.Warn("re-reading after watch events failed; scheduling full resync", "err", err)
@@ -481,9 +481,15 @@ func (t *Tree[T, G]) countDivergence(fresh map[string]*group[T]) {
 }
 
 // applyHints re-reads the paths that had watch events and publishes the
-// result if anything changed.
-func (t *Tree[T, G]) applyHints(ctx context.Context, paths map[string]struct{}) error {
+// result if anything changed. An item whose latest event was its deletion
+// (in deleted) is dropped without being read, and its group is re-listed
+// (as the group's own child event asks anyway): an item re-created after
+// the deletion is found there, even when the group's child event came in
+// an earlier batch and its re-listing, seeing the item still known, did
+// not read it.
+func (t *Tree[T, G]) applyHints(ctx context.Context, paths, deleted map[string]struct{}) error {
 	dirty := map[string]bool{}
+	relist := map[string]bool{}
 	rootChanged := false
 	for p := range paths {
 		if p == t.opts.Root {
@@ -500,14 +506,18 @@ func (t *Tree[T, G]) applyHints(ctx context.Context, paths map[string]struct{}) 
 		}
 		switch len(parts) {
 		case 1:
-			changed, err := t.relistGroup(ctx, parts[0])
-			if err != nil {
-				return err
-			}
-			if changed {
-				dirty[parts[0]] = true
-			}
+			relist[parts[0]] = true
 		case 2:
+			if _, gone := deleted[p]; gone {
+				if g := t.groups[parts[0]]; g != nil {
+					if _, had := g.items[parts[1]]; had {
+						delete(g.items, parts[1])
+						dirty[parts[0]] = true
+					}
+				}
+				relist[parts[0]] = true
+				continue
+			}
 			changed, err := t.rereadItem(ctx, parts[0], parts[1])
 			if err != nil {
 				return err
@@ -517,13 +527,24 @@ func (t *Tree[T, G]) applyHints(ctx context.Context, paths map[string]struct{}) 
 			}
 		}
 	}
-	if rootChanged && t.opts.Flat {
-		changed, err := t.relistGroup(ctx, "")
+	for name := range relist {
+		changed, err := t.relistGroup(ctx, name)
 		if err != nil {
 			return err
 		}
 		if changed {
-			dirty[""] = true
+			dirty[name] = true
+		}
+	}
+	if rootChanged && t.opts.Flat {
+		if !relist[""] { // else re-listed above
+			changed, err := t.relistGroup(ctx, "")
+			if err != nil {
+				return err
+			}
+			if changed {
+				dirty[""] = true
+			}
 		}
 	} else if rootChanged {
 		names, err := t.children(ctx, t.opts.Root)

@@ -615,3 +615,53 @@ func TestGroupFilter(t *testing.T) {
 		t.Fatalf("divergence added/removed/changed = %v/%v/%v, want 0", a, r, c)
 	}
 }
+
+// A deleted item costs one read, the re-listing of its group (which its
+// group's child event asks for anyway), not also a read of the item; an
+// item deleted and created again at once is still found.
+func TestDeletedItemNotReRead(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	const n = 20
+	for i := range n {
+		w.put(fmt.Sprintf("/tree/a/x%02d", i), "v=1")
+	}
+	w.put("/tree/a/y", "v=2")
+	f := startTree(t, zc.Servers(), "/tree")
+	f.waitGroups("the first load", map[string]string{"a": build2(n, 0)})
+
+	calls := f.sess.Calls()
+	for i := range n {
+		w.remove(fmt.Sprintf("/tree/a/x%02d", i))
+		f.waitGroups("a deletion", map[string]string{"a": build2(n, i+1)})
+		eventually(t, "the group's child watch to be armed again", func() bool { return f.sess.Watches() == n+3-(i+1) }, nil)
+	}
+	// The deleted item's data event and its group's child event come in
+	// one batch (one re-listing) or, on a busy machine, in two (two
+	// re-listings); reading the deleted item as well cost exactly two.
+	if got := f.sess.Calls() - calls; got >= 2*n {
+		t.Fatalf("%d deletions cost %d requests, want fewer than %d (one re-listing each, no read of the deleted item)", n, got, 2*n)
+	} else {
+		t.Logf("%d deletions cost %d requests", n, got)
+	}
+
+	for i := range 30 {
+		w.remove("/tree/a/y")
+		w.put("/tree/a/y", fmt.Sprintf("v=%d", i))
+	}
+	f.waitGroups("an item deleted and created again", map[string]string{"a": "y=29"})
+	f.fullResync()
+	if a, r, c := f.divergence(); a != 0 || r != 0 || c != 0 {
+		t.Fatalf("divergence added/removed/changed = %v/%v/%v, want 0", a, r, c)
+	}
+}
+
+// build2 is the group value of items x<deleted>…x<n-1> (v=1) and y (v=2).
+func build2(n, deleted int) string {
+	var parts []string
+	for i := deleted; i < n; i++ {
+		parts = append(parts, fmt.Sprintf("x%02d=1", i))
+	}
+	parts = append(parts, "y=2")
+	return strings.Join(parts, ",")
+}
