@@ -78,7 +78,11 @@ func NewCache(sess *zksession.Session, opts Options) *Cache {
 		Build: func(_ string, ins []Instance) ([]Instance, bool) {
 			return Dedupe(ins), len(ins) > 0
 		},
-		Watch:          opts.Watch,
+		Watch: opts.Watch,
+		// One persistent recursive watch on the root (or on each followed
+		// service) instead of one per node: ZooKeeper 3.6+, with a
+		// fallback to one-shot watches.
+		Persistent:     true,
 		ResyncInterval: opts.ResyncInterval,
 		MetricsPrefix:  "zkgate_registry",
 		Logger:         opts.Logger,

@@ -53,6 +53,15 @@ type Options[T, G any] struct {
 	// Watch arms watches and follows their hints. When false the tree is
 	// re-read only every ResyncInterval (a polling baseline).
 	Watch bool
+	// Persistent (with Watch) arms ZooKeeper 3.6+ persistent recursive
+	// watches instead of one-shot ones: one on Root, or, with Groups, one
+	// on each accepted group (Root then keeps a one-shot child watch, for
+	// accepted groups that appear later). A new item then costs one read
+	// (no re-listing of its group), a deleted one none, and no change can
+	// fall between an event and the read that would re-arm a one-shot
+	// watch. The watches are added again after every reconnection, before
+	// the full re-read.
+	Persistent bool
 	// ResyncInterval is how often everything is re-read even if no watch
 	// fired. Default 30s.
 	ResyncInterval time.Duration
@@ -110,6 +119,9 @@ type Tree[T, G any] struct {
 	// lastSync is when the last full re-read completed (unix nanos).
 	lastSync atomic.Int64
 	loaded   atomic.Bool
+	// oneShot is set when the servers refused persistent watches (before
+	// ZooKeeper 3.6): the tree falls back to one-shot watches.
+	oneShot atomic.Bool
 
 	// Owned by Run.
 	groups   map[string]*group[T]
@@ -278,10 +290,16 @@ func (t *Tree[T, G]) fullResync(ctx context.Context) error {
 	// Every Resync call that returned this ticket or an older one was made
 	// before the re-read below begins.
 	ticket := t.tickets.Load()
+	if t.rootRecursive() {
+		// Armed before anything is read: every later change is reported.
+		if err := t.addRecursive(ctx, t.opts.Root); err != nil {
+			return fmt.Errorf("watching %s: %w", t.opts.Root, err)
+		}
+	}
 	names := []string{""}
 	if !t.opts.Flat {
 		var err error
-		names, err = t.children(ctx, t.opts.Root)
+		names, err = t.listRoot(ctx)
 		if errors.Is(err, zksession.ErrNoNode) {
 			names, err = nil, t.watchRootCreation(ctx)
 		}
@@ -366,7 +384,7 @@ func (t *Tree[T, G]) readAll(ctx context.Context, names []string) (map[string]*g
 	listed := make([]bool, len(names))
 	for i, name := range names {
 		ok := run(func() {
-			ns, err := t.children(ctx, path.Join(t.opts.Root, name))
+			ns, err := t.listGroup(ctx, name)
 			if errors.Is(err, zksession.ErrNoNode) {
 				return // gone meanwhile (or, flat, the root is missing)
 			}
@@ -437,8 +455,8 @@ var errRootAppeared = errors.New("root created while arming its creation watch")
 // report its children, so it returns errRootAppeared and the caller lists
 // again.
 func (t *Tree[T, G]) watchRootCreation(ctx context.Context) error {
-	if !t.opts.Watch {
-		return nil
+	if !t.opts.Watch || t.rootRecursive() {
+		return nil // the persistent watch on Root reports its creation
 	}
 	ok, _, err := t.sess.ExistsW(ctx, t.opts.Root)
 	if err == nil && ok {
@@ -482,11 +500,12 @@ func (t *Tree[T, G]) countDivergence(fresh map[string]*group[T]) {
 
 // applyHints re-reads the paths that had watch events and publishes the
 // result if anything changed. An item whose latest event was its deletion
-// (in deleted) is dropped without being read, and its group is re-listed
-// (as the group's own child event asks anyway): an item re-created after
-// the deletion is found there, even when the group's child event came in
-// an earlier batch and its re-listing, seeing the item still known, did
-// not read it.
+// (in deleted) is dropped without being read. With one-shot watches its
+// group is re-listed (as the group's own child event asks anyway): an
+// item re-created after the deletion is found there, even when the
+// group's child event came in an earlier batch and its re-listing, seeing
+// the item still known, did not read it. With persistent watches the
+// re-creation has its own event.
 func (t *Tree[T, G]) applyHints(ctx context.Context, paths, deleted map[string]struct{}) error {
 	dirty := map[string]bool{}
 	relist := map[string]bool{}
@@ -515,7 +534,11 @@ func (t *Tree[T, G]) applyHints(ctx context.Context, paths, deleted map[string]s
 						dirty[parts[0]] = true
 					}
 				}
-				relist[parts[0]] = true
+				if !t.persistent() {
+					// With persistent watches a re-creation is reported
+					// on the item's own path.
+					relist[parts[0]] = true
+				}
 				continue
 			}
 			changed, err := t.rereadItem(ctx, parts[0], parts[1])
@@ -547,7 +570,7 @@ func (t *Tree[T, G]) applyHints(ctx context.Context, paths, deleted map[string]s
 			}
 		}
 	} else if rootChanged {
-		names, err := t.children(ctx, t.opts.Root)
+		names, err := t.listRoot(ctx)
 		if errors.Is(err, zksession.ErrNoNode) {
 			names, err = nil, t.watchRootCreation(ctx)
 		}
@@ -583,7 +606,7 @@ func (t *Tree[T, G]) applyHints(ctx context.Context, paths, deleted map[string]s
 // were added or removed (the data watches of the items already known
 // report their changes).
 func (t *Tree[T, G]) relistGroup(ctx context.Context, name string) (bool, error) {
-	itemNames, err := t.children(ctx, path.Join(t.opts.Root, name))
+	itemNames, err := t.listGroup(ctx, name)
 	if errors.Is(err, zksession.ErrNoNode) {
 		_, had := t.groups[name]
 		delete(t.groups, name)
@@ -658,7 +681,7 @@ func (t *Tree[T, G]) readItem(ctx context.Context, name, n string) (item[T], boo
 	var data []byte
 	var st *zksession.Stat
 	var err error
-	if t.opts.Watch {
+	if t.opts.Watch && !t.persistent() {
 		data, st, err = t.sess.GetW(ctx, p)
 	} else {
 		data, st, err = t.sess.Get(ctx, p)
@@ -692,10 +715,59 @@ func (t *Tree[T, G]) reportMalformed(p string, mzxid int64, err error) {
 	t.log.Warn("skipping malformed node", "path", p, "mzxid", mzxid, "err", err)
 }
 
-func (t *Tree[T, G]) children(ctx context.Context, p string) ([]string, error) {
+// persistent reports whether the tree follows persistent recursive
+// watches; rootRecursive that one is armed on Root, groupRecursive that
+// one is armed on each accepted group.
+func (t *Tree[T, G]) persistent() bool {
+	return t.opts.Watch && t.opts.Persistent && !t.oneShot.Load()
+}
+
+// addRecursive arms a persistent recursive watch on p. When the servers
+// do not know the request (ZooKeeper before 3.6) the tree falls back to
+// one-shot watches for good, and the error (which fails the current
+// read) makes Run re-read everything with them.
+func (t *Tree[T, G]) addRecursive(ctx context.Context, p string) error {
+	err := t.sess.AddWatchRecursive(ctx, p)
+	if errors.Is(err, zksession.ErrUnimplemented) && t.oneShot.CompareAndSwap(false, true) {
+		t.log.Warn("the ZooKeeper servers do not support persistent watches (3.6+); using one-shot watches", "err", err)
+	}
+	return err
+}
+
+func (t *Tree[T, G]) rootRecursive() bool {
+	return t.persistent() && (t.opts.Flat || t.opts.Groups == nil)
+}
+
+func (t *Tree[T, G]) groupRecursive() bool {
+	return t.persistent() && !t.opts.Flat && t.opts.Groups != nil
+}
+
+// listRoot lists Root's children, arming a child watch unless a
+// persistent watch on Root reports them.
+func (t *Tree[T, G]) listRoot(ctx context.Context) ([]string, error) {
+	return t.children(ctx, t.opts.Root, t.opts.Watch && !t.rootRecursive())
+}
+
+// listGroup lists a group's items (Root's children when Flat), arming
+// what reports later changes: a persistent recursive watch on the group
+// (groupRecursive, armed before the listing) or a child watch.
+func (t *Tree[T, G]) listGroup(ctx context.Context, name string) ([]string, error) {
+	if t.opts.Flat {
+		return t.listRoot(ctx)
+	}
+	p := path.Join(t.opts.Root, name)
+	if t.groupRecursive() {
+		if err := t.addRecursive(ctx, p); err != nil {
+			return nil, err
+		}
+	}
+	return t.children(ctx, p, t.opts.Watch && !t.persistent())
+}
+
+func (t *Tree[T, G]) children(ctx context.Context, p string, watch bool) ([]string, error) {
 	var names []string
 	var err error
-	if t.opts.Watch {
+	if watch {
 		names, _, err = t.sess.ChildrenW(ctx, p)
 	} else {
 		names, _, err = t.sess.Children(ctx, p)

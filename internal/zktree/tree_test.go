@@ -665,3 +665,108 @@ func build2(n, deleted int) string {
 	parts = append(parts, "y=2")
 	return strings.Join(parts, ",")
 }
+
+// With persistent recursive watches the tree follows the same changes;
+// a new item costs one read and a deleted one none; the watches are
+// added again after a reconnection to the same session.
+func TestPersistentWatches(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	persistent := func(s *setup) { s.opts.Persistent = true; s.session.SessionTimeout = 10 * time.Second }
+
+	t.Run("changes", func(t *testing.T) {
+		w.ensure("/p1")
+		f := startTree(t, zc.Servers(), "/p1", persistent)
+		f.waitGroups("the first, empty snapshot", map[string]string{})
+		if got := f.sess.Watches(); got != 1 {
+			t.Fatalf("%d watches, want the one persistent watch on the root", got)
+		}
+		w.put("/p1/a/x", "v=1")
+		f.waitGroups("an item in a new group", map[string]string{"a": "x=1"})
+		w.put("/p1/a/y", "v=2")
+		f.waitGroups("a second item", map[string]string{"a": "x=1,y=2"})
+		w.put("/p1/a/x", "v=3")
+		f.waitGroups("a data change", map[string]string{"a": "x=3,y=2"})
+		w.put("/p1/b/z", "v=4")
+		f.waitGroups("a second group", map[string]string{"a": "x=3,y=2", "b": "z=4"})
+
+		calls := f.sess.Calls()
+		w.put("/p1/a/n", "v=5")
+		f.waitGroups("a new item", map[string]string{"a": "n=5,x=3,y=2", "b": "z=4"})
+		if got := f.sess.Calls() - calls; got != 1 {
+			t.Fatalf("a new item cost %d requests, want 1 (its read)", got)
+		}
+		calls = f.sess.Calls()
+		w.remove("/p1/a/n")
+		f.waitGroups("an item removed", map[string]string{"a": "x=3,y=2", "b": "z=4"})
+		time.Sleep(50 * time.Millisecond)
+		if got := f.sess.Calls() - calls; got != 0 {
+			t.Fatalf("a deleted item cost %d requests, want 0", got)
+		}
+		for i := range 30 {
+			w.remove("/p1/a/y")
+			w.put("/p1/a/y", fmt.Sprintf("v=%d", i))
+		}
+		f.waitGroups("an item deleted and created again", map[string]string{"a": "x=3,y=29", "b": "z=4"})
+		w.remove("/p1/b")
+		f.waitGroups("a group removed", map[string]string{"a": "x=3,y=29"})
+		w.remove("/p1")
+		f.waitGroups("the root removed", map[string]string{})
+		w.put("/p1/c/q", "v=6")
+		f.waitGroups("the root created again", map[string]string{"c": "q=6"})
+
+		f.fullResync()
+		if a, r, c := f.divergence(); a != 0 || r != 0 || c != 0 {
+			t.Fatalf("divergence added/removed/changed = %v/%v/%v, want 0", a, r, c)
+		}
+		if got := f.sess.Watches(); got != 1 {
+			t.Fatalf("%d watches, want 1", got)
+		}
+	})
+
+	t.Run("groups", func(t *testing.T) {
+		w.put("/p2/a/x", "v=1")
+		w.put("/p2/b/x", "v=1")
+		f := startTree(t, zc.Servers(), "/p2", persistent, func(s *setup) {
+			s.opts.Groups = func(name string) bool { return name == "a" || name == "late" }
+		})
+		f.waitGroups("the accepted group", map[string]string{"a": "x=1"})
+		// The root's child watch and persistent watches on a and on late,
+		// which does not exist yet but is armed once it appears.
+		if got := f.sess.Watches(); got != 2 {
+			t.Fatalf("%d watches, want 2 (the root's child watch, a's persistent watch)", got)
+		}
+		w.put("/p2/b/y", "v=2")
+		w.put("/p2/a/y", "v=2")
+		f.waitGroups("a new item", map[string]string{"a": "x=1,y=2"})
+		w.put("/p2/late/z", "v=3")
+		f.waitGroups("an accepted group created late", map[string]string{"a": "x=1,y=2", "late": "z=3"})
+		w.put("/p2/late/z", "v=4")
+		f.waitGroups("a change in it", map[string]string{"a": "x=1,y=2", "late": "z=4"})
+		w.remove("/p2/a")
+		f.waitGroups("a group removed", map[string]string{"late": "z=4"})
+		w.put("/p2/a/q", "v=5")
+		f.waitGroups("the group created again", map[string]string{"a": "q=5", "late": "z=4"})
+	})
+
+	t.Run("reconnection", func(t *testing.T) {
+		w.put("/p3/a/x", "v=1")
+		f := startTree(t, zc.Servers(), "/p3", persistent)
+		f.waitGroups("the first load", map[string]string{"a": "x=1"})
+		sid := f.sess.SessionID()
+		resyncs := f.resyncs()
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		if err := zc.Restart(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "a full re-read after the reconnection", func() bool { return f.resyncs() > resyncs }, nil)
+		if f.sess.SessionID() != sid {
+			t.Fatal("a new session: this test is about a reconnection to the same one")
+		}
+		w.put("/p3/a/y", "v=2")
+		f.waitGroups("a change after the reconnection", map[string]string{"a": "x=1,y=2"})
+		w.put("/p3/a/x", "v=3")
+		f.waitGroups("a data change after the reconnection", map[string]string{"a": "x=3,y=2"})
+	})
+}
