@@ -37,6 +37,11 @@ const (
 	// TargetConfirmedDrain bounds a confirmed drain of an idle instance
 	// (100 ms plus the longest request in flight, which is zero here).
 	TargetConfirmedDrain = 100 * time.Millisecond
+	// TargetWritesPerCycle bounds the ZooKeeper writes (transactions) of
+	// one drain/undrain cycle with TargetWritesGateways gateways (strictly
+	// fewer).
+	TargetWritesPerCycle = 20
+	TargetWritesGateways = 10
 )
 
 // PropagationOptions configure [RunPropagation]. Zero values take the
@@ -225,7 +230,7 @@ func RunPropagation(ctx context.Context, opts PropagationOptions) (*PropagationR
 		}
 		defer stop()
 	}
-	cpu0, start, zk0 := e.cpuNow(), time.Now(), e.zkCounters(ctx)
+	cpu0, start, zk0, calls0 := e.cpuNow(), time.Now(), e.zkCounters(ctx), e.gatewayCalls()
 	for n := range opts.Drains {
 		s, err := e.cycle(ctx, c, e.instances[c%len(e.instances)].addr)
 		if err != nil {
@@ -242,13 +247,32 @@ func RunPropagation(ctx context.Context, opts PropagationOptions) (*PropagationR
 		}
 	}
 	rep.CPU = e.cpuSince(cpu0, time.Since(start))
+	calls1 := e.gatewayCalls()
 	rep.ZooKeeper = zkActivity(zk0, e.zkCounters(ctx), opts.Drains, rep.CPU)
+	if rep.ZooKeeper != nil {
+		var watches int
+		for _, d := range e.gateways {
+			watches += d.Session().Watches()
+		}
+		n := float64(len(e.gateways))
+		rep.ZooKeeper.GatewayRequestsPerCycle = round(float64(calls1-calls0)/n/float64(opts.Drains), 2)
+		rep.ZooKeeper.GatewayWatches = round1(float64(watches) / n)
+	}
 	if opts.CPUProfile != "" {
 		rep.Profile = opts.CPUProfile
 	}
 	rep.GatewayIDs = e.gatewayIDs()
 	rep.summarize()
 	return rep, nil
+}
+
+// gatewayCalls is the requests all gateways' sessions sent so far.
+func (e *propEnv) gatewayCalls() uint64 {
+	var n uint64
+	for _, d := range e.gateways {
+		n += d.Session().Calls()
+	}
+	return n
 }
 
 // minWarmupCycles is the least number of warm-up cycles.

@@ -156,6 +156,12 @@ type ZooKeeperActivity struct {
 	RequestsPerCycle     float64 `json:"requests_per_cycle"`
 	// CPUPerRequestUS is the ensemble's CPU time divided by the requests.
 	CPUPerRequestUS float64 `json:"cpu_per_request_us,omitempty"`
+	// GatewayRequestsPerCycle is the requests one gateway's session sent
+	// per cycle (mean over the gateways; reads and presence writes).
+	GatewayRequestsPerCycle float64 `json:"gateway_requests_per_cycle"`
+	// GatewayWatches is the watches one gateway's session holds after
+	// the cycles (mean over the gateways).
+	GatewayWatches float64 `json:"gateway_watches"`
 }
 
 // DrainSample is one measured drain/undrain cycle, in ms after the API
@@ -241,6 +247,23 @@ func (r *PropagationReport) summarize() {
 			Unit:   "ms",
 			Met:    len(dConf) > 0 && r.Drain.NotConfirmed == 0 && r.Drain.Confirmed.P99MS <= ms(TargetConfirmedDrain),
 		},
+		{
+			What: "drain → every gateway applied the mark, p99 (p50 " + fmtMS(r.Drain.AllGateways.P50MS) + ")",
+			Target: fmt.Sprintf("p50 and p99 ≤ 2× the plain ZooKeeper watch's: ≤ %s and ≤ %s",
+				fmtMS(2*r.Drain.Watch.P50MS), fmtMS(2*r.Drain.Watch.P99MS)),
+			Value: r.Drain.AllGateways.P99MS,
+			Unit:  "ms",
+			Met: len(dAll) > 0 && len(dWatch) > 0 && r.Drain.AllGateways.P50MS <= 2*r.Drain.Watch.P50MS &&
+				r.Drain.AllGateways.P99MS <= 2*r.Drain.Watch.P99MS,
+		},
+	}
+	if z := r.ZooKeeper; z != nil && r.Setup.Gateways <= TargetWritesGateways {
+		r.Targets = append(r.Targets, TargetCheck{
+			What:   fmt.Sprintf("ZooKeeper writes per drain/undrain cycle (%d gateways)", r.Setup.Gateways),
+			Target: fmt.Sprintf("< %d with %d gateways", TargetWritesPerCycle, TargetWritesGateways),
+			Value:  z.TransactionsPerCycle,
+			Met:    z.Transactions > 0 && z.TransactionsPerCycle < TargetWritesPerCycle,
+		})
 	}
 	if r.Drain.NotConfirmed > 0 {
 		r.Notes = append(r.Notes, fmt.Sprintf("%d of %d drains were not confirmed (see samples' drain_status)", r.Drain.NotConfirmed, len(r.Samples)))
@@ -307,6 +330,7 @@ func (r *PropagationReport) WriteTable(w io.Writer) error {
 	if z := r.ZooKeeper; z != nil {
 		fmt.Fprintf(&b, "ZooKeeper per drain/undrain cycle: %.1f transactions (writes), %.1f requests received by the ensemble; %.0f µs of ensemble CPU per request\n",
 			z.TransactionsPerCycle, z.RequestsPerCycle, z.CPUPerRequestUS)
+		fmt.Fprintf(&b, "per gateway: %.2f ZooKeeper requests per cycle, %.0f watches held\n", z.GatewayRequestsPerCycle, z.GatewayWatches)
 	}
 	if r.Profile != "" {
 		fmt.Fprintf(&b, "CPU profile of the bench process (gateways + controller): %s; go tool pprof -top %s\n", r.Profile, r.Profile)

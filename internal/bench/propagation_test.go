@@ -84,7 +84,8 @@ func sample(cycle int, drainAll, confirmed float64, status string) DrainSample {
 }
 
 func TestPropagationSummarize(t *testing.T) {
-	r := &PropagationReport{Schema: PropagationReportSchema, GatewayIDs: []string{"gw-1", "gw-2"}}
+	r := &PropagationReport{Schema: PropagationReportSchema, GatewayIDs: []string{"gw-1", "gw-2"}, Setup: PropagationSetup{Gateways: 10},
+		ZooKeeper: &ZooKeeperActivity{Transactions: 1400, TransactionsPerCycle: 14, GatewayRequestsPerCycle: 3.5, GatewayWatches: 9}}
 	for i := 1; i <= 100; i++ {
 		r.Samples = append(r.Samples, sample(i, float64(i)/10, float64(i)/2, ctlclient.StatusDrained))
 	}
@@ -101,9 +102,23 @@ func TestPropagationSummarize(t *testing.T) {
 	if len(r.PerGateway) != 2 || r.PerGateway[0].ID != "gw-1" || r.PerGateway[0].Drain.MaxMS != 5 || r.PerGateway[1].Undrain.MaxMS != 2.5 {
 		t.Errorf("per gateway %+v", r.PerGateway)
 	}
-	// All gateways p99 9.9ms ≤ 10ms, confirmed p99 49.5ms ≤ 100ms.
-	if len(r.Targets) != 2 || !r.Targets[0].Met || !r.Targets[1].Met || r.Targets[1].Value != 49.5 {
+	// All gateways p99 9.9ms ≤ 10ms, confirmed p99 49.5ms ≤ 100ms, all
+	// gateways twice the watch's, 14 writes per cycle < 20.
+	if len(r.Targets) != 4 || !r.Targets[0].Met || !r.Targets[1].Met || r.Targets[1].Value != 49.5 ||
+		!r.Targets[2].Met || !r.Targets[3].Met || r.Targets[3].Value != 14 {
 		t.Errorf("targets %+v", r.Targets)
+	}
+	r.ZooKeeper.TransactionsPerCycle = 24.1
+	for i := range r.Samples {
+		r.Samples[i].DrainWatchMS = r.Samples[i].DrainAllMS / 3
+	}
+	r.summarize()
+	if r.Targets[2].Met || r.Targets[3].Met {
+		t.Errorf("targets met with 3× the watch's latency and 24.1 writes per cycle: %+v", r.Targets)
+	}
+	r.ZooKeeper.TransactionsPerCycle = 14
+	for i := range r.Samples {
+		r.Samples[i].DrainWatchMS = r.Samples[i].DrainAllMS / 2
 	}
 	if r.Failed() {
 		t.Error("Failed with every drain confirmed")

@@ -90,6 +90,9 @@ type ColdStart struct {
 	// Revision is the applied registry revision at ready (1: the first
 	// full read).
 	Revision uint64 `json:"registry_revision"`
+	// Watches is the number of watches the gateway's session holds at
+	// ready (its zkgate_zookeeper_watches; 0 from a binary without it).
+	Watches float64 `json:"gateway_watches"`
 	// RoutedInstances are the instances /admin/instances showed for each
 	// routed service (with up to 50 routes); LoadVerified says they were
 	// all there (with more routes: that the revision was the first full
@@ -134,6 +137,9 @@ type MemoryFigures struct {
 	GoSysBytes     float64 `json:"go_sys_bytes"`
 	Goroutines     float64 `json:"goroutines"`
 	GCCycles       float64 `json:"gc_cycles"`
+	// GatewayWatches is the number of watches the gateway's session holds
+	// (zkgate_zookeeper_watches); ZooKeeper.Watches is the server's count.
+	GatewayWatches float64 `json:"gateway_watches"`
 	// PerInstanceBytes is heap in use divided by the instances.
 	PerInstanceBytes float64          `json:"heap_per_instance_bytes"`
 	ZooKeeper        ZooKeeperFigures `json:"zookeeper"`
@@ -159,6 +165,10 @@ type ChangeFigures struct {
 	ByKind   map[string]Dist `json:"applied_by_kind"`
 	Routed   Dist            `json:"applied_routed"`
 	Unrouted Dist            `json:"applied_unrouted"`
+	// Ignored counts the changes to unrouted services the gateway did not
+	// publish (it follows only its routes' services); they are in no
+	// distribution.
+	Ignored int `json:"unrouted_ignored"`
 	// VerifyFailures counts changes to routed services that
 	// /admin/instances did not show once the revision had moved.
 	VerifyFailures int `json:"verify_failures"`
@@ -188,6 +198,9 @@ type ChangeSample struct {
 	// the one that showed the change, before the next change (a delete
 	// fires a data and a child watch, which may be re-read separately).
 	ExtraRevisions int `json:"extra_revisions,omitempty"`
+	// Ignored: a change to an unrouted service that the gateway did not
+	// publish within 50 ms (it does not follow the service); no latency.
+	Ignored bool `json:"ignored,omitempty"`
 	// Checked: /admin/instances was read after the change (routed
 	// services, up to 50 routes); Verified: it showed the change.
 	Checked  bool `json:"checked,omitempty"`
@@ -229,6 +242,10 @@ func (r *RegistryReport) summarize() {
 	byKind := map[string][]time.Duration{}
 	c := ChangeFigures{ByKind: map[string]Dist{}}
 	for _, s := range r.Samples {
+		if s.Ignored {
+			c.Ignored++
+			continue
+		}
 		d := msDur(s.AppliedMS)
 		all = append(all, d)
 		issue = append(issue, msDur(s.FromIssueMS))
@@ -289,9 +306,9 @@ func (r *RegistryReport) summarize() {
 			Met: r.ColdStart.PeakRSSMax > 0 && r.ColdStart.PeakRSSMax <= TargetRSS,
 		},
 		{
-			What: "one change applied, p99", Target: "≤ " + TargetChangeApplied.String(),
-			Value: c.Applied.P99MS, Unit: "ms",
-			Met: len(all) > 0 && c.Applied.P99MS <= ms(TargetChangeApplied),
+			What: "a change to a routed service applied, p99", Target: "≤ " + TargetChangeApplied.String(),
+			Value: c.Routed.P99MS, Unit: "ms",
+			Met: len(routed) > 0 && c.Routed.P99MS <= ms(TargetChangeApplied),
 		},
 	}
 }
@@ -336,22 +353,22 @@ func (r *RegistryReport) WriteTable(w io.Writer) error {
 
 	b.WriteString("cold start (process start → …):\n")
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "run\tadmin answers\tready (full load)\tfirst full read\tgateway CPU\tZooKeeper CPU\tother CPU\tpeak RSS\tRSS at ready\theap in use\tload verified\t")
+	fmt.Fprintln(tw, "run\tadmin answers\tready (full load)\tfirst full read\tgateway CPU\tZooKeeper CPU\tother CPU\tpeak RSS\tRSS at ready\theap in use\twatches\tload verified\t")
 	for _, c := range r.ColdStarts {
 		gw, zk, other := "—", "—", "—"
 		if c.CPU != nil {
 			gw, zk, other = fmt.Sprintf("%.2fs", c.CPU.GatewaySec), fmt.Sprintf("%.2fs", c.CPU.ZooKeeperSec), fmt.Sprintf("%.2fs", c.CPU.OtherSec)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%v\t\n", c.Run, fmtMS(c.ListenMS), fmtMS(c.ReadyMS), fmtMS(c.FullReadMS),
-			gw, zk, other, mib(c.PeakRSSBytes), mib(c.ReadyRSSBytes), mib(c.HeapInuseBytes), c.LoadVerified)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%v\t\n", c.Run, fmtMS(c.ListenMS), fmtMS(c.ReadyMS), fmtMS(c.FullReadMS),
+			gw, zk, other, mib(c.PeakRSSBytes), mib(c.ReadyRSSBytes), mib(c.HeapInuseBytes), thousands(c.Watches), c.LoadVerified)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	m := r.Memory
-	fmt.Fprintf(&b, "\nmemory after %s settled: RSS %s (peak %s), heap in use %s (%.0f bytes per instance), heap sys %s, Go sys %s, %.0f goroutines; ZooKeeper RSS %s, %s watches\n\n",
+	fmt.Fprintf(&b, "\nmemory after %s settled: RSS %s (peak %s), heap in use %s (%.0f bytes per instance), heap sys %s, Go sys %s, %.0f goroutines; gateway holds %s watches; ZooKeeper RSS %s, %s watches\n\n",
 		s.SettleText, mib(m.RSSBytes), mib(m.PeakRSSBytes), mib(m.HeapInuseBytes), m.PerInstanceBytes, mib(m.HeapSysBytes),
-		mib(m.GoSysBytes), m.Goroutines, mib(m.ZooKeeper.RSSBytes), thousands(m.ZooKeeper.Watches))
+		mib(m.GoSysBytes), m.Goroutines, thousands(m.GatewayWatches), mib(m.ZooKeeper.RSSBytes), thousands(m.ZooKeeper.Watches))
 
 	fmt.Fprintf(&b, "single changes (ZooKeeper write returned → gateway's applied registry revision moved; /readyz polled every %s):\n", s.PollText)
 	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -369,6 +386,9 @@ func (r *RegistryReport) WriteTable(w io.Writer) error {
 	}
 	row("  routed service", c.Routed)
 	row("  unrouted service", c.Unrouted)
+	if c.Ignored > 0 {
+		fmt.Fprintf(tw, "  unrouted service, not published (not followed)\t%d\t\t\t\t\t\n", c.Ignored)
+	}
 	row("applied, from the write's issue", c.FromIssue)
 	row("ZooKeeper write round trip", c.Write)
 	row("measurement window", c.Resolution)

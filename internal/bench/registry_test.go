@@ -103,6 +103,10 @@ func TestRegistrySummarize(t *testing.T) {
 		})
 	}
 	r.Samples[5].ExtraRevisions = 2 // a delete
+	// Changes to unrouted services the gateway did not follow: no latency.
+	for i := range 4 {
+		r.Samples = append(r.Samples, ChangeSample{N: 100 + i, Kind: kinds[i%3], Ignored: true, WriteMS: 1})
+	}
 	r.summarize()
 	if r.ColdStart.ReadyMedianMS != 2500 || r.ColdStart.ReadyMaxMS != 4000 || r.ColdStart.PeakRSSMax != 210<<20 {
 		t.Errorf("cold start %+v", r.ColdStart)
@@ -110,6 +114,9 @@ func TestRegistrySummarize(t *testing.T) {
 	c := r.Changes
 	if c.Applied.N != 99 || c.Applied.MaxMS != 11 || c.ByKind[ChangeData].N != 33 || c.Routed.N != 50 || c.Unrouted.N != 49 {
 		t.Errorf("changes %+v", c)
+	}
+	if c.Ignored != 4 {
+		t.Errorf("ignored %d, want 4", c.Ignored)
 	}
 	if c.ExtraRevisions != 2 || c.SplitByKind[ChangeDelete] != 1 || c.VerifyFailures != 0 {
 		t.Errorf("extra %d split %v verify %d", c.ExtraRevisions, c.SplitByKind, c.VerifyFailures)
@@ -119,7 +126,7 @@ func TestRegistrySummarize(t *testing.T) {
 		met[tc.What] = tc.Met
 	}
 	if !met["cold start to ready with the full registry, median of the runs"] || !met["gateway RSS after the load settled"] ||
-		met["gateway peak RSS (VmHWM) during the cold starts"] || met["one change applied, p99"] {
+		met["gateway peak RSS (VmHWM) during the cold starts"] || met["a change to a routed service applied, p99"] {
 		t.Errorf("targets %+v", r.Targets)
 	}
 	if r.Failed() {
@@ -131,8 +138,8 @@ func TestRegistrySummarize(t *testing.T) {
 	}
 	out := b.String()
 	for _, want := range []string{
-		"cold start 3: registry revision 2 at ready", "delete 1 of 33", "1.50s", "one change applied, p99: 11.00ms (target ≤ 10ms) — MISSED",
-		"data an instance",
+		"cold start 3: registry revision 2 at ready", "delete 1 of 33", "1.50s", "a change to a routed service applied, p99: 11.00ms (target ≤ 10ms) — MISSED",
+		"data an instance", "not published (not followed)",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)

@@ -294,7 +294,7 @@ Flags:
 	}
 	services := fs.Int("services", 10000, "services in the registry")
 	instances := fs.Int("instances", 100000, "instances in the registry, spread evenly over the services")
-	routes := fs.Int("routes", 3, "services the gateway routes to")
+	routes := fs.Int("routes", 10, "services the gateway routes to (a gateway follows only those)")
 	coldStarts := fs.Int("cold-starts", 3, "gateway starts measured")
 	changes := fs.Int("changes", 300, "single changes measured (add, change data, delete in turn)")
 	pause := fs.Duration("pause", 20*time.Millisecond, "pause between changes")

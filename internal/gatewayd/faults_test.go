@@ -358,14 +358,18 @@ func TestNoRoutingBeforeMarksLoaded(t *testing.T) {
 }
 
 // The presence node is written when its content changes, not for every
-// table applied (a change of a service the gateway does not route) nor for
+// table applied (a change of a service without marks) nor for
 // every request to an instance the gateway fails open to.
 func TestPresenceWrittenOnlyOnChange(t *testing.T) {
 	zc := zktest.Start(t)
 	conn := connect(t, zc)
 	ha, pa := backend(t, "a")
 	register(t, conn, "orders", "a", ha, pa)
-	d := startGateway(t, zc.Servers(), nil)
+	// billing is routed but has no mark: its tables change nothing in the
+	// report.
+	d := startGateway(t, zc.Servers(), func(c *config.Config) {
+		c.Gateway.Routes = append(c.Gateway.Routes, config.Route{Prefix: "/billing/", Service: "billing"})
+	})
 	proxy := "http://" + d.ProxyAddr()
 	eventually(t, "ready", func() bool { c, _ := readyz(d); return c == 200 })
 	addrA := net.JoinHostPort(ha, strconv.Itoa(pa))
@@ -390,7 +394,7 @@ func TestPresenceWrittenOnlyOnChange(t *testing.T) {
 			t.Fatalf("fail-open request: %d", c)
 		}
 	}
-	// Tables for a service without a route.
+	// Tables for a service without a mark.
 	hx, px := backend(t, "x")
 	for i := 0; i < 10; i++ {
 		node := register(t, conn, "billing", "x"+strconv.Itoa(i), hx, px)

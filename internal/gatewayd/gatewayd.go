@@ -146,12 +146,19 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, erro
 	}
 	d := &Daemon{cfg: cfg, log: log, sess: sess, id: id, components: component.NewGroup(log, "gateway"), routed: map[string]bool{},
 		proxyLn: proxyLn, adminLn: adminLn}
+	services := []string{}
 	for _, rt := range cfg.Gateway.Routes {
+		if !d.routed[rt.Service] {
+			services = append(services, rt.Service)
+		}
 		d.routed[rt.Service] = true
 	}
+	// A gateway reads and watches only the services its routes name
+	// (routes name services exactly: README.md, Configuration): its cold
+	// start and memory grow with what it routes, not with the registry.
 	d.reg = registry.NewCache(sess, registry.Options{
 		Root: cfg.Registry.Root, Parser: parser, Watch: *cfg.Registry.Watch,
-		ResyncInterval: cfg.Registry.ResyncInterval, Logger: log, Registerer: promReg,
+		ResyncInterval: cfg.Registry.ResyncInterval, Services: services, Logger: log, Registerer: promReg,
 	})
 	d.marks = marks.NewCache(sess, marks.Options{
 		ZKRoot: cfg.ZooKeeper.Root, ResyncInterval: cfg.Registry.ResyncInterval, Logger: log, Registerer: promReg,

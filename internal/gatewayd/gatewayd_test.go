@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -199,4 +201,55 @@ func TestGatewayConfigErrors(t *testing.T) {
 			t.Errorf("config %q: error %v, want it to mention %q", tc.yaml, err, tc.want)
 		}
 	}
+}
+
+// A gateway reads and watches only the services its routes name: a
+// registry of other services costs it nothing, changes to them publish no
+// table, and a routed service registered after the start is followed.
+func TestGatewayFollowsOnlyRoutedServices(t *testing.T) {
+	zc := zktest.Start(t)
+	conn, _, err := zk.Connect(zc.Servers(), 5*time.Second, zk.WithLogInfo(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	h, p := backend(t, "a")
+	for s := range 30 {
+		for i := range 3 {
+			register(t, conn, fmt.Sprintf("other-%02d", s), fmt.Sprintf("i%d", i), h, p+i+1)
+		}
+	}
+	register(t, conn, "orders", "a", h, p)
+	d := startGateway(t, zc.Servers(), func(c *config.Config) {
+		// A second route to orders, and one to a service registered later.
+		c.Gateway.Routes = append(c.Gateway.Routes,
+			config.Route{Prefix: "/o2/", Service: "orders"}, config.Route{Prefix: "/billing/", Service: "billing"})
+	})
+	eventually(t, "ready", func() bool { c, _ := get("http://" + d.AdminAddr() + "/readyz"); return c == 200 })
+	snap := d.Registry().Snapshot()
+	if len(snap.Services) != 1 || len(snap.Instances("orders")) != 1 {
+		t.Fatalf("registry snapshot has services %v, want only orders", slices.Sorted(maps.Keys(snap.Services)))
+	}
+	// The root's child watch, a persistent watch on orders (billing does
+	// not exist yet) and one on the marks directory; none for the 90
+	// other registrations.
+	if got := d.Session().Watches(); got > 3 {
+		t.Fatalf("the gateway holds %d watches, want at most 3", got)
+	}
+	// A change to an unrouted service, then one to a routed service: the
+	// second is the only new table.
+	register(t, conn, "other-00", "late", h, p+100)
+	register(t, conn, "orders", "a2", h, p+101)
+	eventually(t, "a second orders instance", func() bool { return len(d.Registry().Snapshot().Instances("orders")) == 2 })
+	snap2 := d.Registry().Snapshot()
+	if got := snap2.Revision - snap.Revision; got != 1 || len(snap2.Services) != 1 {
+		t.Fatalf("after a change to an unrouted service and one to a routed one: %d new revisions, services %v; want 1 and orders",
+			got, slices.Sorted(maps.Keys(snap2.Services)))
+	}
+	hb, pb := backend(t, "b")
+	register(t, conn, "billing", "b", hb, pb)
+	eventually(t, "a routed service registered after the start", func() bool {
+		c, b := get("http://" + d.ProxyAddr() + "/billing/x")
+		return c == 200 && b == "b /billing/x"
+	})
 }

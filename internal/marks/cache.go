@@ -49,7 +49,10 @@ func NewCache(sess *zksession.Session, opts Options) *Cache {
 			}
 			return out, len(out) > 0
 		},
-		Watch:          true,
+		Watch: true,
+		// One persistent recursive watch on the marks directory: a new
+		// mark costs each gateway one read, a deleted one none.
+		Persistent:     true,
 		ResyncInterval: opts.ResyncInterval,
 		MetricsPrefix:  "zkgate_marks",
 		Logger:         opts.Logger,

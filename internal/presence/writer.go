@@ -69,12 +69,14 @@ type Writer struct {
 	// Run's own state.
 	version  int32          // the node's version after our last write
 	lastKey  []byte         // the last report written, time and revisions aside
+	lastRep  Report         // the last report written
 	owned    map[int64]bool // sessions in which we created the node
 	conflict int64          // owner of the node while another session holds it
 
 	mu       sync.Mutex
 	writes   int64
 	skipped  int64
+	deferred int64
 	detached string // why the node is not held, when known
 }
 
@@ -116,6 +118,15 @@ func (w *Writer) Path() string { return path.Join(Dir(w.opts.ZKRoot), w.opts.ID)
 // content differs from the last one written, updated_ms and the revisions
 // aside: those change with every table the gateway applies, even for
 // services it does not route, and the heartbeat keeps updated_ms fresh.
+//
+// A report that differs from the last one written only by marks that
+// left it (an undrain, an expired or cleared mark) is not written at once
+// either: nothing waits for a mark's removal, and an entry left for a
+// mark that no longer exists can confirm nothing (the controller counts
+// only entries of the mark's current mzxid or newer, and a mark written
+// again gets a newer one). The next write carries the removal: the next
+// change, or the heartbeat. This halves the presence writes of a
+// drain/undrain cycle.
 func (w *Writer) Notify() {
 	select {
 	case w.notify <- struct{}{}:
@@ -128,6 +139,14 @@ func (w *Writer) Writes() int64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.writes
+}
+
+// Deferred returns how many notifications found only marks removed since
+// the last write, and so left the write to the next change or heartbeat.
+func (w *Writer) Deferred() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.deferred
 }
 
 // Skipped returns how many notifications found nothing new to write.
@@ -292,8 +311,7 @@ func (w *Writer) leaveNow(ctx context.Context, needCreate bool) error {
 		return nil
 	}
 	defer w.setDetached("the gateway left")
-	data, _ := w.encode(true)
-	st, err := w.sess.Set(ctx, w.Path(), data, w.version)
+	st, err := w.sess.Set(ctx, w.Path(), w.encode(true).data, w.version)
 	if err != nil {
 		return fmt.Errorf("writing the leaving report: %w", err)
 	}
@@ -324,28 +342,68 @@ func (w *Writer) deleteHeld() {
 	_ = w.sess.Delete(dctx, w.Path(), w.version)
 }
 
+// encoded is a report ready to write.
+type encoded struct {
+	rep  Report
+	data []byte
+	key  []byte // the content without updated_ms and the revisions
+}
+
 // encode returns the report to write, and its content without updated_ms
 // and the revisions (to compare with the last one written).
-func (w *Writer) encode(leaving bool) (data, key []byte) {
+func (w *Writer) encode(leaving bool) encoded {
 	r := w.opts.Report()
 	r.ID = w.opts.ID
 	r.Leaving = leaving
-	regRev, marksRev := r.RegistryRevision, r.MarksRevision
+	key := reportKey(r)
+	r.UpdatedMs = time.Now().UnixMilli()
+	data, _ := json.Marshal(r) // plain data: cannot fail
+	return encoded{rep: r, data: data, key: key}
+}
+
+// reportKey is r's content without updated_ms and the revisions.
+func reportKey(r Report) []byte {
 	r.UpdatedMs, r.RegistryRevision, r.MarksRevision = 0, 0, 0
-	key, _ = json.Marshal(r) // plain data: cannot fail
-	r.UpdatedMs, r.RegistryRevision, r.MarksRevision = time.Now().UnixMilli(), regRev, marksRev
-	data, _ = json.Marshal(r)
-	return data, key
+	key, _ := json.Marshal(r) // plain data: cannot fail
+	return key
+}
+
+// onlyRemoved reports whether cur differs from last only by marks that
+// left it: every mark of cur is in last, identical, and the rest of the
+// content is the same.
+func onlyRemoved(last Report, lastKey []byte, cur Report) bool {
+	if len(cur.Marks) >= len(last.Marks) {
+		return false
+	}
+	type id struct{ service, addr string }
+	had := make(map[id]AppliedMark, len(last.Marks))
+	for _, m := range last.Marks {
+		had[id{m.Service, m.Addr}] = m
+	}
+	for _, m := range cur.Marks {
+		if prev, ok := had[id{m.Service, m.Addr}]; !ok || prev != m {
+			return false
+		}
+	}
+	cur.Marks = last.Marks
+	return bytes.Equal(reportKey(cur), lastKey)
 }
 
 // update writes the current report, unless (force false) its content is
-// the last one written. It reports false when the node must be checked
-// (and re-created) before the next write.
+// the last one written, or differs from it only by marks removed (see
+// Notify). It reports false when the node must be checked (and
+// re-created) before the next write.
 func (w *Writer) update(ctx context.Context, force bool) bool {
-	data, key := w.encode(false)
-	if !force && bytes.Equal(key, w.lastKey) {
+	enc := w.encode(false)
+	if !force && bytes.Equal(enc.key, w.lastKey) {
 		w.mu.Lock()
 		w.skipped++
+		w.mu.Unlock()
+		return true
+	}
+	if !force && w.lastKey != nil && onlyRemoved(w.lastRep, w.lastKey, enc.rep) {
+		w.mu.Lock()
+		w.deferred++
 		w.mu.Unlock()
 		return true
 	}
@@ -356,7 +414,7 @@ func (w *Writer) update(ctx context.Context, force bool) bool {
 		w.setDetached("ZooKeeper session expired: the presence node went with it")
 		return false
 	}
-	err := w.write(ctx, data, key)
+	err := w.write(ctx, enc)
 	switch {
 	case err == nil:
 		return true
@@ -383,12 +441,12 @@ func (w *Writer) update(ctx context.Context, force bool) bool {
 
 // write sets the node's content, conditional on the version of our last
 // write.
-func (w *Writer) write(ctx context.Context, data, key []byte) error {
-	st, err := w.sess.Set(ctx, w.Path(), data, w.version)
+func (w *Writer) write(ctx context.Context, enc encoded) error {
+	st, err := w.sess.Set(ctx, w.Path(), enc.data, w.version)
 	if err != nil {
 		return err
 	}
-	w.version, w.lastKey = st.Version, key
+	w.version, w.lastKey, w.lastRep = st.Version, enc.key, enc.rep
 	w.count()
 	return nil
 }
@@ -444,8 +502,7 @@ func (w *Writer) create(ctx context.Context) error {
 			// Ours: an earlier write failed, or a create's outcome was
 			// unknown. Take its version and write the current report.
 			w.version = st.Version
-			data, key := w.encode(false)
-			if err := w.write(ctx, data, key); err != nil {
+			if err := w.write(ctx, w.encode(false)); err != nil {
 				if errors.Is(err, zksession.ErrBadVersion) || errors.Is(err, zksession.ErrNoNode) {
 					continue
 				}
@@ -464,15 +521,15 @@ func (w *Writer) create(ctx context.Context) error {
 			return &conflictError{path: w.Path(), owner: st.EphemeralOwner}
 		}
 		w.owned[sid] = true
-		data, key := w.encode(false)
-		_, err = w.sess.Create(ctx, w.Path(), data, zksession.FlagEphemeral, acl)
+		enc := w.encode(false)
+		_, err = w.sess.Create(ctx, w.Path(), enc.data, zksession.FlagEphemeral, acl)
 		if errors.Is(err, zksession.ErrNodeExists) {
 			continue
 		}
 		if err != nil {
 			return err
 		}
-		w.version, w.lastKey = 0, key
+		w.version, w.lastKey, w.lastRep = 0, enc.key, enc.rep
 		w.count()
 		w.setHeld(gen)
 		w.log.Info("presence node created", "path", w.Path())

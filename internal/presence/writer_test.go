@@ -264,3 +264,40 @@ func TestWriterAfterOwnSessionExpired(t *testing.T) {
 		t.Fatalf("the writer blamed someone else for the node its own expired session took:\n%s", out)
 	}
 }
+
+// A report that lost marks and changed nothing else is not written at
+// once: nothing waits for a removal. The next change carries it; a mark
+// that comes back (a newer version) or changes state is written at once.
+func TestWriterDefersRemovals(t *testing.T) {
+	e := newWriterEnv(t)
+	a := presence.AppliedMark{Service: "s", Addr: "10.0.0.1:80", Mzxid: 3, State: "drained"}
+	b := presence.AppliedMark{Service: "s", Addr: "10.0.0.2:80", Mzxid: 4, State: "drained"}
+	e.set(func(r *presence.Report) { r.Marks = []presence.AppliedMark{a, b} })
+	waitUntil(t, "two marks", func() bool { r, _ := e.read(t); return len(r.Marks) == 2 })
+	writes := e.w.Writes()
+
+	e.set(func(r *presence.Report) { r.Marks = []presence.AppliedMark{a}; r.MarksRevision++ })
+	waitUntil(t, "the removal to be deferred", func() bool { return e.w.Deferred() == 1 })
+	time.Sleep(20 * time.Millisecond)
+	if r, _ := e.read(t); len(r.Marks) != 2 || e.w.Writes() != writes {
+		t.Fatalf("a removal alone was written: %d writes, marks %+v", e.w.Writes()-writes, r.Marks)
+	}
+
+	// The next change carries the removal.
+	e.set(func(r *presence.Report) { r.Marks[0].InFlight = 1; r.Marks[0].State = "draining" })
+	waitUntil(t, "the next change", func() bool {
+		r, _ := e.read(t)
+		return len(r.Marks) == 1 && r.Marks[0].InFlight == 1
+	})
+
+	// A removal together with a new mark version is written at once.
+	b.Mzxid = 9
+	e.set(func(r *presence.Report) { r.Marks = []presence.AppliedMark{b} })
+	waitUntil(t, "a new version of a mark", func() bool {
+		r, _ := e.read(t)
+		return len(r.Marks) == 1 && r.Marks[0].Mzxid == 9
+	})
+	if e.w.Deferred() != 1 {
+		t.Fatalf("%d deferrals, want 1", e.w.Deferred())
+	}
+}

@@ -26,8 +26,14 @@ type Options struct {
 	// ResyncInterval is how often everything is re-read even if no watch
 	// fired. Default 30s.
 	ResyncInterval time.Duration
-	Logger         *slog.Logger
-	Registerer     prometheus.Registerer
+	// Services, when not nil, restricts the cache to these services (a
+	// gateway follows only the services its routes name): the others are
+	// neither read nor watched and never appear in a snapshot; a listed
+	// service registered later appears as soon as its node is created.
+	// Nil follows every service (the controller).
+	Services   []string
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // Cache follows the registry and publishes Snapshots. Its metrics are named
@@ -46,8 +52,17 @@ func NewCache(sess *zksession.Session, opts Options) *Cache {
 		parser = CuratorParser{}
 	}
 	metadata := newInterner()
+	var groups func(string) bool
+	if opts.Services != nil {
+		follow := make(map[string]bool, len(opts.Services))
+		for _, s := range opts.Services {
+			follow[s] = true
+		}
+		groups = func(service string) bool { return follow[service] }
+	}
 	return &Cache{tree: zktree.New(sess, zktree.Options[Instance, []Instance]{
-		Root: opts.Root,
+		Root:   opts.Root,
+		Groups: groups,
 		Parse: func(service, node string, data []byte, st *zksession.Stat) (Instance, error) {
 			in, err := parser.Parse(service, node, data, NodeStat{
 				Czxid: st.Czxid, Mzxid: st.Mzxid, Ctime: st.Ctime, EphemeralOwner: st.EphemeralOwner,
@@ -63,7 +78,11 @@ func NewCache(sess *zksession.Session, opts Options) *Cache {
 		Build: func(_ string, ins []Instance) ([]Instance, bool) {
 			return Dedupe(ins), len(ins) > 0
 		},
-		Watch:          opts.Watch,
+		Watch: opts.Watch,
+		// One persistent recursive watch on the root (or on each followed
+		// service) instead of one per node: ZooKeeper 3.6+, with a
+		// fallback to one-shot watches.
+		Persistent:     true,
 		ResyncInterval: opts.ResyncInterval,
 		MetricsPrefix:  "zkgate_registry",
 		Logger:         opts.Logger,

@@ -140,3 +140,14 @@ func FuzzCuratorParse(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkCuratorParse(b *testing.B) {
+	data := []byte(springPayment)
+	st := NodeStat{Czxid: 7, Mzxid: 9}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := (CuratorParser{}).Parse("payment", "c0366eae-aa2e-4175-963d-51c139d008d0", data, st); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

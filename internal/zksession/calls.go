@@ -17,6 +17,9 @@ var (
 	ErrNodeExists = zk.ErrNodeExists
 	ErrBadVersion = zk.ErrBadVersion
 	ErrNotEmpty   = zk.ErrNotEmpty
+	// ErrUnimplemented: the server does not know the request (for
+	// example AddWatchRecursive on ZooKeeper before 3.6).
+	ErrUnimplemented = zk.ErrUnimplemented
 )
 
 // Stat is a znode's stat.
@@ -54,6 +57,7 @@ func call[T any](ctx context.Context, s *Session, f func(*zk.Conn) (T, error)) (
 	if closed {
 		return zero, ErrClosed
 	}
+	s.calls.Add(1)
 	type result struct {
 		v   T
 		err error
@@ -89,7 +93,7 @@ func (s *Session) Get(ctx context.Context, p string) ([]byte, *Stat, error) {
 // change or deletion produces a hint for the path. If a data watch set
 // through this session is already armed, no second one is added.
 func (s *Session) GetW(ctx context.Context, p string) ([]byte, *Stat, error) {
-	if !s.arm(watchKey{p, false}) {
+	if !s.arm(watchKey{path: p}) {
 		return s.Get(ctx, p)
 	}
 	r, err := call(ctx, s, func(c *zk.Conn) (dataStat, error) {
@@ -97,7 +101,7 @@ func (s *Session) GetW(ctx context.Context, p string) ([]byte, *Stat, error) {
 		return dataStat{d, st}, err
 	})
 	if err != nil {
-		s.disarm(watchKey{p, false})
+		s.disarm(watchKey{path: p})
 	}
 	return r.data, r.stat, wrap("get", p, err)
 }
@@ -119,7 +123,7 @@ func (s *Session) Children(ctx context.Context, p string) ([]string, *Stat, erro
 // ChildrenW lists a node's children and makes sure a child watch is armed
 // on it (see GetW).
 func (s *Session) ChildrenW(ctx context.Context, p string) ([]string, *Stat, error) {
-	if !s.arm(watchKey{p, true}) {
+	if !s.arm(watchKey{path: p, child: true}) {
 		return s.Children(ctx, p)
 	}
 	r, err := call(ctx, s, func(c *zk.Conn) (childrenStat, error) {
@@ -127,9 +131,33 @@ func (s *Session) ChildrenW(ctx context.Context, p string) ([]string, *Stat, err
 		return childrenStat{ch, st}, err
 	})
 	if err != nil {
-		s.disarm(watchKey{p, true})
+		s.disarm(watchKey{path: p, child: true})
 	}
 	return r.children, r.stat, wrap("list", p, err)
+}
+
+// AddWatchRecursive makes sure a persistent recursive watch (ZooKeeper
+// 3.6+) is armed on p, which need not exist: from then on every creation,
+// deletion and data change of p or of any node below it produces a hint
+// for that node's path (no child events: a child's creation or deletion
+// is reported on the child's path). Unlike one-shot watches it stays
+// armed when it fires, so no change between an event and the next read
+// goes unreported. It is lost with the connection: after every
+// reconnection (a Reconnected hint) the caller must call it again before
+// re-reading; until then it is not counted as armed. If one is already
+// armed through this session, nothing is sent.
+func (s *Session) AddWatchRecursive(ctx context.Context, p string) error {
+	k := watchKey{path: p, recursive: true}
+	if !s.arm(k) {
+		return nil
+	}
+	_, err := call(ctx, s, func(c *zk.Conn) (struct{}, error) {
+		return struct{}{}, c.AddWatch(p, zk.AddWatchModePersistentRecursive)
+	})
+	if err != nil {
+		s.disarm(k)
+	}
+	return wrap("addWatch", p, err)
 }
 
 type existsStat struct {
@@ -246,6 +274,20 @@ func (s *Session) EnsurePath(ctx context.Context, p string, acl []ACL) error {
 		}
 	}
 	return nil
+}
+
+// Calls returns how many requests the session has sent to ZooKeeper
+// through its methods (a multi counts once).
+func (s *Session) Calls() uint64 { return s.calls.Load() }
+
+// Watches returns how many watches this session holds through GetW,
+// ChildrenW (armed and not fired yet) and AddWatchRecursive; ExistsW
+// watches are not counted. Each costs memory in the client and on the
+// server.
+func (s *Session) Watches() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.armed)
 }
 
 func (s *Session) arm(k watchKey) bool {

@@ -28,6 +28,11 @@ type Hints struct {
 type Batch struct {
 	// Paths had watch events (of any type).
 	Paths map[string]struct{}
+	// Deleted holds the paths of Paths whose latest event said the node
+	// was deleted: unless something re-created it since (which its
+	// parent's child watch reports), it is gone, and need not be read to
+	// find out.
+	Deleted map[string]struct{}
 	// Reconnected: the client (re)connected; anything may have been missed
 	// while it was disconnected, so a full resync is due.
 	Reconnected bool
@@ -85,7 +90,7 @@ func (h *Hints) signalLocked() {
 	}
 }
 
-func (h *Hints) addPath(p string) {
+func (h *Hints) addPath(p string, deleted bool) {
 	if p != h.prefix && !strings.HasPrefix(p, h.prefix+"/") && h.prefix != "" {
 		return
 	}
@@ -98,6 +103,14 @@ func (h *Hints) addPath(p string) {
 		h.batch.Paths = map[string]struct{}{}
 	}
 	h.batch.Paths[p] = struct{}{}
+	if deleted {
+		if h.batch.Deleted == nil {
+			h.batch.Deleted = map[string]struct{}{}
+		}
+		h.batch.Deleted[p] = struct{}{}
+	} else {
+		delete(h.batch.Deleted, p)
+	}
 	h.signalLocked()
 }
 

@@ -30,6 +30,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -101,9 +102,10 @@ const DefaultUnreachableWarnEvery = 5 * time.Second
 // Session is a ZooKeeper client session with zkgate's own state tracking.
 // All methods are safe for concurrent use.
 type Session struct {
-	cfg  Config
-	conn *zk.Conn
-	log  *slog.Logger
+	cfg   Config
+	conn  *zk.Conn
+	log   *slog.Logger
+	calls atomic.Uint64 // requests sent through the session's methods
 
 	mu          sync.Mutex
 	state       State
@@ -133,6 +135,9 @@ type Session struct {
 type watchKey struct {
 	path  string
 	child bool
+	// recursive: a persistent recursive watch (AddWatchRecursive); it
+	// stays armed when it fires, and is dropped at every reconnection.
+	recursive bool
 }
 
 // Connect starts a session. It does not wait for the connection: use
@@ -406,16 +411,16 @@ func (s *Session) onEvent(ev zk.Event) {
 	}
 	switch ev.Type {
 	case zk.EventNodeDataChanged:
-		delete(s.armed, watchKey{ev.Path, false})
+		delete(s.armed, watchKey{path: ev.Path})
 	case zk.EventNodeChildrenChanged:
-		delete(s.armed, watchKey{ev.Path, true})
+		delete(s.armed, watchKey{path: ev.Path, child: true})
 	case zk.EventNodeDeleted:
-		delete(s.armed, watchKey{ev.Path, false})
-		delete(s.armed, watchKey{ev.Path, true})
+		delete(s.armed, watchKey{path: ev.Path})
+		delete(s.armed, watchKey{path: ev.Path, child: true})
 	case zk.EventNotWatching:
 		// Watches were invalidated (session expired or client closed).
-		delete(s.armed, watchKey{ev.Path, false})
-		delete(s.armed, watchKey{ev.Path, true})
+		delete(s.armed, watchKey{path: ev.Path})
+		delete(s.armed, watchKey{path: ev.Path, child: true})
 		return
 	}
 	if s.cfg.DropEvent != nil && s.cfg.DropEvent(ev) {
@@ -423,7 +428,7 @@ func (s *Session) onEvent(ev zk.Event) {
 		return
 	}
 	for h := range s.hints {
-		h.addPath(ev.Path)
+		h.addPath(ev.Path, ev.Type == zk.EventNodeDeleted)
 	}
 }
 
@@ -448,6 +453,15 @@ func (s *Session) onSessionEvent(ev zk.Event) {
 		if newSession {
 			s.generation++
 			s.armed = map[watchKey]struct{}{}
+		} else {
+			// The client re-arms one-shot watches on a reconnection, not
+			// persistent ones: their owners add them again (the
+			// Reconnected hint asks them for a full re-read).
+			for k := range s.armed {
+				if k.recursive {
+					delete(s.armed, k)
+				}
+			}
 		}
 		if s.authPending {
 			// Reported once the credentials are accepted (addAuth).

@@ -43,9 +43,25 @@ type Options[T, G any] struct {
 	// Flat follows root/<item> instead: every child of Root is an item of
 	// the single group "".
 	Flat bool
+	// Groups, when set, restricts the tree to the groups it accepts (a
+	// gateway follows only the services its routes name): the others are
+	// neither read nor watched and never appear in a snapshot. The root's
+	// children stay watched, so an accepted group that appears later is
+	// read as soon as it is created. Nil follows every group. Ignored when
+	// Flat.
+	Groups func(name string) bool
 	// Watch arms watches and follows their hints. When false the tree is
 	// re-read only every ResyncInterval (a polling baseline).
 	Watch bool
+	// Persistent (with Watch) arms ZooKeeper 3.6+ persistent recursive
+	// watches instead of one-shot ones: one on Root, or, with Groups, one
+	// on each accepted group (Root then keeps a one-shot child watch, for
+	// accepted groups that appear later). A new item then costs one read
+	// (no re-listing of its group), a deleted one none, and no change can
+	// fall between an event and the read that would re-arm a one-shot
+	// watch. The watches are added again after every reconnection, before
+	// the full re-read.
+	Persistent bool
 	// ResyncInterval is how often everything is re-read even if no watch
 	// fired. Default 30s.
 	ResyncInterval time.Duration
@@ -103,6 +119,9 @@ type Tree[T, G any] struct {
 	// lastSync is when the last full re-read completed (unix nanos).
 	lastSync atomic.Int64
 	loaded   atomic.Bool
+	// oneShot is set when the servers refused persistent watches (before
+	// ZooKeeper 3.6): the tree falls back to one-shot watches.
+	oneShot atomic.Bool
 
 	// Owned by Run.
 	groups   map[string]*group[T]
@@ -250,7 +269,7 @@ func (t *Tree[T, G]) Run(ctx context.Context) error {
 			if !t.opts.Watch {
 				continue
 			}
-			if err := t.applyHints(ctx, b.Paths); errors.Is(err, errRootAppeared) {
+			if err := t.applyHints(ctx, b.Paths, b.Deleted); errors.Is(err, errRootAppeared) {
 				needFull = true
 			} else if err != nil {
 				t.log.Warn("re-reading after watch events failed; scheduling full resync", "err", err)
@@ -271,16 +290,23 @@ func (t *Tree[T, G]) fullResync(ctx context.Context) error {
 	// Every Resync call that returned this ticket or an older one was made
 	// before the re-read below begins.
 	ticket := t.tickets.Load()
+	if t.rootRecursive() {
+		// Armed before anything is read: every later change is reported.
+		if err := t.addRecursive(ctx, t.opts.Root); err != nil {
+			return fmt.Errorf("watching %s: %w", t.opts.Root, err)
+		}
+	}
 	names := []string{""}
 	if !t.opts.Flat {
 		var err error
-		names, err = t.children(ctx, t.opts.Root)
+		names, err = t.listRoot(ctx)
 		if errors.Is(err, zksession.ErrNoNode) {
 			names, err = nil, t.watchRootCreation(ctx)
 		}
 		if err != nil {
 			return fmt.Errorf("listing %s: %w", t.opts.Root, err)
 		}
+		names = t.accepted(names)
 	}
 	fresh, err := t.readAll(ctx, names)
 	if err != nil {
@@ -298,6 +324,26 @@ func (t *Tree[T, G]) fullResync(ctx context.Context) error {
 	t.metrics.resyncSeconds.Observe(time.Since(start).Seconds())
 	t.log.Debug("full resync", "groups", len(fresh), "took", time.Since(start))
 	return nil
+}
+
+// accepted returns the names of the groups the tree follows (all unless
+// Options.Groups is set). It may reuse names.
+func (t *Tree[T, G]) accepted(names []string) []string {
+	if t.opts.Groups == nil || t.opts.Flat {
+		return names
+	}
+	out := names[:0]
+	for _, n := range names {
+		if t.opts.Groups(n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// follows reports whether the tree follows the group name.
+func (t *Tree[T, G]) follows(name string) bool {
+	return t.opts.Groups == nil || t.opts.Flat || t.opts.Groups(name)
 }
 
 // readAll reads the named groups, in two phases each with up to
@@ -338,7 +384,7 @@ func (t *Tree[T, G]) readAll(ctx context.Context, names []string) (map[string]*g
 	listed := make([]bool, len(names))
 	for i, name := range names {
 		ok := run(func() {
-			ns, err := t.children(ctx, path.Join(t.opts.Root, name))
+			ns, err := t.listGroup(ctx, name)
 			if errors.Is(err, zksession.ErrNoNode) {
 				return // gone meanwhile (or, flat, the root is missing)
 			}
@@ -409,8 +455,8 @@ var errRootAppeared = errors.New("root created while arming its creation watch")
 // report its children, so it returns errRootAppeared and the caller lists
 // again.
 func (t *Tree[T, G]) watchRootCreation(ctx context.Context) error {
-	if !t.opts.Watch {
-		return nil
+	if !t.opts.Watch || t.rootRecursive() {
+		return nil // the persistent watch on Root reports its creation
 	}
 	ok, _, err := t.sess.ExistsW(ctx, t.opts.Root)
 	if err == nil && ok {
@@ -453,9 +499,16 @@ func (t *Tree[T, G]) countDivergence(fresh map[string]*group[T]) {
 }
 
 // applyHints re-reads the paths that had watch events and publishes the
-// result if anything changed.
-func (t *Tree[T, G]) applyHints(ctx context.Context, paths map[string]struct{}) error {
+// result if anything changed. An item whose latest event was its deletion
+// (in deleted) is dropped without being read. With one-shot watches its
+// group is re-listed (as the group's own child event asks anyway): an
+// item re-created after the deletion is found there, even when the
+// group's child event came in an earlier batch and its re-listing, seeing
+// the item still known, did not read it. With persistent watches the
+// re-creation has its own event.
+func (t *Tree[T, G]) applyHints(ctx context.Context, paths, deleted map[string]struct{}) error {
 	dirty := map[string]bool{}
+	relist := map[string]bool{}
 	rootChanged := false
 	for p := range paths {
 		if p == t.opts.Root {
@@ -467,16 +520,27 @@ func (t *Tree[T, G]) applyHints(ctx context.Context, paths map[string]struct{}) 
 		if t.opts.Flat {
 			parts = append([]string{""}, parts...)
 		}
+		if !t.follows(parts[0]) {
+			continue // a hint for a path the tree does not follow
+		}
 		switch len(parts) {
 		case 1:
-			changed, err := t.relistGroup(ctx, parts[0])
-			if err != nil {
-				return err
-			}
-			if changed {
-				dirty[parts[0]] = true
-			}
+			relist[parts[0]] = true
 		case 2:
+			if _, gone := deleted[p]; gone {
+				if g := t.groups[parts[0]]; g != nil {
+					if _, had := g.items[parts[1]]; had {
+						delete(g.items, parts[1])
+						dirty[parts[0]] = true
+					}
+				}
+				if !t.persistent() {
+					// With persistent watches a re-creation is reported
+					// on the item's own path.
+					relist[parts[0]] = true
+				}
+				continue
+			}
 			changed, err := t.rereadItem(ctx, parts[0], parts[1])
 			if err != nil {
 				return err
@@ -486,22 +550,34 @@ func (t *Tree[T, G]) applyHints(ctx context.Context, paths map[string]struct{}) 
 			}
 		}
 	}
-	if rootChanged && t.opts.Flat {
-		changed, err := t.relistGroup(ctx, "")
+	for name := range relist {
+		changed, err := t.relistGroup(ctx, name)
 		if err != nil {
 			return err
 		}
 		if changed {
-			dirty[""] = true
+			dirty[name] = true
+		}
+	}
+	if rootChanged && t.opts.Flat {
+		if !relist[""] { // else re-listed above
+			changed, err := t.relistGroup(ctx, "")
+			if err != nil {
+				return err
+			}
+			if changed {
+				dirty[""] = true
+			}
 		}
 	} else if rootChanged {
-		names, err := t.children(ctx, t.opts.Root)
+		names, err := t.listRoot(ctx)
 		if errors.Is(err, zksession.ErrNoNode) {
 			names, err = nil, t.watchRootCreation(ctx)
 		}
 		if err != nil {
 			return err
 		}
+		names = t.accepted(names)
 		present := map[string]bool{}
 		for _, n := range names {
 			present[n] = true
@@ -530,7 +606,7 @@ func (t *Tree[T, G]) applyHints(ctx context.Context, paths map[string]struct{}) 
 // were added or removed (the data watches of the items already known
 // report their changes).
 func (t *Tree[T, G]) relistGroup(ctx context.Context, name string) (bool, error) {
-	itemNames, err := t.children(ctx, path.Join(t.opts.Root, name))
+	itemNames, err := t.listGroup(ctx, name)
 	if errors.Is(err, zksession.ErrNoNode) {
 		_, had := t.groups[name]
 		delete(t.groups, name)
@@ -605,7 +681,7 @@ func (t *Tree[T, G]) readItem(ctx context.Context, name, n string) (item[T], boo
 	var data []byte
 	var st *zksession.Stat
 	var err error
-	if t.opts.Watch {
+	if t.opts.Watch && !t.persistent() {
 		data, st, err = t.sess.GetW(ctx, p)
 	} else {
 		data, st, err = t.sess.Get(ctx, p)
@@ -639,10 +715,59 @@ func (t *Tree[T, G]) reportMalformed(p string, mzxid int64, err error) {
 	t.log.Warn("skipping malformed node", "path", p, "mzxid", mzxid, "err", err)
 }
 
-func (t *Tree[T, G]) children(ctx context.Context, p string) ([]string, error) {
+// persistent reports whether the tree follows persistent recursive
+// watches; rootRecursive that one is armed on Root, groupRecursive that
+// one is armed on each accepted group.
+func (t *Tree[T, G]) persistent() bool {
+	return t.opts.Watch && t.opts.Persistent && !t.oneShot.Load()
+}
+
+// addRecursive arms a persistent recursive watch on p. When the servers
+// do not know the request (ZooKeeper before 3.6) the tree falls back to
+// one-shot watches for good, and the error (which fails the current
+// read) makes Run re-read everything with them.
+func (t *Tree[T, G]) addRecursive(ctx context.Context, p string) error {
+	err := t.sess.AddWatchRecursive(ctx, p)
+	if errors.Is(err, zksession.ErrUnimplemented) && t.oneShot.CompareAndSwap(false, true) {
+		t.log.Warn("the ZooKeeper servers do not support persistent watches (3.6+); using one-shot watches", "err", err)
+	}
+	return err
+}
+
+func (t *Tree[T, G]) rootRecursive() bool {
+	return t.persistent() && (t.opts.Flat || t.opts.Groups == nil)
+}
+
+func (t *Tree[T, G]) groupRecursive() bool {
+	return t.persistent() && !t.opts.Flat && t.opts.Groups != nil
+}
+
+// listRoot lists Root's children, arming a child watch unless a
+// persistent watch on Root reports them.
+func (t *Tree[T, G]) listRoot(ctx context.Context) ([]string, error) {
+	return t.children(ctx, t.opts.Root, t.opts.Watch && !t.rootRecursive())
+}
+
+// listGroup lists a group's items (Root's children when Flat), arming
+// what reports later changes: a persistent recursive watch on the group
+// (groupRecursive, armed before the listing) or a child watch.
+func (t *Tree[T, G]) listGroup(ctx context.Context, name string) ([]string, error) {
+	if t.opts.Flat {
+		return t.listRoot(ctx)
+	}
+	p := path.Join(t.opts.Root, name)
+	if t.groupRecursive() {
+		if err := t.addRecursive(ctx, p); err != nil {
+			return nil, err
+		}
+	}
+	return t.children(ctx, p, t.opts.Watch && !t.persistent())
+}
+
+func (t *Tree[T, G]) children(ctx context.Context, p string, watch bool) ([]string, error) {
 	var names []string
 	var err error
-	if t.opts.Watch {
+	if watch {
 		names, _, err = t.sess.ChildrenW(ctx, p)
 	} else {
 		names, _, err = t.sess.Children(ctx, p)

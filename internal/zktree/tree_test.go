@@ -557,3 +557,216 @@ func TestResyncTickets(t *testing.T) {
 		t.Fatalf("zkgate_test_resyncs_total = %v, want 4 (as Snapshot.Resyncs)", got)
 	}
 }
+
+// With a group filter the tree reads and watches only the accepted
+// groups: the others never appear, their changes publish nothing and
+// hold no watch, and an accepted group created later is read as soon as
+// it appears.
+func TestGroupFilter(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	for g := range 20 {
+		for i := range 5 {
+			w.put(fmt.Sprintf("/tree/g%02d/i%d", g, i), fmt.Sprintf("v=%d", i))
+		}
+	}
+	accept := map[string]bool{"g03": true, "g07": true, "late": true}
+	f := startTree(t, zc.Servers(), "/tree", func(s *setup) {
+		s.opts.Groups = func(name string) bool { return accept[name] }
+	})
+	snap := f.waitGroups("only the accepted groups", map[string]string{
+		"g03": "i0=0,i1=1,i2=2,i3=3,i4=4", "g07": "i0=0,i1=1,i2=2,i3=3,i4=4",
+	})
+	// The root's child watch, two group child watches, ten item data watches.
+	if got := f.sess.Watches(); got != 13 {
+		t.Fatalf("the session holds %d watches, want 13 (root, 2 groups, 10 items)", got)
+	}
+
+	// Changes to groups the tree does not follow publish nothing.
+	w.put("/tree/g05/i0", "v=9")
+	w.put("/tree/g05/new", "v=9")
+	w.remove("/tree/g06")
+	w.put("/tree/other/x", "v=1")
+	// An accepted group's change after them: once it is published, the
+	// others would have been too.
+	w.put("/tree/g03/i0", "v=7")
+	f.waitGroups("a change to an accepted group", map[string]string{
+		"g03": "i0=7,i1=1,i2=2,i3=3,i4=4", "g07": "i0=0,i1=1,i2=2,i3=3,i4=4",
+	})
+	if got := f.tree.Snapshot().Revision; got != snap.Revision+1 {
+		t.Fatalf("revision %d after one change to a followed group, want %d: changes to other groups were published", got, snap.Revision+1)
+	}
+
+	// An accepted group that appears later is followed.
+	w.put("/tree/late/x", "v=1")
+	f.waitGroups("an accepted group created late", map[string]string{
+		"g03": "i0=7,i1=1,i2=2,i3=3,i4=4", "g07": "i0=0,i1=1,i2=2,i3=3,i4=4", "late": "x=1",
+	})
+	w.remove("/tree/g07")
+	f.waitGroups("an accepted group removed", map[string]string{
+		"g03": "i0=7,i1=1,i2=2,i3=3,i4=4", "late": "x=1",
+	})
+
+	f.fullResync()
+	if got := f.groups(); !mapsEqual(got, map[string]string{"g03": "i0=7,i1=1,i2=2,i3=3,i4=4", "late": "x=1"}) {
+		t.Fatalf("after a full re-read: %v", got)
+	}
+	if a, r, c := f.divergence(); a != 0 || r != 0 || c != 0 {
+		t.Fatalf("divergence added/removed/changed = %v/%v/%v, want 0", a, r, c)
+	}
+}
+
+// A deleted item costs one read, the re-listing of its group (which its
+// group's child event asks for anyway), not also a read of the item; an
+// item deleted and created again at once is still found.
+func TestDeletedItemNotReRead(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	const n = 20
+	for i := range n {
+		w.put(fmt.Sprintf("/tree/a/x%02d", i), "v=1")
+	}
+	w.put("/tree/a/y", "v=2")
+	f := startTree(t, zc.Servers(), "/tree")
+	f.waitGroups("the first load", map[string]string{"a": build2(n, 0)})
+
+	calls := f.sess.Calls()
+	for i := range n {
+		w.remove(fmt.Sprintf("/tree/a/x%02d", i))
+		f.waitGroups("a deletion", map[string]string{"a": build2(n, i+1)})
+		eventually(t, "the group's child watch to be armed again", func() bool { return f.sess.Watches() == n+3-(i+1) }, nil)
+	}
+	// The deleted item's data event and its group's child event come in
+	// one batch (one re-listing) or, on a busy machine, in two (two
+	// re-listings); reading the deleted item as well cost exactly two.
+	if got := f.sess.Calls() - calls; got >= 2*n {
+		t.Fatalf("%d deletions cost %d requests, want fewer than %d (one re-listing each, no read of the deleted item)", n, got, 2*n)
+	} else {
+		t.Logf("%d deletions cost %d requests", n, got)
+	}
+
+	for i := range 30 {
+		w.remove("/tree/a/y")
+		w.put("/tree/a/y", fmt.Sprintf("v=%d", i))
+	}
+	f.waitGroups("an item deleted and created again", map[string]string{"a": "y=29"})
+	f.fullResync()
+	if a, r, c := f.divergence(); a != 0 || r != 0 || c != 0 {
+		t.Fatalf("divergence added/removed/changed = %v/%v/%v, want 0", a, r, c)
+	}
+}
+
+// build2 is the group value of items x<deleted>…x<n-1> (v=1) and y (v=2).
+func build2(n, deleted int) string {
+	var parts []string
+	for i := deleted; i < n; i++ {
+		parts = append(parts, fmt.Sprintf("x%02d=1", i))
+	}
+	parts = append(parts, "y=2")
+	return strings.Join(parts, ",")
+}
+
+// With persistent recursive watches the tree follows the same changes;
+// a new item costs one read and a deleted one none; the watches are
+// added again after a reconnection to the same session.
+func TestPersistentWatches(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	persistent := func(s *setup) { s.opts.Persistent = true; s.session.SessionTimeout = 10 * time.Second }
+
+	t.Run("changes", func(t *testing.T) {
+		w.ensure("/p1")
+		f := startTree(t, zc.Servers(), "/p1", persistent)
+		f.waitGroups("the first, empty snapshot", map[string]string{})
+		if got := f.sess.Watches(); got != 1 {
+			t.Fatalf("%d watches, want the one persistent watch on the root", got)
+		}
+		w.put("/p1/a/x", "v=1")
+		f.waitGroups("an item in a new group", map[string]string{"a": "x=1"})
+		w.put("/p1/a/y", "v=2")
+		f.waitGroups("a second item", map[string]string{"a": "x=1,y=2"})
+		w.put("/p1/a/x", "v=3")
+		f.waitGroups("a data change", map[string]string{"a": "x=3,y=2"})
+		w.put("/p1/b/z", "v=4")
+		f.waitGroups("a second group", map[string]string{"a": "x=3,y=2", "b": "z=4"})
+
+		calls := f.sess.Calls()
+		w.put("/p1/a/n", "v=5")
+		f.waitGroups("a new item", map[string]string{"a": "n=5,x=3,y=2", "b": "z=4"})
+		if got := f.sess.Calls() - calls; got != 1 {
+			t.Fatalf("a new item cost %d requests, want 1 (its read)", got)
+		}
+		calls = f.sess.Calls()
+		w.remove("/p1/a/n")
+		f.waitGroups("an item removed", map[string]string{"a": "x=3,y=2", "b": "z=4"})
+		time.Sleep(50 * time.Millisecond)
+		if got := f.sess.Calls() - calls; got != 0 {
+			t.Fatalf("a deleted item cost %d requests, want 0", got)
+		}
+		for i := range 30 {
+			w.remove("/p1/a/y")
+			w.put("/p1/a/y", fmt.Sprintf("v=%d", i))
+		}
+		f.waitGroups("an item deleted and created again", map[string]string{"a": "x=3,y=29", "b": "z=4"})
+		w.remove("/p1/b")
+		f.waitGroups("a group removed", map[string]string{"a": "x=3,y=29"})
+		w.remove("/p1")
+		f.waitGroups("the root removed", map[string]string{})
+		w.put("/p1/c/q", "v=6")
+		f.waitGroups("the root created again", map[string]string{"c": "q=6"})
+
+		f.fullResync()
+		if a, r, c := f.divergence(); a != 0 || r != 0 || c != 0 {
+			t.Fatalf("divergence added/removed/changed = %v/%v/%v, want 0", a, r, c)
+		}
+		if got := f.sess.Watches(); got != 1 {
+			t.Fatalf("%d watches, want 1", got)
+		}
+	})
+
+	t.Run("groups", func(t *testing.T) {
+		w.put("/p2/a/x", "v=1")
+		w.put("/p2/b/x", "v=1")
+		f := startTree(t, zc.Servers(), "/p2", persistent, func(s *setup) {
+			s.opts.Groups = func(name string) bool { return name == "a" || name == "late" }
+		})
+		f.waitGroups("the accepted group", map[string]string{"a": "x=1"})
+		// The root's child watch and persistent watches on a and on late,
+		// which does not exist yet but is armed once it appears.
+		if got := f.sess.Watches(); got != 2 {
+			t.Fatalf("%d watches, want 2 (the root's child watch, a's persistent watch)", got)
+		}
+		w.put("/p2/b/y", "v=2")
+		w.put("/p2/a/y", "v=2")
+		f.waitGroups("a new item", map[string]string{"a": "x=1,y=2"})
+		w.put("/p2/late/z", "v=3")
+		f.waitGroups("an accepted group created late", map[string]string{"a": "x=1,y=2", "late": "z=3"})
+		w.put("/p2/late/z", "v=4")
+		f.waitGroups("a change in it", map[string]string{"a": "x=1,y=2", "late": "z=4"})
+		w.remove("/p2/a")
+		f.waitGroups("a group removed", map[string]string{"late": "z=4"})
+		w.put("/p2/a/q", "v=5")
+		f.waitGroups("the group created again", map[string]string{"a": "q=5", "late": "z=4"})
+	})
+
+	t.Run("reconnection", func(t *testing.T) {
+		w.put("/p3/a/x", "v=1")
+		f := startTree(t, zc.Servers(), "/p3", persistent)
+		f.waitGroups("the first load", map[string]string{"a": "x=1"})
+		sid := f.sess.SessionID()
+		resyncs := f.resyncs()
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		if err := zc.Restart(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "a full re-read after the reconnection", func() bool { return f.resyncs() > resyncs }, nil)
+		if f.sess.SessionID() != sid {
+			t.Fatal("a new session: this test is about a reconnection to the same one")
+		}
+		w.put("/p3/a/y", "v=2")
+		f.waitGroups("a change after the reconnection", map[string]string{"a": "x=1,y=2"})
+		w.put("/p3/a/x", "v=3")
+		f.waitGroups("a data change after the reconnection", map[string]string{"a": "x=3,y=2"})
+	})
+}

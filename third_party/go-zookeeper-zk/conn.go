@@ -1251,6 +1251,30 @@ func (c *Conn) SetACL(path string, acl []ACL, version int32) (*Stat, error) {
 	return &res.Stat, err
 }
 
+// Modes of AddWatch (ZooKeeper's AddWatchMode).
+const (
+	// AddWatchModePersistent: a data and child watch on the path that is
+	// not removed when it fires.
+	AddWatchModePersistent int32 = 0
+	// AddWatchModePersistentRecursive: a persistent watch on the path and
+	// every path below it (created, deleted and data changed events; no
+	// child events).
+	AddWatchModePersistentRecursive int32 = 1
+)
+
+// AddWatch adds a persistent watch (ZooKeeper 3.6+, zkgate patch). Its
+// events are delivered only to the connection's event callback and event
+// channel, never to the channels of one-shot watches. The client does not
+// re-add it after a reconnection: the caller must (the servers drop a
+// connection's watches with it).
+func (c *Conn) AddWatch(path string, mode int32) error {
+	if err := validatePath(path, false); err != nil {
+		return err
+	}
+	_, err := c.request(opAddWatch, &addWatchRequest{Path: path, Mode: mode}, &addWatchResponse{}, nil)
+	return err
+}
+
 // Sync flushes the channel between process and the leader of a given znode,
 // you may need it if you want identical views of ZooKeeper data for 2 client instances.
 // Please refer to the "Consistency Guarantees" section of ZK document for more details.

@@ -32,6 +32,7 @@ const (
 	opClose           = -11
 	opSetAuth         = 100
 	opSetWatches      = 101
+	opAddWatch        = 106 // ZooKeeper 3.6+ (zkgate patch)
 	opError           = -1
 	// Not in protocol, used internally
 	opWatcherEvent = -2
@@ -124,11 +125,15 @@ var (
 	ErrSessionMoved            = errors.New("zk: session moved to another server, so operation is ignored")
 	ErrReconfigDisabled        = errors.New("attempts to perform a reconfiguration operation when reconfiguration feature is disabled")
 	ErrBadArguments            = errors.New("invalid arguments")
+	// ErrUnimplemented: the server does not know the operation (zkgate
+	// patch: AddWatch on servers before 3.6).
+	ErrUnimplemented = errors.New("zk: operation not implemented by the server")
 	// ErrInvalidCallback         = errors.New("zk: invalid callback specified")
 
 	errCodeToError = map[ErrCode]error{
 		0:                          nil,
 		errAPIError:                ErrAPIError,
+		errUnimplemented:           ErrUnimplemented,
 		errNoNode:                  ErrNoNode,
 		errNoAuth:                  ErrNoAuth,
 		errBadVersion:              ErrBadVersion,
@@ -215,6 +220,7 @@ var (
 		opGetChildren2:    "getChildren2",
 		opCheck:           "check",
 		opMulti:           "multi",
+		opAddWatch:        "addWatch",
 		opReconfig:        "reconfig",
 		opClose:           "close",
 		opSetAuth:         "setAuth",

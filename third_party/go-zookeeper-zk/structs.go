@@ -262,6 +262,14 @@ type setWatchesRequest struct {
 
 type setWatchesResponse struct{}
 
+// addWatchRequest is ZooKeeper 3.6's AddWatchRequest (zkgate patch).
+type addWatchRequest struct {
+	Path string
+	Mode int32
+}
+
+type addWatchResponse struct{}
+
 type syncRequest pathRequest
 type syncResponse pathResponse
 
@@ -622,6 +630,8 @@ func requestStructForOp(op int32) interface{} {
 		return &setWatchesRequest{}
 	case opSync:
 		return &syncRequest{}
+	case opAddWatch:
+		return &addWatchRequest{}
 	case opSetAuth:
 		return &setAuthRequest{}
 	case opCheck:
