@@ -85,7 +85,7 @@ func TestACLsRepairedOnStart(t *testing.T) {
 		t.Errorf("unauthenticated read: %v", err)
 	}
 	// The controller itself still writes.
-	if code, body := api(t, "PUT", ctl.URL()+"/v1/services/orders/instances/10.0.0.5:8080/drain", token, `{"reason":"x"}`); code != 200 {
+	if code, body := api(t, "PUT", ctl.URL()+"/v1/services/orders/instances/10.0.0.5:8080/drain", token, `{"reason":"x","allow_absent":true}`); code != 200 {
 		t.Fatalf("drain with auth: %d %s", code, body)
 	}
 

@@ -96,6 +96,10 @@ type evloop struct {
 	events   [loopMaxEvents]syscall.EpollEvent
 	lastScan int64
 	done     chan struct{}
+	// now is read once per wake-up: the loop's clock for timeouts and
+	// request durations (a batch of events is handled in microseconds).
+	now   time.Time
+	nowNs int64
 }
 
 const epollFlags = syscall.EPOLLIN | syscall.EPOLLOUT | syscall.EPOLLRDHUP | (-syscall.EPOLLET & 0xffffffff)
@@ -230,6 +234,8 @@ func (l *evloop) run() {
 	for {
 		wait := int(loopScan / time.Millisecond)
 		n, err := syscall.EpollWait(l.epfd, l.events[:], wait)
+		l.now = time.Now()
+		l.nowNs = l.now.UnixNano()
 		if err != nil && err != syscall.EINTR {
 			l.g.log.Error("event loop failed; its connections are closed", "err", err)
 			l.closeAll()
@@ -253,7 +259,7 @@ func (l *evloop) run() {
 				l.upEvent(l.ups[fd], ev.Events)
 			}
 		}
-		if now := time.Now().UnixNano(); now-l.lastScan >= int64(loopScan) {
+		if now := l.nowNs; now-l.lastScan >= int64(loopScan) {
 			l.lastScan = now
 			l.scan(now)
 		}
@@ -267,7 +273,7 @@ func (l *evloop) takeIncoming() bool {
 	in, stop := l.incoming, l.stop
 	l.incoming = nil
 	l.mu.Unlock()
-	now := time.Now().UnixNano()
+	now := l.nowNs
 	for _, c := range in {
 		fd := c.rd.raw.fd
 		c.lc = loopClient{st: lcIdle, since: now}
@@ -345,7 +351,7 @@ func (l *evloop) input(c *clientConn) {
 				return
 			}
 			if c.br.Buffered() > 0 && !c.lc.headBegun {
-				c.lc.headBegun, c.lc.since = true, time.Now().UnixNano()
+				c.lc.headBegun, c.lc.since = true, l.nowNs
 			}
 			continue
 		}
@@ -394,14 +400,14 @@ func (l *evloop) ended(c *clientConn, keep bool) bool {
 		}
 	}
 	if len(c.wr.pend) > 0 {
-		c.lc = loopClient{st: lcWriting, since: time.Now().UnixNano(), keep: keep}
+		c.lc = loopClient{st: lcWriting, since: l.nowNs, keep: keep}
 		return false
 	}
 	if !keep {
 		l.closeClient(c)
 		return false
 	}
-	c.lc.st, c.lc.since = lcIdle, time.Now().UnixNano()
+	c.lc.st, c.lc.since = lcIdle, l.nowNs
 	c.state.Store(connIdle)
 	return true
 }
@@ -420,7 +426,7 @@ func (l *evloop) sendPending(c *clientConn) {
 		l.closeClient(c)
 		return
 	}
-	c.lc.st, c.lc.since = lcIdle, time.Now().UnixNano()
+	c.lc.st, c.lc.since = lcIdle, l.nowNs
 	c.state.Store(connIdle)
 	if c.br.Buffered() > 0 || c.rd.raw.ready {
 		l.input(c)
@@ -646,7 +652,7 @@ func (l *evloop) finish(c *clientConn, err error) {
 		}
 		return
 	}
-	ex.rt.metrics.duration.Observe(time.Since(ex.start).Seconds())
+	ex.rt.metrics.duration.Observe(l.now.Sub(ex.start).Seconds())
 	if l.ended(c, keep) && (c.br.Buffered() > 0 || c.rd.raw.ready) {
 		l.input(c)
 	}
@@ -678,7 +684,7 @@ func (l *evloop) connect(h *host) (*upConn, error) {
 	uc := &upConn{loop: l}
 	uc.rd.raw = rawFD{on: true, fd: fd}
 	uc.br = bufio.NewReaderSize(&uc.rd, upstreamBufSize)
-	uc.lu = loopUp{fd: fd, st: luConnecting, since: time.Now().UnixNano()}
+	uc.lu = loopUp{fd: fd, st: luConnecting, since: l.nowNs}
 	err = syscall.Connect(fd, sa)
 	switch err {
 	case nil:
@@ -719,7 +725,7 @@ func (l *evloop) putIdle(h *host, uc *upConn, max int) {
 		l.closeUp(uc)
 		return
 	}
-	uc.lu.st, uc.lu.since = luIdle, time.Now().UnixNano()
+	uc.lu.st, uc.lu.since = luIdle, l.nowNs
 	l.idle[h] = append(list, uc)
 }
 

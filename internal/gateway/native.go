@@ -471,16 +471,22 @@ func (c *clientConn) handle() (keep, async bool) {
 		c.writeJSON(404, g.bodyNoRoute, keep)
 		return keep, false
 	}
-	start := time.Now()
+	var start time.Time
 	if c.loop != nil {
+		start = c.loop.now
 		if keep, async = c.loop.proxy(c, rt, path, start, keep); async {
 			return keep, true
 		}
 	} else {
+		start = time.Now()
 		keep = c.proxy(rt, path, start, keep)
 		c.cur.Store(nil)
 	}
-	rt.metrics.duration.Observe(time.Since(start).Seconds())
+	if c.loop != nil {
+		rt.metrics.duration.Observe(c.loop.now.Sub(start).Seconds())
+	} else {
+		rt.metrics.duration.Observe(time.Since(start).Seconds())
+	}
 	return keep, false
 }
 
