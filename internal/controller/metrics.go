@@ -2,6 +2,7 @@ package controller
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/zkgate/zkgate/internal/ctlclient"
 )
 
 // metrics are the controller's own series, zkgate_controller_…. The
@@ -84,7 +85,7 @@ func newMetrics(reg prometheus.Registerer, marksCount, gatewaysCount func() floa
 			Help: "Live gateways (presence nodes), as this replica sees them.",
 		}, gatewaysCount),
 	}
-	for _, r := range []string{"marked", "drained", "timeout", "lost", "superseded", "error"} {
+	for _, r := range []string{ctlclient.StatusMarked, ctlclient.StatusDrained, ctlclient.StatusTimeout, ctlclient.StatusLost, ctlclient.StatusSuperseded, "error"} {
 		m.drains.WithLabelValues(r)
 	}
 	for _, w := range []string{"undrain", "reregistered", "reregistered_bound", "expired", "absent"} {

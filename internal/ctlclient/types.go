@@ -4,6 +4,8 @@
 // here are the API contract (add fields, never rename or remove them).
 package ctlclient
 
+import "github.com/zkgate/zkgate/internal/instancestate"
+
 // Drain statuses (DrainResponse.Status).
 const (
 	// StatusMarked: the mark was written and the caller did not ask to wait.
@@ -11,7 +13,7 @@ const (
 	// StatusDrained: confirmed. Every gateway that was live when the drain
 	// started reports the mark applied (applied mzxid ≥ the mark's mzxid)
 	// with zero requests in flight to the instance.
-	StatusDrained = "drained"
+	StatusDrained = instancestate.Drained
 	// StatusTimeout: the timeout passed before every gateway confirmed.
 	StatusTimeout = "timeout"
 	// StatusLost: the timeout passed while every other gateway had
@@ -39,13 +41,13 @@ const (
 	// GatewayPending: the gateway has not reported the mark yet.
 	GatewayPending = "pending"
 	// GatewayDraining: the gateway applies the mark; requests are in flight.
-	GatewayDraining = "draining"
+	GatewayDraining = instancestate.Draining
 	// GatewayDrained: the gateway applies the mark; nothing is in flight
 	// (this includes a gateway where the instance is not registered).
-	GatewayDrained = "drained"
+	GatewayDrained = instancestate.Drained
 	// GatewayServing: the gateway has seen the mark but it does not apply
 	// there (the instance registered again after it).
-	GatewayServing = "serving"
+	GatewayServing = instancestate.Serving
 	// GatewayLost: the gateway's presence node disappeared without a
 	// graceful shutdown less than controller.departed_window ago and has
 	// not come back: it may still route by its last state. The drain waits
@@ -57,24 +59,24 @@ const (
 	// process answers there: GatewayDrain.Detail says which), or it
 	// disappeared more than controller.departed_window ago: it is no
 	// longer waited for.
-	GatewayGone = "gone"
+	GatewayGone = instancestate.Gone
 	// GatewayAbsent: the gateway routes the service but has no
 	// registration of the address (it sends it nothing).
-	GatewayAbsent = "absent"
+	GatewayAbsent = instancestate.Absent
 	// GatewayUnrouted: the gateway has no route for the service (it sends
 	// the instance nothing, whatever the mark says).
-	GatewayUnrouted = "unrouted"
+	GatewayUnrouted = instancestate.Unrouted
 )
 
 // Instance states (InstanceView.State); see
 // docs/architecture.md#instance-states.
 const (
-	StateServing  = "serving"
-	StateDown     = "down" // the registry says the instance is not UP
-	StateDraining = "draining"
-	StateDrained  = "drained"
+	StateServing  = instancestate.Serving
+	StateDown     = instancestate.Down // the registry says the instance is not UP
+	StateDraining = instancestate.Draining
+	StateDrained  = instancestate.Drained
 	// StateAbsent: marked but not registered.
-	StateAbsent = "absent"
+	StateAbsent = instancestate.Absent
 )
 
 // ErrorResponse is the body of every 4xx/5xx answer.

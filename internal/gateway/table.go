@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"github.com/zkgate/zkgate/internal/instancestate"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -14,21 +15,21 @@ import (
 const (
 	// StateWarming: in rotation, weight still ramping up after the address
 	// (re)appeared or stopped being marked.
-	StateWarming = "warming"
+	StateWarming = instancestate.Warming
 	// StateServing: in rotation at full weight.
-	StateServing = "serving"
+	StateServing = instancestate.Serving
 	// StateDraining: a mark applies and requests are still in flight.
-	StateDraining = "draining"
+	StateDraining = instancestate.Draining
 	// StateDrained: a mark applies and nothing is in flight.
-	StateDrained = "drained"
+	StateDrained = instancestate.Drained
 	// StateDown: the registry says the instance is not UP
 	// (instance_status OUT_OF_SERVICE and the like).
-	StateDown = "down"
+	StateDown = instancestate.Down
 	// StateEjected: taken out for a while by passive outlier detection.
-	StateEjected = "ejected"
+	StateEjected = instancestate.Ejected
 	// StateGone: no longer in the registry, requests still in flight. Only
 	// reported while something is in flight.
-	StateGone = "gone"
+	StateGone = instancestate.Gone
 )
 
 var stateNames = [...]string{StateWarming, StateServing, StateDraining, StateDrained, StateDown, StateEjected, StateGone}

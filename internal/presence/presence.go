@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/zkgate/zkgate/internal/instancestate"
 	"log/slog"
 	"path"
 	"sync"
@@ -93,13 +94,13 @@ type AppliedMark struct {
 const (
 	// StateAbsent: the gateway routes the service but has no registration
 	// of the address.
-	StateAbsent = "absent"
+	StateAbsent = instancestate.Absent
 	// StateUnrouted: the gateway has no route for the service.
-	StateUnrouted = "unrouted"
+	StateUnrouted = instancestate.Unrouted
 	// StateFailOpen: the mark applies, but the gateway still sends the
 	// instance new requests because every instance of the service is
 	// marked. A drain is not confirmed at such a gateway.
-	StateFailOpen = "fail_open"
+	StateFailOpen = instancestate.FailOpen
 )
 
 // Quiesced reports whether a gateway in state sends the instance nothing
@@ -107,7 +108,7 @@ const (
 // routes the address (absent, unrouted).
 func Quiesced(state string) bool {
 	switch state {
-	case "draining", "drained", StateAbsent, StateUnrouted:
+	case instancestate.Draining, instancestate.Drained, StateAbsent, StateUnrouted:
 		return true
 	}
 	return false

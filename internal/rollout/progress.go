@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"fmt"
+	"github.com/zkgate/zkgate/internal/instancestate"
 	"io"
 	"os"
 	"sort"
@@ -13,7 +14,7 @@ import (
 
 // Phases of one instance, as the progress shows them.
 const (
-	phaseDraining    = "draining"
+	phaseDraining    = instancestate.Draining
 	phaseRestarting  = "restarting"
 	phaseRegistering = "waiting for it to register again"
 	phaseRouting     = "waiting for every gateway to route to it"

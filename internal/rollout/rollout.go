@@ -55,6 +55,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/zkgate/zkgate/internal/instancestate"
 	"io"
 	"log/slog"
 	"net/http"
@@ -64,7 +65,6 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/ctlclient"
-	"github.com/zkgate/zkgate/internal/gateway"
 	"github.com/zkgate/zkgate/internal/marks"
 )
 
@@ -517,7 +517,7 @@ func servingCheck(in ctlclient.InstanceView, found bool, mark ctlclient.MarkView
 	var waiting []string
 	for _, g := range in.Gateways {
 		switch g.State {
-		case gateway.StateWarming, gateway.StateServing, ctlclient.GatewayUnrouted:
+		case instancestate.Warming, instancestate.Serving, ctlclient.GatewayUnrouted:
 		default:
 			waiting = append(waiting, g.ID+" "+g.State)
 		}
