@@ -23,7 +23,7 @@ func describe(m Mode, t Timing, quick bool) (desc, note string) {
 	case ModeWatch:
 		desc = fmt.Sprintf("gateway follows ZooKeeper watches (and re-reads every %s); no drain: backends killed and restarted one by one", t.ResyncInterval)
 	case ModeSleep:
-		desc = fmt.Sprintf("drain (without waiting), sleep %s, then kill and restart (the seed's \"sleep 20 s\")", t.Sleep)
+		desc = fmt.Sprintf("drain (without waiting), sleep %s, then stop and restart (the seed's \"sleep 20 s\")", t.Sleep)
 		if quick && t.Sleep != full.Sleep {
 			note = fmt.Sprintf("--quick: sleeps %s instead of %s", t.Sleep, full.Sleep)
 		}
@@ -33,7 +33,7 @@ func describe(m Mode, t Timing, quick bool) (desc, note string) {
 			note = fmt.Sprintf("--quick: sleeps %s instead of %s", t.Sleep, full.Sleep)
 		}
 	case ModeZkgate:
-		desc = fmt.Sprintf("zkgate rollout: confirmed drain, kill and restart, wait until every gateway routes to it again (%s warm-up)", t.Warmup)
+		desc = fmt.Sprintf("zkgate rollout: confirmed drain, stop and restart, wait until every gateway routes to it (%s warm-up)", t.Warmup)
 	case ModeNginx:
 		desc = "nginx with a static upstream of the 4 backends and its default passive retries (proxy_next_upstream error timeout: a POST is not retried once sent)"
 	}
