@@ -47,7 +47,7 @@ func TestDemoWatchZkgate(t *testing.T) {
 	rep, err := Run(ctx, Options{
 		ZooKeeper: zkc.Servers(), Quick: true, Modes: []Mode{ModeWatch, ModeSpring, ModeZkgate}, JSONPath: jsonPath,
 		BackendStartup: startup,
-		Binary: bin, Dir: filepath.Join(dir, "run"), Out: &out, Progress: &prog, Timing: &timing,
+		Binary:         bin, Dir: filepath.Join(dir, "run"), Out: &out, Progress: &prog, Timing: &timing,
 	})
 	t.Logf("demo took %s; progress:\n%s", time.Since(start).Round(time.Millisecond), prog.String())
 	if err != nil {
