@@ -3,6 +3,7 @@ package demo
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 	"github.com/zkgate/zkgate/internal/procgroup"
 	"github.com/zkgate/zkgate/internal/zksession"
 	"github.com/zkgate/zkgate/internal/zktest"
+	"github.com/zkgate/zkgate/register"
 )
 
 // TestDemoWatchZkgate runs `zkgate demo --quick --modes
@@ -165,4 +167,48 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestSetStatusOutOfService: the spring mode's step changes
+// instance_status in a real registration node (written by package
+// register, in Curator's format) and nothing else, and reports an address
+// that is not registered.
+func TestSetStatusOutOfService(t *testing.T) {
+	zktest.RequireZooKeeper(t)
+	zkc := zktest.Start(t)
+	log := slog.New(slog.DiscardHandler)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	reg, err := register.Register(ctx, register.Options{
+		Servers: zkc.Servers(), Root: "/services", Service: service, Address: "127.0.0.1:20123", Logger: log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	s := &stack{r: &run{servers: zkc.Servers(), log: log, timing: QuickTiming()}, regRoot: "/services"}
+	defer s.close()
+	if err := s.setStatus(ctx, "127.0.0.1:20999", statusOutOfService); err == nil || !strings.Contains(err.Error(), "no registration of 127.0.0.1:20999") {
+		t.Errorf("setStatus of an unregistered address: %v", err)
+	}
+	if err := s.setStatus(ctx, "127.0.0.1:20123", statusOutOfService); err != nil {
+		t.Fatal(err)
+	}
+	data, _, err := s.obs.Get(ctx, reg.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inst struct {
+		Address string `json:"address"`
+		Port    int    `json:"port"`
+		Payload struct {
+			Metadata map[string]string `json:"metadata"`
+		} `json:"payload"`
+	}
+	if err := json.Unmarshal(data, &inst); err != nil {
+		t.Fatal(err)
+	}
+	if inst.Payload.Metadata["instance_status"] != statusOutOfService || inst.Address != "127.0.0.1" || inst.Port != 20123 {
+		t.Errorf("node after setStatus: %s", data)
+	}
 }
