@@ -27,7 +27,7 @@ func commands() map[string]entry {
 	return map[string]entry{
 		"bench":          {RunBench, "run a benchmark: proxy (vs nginx), propagation (drains to gateways), registry (100k instances); see docs/benchmarks.md"},
 		"controller":     {RunController, "run the controller (API, drain marks, leader jobs)"},
-		"demo":           {RunDemo, "the main job: a rolling restart of 4 backends under load in each mode (poll, watch, sleep, zkgate, nginx), side by side"},
+		"demo":           {RunDemo, "the main job: a rolling restart of 4 backends under load in each mode (poll, watch, sleep, spring, zkgate, nginx), side by side"},
 		"drain":          {RunDrain, "drain an instance: every gateway stops sending it new requests; waits until confirmed"},
 		"undrain":        {RunUndrain, "put a drained instance back in rotation"},
 		"status":         {RunStatus, "show services, instances and their states"},

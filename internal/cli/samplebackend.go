@@ -18,6 +18,10 @@ import (
 // tests (see package samplebackend) that registers itself and, when ctx
 // ends (SIGTERM or SIGINT), stops at once without grace: requests in flight
 // are cut, and the registration disappears only with its ZooKeeper session.
+// With --graceful it stops as Spring Boot's graceful shutdown does instead
+// (stop accepting, finish the requests in flight within
+// --shutdown-timeout, then deregister); --startup D waits D before
+// listening and registering, as a JVM service takes seconds to start.
 // It prints the address it serves on to stdout. Exit 0 after a stop, 1
 // when it cannot start.
 func RunSampleBackend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -32,6 +36,9 @@ func RunSampleBackend(ctx context.Context, args []string, stdout, stderr io.Writ
 	fs.Var(metadata, "metadata", "registration metadata `key=value` (repeatable)")
 	noRegister := fs.Bool("no-register", false, "do not register (for use behind zkgate register)")
 	startTimeout := fs.Duration("start-timeout", time.Minute, "how long to wait for ZooKeeper at start")
+	startup := fs.Duration("startup", 0, "wait this long before listening and registering (a JVM's start-up)")
+	graceful := fs.Bool("graceful", false, "on SIGTERM: stop accepting, finish the requests in flight, then deregister (Spring Boot's graceful shutdown)")
+	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "with --graceful: how long the requests in flight may take")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if code, done := parseFlags(fs, args, stderr); done {
 		return code
@@ -40,10 +47,10 @@ func RunSampleBackend(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err != nil {
 		return fail(stderr, "sample-backend", err)
 	}
-	if *latency < 0 || *startTimeout <= 0 {
-		return fail(stderr, "sample-backend", errors.New("--latency must not be negative, --start-timeout must be positive"))
+	if *latency < 0 || *startup < 0 || *startTimeout <= 0 || *shutdownTimeout <= 0 {
+		return fail(stderr, "sample-backend", errors.New("--latency and --startup must not be negative, --start-timeout and --shutdown-timeout must be positive"))
 	}
-	opts := samplebackend.Options{Listen: *listen, Name: *name, Latency: *latency, Logger: log}
+	opts := samplebackend.Options{Listen: *listen, Name: *name, Latency: *latency, StartupDelay: *startup, Logger: log}
 	if !*noRegister {
 		if *service == "" {
 			return fail(stderr, "sample-backend", errors.New("missing --service (see zkgate sample-backend -h)"))
@@ -62,7 +69,7 @@ func RunSampleBackend(ctx context.Context, args []string, stdout, stderr io.Writ
 		}
 		opts.Register = &ro
 	}
-	sctx, cancel := context.WithTimeout(ctx, *startTimeout)
+	sctx, cancel := context.WithTimeout(ctx, *startTimeout+*startup)
 	b, err := samplebackend.Start(sctx, opts)
 	cancel()
 	if err != nil {
@@ -74,6 +81,14 @@ func RunSampleBackend(ctx context.Context, args []string, stdout, stderr io.Writ
 	// The address on stdout, for scripts that listen on port 0.
 	fmt.Fprintln(stdout, b.Addr())
 	<-ctx.Done()
-	b.Kill()
+	if !*graceful {
+		b.Kill()
+		return exitOK
+	}
+	dctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
+	defer cancel()
+	if err := b.Shutdown(dctx); err != nil {
+		return fail(stderr, "sample-backend", err)
+	}
 	return exitOK
 }

@@ -33,6 +33,10 @@ type run struct {
 	token string
 	sp    *procgroup.Spawner
 	prog  *progress
+	// backend is how the sample backends behave; startup their start-up
+	// time (jvm).
+	backend Backend
+	startup time.Duration
 }
 
 // demoRoot holds every run's subtree in a shared ZooKeeper.
@@ -68,6 +72,22 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	}
 	if opts.Load != nil {
 		r.load = *opts.Load
+	}
+	r.backend = opts.Backend
+	if r.backend == "" {
+		r.backend = BackendJVM
+	}
+	if _, err := ParseBackend(string(r.backend)); err != nil {
+		return nil, fmt.Errorf("demo: %w", err)
+	}
+	if r.backend == BackendJVM {
+		r.startup = opts.BackendStartup
+		if r.startup == 0 {
+			r.startup = DefaultStartup(opts.Quick)
+		}
+		if r.startup < 0 {
+			return nil, errors.New("demo: the backends' start-up time must not be negative")
+		}
 	}
 	if r.load.Rate <= 0 || r.load.Timeout <= 0 {
 		return nil, errors.New("demo: the load needs a positive rate and timeout")
@@ -131,6 +151,7 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 
 	rep = &Report{
 		Date: now, Quick: opts.Quick, Machine: readMachine(), Load: r.load,
+		Backend: string(r.backend), BackendStartupSeconds: seconds(r.startup),
 		PreRollSeconds: seconds(r.timing.PreRoll), TailSeconds: seconds(r.timing.Tail),
 	}
 	keepMode := opts.Modes[len(opts.Modes)-1]
@@ -216,12 +237,14 @@ func (r *run) runMode(ctx context.Context, m Mode, keep bool) (res ModeResult, k
 	start := time.Now()
 	r.prog.setPhase("load running, first restart in " + r.timing.PreRoll.String())
 	var (
-		total time.Duration
-		per   []time.Duration
-		rerr  error
+		total    time.Duration
+		per      []time.Duration
+		restarts []time.Duration
+		rerr     error
 	)
 	if err := sleepCtx(ctx, r.timing.PreRoll); err == nil {
 		total, per, rerr = r.rollout(ctx, s)
+		restarts = s.restartTimes()
 		if ctx.Err() == nil {
 			r.prog.setPhase("load running " + r.timing.Tail.String() + " more")
 			sleepCtx(ctx, r.timing.Tail)
@@ -236,6 +259,10 @@ func (r *run) runMode(ctx context.Context, m Mode, keep bool) (res ModeResult, k
 	}
 	res = newModeResult(m, desc, lg.rec.summary(), measured, total, per)
 	res.Note = note
+	res.Shutdown = s.shutdownDesc()
+	for _, d := range restarts {
+		res.RestartSeconds = append(res.RestartSeconds, seconds(d))
+	}
 	if s.nginx != nil {
 		if n := countLines(s.nginx.LogPath, "no live upstreams"); n > 0 {
 			res.Note = fmt.Sprintf("%s answered 502 \"no live upstreams\": nginx takes a backend out for 10 s after a single failed request (max_fails=1 fail_timeout=10s, its defaults), and all four were out at once", plural(n, "request"))

@@ -13,13 +13,20 @@
 //     ZooKeeper-fed gateway does);
 //   - sleep: drain without waiting, then a fixed sleep before the restart
 //     (the seed's "Case one" as written);
-//   - zkgate: package rollout: confirmed drain, restart, re-registration,
-//     every gateway routing to the instance again, warm-up;
+//   - spring: instance_status OUT_OF_SERVICE in the registration (what
+//     Spring's /actuator/serviceregistry does), the same sleep, restart;
+//   - zkgate: confirmed drain, restart, registration, the gateway routing
+//     to the new process, warm-up (package rollout when the backend comes
+//     back on the same address);
 //   - nginx: nginx with a static upstream of the four backends and its
 //     default passive retries (proxy_next_upstream error timeout).
 //
-// Every restart is a real process death: the backend gets SIGTERM and
-// stops at once, cutting its requests in flight, and a new process starts
+// Every restart is a real process death and a new process. The backends
+// (Options.Backend) behave by default like Spring Boot services on
+// Kubernetes: seconds to start before registering, a graceful shutdown on
+// SIGTERM (the modes that drain or sleep first) or SIGKILL (the modes that
+// just kill: poll, watch, nginx), and back on a new port (README.md, What
+// the demo shows). The fast backends stop at once on SIGTERM and come back
 // on the same address. Each mode has its own gateway and controller and its
 // own registry and zkgate roots (under /zkgate-demo/<run id>/<mode>), so
 // modes do not interfere and a shared ZooKeeper is not disturbed.

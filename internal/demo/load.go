@@ -55,12 +55,13 @@ func (s LoadSpec) MarshalJSON() ([]byte, error) {
 	}{plain(s), ms(s.BackendLatency), ms(s.SlowLatency), ms(s.Timeout)})
 }
 
-// DefaultLoad is the demo's request mix: 200 requests/s, 70% GET and 30%
+// DefaultLoad is the demo's request mix: 400 requests/s (so that even a
+// 2-second rollout sees over 1,000 requests), 70% GET and 30%
 // POST with bodies of 200 to 999 bytes, backends answering after 5 ms and
 // 10% of the requests (slow reports, uploads) asking for 500 ms.
 func DefaultLoad() LoadSpec {
 	return LoadSpec{
-		Rate: 200, PostPercent: 30, SlowPercent: 10,
+		Rate: 400, PostPercent: 30, SlowPercent: 10,
 		BackendLatency: 5 * time.Millisecond, SlowLatency: 500 * time.Millisecond,
 		BodyMin: 200, BodyMax: 999, Timeout: 5 * time.Second,
 	}

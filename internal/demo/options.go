@@ -14,15 +14,20 @@ type Mode string
 
 // The modes, in the order they run and appear in the table.
 const (
-	ModePoll   Mode = "poll"
-	ModeWatch  Mode = "watch"
-	ModeSleep  Mode = "sleep"
+	ModePoll  Mode = "poll"
+	ModeWatch Mode = "watch"
+	ModeSleep Mode = "sleep"
+	// ModeSpring is what Spring shops do today: instance_status
+	// OUT_OF_SERVICE in the registration, sleep, stop.
+	ModeSpring Mode = "spring"
 	ModeZkgate Mode = "zkgate"
 	ModeNginx  Mode = "nginx"
 )
 
 // AllModes returns every mode in run order.
-func AllModes() []Mode { return []Mode{ModePoll, ModeWatch, ModeSleep, ModeZkgate, ModeNginx} }
+func AllModes() []Mode {
+	return []Mode{ModePoll, ModeWatch, ModeSleep, ModeSpring, ModeZkgate, ModeNginx}
+}
 
 // ParseModes parses a comma-separated list of modes. The result is in run
 // order, without duplicates.
@@ -35,12 +40,12 @@ func ParseModes(s string) ([]Mode, error) {
 		}
 		m := Mode(strings.ToLower(f))
 		if !slices.Contains(AllModes(), m) {
-			return nil, fmt.Errorf("unknown mode %q (modes: poll, watch, sleep, zkgate, nginx)", f)
+			return nil, fmt.Errorf("unknown mode %q (modes: poll, watch, sleep, spring, zkgate, nginx)", f)
 		}
 		want[m] = true
 	}
 	if len(want) == 0 {
-		return nil, fmt.Errorf("no mode given (modes: poll, watch, sleep, zkgate, nginx)")
+		return nil, fmt.Errorf("no mode given (modes: poll, watch, sleep, spring, zkgate, nginx)")
 	}
 	var out []Mode
 	for _, m := range AllModes() {
@@ -89,6 +94,42 @@ func QuickTiming() Timing {
 	return t
 }
 
+// Backend is how the sample backends behave.
+type Backend string
+
+const (
+	// BackendJVM behaves like a Spring Boot service on Kubernetes (the
+	// default): it takes BackendStartup to start before it registers,
+	// stops gracefully on SIGTERM (stops accepting, finishes the requests
+	// in flight, deregisters last) or dies at once where a mode kills it
+	// (SIGKILL: its registration stays until its ZooKeeper session
+	// expires), and comes back on a new address (a new port) with a new
+	// registration id.
+	BackendJVM Backend = "jvm"
+	// BackendFast starts in milliseconds, stops at once on SIGTERM
+	// (cutting its requests in flight, its session closed) and comes back
+	// on the same address.
+	BackendFast Backend = "fast"
+)
+
+// ParseBackend parses --backend.
+func ParseBackend(s string) (Backend, error) {
+	switch b := Backend(strings.ToLower(strings.TrimSpace(s))); b {
+	case BackendJVM, BackendFast:
+		return b, nil
+	}
+	return "", fmt.Errorf("unknown backend %q (backends: jvm, fast)", s)
+}
+
+// DefaultStartup is the jvm backends' start-up time: 3 s, 2 s with
+// --quick.
+func DefaultStartup(quick bool) time.Duration {
+	if quick {
+		return 2 * time.Second
+	}
+	return 3 * time.Second
+}
+
 // Options configure Run.
 type Options struct {
 	// ZooKeeper is the ensemble to use (host:port each); empty starts a
@@ -98,6 +139,11 @@ type Options struct {
 	Quick bool
 	// Modes to run; default all.
 	Modes []Mode
+	// Backend is how the sample backends behave; default BackendJVM.
+	Backend Backend
+	// BackendStartup is the jvm backends' start-up time; default
+	// DefaultStartup(Quick). Ignored by the fast backends.
+	BackendStartup time.Duration
 	// JSONPath, when set, receives the report as JSON.
 	JSONPath string
 	// Keep leaves a stack running after the table, printing its URLs,

@@ -39,6 +39,13 @@ type ModeResult struct {
 	// first step (drain or kill) to back in service (registered; in zkgate
 	// mode: every gateway routing to it).
 	InstanceSeconds []float64 `json:"instance_seconds"`
+	// RestartSeconds is each backend's restart time, in restart order:
+	// from the stop signal to the new process registered (its old one
+	// stopped, the new one started).
+	RestartSeconds []float64 `json:"restart_seconds"`
+	// Shutdown says how the mode stops a backend (e.g. "SIGTERM
+	// (graceful)", "SIGKILL").
+	Shutdown string `json:"shutdown,omitempty"`
 	// MeasuredSeconds is the length of the load window the counts cover.
 	MeasuredSeconds float64 `json:"measured_seconds"`
 	// Note qualifies the row (e.g. shortened timings with --quick).
@@ -70,6 +77,10 @@ type Report struct {
 	Quick   bool      `json:"quick"`
 	Machine Machine   `json:"machine"`
 	Load    LoadSpec  `json:"load"`
+	// Backend is how the sample backends behave (jvm or fast), and
+	// BackendStartupSeconds the jvm backends' start-up time.
+	Backend               string  `json:"backend"`
+	BackendStartupSeconds float64 `json:"backend_startup_seconds"`
 	// PreRollSeconds and TailSeconds: the load runs this long before the
 	// first restart and after the last; both are measured.
 	PreRollSeconds float64      `json:"pre_roll_seconds"`
@@ -88,6 +99,7 @@ func newModeResult(mode Mode, desc string, s LoadSummary, measured time.Duration
 		RolloutSeconds:  seconds(total),
 		MeasuredSeconds: seconds(measured),
 		InstanceSeconds: []float64{},
+		RestartSeconds:  []float64{},
 	}
 	if s.Requests > 0 {
 		r.FailureRate = math.Round(float64(r.Failed)/float64(s.Requests)*1e6) / 1e6
@@ -123,11 +135,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(&b, "zkgate demo: rolling restart of 4 backends under load, %s\n", r.Date.UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "machine: %s\n", r.Machine.String())
 	fmt.Fprintf(&b, "load:    %s\n", r.Load.Describe())
+	fmt.Fprintf(&b, "backend: %s\n", describeBackend(r.Backend, r.BackendStartupSeconds))
 	if r.Quick {
 		b.WriteString("run:     --quick (shortened timings, see notes)\n")
 	}
 	b.WriteString("\n")
-	rows := [][]string{{"mode", "requests", "failed", "refused", "reset", "5xx", "timeout", "other", "failure rate", "p50", "p99", "per instance", "rollout"}}
+	rows := [][]string{{"mode", "requests", "failed", "refused", "reset", "5xx", "timeout", "other", "failure rate", "p50", "p99", "restart", "per instance", "rollout"}}
 	for _, m := range r.Modes {
 		mode := m.Mode
 		if m.Error != "" {
@@ -136,13 +149,17 @@ func (r *Report) WriteTable(w io.Writer) error {
 		k := m.FailedByKind
 		rows = append(rows, []string{mode, thousands(m.Requests), thousands(m.Failed),
 			thousands(k.Refused), thousands(k.Reset), thousands(k.HTTP5xx), thousands(k.Timeout), thousands(k.Other),
-			rate(m.FailureRate), millis(m.P50Ms), millis(m.P99Ms), perInstance(m.InstanceSeconds), secs(m.RolloutSeconds)})
+			rate(m.FailureRate), millis(m.P50Ms), millis(m.P99Ms), perInstance(m.RestartSeconds), perInstance(m.InstanceSeconds), secs(m.RolloutSeconds)})
 	}
 	writeColumns(&b, rows)
 	out := b.String()
 	var notes []string
 	for _, m := range r.Modes {
-		notes = append(notes, fmt.Sprintf("%-7s %s", m.Mode+":", m.Description))
+		desc := m.Description
+		if m.Shutdown != "" {
+			desc += "; stop: " + m.Shutdown
+		}
+		notes = append(notes, fmt.Sprintf("%-7s %s", m.Mode+":", desc))
 		if m.Note != "" {
 			notes = append(notes, fmt.Sprintf("%-7s %s", "", m.Note))
 		}
@@ -154,11 +171,24 @@ func (r *Report) WriteTable(w io.Writer) error {
 		notes = append(notes, fmt.Sprintf("%-7s skipped: %s", s.Mode+":", s.Reason))
 	}
 	out += "\n" + strings.Join(notes, "\n") + "\n"
-	out += "\nFailures are what the clients saw: through a proxy, a connection cut by a dying backend arrives as a 502 (5xx).\n" +
+	out += "\nrestart: mean time from the stop signal to the new process registered; per instance: from its first step (drain, status, kill) to back in service.\n" +
+		"Failures are what the clients saw: through a proxy, a connection cut by a dying backend arrives as a 502 (5xx).\n" +
 		fmt.Sprintf("Requests and p50/p99 cover the whole measurement (%s s before the first restart to %s s after the last), failed requests included.\n",
 			strconv.FormatFloat(r.PreRollSeconds, 'f', -1, 64), strconv.FormatFloat(r.TailSeconds, 'f', -1, 64))
 	_, err := io.WriteString(w, out)
 	return err
+}
+
+// describeBackend is the table's line about the backends.
+func describeBackend(b string, startup float64) string {
+	switch b {
+	case string(BackendJVM):
+		return fmt.Sprintf("jvm (like Spring Boot on Kubernetes): %s s to start before registering; SIGTERM = graceful shutdown (stop accepting, finish in flight, deregister last); SIGKILL = dies at once, registration left until its session expires (%s); back on a new port with a new registration id",
+			strconv.FormatFloat(startup, 'f', -1, 64), backendSessionTimeout)
+	case string(BackendFast):
+		return "fast: starts in milliseconds, stops at once on SIGTERM (cutting what it has in flight), back on the same address"
+	}
+	return b
 }
 
 // writeColumns writes rows as columns two spaces apart: the first column

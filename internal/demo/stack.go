@@ -23,6 +23,7 @@ import (
 	"github.com/zkgate/zkgate/internal/nginxconf"
 	"github.com/zkgate/zkgate/internal/samplebackend"
 	"github.com/zkgate/zkgate/internal/version"
+	"github.com/zkgate/zkgate/internal/zksession"
 )
 
 const (
@@ -61,6 +62,14 @@ type stack struct {
 	// base is the URL prefix the load is sent to, e.g.
 	// "http://127.0.0.1:41234/demo/".
 	base string
+
+	// obs is a ZooKeeper session of the demo's own (the spring mode sets
+	// instance_status with it); opened on first use.
+	obs *zksession.Session
+
+	mu sync.Mutex
+	// restarts are the restart times, in restart order.
+	restarts []time.Duration
 }
 
 // newStack starts mode's stack and waits until its proxy routes to every
@@ -196,10 +205,12 @@ func (s *stack) startBackends(ctx context.Context, addrs []string) error {
 // startBackend starts b's process and waits until it serves and is
 // registered (it prints its address then).
 func (s *stack) startBackend(ctx context.Context, b *backend) error {
-	lat := s.r.load.BackendLatency.String()
-	p, err := startChild(s.r.sp, "sample backend "+b.addr, b.logPath, s.r.opts.Binary,
-		"sample-backend", "--config", s.cfgPath, "--service", service, "--listen", b.addr,
-		"--latency", lat, "--log-level", "warn")
+	args := []string{"sample-backend", "--config", s.cfgPath, "--service", service, "--listen", b.addr,
+		"--latency", s.r.load.BackendLatency.String(), "--log-level", "warn"}
+	if s.r.backend == BackendJVM {
+		args = append(args, "--startup", s.r.startup.String(), "--graceful", "--shutdown-timeout", jvmShutdownTimeout.String())
+	}
+	p, err := startChild(s.r.sp, "sample backend "+b.addr, b.logPath, s.r.opts.Binary, args...)
 	if err != nil {
 		return err
 	}
@@ -218,17 +229,83 @@ func (s *stack) startBackend(ctx context.Context, b *backend) error {
 	return nil
 }
 
-// restart kills b's process as a deploy would (SIGTERM: the sample backend
-// stops at once, cutting its requests in flight) and starts a new one on
-// the same address; it returns once the new one is registered.
+// jvmShutdownTimeout bounds a jvm backend's graceful shutdown (Spring
+// Boot's spring.lifecycle.timeout-per-shutdown-phase defaults to 30 s).
+const jvmShutdownTimeout = 30 * time.Second
+
+// stopSignal is how the mode stops a backend. The fast backend stops at
+// once on SIGTERM anyway; a jvm backend shuts down gracefully on SIGTERM,
+// so the modes without any drain that kill (poll, watch, nginx) send
+// SIGKILL: the process dies with what it has in flight and its
+// registration stays until its ZooKeeper session expires.
+func (s *stack) stopSignal() syscall.Signal {
+	if s.r.backend == BackendJVM && (s.mode == ModePoll || s.mode == ModeWatch || s.mode == ModeNginx) {
+		return syscall.SIGKILL
+	}
+	return syscall.SIGTERM
+}
+
+// newAddress reports whether a restarted backend comes back on a new
+// port, as a pod on Kubernetes does: jvm backends, except under nginx,
+// whose static upstream names fixed addresses.
+func (s *stack) newAddress() bool {
+	return s.r.backend == BackendJVM && s.mode != ModeNginx
+}
+
+// shutdownDesc says how the mode stops and restarts a backend.
+func (s *stack) shutdownDesc() string {
+	var d string
+	switch {
+	case s.r.backend == BackendFast:
+		d = "SIGTERM (stops at once)"
+	case s.stopSignal() == syscall.SIGKILL:
+		d = "SIGKILL"
+	default:
+		d = "SIGTERM (graceful)"
+	}
+	if s.newAddress() {
+		return d + ", back on a new port"
+	}
+	return d + ", back on the same address"
+}
+
+// restart stops b's process the mode's way (stopSignal) and starts a new
+// one, on a new address when newAddress; it returns once the new one is
+// registered, and records the time taken.
 func (s *stack) restart(ctx context.Context, b *backend) error {
-	if b.proc != nil && !b.proc.Stop(ctx, syscall.SIGTERM, 10*time.Second) {
-		s.r.log.Warn("sample backend did not stop on SIGTERM; killed", "addr", b.addr)
+	t0 := time.Now()
+	sig, grace := s.stopSignal(), 10*time.Second
+	if sig == syscall.SIGTERM && s.r.backend == BackendJVM {
+		grace = jvmShutdownTimeout + 10*time.Second
+	}
+	if b.proc != nil && !b.proc.Stop(ctx, sig, grace) {
+		s.r.log.Warn("sample backend did not stop in time; killed", "addr", b.addr, "signal", sig)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.startBackend(ctx, b)
+	if s.newAddress() {
+		addrs, err := freeAddrs(1)
+		if err != nil {
+			return err
+		}
+		s.r.log.Info("sample backend moves to a new address", "mode", s.mode, "from", b.addr, "to", addrs[0])
+		b.addr = addrs[0]
+	}
+	if err := s.startBackend(ctx, b); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.restarts = append(s.restarts, time.Since(t0))
+	s.mu.Unlock()
+	return nil
+}
+
+// restartTimes returns the recorded restart times.
+func (s *stack) restartTimes() []time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Duration(nil), s.restarts...)
 }
 
 func (s *stack) startNginx(ctx context.Context, addrs []string) error {
@@ -340,6 +417,9 @@ func (s *stack) close() {
 	wg.Wait()
 	if s.ctl != nil {
 		s.ctl.Close()
+	}
+	if s.obs != nil {
+		s.obs.Close()
 	}
 }
 

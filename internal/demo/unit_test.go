@@ -205,6 +205,8 @@ func sampleReport() *Report {
 		desc, note := describe(m, QuickTiming(), true)
 		r := newModeResult(m, desc, s, 3*time.Second, total, per)
 		r.Note = note
+		r.Shutdown = "SIGTERM (graceful), back on a new port"
+		r.RestartSeconds = []float64{2.25, 2.35}
 		return r
 	}
 	return &Report{
@@ -212,6 +214,7 @@ func sampleReport() *Report {
 		Quick:   true,
 		Machine: Machine{OS: "linux", Arch: "amd64", CPUs: 2, CPU: "AMD EPYC", MemMB: 24105, Kernel: "6.1"},
 		Load:    spec, PreRollSeconds: 1, TailSeconds: 1,
+		Backend: string(BackendJVM), BackendStartupSeconds: 2,
 		Modes: []ModeResult{
 			mk(ModeWatch, Failures{HTTP5xx: 5, Reset: 1}, 110*time.Millisecond, 30*time.Millisecond, 25*time.Millisecond),
 			mk(ModeZkgate, Failures{}, 1880*time.Millisecond, 470*time.Millisecond, 465*time.Millisecond),
@@ -229,7 +232,9 @@ func TestWriteTable(t *testing.T) {
 	for _, want := range []string{
 		"2026-11-25 10:00 UTC",
 		"linux/amd64, 2 CPUs (AMD EPYC), 23.5 GB RAM, kernel 6.1",
-		"200 req/s, 70% GET / 30% POST",
+		"400 req/s, 70% GET / 30% POST",
+		"backend: jvm (like Spring Boot on Kubernetes): 2 s to start before registering",
+		"stop: SIGTERM (graceful), back on a new port",
 		"--quick",
 		"nginx:  skipped: nginx is not installed",
 		"(1 s before the first restart to 1 s after the last)",
@@ -257,13 +262,13 @@ func TestWriteTable(t *testing.T) {
 		t.Fatalf("rows missing:\n%s", out)
 	}
 	// Right-aligned columns end where their headers end.
-	for _, col := range []string{"requests", "failed", "5xx", "failure rate", "p99", "rollout"} {
+	for _, col := range []string{"requests", "failed", "5xx", "failure rate", "p99", "restart", "rollout"} {
 		end := strings.Index(header, col) + len(col)
 		if end > len(watch) || watch[end-1] == ' ' || (end < len(watch) && watch[end] != ' ') {
 			t.Errorf("column %q misaligned:\n%s\n%s", col, header, watch)
 		}
 	}
-	for _, want := range []string{"1,000", "0.60%", "5.8 ms", "812 ms", "0.03 s", "0.11 s"} {
+	for _, want := range []string{"1,000", "0.60%", "5.8 ms", "812 ms", "2.30 s", "0.03 s", "0.11 s"} {
 		if !strings.Contains(watch, want) {
 			t.Errorf("watch row lacks %q: %s", want, watch)
 		}
@@ -425,5 +430,42 @@ func TestThousandsRate(t *testing.T) {
 		if got := rate(r); got != want {
 			t.Errorf("rate(%v) = %q", r, got)
 		}
+	}
+}
+
+func TestParseBackend(t *testing.T) {
+	for in, want := range map[string]Backend{"jvm": BackendJVM, " FAST ": BackendFast} {
+		if got, err := ParseBackend(in); err != nil || got != want {
+			t.Errorf("ParseBackend(%q) = %q, %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "tomcat"} {
+		if _, err := ParseBackend(bad); err == nil {
+			t.Errorf("ParseBackend(%q): no error", bad)
+		}
+	}
+}
+
+// TestWithStatus: the spring mode changes instance_status in the Curator
+// JSON of the given address only, keeping the other fields as they were.
+func TestWithStatus(t *testing.T) {
+	in := []byte(`{"name":"demo","id":"6c9d2c3e","address":"127.0.0.1","port":20123,"sslPort":null,` +
+		`"payload":{"@class":"org.springframework.cloud.zookeeper.discovery.ZookeeperInstance","id":"demo","name":"demo","metadata":{"instance_status":"UP","zone":"a"}},` +
+		`"registrationTimeUTC":1764982000123,"serviceType":"DYNAMIC","uriSpec":{"parts":[]}}`)
+	if _, ok, err := withStatus(in, "127.0.0.1:20124", statusOutOfService); ok || err != nil {
+		t.Fatalf("another address matched (err %v)", err)
+	}
+	out, ok, err := withStatus(in, "127.0.0.1:20123", statusOutOfService)
+	if !ok || err != nil {
+		t.Fatalf("ok %v err %v", ok, err)
+	}
+	for _, want := range []string{`"instance_status":"OUT_OF_SERVICE"`, `"zone":"a"`, `"registrationTimeUTC":1764982000123`,
+		`"sslPort":null`, `"@class":"org.springframework.cloud.zookeeper.discovery.ZookeeperInstance"`, `"id":"6c9d2c3e"`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("result lacks %s: %s", want, out)
+		}
+	}
+	if _, _, err := withStatus([]byte("not json"), "127.0.0.1:1", statusOutOfService); err == nil {
+		t.Error("bad JSON: no error")
 	}
 }

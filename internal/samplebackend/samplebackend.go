@@ -6,6 +6,12 @@
 // ZooKeeper session closes. So demos show the problem, and the cure,
 // honestly.
 //
+// It can also behave like a JVM service (Spring Boot on Tomcat):
+// Options.StartupDelay makes it take seconds before it listens and
+// registers, and Shutdown stops it the way Spring Boot's graceful shutdown
+// does: stop accepting, finish the requests in flight, and only then
+// deregister ("deregister late") and close the session.
+//
 // # HTTP interface
 //
 //   - GET or HEAD on any path: 200 with a JSON Reply.
@@ -66,6 +72,9 @@ type Options struct {
 	// the listener's address (which must then not be 0.0.0.0 or ::); its
 	// Drainer is ignored: a sample backend stops without grace.
 	Register *register.Options
+	// StartupDelay is waited (ctx permitting) before listening and
+	// registering, as a JVM service takes seconds to start.
+	StartupDelay time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -97,8 +106,17 @@ func Start(ctx context.Context, opts Options) (*Backend, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if opts.Latency < 0 {
-		return nil, errors.New("sample backend: latency must not be negative")
+	if opts.Latency < 0 || opts.StartupDelay < 0 {
+		return nil, errors.New("sample backend: latency and start-up delay must not be negative")
+	}
+	if opts.StartupDelay > 0 {
+		t := time.NewTimer(opts.StartupDelay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("sample backend: starting: %w", ctx.Err())
+		case <-t.C:
+		}
 	}
 	ln, err := net.Listen("tcp", opts.Listen)
 	if err != nil {
@@ -183,6 +201,33 @@ func (b *Backend) Kill() {
 			b.reg.Close()
 		}
 	})
+}
+
+// Shutdown stops the backend gracefully, as Spring Boot's graceful shutdown
+// does: the listener closes (new connections are refused) and idle
+// connections with it, the requests in flight finish (ctx bounds the wait;
+// those still running then are cut), and only then is the node deleted and
+// the session closed. Shutdown after Kill or Shutdown does nothing.
+func (b *Backend) Shutdown(ctx context.Context) error {
+	var err error
+	b.killOnce.Do(func() {
+		b.log.Info("sample backend shutting down gracefully", "in_flight", b.inFlight.Load())
+		if err = b.srv.Shutdown(ctx); err != nil {
+			b.srv.Close()
+			err = fmt.Errorf("sample backend: finishing the requests in flight: %w", err)
+		}
+		<-b.done
+		if b.reg != nil {
+			// A fresh bound: deregistering is worth doing even when the
+			// wait for the requests in flight used up ctx.
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if rerr := b.reg.Shutdown(dctx); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("sample backend: deregistering: %w", rerr))
+			}
+		}
+	})
+	return err
 }
 
 // ServeHTTP implements http.Handler.

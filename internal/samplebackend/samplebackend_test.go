@@ -189,3 +189,70 @@ func TestUnspecifiedListenNeedsAnAddress(t *testing.T) {
 		t.Fatalf("Start = %v, want an error about the unroutable address", err)
 	}
 }
+
+// TestGracefulShutdownDeregistersLate: Shutdown refuses new connections at
+// once, lets the request in flight finish, and deletes the node only after
+// it (Spring Boot's graceful shutdown, then the registry's deregistration).
+func TestGracefulShutdownDeregistersLate(t *testing.T) {
+	c := zktest.Start(t)
+	t0 := time.Now()
+	b := start(t, samplebackend.Options{
+		Latency: 10 * time.Millisecond, StartupDelay: 300 * time.Millisecond,
+		Register: &register.Options{Servers: c.Servers(), Service: "orders", Logger: quiet()},
+	})
+	if took := time.Since(t0); took < 300*time.Millisecond {
+		t.Fatalf("started in %s, before its start-up delay", took)
+	}
+	reg := b.Registration()
+	obs, err := zksession.Connect(zksession.Config{Servers: c.Servers(), Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obs.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := obs.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		status int
+		err    error
+	}
+	resc := make(chan result, 1)
+	go func() {
+		resp, err := http.Get("http://" + b.Addr() + "/slow?latency=1500ms")
+		if err != nil {
+			resc <- result{err: err}
+			return
+		}
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		resc <- result{status: resp.StatusCode, err: err}
+	}()
+	for deadline := time.Now().Add(30 * time.Second); b.InFlight() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("request never arrived")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	done := make(chan error, 1)
+	go func() { done <- b.Shutdown(ctx) }()
+	// While the slow request runs: new connections refused, node still there.
+	time.Sleep(300 * time.Millisecond)
+	if resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Get("http://" + b.Addr() + "/"); err == nil {
+		resp.Body.Close()
+		t.Fatal("a new connection was accepted during the graceful shutdown")
+	}
+	if ok, _, err := obs.Exists(ctx, reg.Path()); err != nil || !ok {
+		t.Fatalf("deregistered before the request in flight finished (exists %v, err %v)", ok, err)
+	}
+	if r := <-resc; r.err != nil || r.status != http.StatusOK {
+		t.Fatalf("request in flight: status %d, err %v; want it finished", r.status, r.err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if ok, _, err := obs.Exists(ctx, reg.Path()); err != nil || ok {
+		t.Fatalf("node still there after Shutdown (exists %v, err %v)", ok, err)
+	}
+}
