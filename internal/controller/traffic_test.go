@@ -3,6 +3,7 @@ package controller_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net/http"
 	"path"
 	"strconv"
@@ -214,4 +215,57 @@ func TestTrafficUnderLoad(t *testing.T) {
 		t.Errorf("%d of %d requests failed", n, l.sent.Load())
 	}
 	t.Logf("load: %d requests", l.sent.Load())
+}
+
+// TestTrafficCostTenGateways measures what the traffic view costs at 10
+// gateways: polls/s and bytes per poll from the controller's metrics, and
+// ZooKeeper writes (presence versions: at most the 10 s heartbeat).
+func TestTrafficCostTenGateways(t *testing.T) {
+	e := newEnv(t)
+	ctl := e.startController("c1", e.config("", "", 0), controller.Options{})
+	var ids, proxies []string
+	for i := 0; i < 10; i++ {
+		id := fmt.Sprintf("gw-%02d", i)
+		ids = append(ids, id)
+		proxies = append(proxies, e.startGateway(id, 0, gatewayd.Options{}).ProxyAddr())
+	}
+	for _, n := range []string{"a", "b", "c", "d"} {
+		e.register("orders", n, newBackend(t, n, nil))
+	}
+	for _, p := range proxies {
+		waitRoutes(t, p, "a", "b", "c", "d")
+	}
+	startLoad(t, 4, proxies...)
+	cl := client(t, ctl.URL())
+	eventually(t, "traffic from all 10 gateways", func() bool {
+		v, err := cl.Service(context.Background(), "orders")
+		return err == nil && v.Traffic != nil && v.Traffic.Polled == 10 && len(v.Instances) == 4 &&
+			v.Instances[0].Traffic != nil && len(v.Instances[0].Traffic.ByGateway) == 10
+	})
+	before := e.presenceVersions(ids...)
+	p0 := metricValue(t, ctl.URL()+"/metrics", "zkgate_controller_traffic_polls_total")
+	b0 := metricValue(t, ctl.URL()+"/metrics", "zkgate_controller_traffic_poll_bytes_total")
+	start := time.Now()
+	for time.Since(start) < 5*time.Second {
+		if _, err := cl.Service(context.Background(), "orders"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	el := time.Since(start).Seconds()
+	p1 := metricValue(t, ctl.URL()+"/metrics", "zkgate_controller_traffic_polls_total")
+	b1 := metricValue(t, ctl.URL()+"/metrics", "zkgate_controller_traffic_poll_bytes_total")
+	after := e.presenceVersions(ids...)
+	writes := 0
+	for id, v := range after {
+		writes += int(v - before[id])
+	}
+	t.Logf("cost at 10 gateways, 4 instances: %.1f polls/s, %.0f bytes/poll, %d presence writes in %.1fs (heartbeats)",
+		(p1-p0)/el, (b1-b0)/max(p1-p0, 1), writes, el)
+	if got := (p1 - p0) / el; got < 6 || got > 14 {
+		t.Errorf("%.1f polls/s at 10 gateways, want about 10", got)
+	}
+	if writes > 10 {
+		t.Errorf("%d presence writes in %.1fs: more than one heartbeat per gateway", writes, el)
+	}
 }
