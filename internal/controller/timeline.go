@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/ctlclient"
+	"github.com/zkgate/zkgate/internal/marks"
 )
 
 // Timelines (README.md, Controller API: timeline): every replica keeps, in
@@ -99,10 +100,34 @@ func (t *timelines) get(k instKey) []ctlclient.TimelineEntry {
 	return append([]ctlclient.TimelineEntry(nil), tl.entries...)
 }
 
+// returning reports whether k's timeline last showed it out of rotation
+// or coming back (t.mu held).
+func (t *timelines) returning(k instKey) bool {
+	tl := t.m[k]
+	if tl == nil || len(tl.entries) == 0 {
+		return false
+	}
+	switch tl.entries[len(tl.entries)-1].State {
+	case ctlclient.StateDraining, ctlclient.StateDrained, timelineGone, timelineWarming:
+		return true
+	}
+	return false
+}
+
+func allServing(states []string) bool {
+	for _, s := range states {
+		if s != ctlclient.StateServing {
+			return false
+		}
+	}
+	return len(states) > 0
+}
+
 // timelineState is the state a timeline shows for v: the API state, with
-// a marked address that is not registered shown gone, and a serving one
-// shown warming while some gateway still ramps its weight up (its presence
-// report for the mark, or its traffic counters, say warming).
+// a marked address that is not registered shown gone, and an instance
+// registered again after its mark shown warming until every live gateway
+// acknowledged the new registration and none ramps its weight up any more
+// (its presence report for the mark, or its traffic counters, say warming).
 func timelineState(v *ctlclient.InstanceView, gwStates []string) string {
 	switch v.State {
 	case ctlclient.StateDraining, ctlclient.StateDrained:
@@ -110,6 +135,10 @@ func timelineState(v *ctlclient.InstanceView, gwStates []string) string {
 	case ctlclient.StateAbsent:
 		return timelineGone
 	case ctlclient.StateServing:
+		if v.Mark != nil && v.Registered && !v.Acknowledged &&
+			marks.Reregistered(v.Czxid, v.Incarnation, v.Mark.Mzxid, v.Mark.Incarnation) {
+			return timelineWarming // back, but not every gateway routes to it yet
+		}
 		for _, g := range v.Gateways {
 			if g.State == timelineWarming {
 				return timelineWarming
@@ -134,7 +163,7 @@ func (c *Controller) recordTimelines() {
 	now := c.now()
 	nowMs := now.UnixMilli()
 	gws, departed := c.presence.Gateways(), c.presence.Departed()
-	gwStates := c.traffic.gatewayStates()
+	gwStates, polling := c.traffic.gatewayStates()
 	t := c.timelines
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -158,7 +187,14 @@ func (c *Controller) recordTimelines() {
 				if in.Mark != nil {
 					deployID, markMs = in.Mark.DeployID, in.Mark.CreatedMs
 				}
-				t.record(k, timelineState(in, gwStates[k]), deployID, nowMs, in.Marked, markMs)
+				st := timelineState(in, gwStates[k])
+				if st == ctlclient.StateServing && polling && t.returning(k) && !allServing(gwStates[k]) {
+					// Back after a drain: warming until the gateways' counters
+					// (the traffic view, polled while someone watches) show it
+					// served at full weight everywhere.
+					st = timelineWarming
+				}
+				t.record(k, st, deployID, nowMs, in.Marked, markMs)
 			}
 		}
 		for k := range t.m {

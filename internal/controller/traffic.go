@@ -395,8 +395,8 @@ func (p *trafficPoller) fill(v *ctlclient.ServiceResponse) {
 }
 
 // gatewayStates returns, by instance, the states the gateways reported at
-// the last poll (nil when not polling).
-func (p *trafficPoller) gatewayStates() map[instKey][]string {
+// the last poll, and whether the poller is polling.
+func (p *trafficPoller) gatewayStates() (_ map[instKey][]string, polling bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := map[instKey][]string{}
@@ -410,7 +410,7 @@ func (p *trafficPoller) gatewayStates() map[instKey][]string {
 			out[k] = append(out[k], tr.ByGateway[id].State)
 		}
 	}
-	return out
+	return out, p.active && p.atMs != 0
 }
 
 func round2(f float64) float64 {
