@@ -77,6 +77,7 @@ type trafficPoller struct {
 	gws     map[string]*gatewaySamples
 	errs    map[string]string
 	atMs    int64
+	hasRate bool // some gateway had two samples at the last poll
 	hist    map[instKey]*instHistory
 	current map[instKey]ctlclient.Traffic // as of the last poll
 }
@@ -163,7 +164,7 @@ func (p *trafficPoller) stillUsed() bool {
 	p.active = false
 	p.gws = map[string]*gatewaySamples{}
 	p.current = map[instKey]ctlclient.Traffic{}
-	p.atMs = 0
+	p.atMs, p.hasRate = 0, false
 	return false
 }
 
@@ -219,9 +220,12 @@ func (p *trafficPoller) poll(ctx context.Context) {
 		}
 	}
 	now := p.now().UnixMilli()
-	p.atMs = now
+	p.atMs, p.hasRate = now, false
 	p.current = p.rates()
 	for k, tr := range p.current {
+		if !p.hasRate {
+			break // one sample per gateway: no rate to chart yet
+		}
 		h := p.hist[k]
 		if h == nil {
 			if len(p.hist) >= trafficMaxKeys {
@@ -315,6 +319,7 @@ func (p *trafficPoller) rates() map[instKey]ctlclient.Traffic {
 		for i := 0; i < n-1; i++ {
 			if s1.atMs-gs.samples[i].atMs <= trafficWindow.Milliseconds()+trafficInterval.Milliseconds()/2 {
 				s0 = &gs.samples[i]
+				p.hasRate = true
 				break
 			}
 		}
@@ -368,8 +373,8 @@ func (p *trafficPoller) fill(v *ctlclient.ServiceResponse) {
 		}
 	}
 	v.Traffic = st
-	if p.atMs == 0 {
-		return // not polled yet
+	if !p.hasRate {
+		return // not polled twice yet: no rates
 	}
 	for i := range v.Instances {
 		in := &v.Instances[i]
