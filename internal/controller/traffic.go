@@ -131,6 +131,7 @@ func (p *trafficPoller) touch() {
 
 // Run polls while the view is read, until ctx ends.
 func (p *trafficPoller) Run(ctx context.Context) error {
+	defer p.client.CloseIdleConnections()
 	for {
 		select {
 		case <-ctx.Done():
@@ -149,6 +150,7 @@ func (p *trafficPoller) Run(ctx context.Context) error {
 			p.poll(ctx)
 		}
 		t.Stop()
+		p.client.CloseIdleConnections()
 	}
 }
 
