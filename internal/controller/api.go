@@ -195,6 +195,8 @@ func (c *Controller) getService(w http.ResponseWriter, r *http.Request, _ string
 		writeError(w, http.StatusNotFound, fmt.Sprintf("service %q has no instances and no marks", service))
 		return
 	}
+	c.traffic.fill(&v)
+	c.fillTimelines(&v)
 	writeJSON(w, http.StatusOK, v)
 }
 

@@ -80,6 +80,10 @@ type Controller struct {
 	resolver registry.Resolver
 	promReg  *prometheus.Registry
 	metrics  *metrics
+	// The traffic view and the timelines (traffic.go, timeline.go).
+	traffic      *trafficPoller
+	timelines    *timelines
+	timelineKick chan struct{}
 
 	ln  net.Listener
 	srv *http.Server
@@ -197,6 +201,9 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Controller, 
 		wopts.Probe = presence.ProbeAdmin
 	}
 	c.presence = presence.NewWatcher(sess, wopts)
+	c.traffic = newTrafficPoller(c.presence.Gateways, now, log, c.promReg)
+	c.traffic.polled = c.kickTimelines
+	c.timelines, c.timelineKick = newTimelines(), make(chan struct{}, 1)
 	c.store = &store{sess: sess, root: root, metrics: c.metrics}
 	c.audit = newAuditLog(sess, root, cfg.Controller.AuditLimit, id, func() int64 { return now().UnixMilli() }, log, c.metrics)
 	c.elector = newElector(sess, root, id, log, c.runJobs, func(leading bool) {
@@ -231,6 +238,8 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Controller, 
 	c.components.Go("fanout", func() error { return c.fanout(runCtx) })
 	c.components.Go("election", func() error { return c.elector.Run(runCtx) })
 	c.components.Go("audit trim", func() error { return c.audit.Run(runCtx) })
+	c.components.Go("traffic", func() error { return c.traffic.Run(runCtx) })
+	c.components.Go("timelines", func() error { return c.runTimelines(runCtx) })
 	c.components.Go("api listener", func() error { return c.srv.Serve(c.ln) })
 	log.Info("controller started", "listen", c.Addr(), "zookeeper", cfg.ZooKeeper.Servers)
 	return c, nil

@@ -2,10 +2,13 @@ package controller_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -53,23 +56,92 @@ func TestDashboardInBrowser(t *testing.T) {
 	browser := chromium(t)
 	e := newEnv(t)
 	ctl := e.startController("c1", e.config("", "", 0), controller.Options{})
-	gw := e.startGateway("gw-ui", 0, gatewayd.Options{})
+	// A gateway with a warm-up, so that a returning instance shows warming.
+	gw, err := gatewayd.Start(context.Background(), e.config("", "id: gw-ui\nwarmup: 3s\n", 0), gatewayd.Options{Logger: e.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = gw.Shutdown(ctx)
+	})
+	gw2 := e.startGateway("gw-ui-2", 0, gatewayd.Options{})
 	a := newBackend(t, "a", nil)
 	b := newBackend(t, "b", nil)
+	c := newBackend(t, "c", nil)
 	e.register("orders", "a", a)
-	e.register("orders", "b", b)
+	bNode := e.register("orders", "b", b)
+	e.register("orders", "c", c)
 	// A registry service whose name the API refuses (issue 11): skipped,
 	// counted and shown escaped; it must not keep the others from rendering.
 	const badName = `<img src=x onerror=alert(1)>`
 	e.register(badName, "x", a)
-	waitRoutes(t, gw.ProxyAddr(), "a", "b")
+	waitRoutes(t, gw.ProxyAddr(), "a", "b", "c")
+	waitRoutes(t, gw2.ProxyAddr(), "a", "b", "c")
 	cl := client(t, ctl.URL())
 	eventually(t, "the refused service to be listed as skipped", func() bool {
 		l, err := cl.Services(context.Background())
 		return err == nil && len(l.Skipped) == 1 && l.Skipped[0] == badName
 	})
-	if _, err := cl.Drain(context.Background(), "orders", b.addr, ctlclient.DrainRequest{Reason: "ui test", Wait: true, Timeout: "20s"}); err != nil {
+
+	// Under load (which starts the traffic view), b goes through a whole
+	// deploy: drained, deregistered, registered again (a new process),
+	// warming, serving. c is drained and stays so.
+	l := startLoad(t, 4, gw.ProxyAddr(), gw2.ProxyAddr())
+	trafficOf := func(v *ctlclient.ServiceResponse, addr string) *ctlclient.InstanceView {
+		for i := range v.Instances {
+			if v.Instances[i].Addr == addr {
+				return &v.Instances[i]
+			}
+		}
+		return &ctlclient.InstanceView{}
+	}
+	eventually(t, "traffic figures for every instance", func() bool {
+		v, err := cl.Service(context.Background(), "orders")
+		if err != nil {
+			return false
+		}
+		for _, x := range []*backend{a, b, c} {
+			if in := trafficOf(v, x.addr); in.Traffic == nil || in.Traffic.RPS <= 0 {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(4 * time.Second) // some history before the deploy
+	if r, err := cl.Drain(context.Background(), "orders", b.addr, ctlclient.DrainRequest{Reason: "release 4711", Wait: true, Timeout: "20s", DeployID: "deploy-42"}); err != nil || r.Status != ctlclient.StatusDrained {
+		t.Fatalf("drain b: %+v %v", r, err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	e.deregister(bNode)
+	time.Sleep(1500 * time.Millisecond)
+	e.register("orders", "b-restarted", b)
+	if _, err := cl.Drain(context.Background(), "orders", c.addr, ctlclient.DrainRequest{Reason: "ui test", Wait: true, Timeout: "20s", DeployID: "deploy-42"}); err != nil {
 		t.Fatal(err)
+	}
+	var lastSeen string
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("last seen: %s", lastSeen)
+		}
+	})
+	eventually(t, "b's timeline to end serving and c to get no traffic", func() bool {
+		v, err := cl.Service(context.Background(), "orders")
+		if err != nil {
+			return false
+		}
+		var states []string
+		for _, en := range trafficOf(v, b.addr).Timeline {
+			states = append(states, en.State)
+		}
+		in := trafficOf(v, c.addr)
+		lastSeen = fmt.Sprintf("b: %v; c: %+v", trafficOf(v, b.addr).Timeline, in.Traffic)
+		return strings.Join(states, ",") == "draining,drained,gone,warming,serving" && in.Traffic != nil && in.Traffic.RPS == 0
+	})
+	time.Sleep(2 * time.Second) // the chart shows c at 0 for a while
+	if n := l.failed.Load(); n != 0 {
+		t.Errorf("%d of %d requests failed during the deploy", n, l.sent.Load())
 	}
 
 	// The page and its assets are served with a strict CSP.
@@ -94,11 +166,17 @@ func TestDashboardInBrowser(t *testing.T) {
 		`data-instance="orders/` + a.addr + `"`,
 		`data-instance="orders/` + b.addr + `"`,
 		`data-gateway="gw-ui"`,
-		`data-state="drained"`, // b, at gateway gw-ui
-		`data-state="serving"`, // a
-		"ui test",              // the mark's reason
-		`data-skipped="1"`,     // the refused service, counted
-		`&lt;img src=x`,        // and shown as text
+		`data-state="drained"`,                                  // c, at gateway gw-ui
+		`data-state="serving"`,                                  // a
+		`data-timeline="draining,drained,gone,warming,serving"`, // b's deploy
+		`data-timeline="draining,drained"`,                      // c
+		`data-gateway-ack="gw-ui-2"`,
+		`data-deploy="deploy-42"`,          // c's mark
+		`data-deploy-progress="deploy-42"`, // the rollout's progress
+		"release 4711",                     // in the audit
+		"ui test",                          // the mark's reason
+		`data-skipped="1"`,                 // the refused service, counted
+		`&lt;img src=x`,                    // and shown as text
 	} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("rendered dashboard lacks %s", want)
@@ -107,16 +185,31 @@ func TestDashboardInBrowser(t *testing.T) {
 	if strings.Contains(dom, "<img") {
 		t.Error("a registry service name became markup")
 	}
+	// Charts with points, and rates: c at 0, a above.
+	if !regexp.MustCompile(`data-chart="([2-9]|[1-9][0-9]+)"`).MatchString(dom) {
+		t.Error("no chart with at least two points")
+	}
+	if !strings.Contains(dom, `data-rps="0"`) || !regexp.MustCompile(`data-rps="[1-9]`).MatchString(dom) {
+		t.Error("the rates of the drained and serving instances are not shown")
+	}
 	if t.Failed() {
 		t.Logf("DOM:\n%s", dom)
 	}
-	// For looking at the page: ZKGATE_UI_SCREENSHOT=/tmp/ui.png go test -run Dashboard
-	if shot := os.Getenv("ZKGATE_UI_SCREENSHOT"); shot != "" {
-		out, err := exec.Command(browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-			"--user-data-dir="+t.TempDir(), "--window-size=1280,800", "--virtual-time-budget=10000",
-			"--screenshot="+shot, ctl.URL()+"/ui/").CombinedOutput()
-		if err != nil {
-			t.Fatalf("screenshot: %v %s", err, out)
-		}
+	// The screenshot (the README shows one: docs/dashboard.png). Set
+	// ZKGATE_UI_SCREENSHOT=/path.png to keep it.
+	shot := os.Getenv("ZKGATE_UI_SCREENSHOT")
+	if shot == "" {
+		shot = filepath.Join(t.TempDir(), "dashboard.png")
 	}
+	out, err := exec.Command(browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+		"--hide-scrollbars", "--user-data-dir="+t.TempDir(), "--window-size=1400,1000", "--virtual-time-budget=10000",
+		"--screenshot="+shot, ctl.URL()+"/ui/").CombinedOutput()
+	if err != nil {
+		t.Fatalf("screenshot: %v %s", err, out)
+	}
+	png, err := os.ReadFile(shot)
+	if err != nil || len(png) < 20000 || string(png[1:4]) != "PNG" {
+		t.Fatalf("screenshot %s: %d bytes, %v", shot, len(png), err)
+	}
+	l.stop()
 }

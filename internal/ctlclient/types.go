@@ -277,7 +277,82 @@ type InstanceView struct {
 	// absent (or has no route for the service). The leader deletes such a
 	// mark.
 	Acknowledged bool `json:"acknowledged,omitempty"`
+	// Traffic is what the live gateways send the instance, over the last
+	// few seconds (see Traffic); nil while the answering controller
+	// replica has no traffic figures yet (TrafficStatus).
+	Traffic *Traffic `json:"traffic,omitempty"`
+	// Timeline lists the instance's state changes as the answering
+	// controller replica saw them since it started (see TimelineEntry),
+	// oldest first, at most TimelineLimit entries; empty for an instance
+	// that was never marked.
+	Timeline []TimelineEntry `json:"timeline,omitempty"`
 }
+
+// Traffic is an instance's traffic summed over the live gateways (README.md,
+// Controller API: traffic). Rates are per second over the last
+// TrafficStatus.WindowMs; InFlight is the latest count.
+type Traffic struct {
+	RPS        float64 `json:"rps"`
+	InFlight   int64   `json:"in_flight"`
+	ErrorsPerS float64 `json:"errors_per_s"`
+	// ByGateway is the same per gateway id (gateways that know the
+	// instance).
+	ByGateway map[string]GatewayTraffic `json:"by_gateway"`
+	// History is the sum over gateways, one point per poll, oldest first
+	// (at most TrafficHistoryLimit points), for charts.
+	History []TrafficPoint `json:"history,omitempty"`
+}
+
+// GatewayTraffic is an instance's traffic at one gateway.
+type GatewayTraffic struct {
+	RPS        float64 `json:"rps"`
+	InFlight   int64   `json:"in_flight"`
+	ErrorsPerS float64 `json:"errors_per_s"`
+	// State is the instance's state at the gateway (warming, serving,
+	// draining, drained, down, ejected, gone).
+	State string `json:"state,omitempty"`
+}
+
+// TrafficPoint is one point of Traffic.History.
+type TrafficPoint struct {
+	AtMs       int64   `json:"at_ms"`
+	RPS        float64 `json:"rps"`
+	ErrorsPerS float64 `json:"errors_per_s"`
+	InFlight   int64   `json:"in_flight"`
+}
+
+// TrafficHistoryLimit bounds Traffic.History.
+const TrafficHistoryLimit = 60
+
+// TrafficStatus says where ServiceResponse's traffic figures come from.
+type TrafficStatus struct {
+	// AtMs is when the answering replica last polled the gateways (0:
+	// not yet: polling starts with the first GET /v1/services/{service}
+	// and stops after a minute without one).
+	AtMs int64 `json:"at_ms"`
+	// WindowMs is the span rates are computed over.
+	WindowMs int64 `json:"window_ms"`
+	// IntervalMs is the pause between two polls.
+	IntervalMs int64 `json:"interval_ms"`
+	// Polled counts the gateways whose counters are in the figures.
+	Polled int `json:"polled"`
+	// Errors says, by gateway id, why a live gateway's counters could not
+	// be read at the last poll.
+	Errors map[string]string `json:"errors,omitempty"`
+}
+
+// TimelineEntry is one state change of an instance (Timeline): draining,
+// drained, gone (deregistered), warming (registered again, some gateway
+// ramps its weight), serving, down (registry status not UP).
+type TimelineEntry struct {
+	State string `json:"state"`
+	AtMs  int64  `json:"at_ms"`
+	// DeployID is the deploy id of the mark in force at the change, if any.
+	DeployID string `json:"deploy_id,omitempty"`
+}
+
+// TimelineLimit bounds InstanceView.Timeline.
+const TimelineLimit = 24
 
 // ServiceResponse answers GET /v1/services/{service}.
 type ServiceResponse struct {
@@ -285,6 +360,8 @@ type ServiceResponse struct {
 	Instances []InstanceView `json:"instances"`
 	// LiveGateways is the number of gateways with a presence node.
 	LiveGateways int `json:"live_gateways"`
+	// Traffic describes the instances' traffic figures (see Traffic).
+	Traffic *TrafficStatus `json:"traffic,omitempty"`
 }
 
 // AppliedMark is a mark as a gateway reports it.

@@ -22,6 +22,8 @@ import (
 //	GET /metrics          Prometheus metrics
 //	GET /admin/instances  {"registry_revision":..,"marks_revision":..,
 //	                      "services":{"<service>":[InstanceStatus...]}}
+//	GET /admin/traffic    TrafficReport: per-instance request, error and
+//	                      in-flight counters (compact; the controller polls it)
 func (g *Gateway) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -31,6 +33,7 @@ func (g *Gateway) AdminHandler() http.Handler {
 	mux.HandleFunc("GET /readyz", g.serveReadyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /admin/instances", g.serveInstances)
+	mux.HandleFunc("GET "+TrafficPath, g.serveTraffic)
 	return mux
 }
 

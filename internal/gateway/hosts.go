@@ -67,6 +67,11 @@ type host struct {
 
 	requests atomic.Uint64 // responses received from the host
 	failures atomic.Uint64 // connection failures
+	// For the traffic view (GET /admin/traffic): exchanges with the host
+	// that ended without a usable response (refused, reset, timed out,
+	// malformed), and responses with a 5xx status. One atomic add each.
+	failed    atomic.Uint64
+	status5xx atomic.Uint64
 
 	conns connPool // idle upstream connections (native engine)
 
@@ -136,6 +141,13 @@ func (h *host) succeeded(now func() time.Time) {
 	}
 	if h.ejections.Load() != 0 {
 		h.endEjection(now().UnixNano())
+	}
+}
+
+// responded counts a 5xx response of h (the traffic view's errors).
+func (h *host) responded(status int) {
+	if status >= 500 {
+		h.status5xx.Add(1)
 	}
 }
 

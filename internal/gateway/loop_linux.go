@@ -816,6 +816,7 @@ func (l *evloop) handoffExchange(c *clientConn, headRead bool) {
 	if err != nil {
 		uc.rd.raw.on = false
 		ex.h.release()
+		ex.h.failed.Add(1)
 		ex.rt.metrics.count(502)
 		l.closeClient(c)
 		return
@@ -836,6 +837,7 @@ func (l *evloop) handoffExchange(c *clientConn, headRead bool) {
 			uc, derr := c.g.dialer.dial(ex.h.addr, ex.deadline)
 			if derr != nil {
 				ex.h.release()
+				ex.h.failed.Add(1)
 				keep = ex.fail(kindConnect, derr)
 				break
 			}
@@ -889,6 +891,7 @@ func (l *evloop) scan(now int64) {
 					l.closeUp(uc)
 					ex.h.release()
 					ex.rt.svc.metrics.errors[kindTimeout].Inc()
+					ex.h.failed.Add(1)
 					keep := ex.fail(kindTimeout, os.ErrDeadlineExceeded)
 					ex.rt.metrics.duration.Observe(time.Since(ex.start).Seconds())
 					if l.ended(c, keep) && (c.br.Buffered() > 0 || c.rd.raw.ready) {

@@ -667,6 +667,7 @@ func (c *clientConn) proxy(rt *route, path []byte, start time.Time, keep bool) b
 				reused = false
 				if err != nil {
 					h.release()
+					h.failed.Add(1)
 					if !deadline.IsZero() && !time.Now().Before(deadline) {
 						s.metrics.errors[kindTimeout].Inc()
 						return ex.fail(kindTimeout, err)
@@ -890,6 +891,7 @@ func (ex *exchange) afterHead(err error, sender *bodySender) (attemptResult, boo
 			kind = classify(ex.upstreamErr)
 		}
 		s.metrics.errors[kind].Inc()
+		h.failed.Add(1)
 		if kind == kindConnect || kind == kindReset {
 			if d := h.connFailed(ex.episode, g.now().UnixNano()); d > 0 {
 				s.metrics.ejections.Inc()
@@ -902,6 +904,7 @@ func (ex *exchange) afterHead(err error, sender *bodySender) (attemptResult, boo
 	}
 	h.succeeded(g.now)
 	ex.rt.metrics.count(resp.Status)
+	h.responded(resp.Status)
 	if resp.Status == 101 && sender != nil {
 		// An upgrade with a streamed body: not something to tunnel.
 		uc.close()

@@ -75,6 +75,11 @@ type InstanceStatus struct {
 	// first saw it (reset when the address leaves the registry).
 	Requests        uint64 `json:"requests"`
 	ConnectFailures uint64 `json:"connect_failures"`
+	// Failed counts exchanges that ended without a usable response
+	// (refused, reset, timed out, malformed), Status5xx responses with a
+	// 5xx status (the traffic view, GET /admin/traffic).
+	Failed    uint64 `json:"failed"`
+	Status5xx uint64 `json:"status_5xx"`
 }
 
 // service is a service some route sends to. Services are fixed for the
@@ -357,6 +362,8 @@ func (p *pool) each(now int64, fn func(InstanceStatus)) {
 			Registered:      m.inst.Registered,
 			Requests:        h.requests.Load(),
 			ConnectFailures: h.failures.Load(),
+			Failed:          h.failed.Load(),
+			Status5xx:       h.status5xx.Load(),
 		}
 		if m.marked {
 			st.MarkReason, st.MarkDeployID = m.mark.Reason, m.mark.DeployID
@@ -399,6 +406,8 @@ func (p *pool) each(now int64, fn func(InstanceStatus)) {
 			Czxid:           gh.czxid,
 			Requests:        h.requests.Load(),
 			ConnectFailures: h.failures.Load(),
+			Failed:          h.failed.Load(),
+			Status5xx:       h.status5xx.Load(),
 		})
 	}
 }
