@@ -130,6 +130,38 @@ func (l *faultLoad) start() {
 	}()
 }
 
+// burst sends n requests that wait latencyMs at the backend, round robin
+// over the gateways in rotation, besides the steady load (recorded like
+// it); it does not wait for them.
+func (l *faultLoad) burst(n, latencyMs int) {
+	for k := range n {
+		l.mu.Lock()
+		gw := -1
+		for range l.active {
+			l.next = (l.next + 1) % len(l.active)
+			if l.active[l.next] {
+				gw = l.next
+				break
+			}
+		}
+		if gw < 0 {
+			l.mu.Unlock()
+			return
+		}
+		l.busy++
+		l.mu.Unlock()
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			r := l.request(-(k + 1), gw, latencyMs, false)
+			l.mu.Lock()
+			l.busy--
+			l.recs = append(l.recs, r)
+			l.mu.Unlock()
+		}()
+	}
+}
+
 // close stops the load and waits for the requests in flight.
 func (l *faultLoad) close() {
 	select {
@@ -149,8 +181,14 @@ func (l *faultLoad) one(n, gw int) loadRec {
 	if n%40 == 0 {
 		latency = l.slowMs
 	}
-	u := fmt.Sprintf("%s%sreq-%d?latency=%dms", l.gateways[gw], faultsPrefix, n, latency)
-	r := loadRec{Gateway: gw, Post: n%3 == 0}
+	return l.request(n, gw, latency, n%3 == 0)
+}
+
+// request sends one request through gateway gw that waits latencyMs at
+// the backend and checks the answer.
+func (l *faultLoad) request(n, gw, latencyMs int, post bool) loadRec {
+	u := fmt.Sprintf("%s%sreq-%d?latency=%dms", l.gateways[gw], faultsPrefix, n, latencyMs)
+	r := loadRec{Gateway: gw, Post: post}
 	var body []byte
 	method := http.MethodGet
 	if r.Post {

@@ -65,8 +65,10 @@ type FaultResult struct {
 	// the kill.
 	DrainHeldSec *float64     `json:"drain_held_s,omitempty"`
 	Checks       []FaultCheck `json:"checks"`
-	Error        string       `json:"error,omitempty"`
-	Passed       bool         `json:"passed"`
+	// Observations are what was seen besides the checks (no verdict).
+	Observations []string `json:"observations,omitempty"`
+	Error        string   `json:"error,omitempty"`
+	Passed       bool     `json:"passed"`
 }
 
 // FaultCheck is one verified state.
@@ -130,6 +132,9 @@ func (r *FaultsReport) WriteTable(w io.Writer) error {
 				mark = "FAIL"
 			}
 			fmt.Fprintf(&b, "  %s %s%s\n", mark, c.What, prefixed(" — ", c.Detail))
+		}
+		for _, o := range f.Observations {
+			fmt.Fprintf(&b, "  note %s\n", o)
 		}
 		if f.Error != "" {
 			fmt.Fprintf(&b, "  FAIL did not complete: %s\n", f.Error)

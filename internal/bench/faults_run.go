@@ -88,6 +88,12 @@ func RunFaults(ctx context.Context, opts FaultsOptions) (*FaultsReport, error) {
 	return rep, nil
 }
 
+// The controller-kill fault's requests in flight during the drain.
+const (
+	slowBurst        = 12
+	slowBurstLatency = 1500 * time.Millisecond
+)
+
 // mustHeldSlack is what a crashed gateway may hold a drain beyond the
 // session timeout (issue 11: session_timeout + 6 s).
 const mustHeldSlack = 6 * time.Second
@@ -105,6 +111,11 @@ type faultRow struct {
 
 func (row *faultRow) check(what string, ok bool, detail string) {
 	row.r.Checks = append(row.r.Checks, FaultCheck{What: what, OK: ok, Detail: detail})
+}
+
+// observe records something seen that is no check (not pass or fail).
+func (row *faultRow) observe(s string) {
+	row.r.Observations = append(row.r.Observations, s)
 }
 
 func (row *faultRow) recovery(d time.Duration, what string) {
@@ -143,6 +154,11 @@ type confirmGuard struct {
 	b    *faultProc
 	at   time.Time
 	seq0 int64
+	// drainConfirmedAsync's outcome.
+	ok       bool
+	detail   string
+	firstErr string
+	attempts int
 }
 
 // confirmed starts guarding a drain of b confirmed just now.
@@ -216,6 +232,51 @@ func (row *faultRow) drainConfirmed(ctx context.Context, b *faultProc, timeout t
 	}
 	row.check(what, true, fmt.Sprintf("drained in %s", since(t0)))
 	return row.confirmed(ctx, b)
+}
+
+// drainConfirmedAsync drains b like drainConfirmed, but as a deploy
+// pipeline would during an outage: a drain that fails (an error, not an
+// answer such as "lost") is sent again every 200 ms until retryFor has
+// passed; the first failure is kept in g.firstErr. The check is left to
+// addDrainCheck, so that it can run beside another wait (row is not
+// touched).
+func (row *faultRow) drainConfirmedAsync(ctx context.Context, b *faultProc, timeout, retryFor time.Duration) *confirmGuard {
+	t0 := time.Now()
+	g := &confirmGuard{b: b, seq0: -1}
+	for {
+		g.attempts++
+		resp, err := row.e.drain(ctx, nil, b, timeout, "drain during a fault")
+		g.at = time.Now()
+		switch {
+		case err != nil:
+			g.detail = "drain: " + err.Error()
+			if g.firstErr == "" {
+				g.firstErr = fmt.Sprintf("%s after %s: %s", "the first drain failed", g.at.Sub(t0).Round(time.Millisecond), err)
+			}
+			if time.Since(t0) < retryFor && ctx.Err() == nil {
+				time.Sleep(200 * time.Millisecond)
+				continue
+			}
+		case !resp.Confirmed:
+			g.detail = fmt.Sprintf("drain answered %s after %s: %s", resp.Status, since(t0), resp.Message)
+		default:
+			g.ok = true
+			g.detail = fmt.Sprintf("drained %s after the first attempt (%d attempts)", g.at.Sub(t0).Round(time.Millisecond), g.attempts)
+			if s, err := probeSeq(ctx, row.e.hc, b.addr); err == nil {
+				g.seq0 = s
+			}
+		}
+		return g
+	}
+}
+
+// addDrainCheck records the outcome of drainConfirmedAsync.
+func (row *faultRow) addDrainCheck(what string, g *confirmGuard) {
+	row.check(what, g.ok, g.detail)
+	if g.ok {
+		row.guards = append(row.guards, g)
+		row.r.Confirmed++
+	}
 }
 
 func since(t time.Time) string { return time.Since(t).Round(time.Millisecond).String() }
@@ -315,18 +376,26 @@ func (e *faultEnv) faultLeaderKill(ctx context.Context, row *faultRow, b *faultP
 	if err != nil {
 		return err
 	}
-	row.r.What = fmt.Sprintf("kill -9 of the ZooKeeper leader (server %d), a drain of %s right after, server restarted", i+1, b.name)
-	killed := time.Now()
+	row.r.What = fmt.Sprintf("kill -9 of the ZooKeeper leader (server %d), a drain of %s started at once (during the election), server restarted", i+1, b.name)
 	if err := e.zk.Kill(i); err != nil {
 		return err
 	}
+	killed := time.Now()
+	drained := make(chan *confirmGuard, 1)
+	go func() {
+		drained <- row.drainConfirmedAsync(ctx, b, 30*time.Second, 30*time.Second)
+	}()
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	j, err := e.zk.WaitLeader(wctx)
 	cancel()
-	row.check("a new ZooKeeper leader is elected", err == nil, fmt.Sprintf("server %d after %s", j+1, since(killed)))
-	g := row.drainConfirmed(ctx, b, 30*time.Second, "a drain started during the election is confirmed")
-	if g != nil {
-		row.recovery(g.at.Sub(killed), "kill → next drain confirmed")
+	row.check("a new ZooKeeper leader is elected", err == nil, fmt.Sprintf("server %d after %s%s", j+1, since(killed), errSuffix(err)))
+	g := <-drained
+	row.addDrainCheck("a drain started during the election is confirmed (retried while refused)", g)
+	if g.firstErr != "" {
+		row.observe(g.firstErr + "; a pipeline must retry a drain that fails (zkgate drain exits 1)")
+	}
+	if g.ok {
+		row.recovery(g.at.Sub(killed), "kill → drain confirmed")
 	}
 	t0 := time.Now()
 	err = e.zk.StartServer(ctx, i)
@@ -397,7 +466,7 @@ func (e *faultEnv) faultGatewayPause(ctx context.Context, row *faultRow, b *faul
 	gi := len(e.gateways) - 1
 	gw := e.gateways[gi]
 	pause := e.opts.SessionTimeout + 2*time.Second
-	row.r.What = fmt.Sprintf("SIGSTOP of %s for %s (session timeout + 2s), a drain of %s meanwhile, then SIGCONT", gw.name, pause, b.name)
+	row.r.What = fmt.Sprintf("SIGSTOP of %s; %s later (session timeout + 2s) a drain of %s bounded by 3s; then SIGCONT and the drain again", gw.name, pause, b.name)
 	e.load.setActive(gi, false)
 	gw.proc.Signal(syscall.SIGSTOP)
 	stopped := time.Now()
@@ -434,11 +503,10 @@ func (e *faultEnv) faultGatewayPause(ctx context.Context, row *faultRow, b *faul
 	})
 	row.check("the paused gateway comes back (ready, presence re-created)", err == nil,
 		fmt.Sprintf("%s after SIGCONT (paused %s)%s", since(cont), cont.Sub(stopped).Round(time.Millisecond), errSuffix(err)))
-	if err == nil {
-		row.recovery(time.Since(cont), "SIGCONT → gateway ready and present again")
-	}
 	e.load.setActive(gi, true)
-	row.drainConfirmed(ctx, b, 15*time.Second, "the drain is confirmed once the gateway is back")
+	if g := row.drainConfirmed(ctx, b, 15*time.Second, "the drain is confirmed once the gateway is back"); g != nil {
+		row.recovery(g.at.Sub(cont), "SIGCONT → the gateway is back and the drain confirmed")
+	}
 	if err := sleepCtx(ctx, 2*time.Second); err != nil {
 		return err
 	}
@@ -506,7 +574,8 @@ func (e *faultEnv) faultControllerKill(ctx context.Context, row *faultRow, b *fa
 	if leader == nil || other == nil {
 		return fmt.Errorf("leader %q is none of the controllers", lr.Leader)
 	}
-	row.r.What = fmt.Sprintf("a drain of %s sent to the controller leader %s, which is killed with -9 200 ms later (mid-drain)", b.name, leader.name)
+	row.r.What = fmt.Sprintf("%d slow requests (%s) sent, then a drain of %s sent to the controller leader %s, which is killed with -9 300 ms later, while the drain waits for them",
+		slowBurst, slowBurstLatency, b.name, leader.name)
 	c, err := ctlclient.New(leader.url+","+other.url, ctlclient.Options{Token: e.token, Actor: faultsActor})
 	if err != nil {
 		return err
@@ -516,15 +585,21 @@ func (e *faultEnv) faultControllerKill(ctx context.Context, row *faultRow, b *fa
 		err  error
 	}
 	done := make(chan result, 1)
+	// Requests in flight at every instance, so that the drain waits.
+	e.load.burst(slowBurst, int(slowBurstLatency/time.Millisecond))
+	time.Sleep(100 * time.Millisecond)
 	t0 := time.Now()
 	go func() {
 		resp, err := e.drain(ctx, c, b, 30*time.Second, "drain while the controller leader dies")
 		done <- result{resp, err}
 	}()
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond)
 	e.kill(leader)
 	killed := time.Now()
 	res := <-done
+	answered := time.Now()
+	row.check("the leader died while the drain waited", answered.After(killed),
+		fmt.Sprintf("drain answered %s after the kill", answered.Sub(killed).Round(time.Millisecond)))
 	switch {
 	case res.err != nil:
 		row.check("the drain is confirmed (the client fails over)", false, "drain: "+res.err.Error())
