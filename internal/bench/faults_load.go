@@ -33,10 +33,13 @@ type faultLoad struct {
 	rate     int
 	slowMs   int
 
-	mu      sync.Mutex
-	active  []bool // gateway in rotation
-	next    int
-	recs    []loadRec
+	mu     sync.Mutex
+	active []bool // gateway in rotation
+	next   int
+	recs   []loadRec
+	// started holds the start of every request in flight, by id.
+	started map[int]time.Time
+	lastID  int
 	busy    int
 	maxBusy int
 	skipped int
@@ -61,7 +64,7 @@ const faultsPrefix = "/faults/"
 
 func newFaultLoad(gateways []string, rate, slowMs int) *faultLoad {
 	l := &faultLoad{gateways: gateways, rate: rate, slowMs: slowMs, maxBusy: 256,
-		active: make([]bool, len(gateways)), stop: make(chan struct{}), done: make(chan struct{})}
+		active: make([]bool, len(gateways)), started: map[int]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
 	for range gateways {
 		l.clients = append(l.clients, &http.Client{
 			Timeout: 15 * time.Second,
@@ -115,19 +118,51 @@ func (l *faultLoad) start() {
 				l.mu.Unlock()
 				continue
 			}
-			l.busy++
+			id := l.begin()
 			l.mu.Unlock()
 			l.wg.Add(1)
 			go func(n, gw int) {
 				defer l.wg.Done()
-				r := l.one(n, gw)
-				l.mu.Lock()
-				l.busy--
-				l.recs = append(l.recs, r)
-				l.mu.Unlock()
+				l.end(id, l.one(n, gw))
 			}(n, gw)
 		}
 	}()
+}
+
+// begin counts a request in flight (l.mu held); its start is taken now,
+// a little before the request's own Start.
+func (l *faultLoad) begin() int {
+	l.busy++
+	l.lastID++
+	l.started[l.lastID] = time.Now()
+	return l.lastID
+}
+
+// end records request id's outcome.
+func (l *faultLoad) end(id int, r loadRec) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.busy--
+	delete(l.started, id)
+	l.recs = append(l.recs, r)
+}
+
+// waitStartedBefore waits until every request started before t has
+// ended, at most bound.
+func (l *faultLoad) waitStartedBefore(t time.Time, bound time.Duration) {
+	deadline := time.Now().Add(bound)
+	for time.Now().Before(deadline) {
+		l.mu.Lock()
+		pending := false
+		for _, s := range l.started {
+			pending = pending || s.Before(t)
+		}
+		l.mu.Unlock()
+		if !pending {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // burst sends n requests that wait latencyMs at the backend, round robin
@@ -148,16 +183,12 @@ func (l *faultLoad) burst(n, latencyMs int) {
 			l.mu.Unlock()
 			return
 		}
-		l.busy++
+		id := l.begin()
 		l.mu.Unlock()
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			r := l.request(-(k + 1), gw, latencyMs, false)
-			l.mu.Lock()
-			l.busy--
-			l.recs = append(l.recs, r)
-			l.mu.Unlock()
+			l.end(id, l.request(-(k+1), gw, latencyMs, false))
 		}()
 	}
 }
@@ -271,13 +302,6 @@ func (l *faultLoad) window(from, to time.Time) (sent, failed int, why map[string
 		}
 	}
 	return sent, failed, why
-}
-
-// pending is the number of requests in flight.
-func (l *faultLoad) pending() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.busy
 }
 
 // reachedAfter counts the requests answered by instance that were sent

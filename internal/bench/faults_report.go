@@ -21,7 +21,13 @@ type FaultsReport struct {
 	Setup   FaultsSetup   `json:"setup"`
 	Results []FaultResult `json:"results"`
 	// Passed: every fault ran and every check passed.
-	Passed  bool     `json:"passed"`
+	Passed bool `json:"passed"`
+	// StoppedEarly: the setup did not settle after a fault, the faults
+	// after it did not run (see Notes).
+	StoppedEarly bool `json:"stopped_early,omitempty"`
+	// NotSent counts the load's ticks that sent nothing (too many
+	// requests in flight, or no gateway in rotation).
+	NotSent int      `json:"load_not_sent"`
 	WallSec float64  `json:"wall_s"`
 	Notes   []string `json:"notes,omitempty"`
 }
@@ -79,7 +85,7 @@ type FaultCheck struct {
 }
 
 func (r *FaultsReport) summarize() {
-	r.Passed = len(r.Results) > 0 && len(r.Notes) == 0
+	r.Passed = len(r.Results) > 0 && !r.StoppedEarly
 	for _, f := range r.Results {
 		r.Passed = r.Passed && f.Passed
 	}

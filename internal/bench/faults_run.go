@@ -56,10 +56,13 @@ func RunFaults(ctx context.Context, opts FaultsOptions) (*FaultsReport, error) {
 	if err := sleepCtx(ctx, 3*time.Second); err != nil { // warm the connections
 		return nil, err
 	}
+	// The fault windows follow each other: every request of the load from
+	// here on counts in exactly one row (the one it started in).
+	windowStart := time.Now()
 	for i, f := range opts.Faults {
 		b := e.backends[i%len(e.backends)]
 		e.log.Info("fault", "n", i+1, "of", len(opts.Faults), "fault", f, "instance", b.name)
-		row := &faultRow{e: e, r: FaultResult{Fault: f, Instance: b.name}, start: time.Now()}
+		row := &faultRow{e: e, r: FaultResult{Fault: f, Instance: b.name}, start: windowStart}
 		err := e.runFault(ctx, f, row, b)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -71,18 +74,26 @@ func RunFaults(ctx context.Context, opts FaultsOptions) (*FaultsReport, error) {
 			row.r.Error = err.Error()
 			e.log.Warn("fault did not complete", "fault", f, "err", err)
 		}
+		windowStart = time.Now()
 		// Let the requests of the fault's window finish before counting.
-		time.Sleep(500 * time.Millisecond)
-		row.finish(time.Now())
+		e.load.waitStartedBefore(windowStart, 20*time.Second)
+		row.finish(windowStart)
 		rep.Results = append(rep.Results, row.r)
 		e.log.Info("fault done", "fault", f, "sent", row.r.Sent, "failed", row.r.Failed,
 			"false_confirmations", row.r.FalseConfirmations, "passed", row.r.Passed)
 		if err := e.waitSettled(ctx, 60*time.Second); err != nil {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("after %s the setup did not settle: %v; the suite stopped there", f, err))
+			rep.StoppedEarly = true
 			break
 		}
 	}
 	e.load.close()
+	e.load.mu.Lock()
+	rep.NotSent = e.load.skipped
+	e.load.mu.Unlock()
+	if rep.NotSent > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d requests of the load were not sent (%d already in flight, or no gateway in rotation): the load was below its rate then", rep.NotSent, e.load.maxBusy))
+	}
 	rep.WallSec = round(time.Since(began).Seconds(), 1)
 	rep.summarize()
 	return rep, nil
@@ -659,7 +670,7 @@ func (e *faultEnv) faultBackendKill(ctx context.Context, row *faultRow, b *fault
 	if err := sleepCtx(ctx, time.Second); err != nil {
 		return err
 	}
-	if last := e.load.lastFailureIn(killed.Add(-time.Second), time.Now()); !last.IsZero() {
+	if last := e.load.lastFailureIn(row.start, time.Now()); !last.IsZero() {
 		row.recovery(last.Sub(killed), "kill → last failed request")
 	} else {
 		row.recovery(0, "kill → last failed request (none failed)")
