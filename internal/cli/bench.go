@@ -31,6 +31,10 @@ Benchmarks (commands, not tests: they start real processes on loopback):
                3-node ZooKeeper ensemble, one controller, M drains
   registry     a gateway over a large registry (default 100k instances in
                10k services): cold start, memory, one change applied
+  faults       a fault suite under load: ZooKeeper leader kill, ensemble
+               outage, gateway pause and kill, controller failover
+               mid-drain, backend kill, session flap of a drained
+               instance; a table of what failed and what was verified
 
 Run zkgate bench BENCHMARK -h for its flags.
 `
@@ -55,6 +59,8 @@ func RunBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return runBenchPropagation(ctx, args[1:], stdout, stderr)
 	case "registry":
 		return runBenchRegistry(ctx, args[1:], stdout, stderr)
+	case "faults":
+		return runBenchFaults(ctx, args[1:], stdout, stderr)
 	case "backend":
 		return runBenchBackend(ctx, args[1:], stdout, stderr)
 	case "gateway":
