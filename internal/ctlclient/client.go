@@ -166,7 +166,11 @@ func (c *Client) Drain(ctx context.Context, service, addr string, req DrainReque
 	}
 	var out DrainResponse
 	attempts := 0
-	err := c.doRetry(ctx, http.MethodPut, p, func() any {
+	// Replicas that are unavailable (503: no ZooKeeper session, as during
+	// a ZooKeeper leader election) are tried again for as long as the
+	// drain may take, not just twice: a pipeline should not fail a deploy
+	// over a few seconds of election.
+	err := c.doRetryUntil(ctx, start.Add(timeout), http.MethodPut, p, func() any {
 		r := req
 		attempts++
 		if r.Wait && attempts > 1 {
@@ -245,17 +249,23 @@ func (c *Client) do(ctx context.Context, method, p string, body any, out any) er
 // attempt failed, the error names each replica's last failure (a
 // *ReplicasError with several replicas), not only the last one.
 func (c *Client) doRetry(ctx context.Context, method, p string, body func() any, out any) error {
+	return c.doRetryUntil(ctx, time.Time{}, method, p, body, out)
+}
+
+// doRetryUntil is doRetry that goes on trying, past the two rounds, until
+// the time until (at most one second between attempts).
+func (c *Client) doRetryUntil(ctx context.Context, until time.Time, method, p string, body func() any, out any) error {
 	last := make([]error, len(c.urls)) // by replica
 	attempts := 2 * len(c.urls)
 	if attempts < 2 {
 		attempts = 2
 	}
-	for i := 0; i < attempts; i++ {
+	for i := 0; i < attempts || time.Now().Before(until); i++ {
 		if i > 0 {
 			select {
 			case <-ctx.Done():
 				return fmt.Errorf("%s %s: %w (after: %w)", method, p, ctx.Err(), c.replicasError(last))
-			case <-time.After(time.Duration(i) * 100 * time.Millisecond):
+			case <-time.After(min(time.Duration(i)*100*time.Millisecond, time.Second)):
 			}
 		}
 		r := i % len(c.urls)

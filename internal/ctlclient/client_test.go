@@ -213,3 +213,39 @@ func TestAllReplicasFailingAreEachNamed(t *testing.T) {
 		t.Errorf("the 503 is not reachable with errors.As: %v", err)
 	}
 }
+
+// A drain keeps trying replicas that answer 503 (no ZooKeeper session,
+// as during a ZooKeeper leader election) for as long as its timeout, not
+// only two rounds: the pipeline gets its answer once a replica is back.
+func TestDrainRetriesUnavailableForItsTimeout(t *testing.T) {
+	var calls atomic.Int64
+	var back atomic.Int64 // unix ns the replica has a session again
+	back.Store(time.Now().Add(1500 * time.Millisecond).UnixNano())
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		if time.Now().UnixNano() < back.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte(`{"error":"not connected to ZooKeeper (session suspended)"}`))
+			return
+		}
+		json.NewEncoder(w).Encode(DrainResponse{Status: StatusDrained, Service: "s", Addr: "a:1"})
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Drain(context.Background(), "s", "a:1", DrainRequest{Wait: true, Timeout: "20s"})
+	if err != nil {
+		t.Fatalf("drain failed after %d calls: %v", calls.Load(), err)
+	}
+	if resp.Status != StatusDrained || calls.Load() <= 2 {
+		t.Fatalf("status %q after %d calls", resp.Status, calls.Load())
+	}
+	// Other calls still give up after two rounds.
+	back.Store(time.Now().Add(time.Hour).UnixNano())
+	calls.Store(0)
+	if _, err := c.Leader(context.Background()); err == nil || calls.Load() != 2 {
+		t.Fatalf("Leader: %v after %d calls, want an error after 2", err, calls.Load())
+	}
+}
