@@ -260,7 +260,8 @@ func (c *Client) doRetryUntil(ctx context.Context, until time.Time, method, p st
 	if attempts < 2 {
 		attempts = 2
 	}
-	for i := 0; i < attempts || time.Now().Before(until); i++ {
+	var err error
+	for i := 0; i < attempts || (unavailable(err) && time.Now().Before(until)); i++ {
 		if i > 0 {
 			select {
 			case <-ctx.Done():
@@ -269,7 +270,7 @@ func (c *Client) doRetryUntil(ctx context.Context, until time.Time, method, p st
 			}
 		}
 		r := i % len(c.urls)
-		err := c.once(ctx, method, c.urls[r]+p, body(), out)
+		err = c.once(ctx, method, c.urls[r]+p, body(), out)
 		if err == nil {
 			return nil
 		}
@@ -315,6 +316,13 @@ func (e *ReplicasError) Error() string {
 // Unwrap returns every replica's failure (errors.Is and errors.As look at
 // each).
 func (e *ReplicasError) Unwrap() []error { return e.Errs }
+
+// unavailable: the replica answered 503 without a write whose outcome is
+// unknown (it has no ZooKeeper session): worth asking again later.
+func unavailable(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.StatusCode == http.StatusServiceUnavailable && ae.Outcome != OutcomeUnknown
+}
 
 func retryable(err error) bool {
 	var ae *APIError
