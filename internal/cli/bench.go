@@ -181,23 +181,7 @@ Flags:
 		ZooKeeper: servers, GatewayEnv: *gatewayEnv, GatewaySet: gatewaySet, CPUProfile: *cpuProfile, Dir: *keepDir,
 		Command: commandLine("zkgate bench proxy", args), Version: version.Version, Logger: log,
 	})
-	if err != nil {
-		if ctx.Err() != nil {
-			return fail(stderr, name, fmt.Errorf("interrupted: %w", ctx.Err()))
-		}
-		return fail(stderr, name, err)
-	}
-	if err := rep.WriteTable(stdout); err != nil {
-		return fail(stderr, name, err)
-	}
-	if err := rep.WriteJSON(out); err != nil {
-		return fail(stderr, name, err)
-	}
-	fmt.Fprintf(stdout, "results: %s\n", out)
-	if rep.Failed() {
-		return fail(stderr, name, errors.New("a run had more than 1% failed responses: its figures are not comparable (see the notes)"))
-	}
-	return 0
+	return finishBench(ctx, stdout, stderr, name, rep, err, *keepDir, out, "a run had more than 1% failed responses: its figures are not comparable (see the notes)")
 }
 
 func runBenchPropagation(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -261,23 +245,7 @@ Flags:
 		Pause: *pause, DrainTimeout: *drainTimeout, CPUProfile: *cpuProfile, Dir: *keepDir,
 		Command: commandLine("zkgate bench propagation", args), Version: version.Version, Logger: log,
 	})
-	if err != nil {
-		if ctx.Err() != nil {
-			return fail(stderr, name, fmt.Errorf("interrupted: %w", ctx.Err()))
-		}
-		return fail(stderr, name, withDirHint(err, *keepDir))
-	}
-	if err := rep.WriteTable(stdout); err != nil {
-		return fail(stderr, name, err)
-	}
-	if err := rep.WriteJSON(out); err != nil {
-		return fail(stderr, name, err)
-	}
-	fmt.Fprintf(stdout, "results: %s\n", out)
-	if rep.Failed() {
-		return fail(stderr, name, errors.New("some drains were not confirmed (see the notes)"))
-	}
-	return 0
+	return finishBench(ctx, stdout, stderr, name, rep, err, *keepDir, out, "some drains were not confirmed (see the notes)")
 }
 
 func runBenchRegistry(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -354,11 +322,26 @@ Flags:
 		ZKHeap: *zkHeap, GatewayEnv: *gatewayEnv, ProfileDir: *profileDir, Dir: *keepDir,
 		Command: commandLine("zkgate bench registry", args), Version: version.Version, Logger: log,
 	})
+	return finishBench(ctx, stdout, stderr, name, rep, err, *keepDir, out, "the gateway did not show the full load or a change (see the notes)")
+}
+
+// benchReport is what every benchmark's report does.
+type benchReport interface {
+	WriteTable(w io.Writer) error
+	WriteJSON(path string) error
+	Failed() bool
+}
+
+// finishBench ends a benchmark command: the error of its run (an
+// interruption, or a failure with where its logs are), else the table on
+// stdout, the JSON at out, and a non-zero exit with failedMsg when the
+// report says a check failed.
+func finishBench(ctx context.Context, stdout, stderr io.Writer, name string, rep benchReport, err error, keepDir, out, failedMsg string) int {
 	if err != nil {
 		if ctx.Err() != nil {
 			return fail(stderr, name, fmt.Errorf("interrupted: %w", ctx.Err()))
 		}
-		return fail(stderr, name, withDirHint(err, *keepDir))
+		return fail(stderr, name, withDirHint(err, keepDir))
 	}
 	if err := rep.WriteTable(stdout); err != nil {
 		return fail(stderr, name, err)
@@ -368,7 +351,7 @@ Flags:
 	}
 	fmt.Fprintf(stdout, "results: %s\n", out)
 	if rep.Failed() {
-		return fail(stderr, name, errors.New("the gateway did not show the full load or a change (see the notes)"))
+		return fail(stderr, name, errors.New(failedMsg))
 	}
 	return 0
 }

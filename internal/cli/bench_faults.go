@@ -92,21 +92,5 @@ Flags:
 		SessionTimeout: *sessionTimeout, Outage: *outage, Dir: *keepDir,
 		Command: commandLine("zkgate bench faults", args), Version: version.Version, Logger: log,
 	})
-	if err != nil {
-		if ctx.Err() != nil {
-			return fail(stderr, name, fmt.Errorf("interrupted: %w", ctx.Err()))
-		}
-		return fail(stderr, name, withDirHint(err, *keepDir))
-	}
-	if err := rep.WriteTable(stdout); err != nil {
-		return fail(stderr, name, err)
-	}
-	if err := rep.WriteJSON(out); err != nil {
-		return fail(stderr, name, err)
-	}
-	fmt.Fprintf(stdout, "results: %s\n", out)
-	if rep.Failed() {
-		return fail(stderr, name, errors.New("some checks failed (see the table)"))
-	}
-	return 0
+	return finishBench(ctx, stdout, stderr, name, rep, err, *keepDir, out, "some checks failed (see the table)")
 }
