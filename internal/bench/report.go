@@ -553,9 +553,6 @@ func humanBytes(n int64) string {
 // creating its directory.
 func (r *ProxyReport) WriteJSON(path string) error { return writeJSONFile(path, r) }
 
-// DefaultJSONPath is where results go unless --json says otherwise.
-func DefaultJSONPath(now time.Time) string { return ResultPath("proxy", now) }
-
 // readMachine describes this machine from /proc (fields stay empty where
 // /proc is missing).
 func readMachine() Machine {

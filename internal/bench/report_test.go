@@ -111,8 +111,8 @@ func TestWriteJSON(t *testing.T) {
 	if _, err := os.Stat(path + ".tmp"); !os.IsNotExist(err) {
 		t.Error("temporary file left behind")
 	}
-	if got := DefaultJSONPath(r.Date); got != filepath.Join("bench-results", "proxy-2025-01-02-030405.json") {
-		t.Errorf("DefaultJSONPath = %s", got)
+	if got := ResultPath("proxy", r.Date); got != filepath.Join("bench-results", "proxy-2025-01-02-030405.json") {
+		t.Errorf("ResultPath = %s", got)
 	}
 }
 

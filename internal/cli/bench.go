@@ -154,11 +154,9 @@ Flags:
 	if err != nil {
 		return fail(stderr, name, err)
 	}
-	bin := *zkgateBin
-	if bin == "" {
-		if bin, err = os.Executable(); err != nil {
-			return fail(stderr, name, fmt.Errorf("finding the zkgate binary (set --zkgate): %w", err))
-		}
+	bin, err := zkgateBinary(*zkgateBin)
+	if err != nil {
+		return fail(stderr, name, err)
 	}
 	var servers []string
 	if *zkServers != "" {
@@ -169,11 +167,7 @@ Flags:
 			servers = append(servers, strings.TrimSpace(s))
 		}
 	}
-	start := time.Now()
-	out := *jsonPath
-	if out == "" {
-		out = bench.DefaultJSONPath(start)
-	}
+	out := resultsPath(*jsonPath, "proxy")
 	rep, err := bench.RunProxy(ctx, bench.ProxyOptions{
 		Binary: bin, Wrk: *wrkBin, Nginx: *nginxBin, NoNginx: *noNginx, Baseline: *baseline,
 		Load:      bench.Load{Threads: *threads, Connections: *conns, Duration: *duration, Timeout: *timeout},
@@ -232,11 +226,7 @@ Flags:
 	if err != nil {
 		return fail(stderr, name, err)
 	}
-	start := time.Now()
-	out := *jsonPath
-	if out == "" {
-		out = bench.ResultPath("propagation", start)
-	}
+	out := resultsPath(*jsonPath, "propagation")
 	if *warmup == 0 {
 		*warmup = time.Nanosecond // the minimum number of cycles only
 	}
@@ -302,17 +292,11 @@ Flags:
 	if err != nil {
 		return fail(stderr, name, err)
 	}
-	bin := *zkgateBin
-	if bin == "" {
-		if bin, err = os.Executable(); err != nil {
-			return fail(stderr, name, fmt.Errorf("finding the zkgate binary (set --zkgate): %w", err))
-		}
+	bin, err := zkgateBinary(*zkgateBin)
+	if err != nil {
+		return fail(stderr, name, err)
 	}
-	start := time.Now()
-	out := *jsonPath
-	if out == "" {
-		out = bench.ResultPath("registry", start)
-	}
+	out := resultsPath(*jsonPath, "registry")
 	if *poll == 0 {
 		*poll = -1 // back to back
 	}
@@ -323,6 +307,28 @@ Flags:
 		Command: commandLine("zkgate bench registry", args), Version: version.Version, Logger: log,
 	})
 	return finishBench(ctx, stdout, stderr, name, rep, err, *keepDir, out, "the gateway did not show the full load or a change (see the notes)")
+}
+
+// zkgateBinary is the zkgate binary a benchmark starts its processes
+// with: --zkgate, else this one.
+func zkgateBinary(flagValue string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	bin, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("finding the zkgate binary (set --zkgate): %w", err)
+	}
+	return bin, nil
+}
+
+// resultsPath is where a benchmark writes its JSON: --json, else
+// bench-results/KIND-<date>.json.
+func resultsPath(flagValue, kind string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	return bench.ResultPath(kind, time.Now())
 }
 
 // benchReport is what every benchmark's report does.

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -76,17 +75,11 @@ Flags:
 	if err != nil {
 		return fail(stderr, name, err)
 	}
-	bin := *zkgateBin
-	if bin == "" {
-		if bin, err = os.Executable(); err != nil {
-			return fail(stderr, name, fmt.Errorf("finding the zkgate binary (set --zkgate): %w", err))
-		}
+	bin, err := zkgateBinary(*zkgateBin)
+	if err != nil {
+		return fail(stderr, name, err)
 	}
-	start := time.Now()
-	out := *jsonPath
-	if out == "" {
-		out = bench.ResultPath("faults", start)
-	}
+	out := resultsPath(*jsonPath, "faults")
 	rep, err := bench.RunFaults(ctx, bench.FaultsOptions{
 		Binary: bin, Faults: list, Gateways: *gateways, Backends: *backends, Rate: *rate,
 		SessionTimeout: *sessionTimeout, Outage: *outage, Dir: *keepDir,
