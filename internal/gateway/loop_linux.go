@@ -847,6 +847,7 @@ func (l *evloop) handoffExchange(c *clientConn, headRead bool) {
 			res, keep = ex.run()
 		}
 		ex.rt.metrics.duration.Observe(time.Since(ex.start).Seconds())
+		c.cur.Store(nil)
 		return keep
 	})
 }
