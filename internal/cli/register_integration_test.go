@@ -1,10 +1,10 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/zkgate/zkgate/internal/testutil"
 	"io"
 	"log/slog"
 	"net/http"
@@ -140,12 +140,12 @@ func TestRegisterSidecarDrainsThenDeregisters(t *testing.T) {
 		stop   context.CancelFunc
 		exited chan struct{}
 		code   int
-		errb   *syncBuffer
+		errb   *testutil.SyncBuffer
 	}
 	sidecars := map[string]*sidecar{}
 	for name, be := range backends {
 		sctx, stop := context.WithCancel(ctx)
-		sc := &sidecar{stop: stop, exited: make(chan struct{}), errb: &syncBuffer{}}
+		sc := &sidecar{stop: stop, exited: make(chan struct{}), errb: &testutil.SyncBuffer{}}
 		go func() {
 			defer close(sc.exited)
 			sc.code = RunRegister(sctx, []string{"--config", cfgPath, "--service", "orders", "--address", be.Addr(),
@@ -356,24 +356,6 @@ func postCheck(c *http.Client, url, body string) error {
 	return nil
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestSampleBackendCommand(t *testing.T) {
 	zk := zktest.Start(t)
 	cfgPath, _ := writeTestConfig(t, zk.Servers())
@@ -387,7 +369,7 @@ func TestSampleBackendCommand(t *testing.T) {
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	var out, errb syncBuffer
+	var out, errb testutil.SyncBuffer
 	exited := make(chan int, 1)
 	go func() {
 		exited <- RunSampleBackend(runCtx, []string{"--config", cfgPath, "--service", "orders", "--name", "sb-1",

@@ -3,13 +3,13 @@ package controller_test
 import (
 	"context"
 	"fmt"
+	"github.com/zkgate/zkgate/internal/testutil"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -151,7 +151,7 @@ type zkCli struct {
 	t     *testing.T
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
-	out   *syncBuffer
+	out   *testutil.SyncBuffer
 }
 
 const zkCliPath = "/usr/share/zookeeper/bin/zkCli.sh"
@@ -164,7 +164,7 @@ func startZkCli(t *testing.T, server string, sessionTimeout time.Duration) *zkCl
 	cmd := exec.Command(zkCliPath, "-timeout", strconv.Itoa(int(sessionTimeout.Milliseconds())), "-waitforconnection", "-server", server)
 	cmd.Env = append(os.Environ(), "ZOO_LOG_DIR="+t.TempDir())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	z := &zkCli{t: t, cmd: cmd, out: &syncBuffer{}}
+	z := &zkCli{t: t, cmd: cmd, out: &testutil.SyncBuffer{}}
 	cmd.Stdout, cmd.Stderr = z.out, z.out
 	var err error
 	if z.stdin, err = cmd.StdinPipe(); err != nil {
@@ -197,24 +197,6 @@ func (z *zkCli) kill() {
 		_ = syscall.Kill(-z.cmd.Process.Pid, syscall.SIGKILL)
 		_ = z.cmd.Wait()
 	}
-}
-
-// syncBuffer is a goroutine-safe output buffer.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // The same rule with the registration written by ZooKeeper's own Java

@@ -1,9 +1,9 @@
 package demo
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/zkgate/zkgate/internal/testutil"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -44,7 +43,7 @@ func TestDemoWatchZkgate(t *testing.T) {
 	const startup = time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	var out, prog syncBuffer
+	var out, prog testutil.SyncBuffer
 	start := time.Now()
 	rep, err := Run(ctx, Options{
 		ZooKeeper: zkc.Servers(), Quick: true, Modes: []Mode{ModeWatch, ModeSpring, ModeZkgate}, JSONPath: jsonPath,
@@ -149,24 +148,6 @@ func children(except int) []string {
 		}
 	}
 	return out
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestSetStatusOutOfService: the spring mode's step changes

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/zkgate/zkgate/internal/testutil"
 	"io"
 	"log/slog"
 	"net/http"
@@ -361,24 +362,6 @@ func post(c *http.Client, url, body string) (string, error) {
 	return rep.Instance, nil
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func statuses(res *rollout.Result) string {
 	var out []string
 	for _, ir := range res.Instances {
@@ -410,7 +393,7 @@ func TestRolloutUnderLoadLosesNoRequest(t *testing.T) {
 	moreLoad("before the rollouts")
 	addrs := s.addrs()
 	for round, parallel := range []int{1, 2} {
-		var progress syncBuffer
+		var progress testutil.SyncBuffer
 		before := l.ok.Load()
 		res, err := rollout.Run(s.ctx, rollout.Options{
 			Client: s.client, Service: "orders", Restart: s.restart, Parallel: parallel,
@@ -478,7 +461,7 @@ func TestRolloutStopsAtTheFirstFailure(t *testing.T) {
 	s := newStack(t, "a", "b", "c")
 	addrs := s.addrs()
 	l := startLoad(s, 2)
-	var cmdOut syncBuffer
+	var cmdOut testutil.SyncBuffer
 	failing := rollout.ExecRestarter("echo restarting {addr} on port $ZKGATE_PORT; exit 3", &cmdOut, &cmdOut)
 	restart := func(ctx context.Context, tg rollout.Target) error {
 		if tg.Addr == addrs[1] {
@@ -554,7 +537,7 @@ func TestRolloutStopsAtTheFirstFailure(t *testing.T) {
 func TestDryRunChangesNothing(t *testing.T) {
 	s := newStack(t, "a", "b", "c")
 	addrs := s.addrs()
-	var progress syncBuffer
+	var progress testutil.SyncBuffer
 	res, err := rollout.Run(s.ctx, rollout.Options{
 		Client: s.client, Service: "orders", DryRun: true, Progress: &progress, Logger: s.log,
 		Restart: func(context.Context, rollout.Target) error {
