@@ -62,10 +62,30 @@ func NewSpawner() *Spawner {
 }
 
 func (s *Spawner) run() {
+	runtime.LockOSThread()
+	if onMainThread() {
+		// The runtime never ends the main thread (it parks it instead), so
+		// children forked from it would never get their parent-death
+		// signal. Hold the main thread while a new goroutine locks another
+		// one, then let go of it.
+		ready := make(chan struct{})
+		go s.serve(ready)
+		<-ready
+		runtime.UnlockOSThread()
+		return
+	}
+	s.serve(nil)
+}
+
+// serve forks children on its own locked thread until Close.
+func (s *Spawner) serve(ready chan struct{}) {
 	// Never unlocked on purpose: when this goroutine returns, the runtime
 	// terminates the thread instead of reusing it, which delivers the
 	// parent-death signal to any child still alive.
 	runtime.LockOSThread()
+	if ready != nil {
+		close(ready)
+	}
 	defer close(s.done)
 	for {
 		select {

@@ -9,3 +9,7 @@ import "syscall"
 func SysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }
+
+// onMainThread reports whether the calling goroutine runs on the
+// process's main thread (its thread id is the process id).
+func onMainThread() bool { return syscall.Gettid() == syscall.Getpid() }

@@ -10,3 +10,6 @@ import "syscall"
 func SysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true}
 }
+
+// onMainThread: without a parent-death signal it does not matter.
+func onMainThread() bool { return false }
