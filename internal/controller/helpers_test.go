@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/zkgate/zkgate/internal/testutil"
 	"io"
 	"log/slog"
 	"net"
@@ -299,14 +300,7 @@ func waitRoutes(t *testing.T, proxyAddr string, names ...string) {
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
+	testutil.Eventually(t, waitFor, what, cond)
 }
 
 // api calls the controller and returns the status code and body.

@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"errors"
+	"github.com/zkgate/zkgate/internal/testutil"
 	"io"
 	"net"
 	"net/http"
@@ -275,13 +276,7 @@ func (tg *testGateway) status(t testing.TB, addr string) InstanceStatus {
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testutil.Eventually(t, waitFor, what, cond)
 }
 
 // drainChanges empties the Changes channel.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/zkgate/zkgate/internal/testutil"
 	"io"
 	"log/slog"
 	"maps"
@@ -28,14 +29,7 @@ const waitFor = 20 * time.Second
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
+	testutil.Eventually(t, waitFor, what, cond)
 }
 
 type testLog struct{ t *testing.T }

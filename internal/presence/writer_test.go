@@ -3,6 +3,7 @@ package presence_test
 import (
 	"context"
 	"encoding/json"
+	"github.com/zkgate/zkgate/internal/testutil"
 	"log/slog"
 	"strings"
 	"sync"
@@ -35,13 +36,7 @@ func (l *logBuf) String() string {
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, 20*time.Second, what, cond)
 }
 
 // writerEnv runs a Writer whose report the test sets.

@@ -3,6 +3,7 @@ package registry_test
 import (
 	"context"
 	"fmt"
+	"github.com/zkgate/zkgate/internal/testutil"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -134,14 +135,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
+	testutil.Eventually(t, waitFor, what, cond)
 }
 
 func addrs(s *registry.Snapshot, service string) string {
