@@ -797,7 +797,11 @@ func (t *applyTracker) onApply(i int, mk *marks.Snapshot) {
 	if t.op == "" || !t.applied[i].IsZero() {
 		return
 	}
-	if _, has := mk.Get(t.service, t.addr); has != (t.op == opDrain) {
+	// A drain is applied from the table that stops picking the address:
+	// the mark read, or only its event seen (pending, marks.Snapshot);
+	// an undrain from the first table with neither.
+	_, has := mk.Get(t.service, t.addr)
+	if excluded := has || mk.IsPending(t.service, t.addr); excluded != (t.op == opDrain) {
 		return
 	}
 	t.applied[i] = now

@@ -63,6 +63,10 @@ type InstanceStatus struct {
 	// FailOpen: the instance is marked but still takes requests, because
 	// every instance of its service is marked.
 	FailOpen bool `json:"fail_open,omitempty"`
+	// MarkPending: a mark of the address was written and is not read yet;
+	// the instance takes no new requests meanwhile (weight 0) unless
+	// every instance of its service is marked or pending.
+	MarkPending bool `json:"mark_pending,omitempty"`
 	// Weight is the balancing weight: 1, less while warming, 0 when the
 	// instance takes no new requests.
 	Weight float64 `json:"weight"`
@@ -131,7 +135,10 @@ type member struct {
 	inst   *registry.Instance
 	marked bool
 	mark   marks.Mark
-	active bool
+	// pending: a mark of the address was written but is not read yet
+	// (marks.Snapshot.Pending); it keeps the member out of rotation.
+	pending bool
+	active  bool
 }
 
 // lastIncarnation returns the registration incarnation t knew for addr of
@@ -212,14 +219,20 @@ func (g *Gateway) rebuildLocked() {
 			if marked && mk.ExpiresMs > 0 && (nextExpiry == 0 || mk.ExpiresMs < nextExpiry) {
 				nextExpiry = mk.ExpiresMs
 			}
+			// A mark written but not read yet: out of rotation at once
+			// (not marked: nothing is reported or confirmed for it until
+			// its read decides whether it applies).
+			pending := g.mk.IsPending(s.name, in.Addr)
 			up := in.Up()
-			inRot := up && !marked
+			inRot := up && !marked && !pending
 			h := s.hosts[in.Addr]
 			if h == nil {
 				h = newHost(s.name, in.Addr, g.changes)
 			}
 			if g.warmup > 0 {
 				switch {
+				case pending:
+					// Warm-up as it was: the read decides.
 				case !inRot:
 					h.warmStart.Store(0)
 				case !h.present && first:
@@ -243,7 +256,7 @@ func (g *Gateway) rebuildLocked() {
 			h.czxid, h.present, h.marked = in.Czxid, true, marked
 			hosts[in.Addr] = h
 			m := &p.members[k]
-			m.h, m.inst, m.marked = h, in, marked
+			m.h, m.inst, m.marked, m.pending = h, in, marked, pending
 			if marked {
 				m.mark = mk
 			}
@@ -257,13 +270,17 @@ func (g *Gateway) rebuildLocked() {
 		if len(p.active) == 0 && len(markedUp) > 0 && g.failOpen {
 			p.active, p.failOpen = markedUp, true
 			for k := range p.members {
-				if p.members[k].marked && p.members[k].inst.Up() {
-					p.members[k].active = true
+				if m := &p.members[k]; (m.marked || m.pending) && m.inst.Up() {
+					m.active = true
 				}
 			}
 		}
 		for k := range p.members {
-			p.members[k].h.inRot = p.members[k].active
+			// A pending member keeps its last rotation state for warm-up:
+			// a mark that turns out not to apply restarts no warm-up.
+			if m := &p.members[k]; !m.pending {
+				m.h.inRot = m.active
+			}
 		}
 		s.hosts = hosts
 		t.pools[i] = p
@@ -369,6 +386,7 @@ func (p *pool) each(now int64, fn func(InstanceStatus)) {
 			st.MarkReason, st.MarkDeployID = m.mark.Reason, m.mark.DeployID
 			st.FailOpen = m.active
 		}
+		st.MarkPending = m.pending
 		switch {
 		case !m.inst.Up():
 			st.State = StateDown
@@ -387,6 +405,9 @@ func (p *pool) each(now int64, fn func(InstanceStatus)) {
 			st.State = StateServing
 			if st.Weight < 1 {
 				st.State = StateWarming
+			}
+			if !m.active {
+				st.Weight = 0 // a pending mark
 			}
 		}
 		fn(st)

@@ -162,6 +162,9 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, erro
 	})
 	d.marks = marks.NewCache(sess, marks.Options{
 		ZKRoot: cfg.ZooKeeper.Root, ResyncInterval: cfg.Registry.ResyncInterval, Logger: log, Registerer: promReg,
+		// A mark's event alone takes its address out of rotation; its
+		// read decides the rest (docs/architecture.md, "Drain path").
+		Pending: true,
 	})
 	d.gw, err = gateway.New(cfg.Gateway, gateway.Options{
 		Logger: log, Registerer: promReg, Gatherer: promReg, Sync: syncStatus{d},

@@ -25,8 +25,12 @@ type Options struct {
 	// ResyncInterval is how often every mark is re-read even if no watch
 	// fired. Default 30s.
 	ResyncInterval time.Duration
-	Logger         *slog.Logger
-	Registerer     prometheus.Registerer
+	// Pending publishes a mark's creation or change as soon as its event
+	// arrives, before the mark is read (Snapshot.Pending): a gateway
+	// stops picking the address one read round trip sooner.
+	Pending    bool
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // Cache follows every mark and publishes Snapshots. Its metrics are named
@@ -53,6 +57,7 @@ func NewCache(sess *zksession.Session, opts Options) *Cache {
 		// One persistent recursive watch on the marks directory: a new
 		// mark costs each gateway one read, a deleted one none.
 		Persistent:     true,
+		Pending:        opts.Pending,
 		ResyncInterval: opts.ResyncInterval,
 		MetricsPrefix:  "zkgate_marks",
 		Logger:         opts.Logger,
@@ -70,7 +75,7 @@ func (c *Cache) Snapshot() *Snapshot {
 		return nil
 	}
 	return &Snapshot{
-		Revision: ts.Revision, Marks: ts.Groups, Malformed: ts.Malformed,
+		Revision: ts.Revision, Marks: ts.Groups, Malformed: ts.Malformed, Pending: ts.Pending,
 		FullResync: ts.FullResync, Resyncs: ts.Resyncs, ResyncTicket: ts.ResyncTicket,
 	}
 }

@@ -99,6 +99,10 @@ type Snapshot struct {
 	Marks map[string]map[string]Mark
 	// Malformed counts mark nodes that could not be parsed.
 	Malformed int
+	// Pending maps service, then address, to the marks that an event
+	// reported written but that are not read yet (Options.Pending): their
+	// content is unknown, but a drain may be starting. Nil when none.
+	Pending map[string]map[string]struct{}
 	// FullResync, Resyncs and ResyncTicket tell whether a full re-read
 	// published the snapshot, how many completed, and which Cache.Resync
 	// tickets the latest one covers (see zktree.Snapshot).
@@ -114,6 +118,16 @@ func (s *Snapshot) Get(service, addr string) (Mark, bool) {
 	}
 	m, ok := s.Marks[service][addr]
 	return m, ok
+}
+
+// IsPending reports whether an event reported the mark of service/addr
+// written and it is not read yet (see Snapshot.Pending).
+func (s *Snapshot) IsPending(service, addr string) bool {
+	if s == nil {
+		return false
+	}
+	_, ok := s.Pending[service][addr]
+	return ok
 }
 
 // Count returns the number of marks.

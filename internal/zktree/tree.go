@@ -62,6 +62,13 @@ type Options[T, G any] struct {
 	// watch. The watches are added again after every reconnection, before
 	// the full re-read.
 	Persistent bool
+	// Pending (with Persistent) publishes a snapshot naming the items
+	// whose creation or change an event just reported, before they are
+	// read (Snapshot.Pending), so that a consumer can act on the event
+	// itself: a gateway stops picking a drained address one read round
+	// trip sooner. The snapshot of the read clears them; until a read
+	// succeeds (a lost connection, say) they stay pending.
+	Pending bool
 	// ResyncInterval is how often everything is re-read even if no watch
 	// fired. Default 30s.
 	ResyncInterval time.Duration
@@ -82,6 +89,10 @@ type Snapshot[G any] struct {
 	Groups map[string]G
 	// Malformed counts item nodes skipped because Parse failed.
 	Malformed int
+	// Pending maps a group to the items an event reported created or
+	// changed that are not read yet (only with Options.Pending; nil when
+	// there are none). Groups does not have their new content yet.
+	Pending map[string]map[string]struct{}
 	// Time is when the snapshot was published.
 	Time time.Time
 
@@ -126,8 +137,10 @@ type Tree[T, G any] struct {
 	// Owned by Run.
 	groups   map[string]*group[T]
 	revision uint64
-	resyncs  uint64 // full re-reads completed
-	covered  uint64 // the ticket the last completed full re-read covers
+	// pendingShown: the latest snapshot names pending items.
+	pendingShown bool
+	resyncs      uint64 // full re-reads completed
+	covered      uint64 // the ticket the last completed full re-read covers
 	// badByGroup counts each group's malformed items as of the last
 	// publish, and malformed their sum, so that publishing one changed
 	// group costs O(that group), not O(tree).
@@ -268,6 +281,9 @@ func (t *Tree[T, G]) Run(ctx context.Context) error {
 			}
 			if !t.opts.Watch {
 				continue
+			}
+			if t.opts.Pending && t.persistent() {
+				t.publishPending(b.Paths, b.Deleted)
 			}
 			if err := t.applyHints(ctx, b.Paths, b.Deleted); errors.Is(err, errRootAppeared) {
 				needFull = true
@@ -595,10 +611,54 @@ func (t *Tree[T, G]) applyHints(ctx context.Context, paths, deleted map[string]s
 			}
 		}
 	}
-	if len(dirty) > 0 {
+	if len(dirty) > 0 || t.pendingShown {
 		t.publish(dirty, false)
 	}
 	return nil
+}
+
+// publishPending publishes the current groups with the items of paths
+// (not deleted, of a followed group) as Snapshot.Pending, if there are any.
+func (t *Tree[T, G]) publishPending(paths, deleted map[string]struct{}) {
+	prev := t.snap.Load()
+	if prev == nil {
+		return
+	}
+	var pending map[string]map[string]struct{}
+	prefix := strings.TrimSuffix(t.opts.Root, "/") + "/"
+	for p := range paths {
+		if _, gone := deleted[p]; gone || !strings.HasPrefix(p, prefix) {
+			continue
+		}
+		name, n := "", strings.TrimPrefix(p, prefix)
+		if !t.opts.Flat {
+			var ok bool
+			if name, n, ok = strings.Cut(n, "/"); !ok {
+				continue // a group, not an item
+			}
+		}
+		if strings.Contains(n, "/") || !t.follows(name) {
+			continue
+		}
+		if pending == nil {
+			pending = map[string]map[string]struct{}{}
+		}
+		if pending[name] == nil {
+			pending[name] = map[string]struct{}{}
+		}
+		pending[name][n] = struct{}{}
+	}
+	if pending == nil {
+		return
+	}
+	snap := *prev
+	snap.Pending, snap.Time, snap.FullResync = pending, time.Now(), false
+	t.revision++
+	snap.Revision = t.revision
+	t.pendingShown = true
+	t.snap.Store(&snap)
+	t.metrics.revision.Set(float64(t.revision))
+	t.signal()
 }
 
 // relistGroup re-lists one group's items, reading the new ones. It
@@ -808,9 +868,15 @@ func (t *Tree[T, G]) publish(dirty map[string]bool, full bool) {
 		Revision: t.revision, Groups: groups, Malformed: t.malformed, Time: time.Now(),
 		FullResync: full, Resyncs: t.resyncs, ResyncTicket: t.covered,
 	})
+	t.pendingShown = false
 	t.loaded.Store(true)
 	t.metrics.revision.Set(float64(t.revision))
 	t.metrics.malformedNow.Set(float64(t.malformed))
+	t.signal()
+}
+
+// signal wakes the reader of Updates without blocking.
+func (t *Tree[T, G]) signal() {
 	select {
 	case t.updates <- struct{}{}:
 	default:
