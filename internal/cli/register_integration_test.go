@@ -148,7 +148,7 @@ func TestRegisterSidecarDrainsThenDeregisters(t *testing.T) {
 		sc := &sidecar{stop: stop, exited: make(chan struct{}), errb: &testutil.SyncBuffer{}}
 		go func() {
 			defer close(sc.exited)
-			sc.code = RunRegister(sctx, []string{"--config", cfgPath, "--service", "orders", "--address", be.Addr(),
+			sc.code = cmd("register")(sctx, []string{"--config", cfgPath, "--service", "orders", "--address", be.Addr(),
 				"--metadata", "zone=" + name, "--controller", ctl.URL(), "--token", testToken, "--drain-timeout", "20s"},
 				io.Discard, sc.errb)
 		}()
@@ -372,7 +372,7 @@ func TestSampleBackendCommand(t *testing.T) {
 	var out, errb testutil.SyncBuffer
 	exited := make(chan int, 1)
 	go func() {
-		exited <- RunSampleBackend(runCtx, []string{"--config", cfgPath, "--service", "orders", "--name", "sb-1",
+		exited <- cmd("sample-backend")(runCtx, []string{"--config", cfgPath, "--service", "orders", "--name", "sb-1",
 			"--latency", "1ms", "--metadata", "zone=z", "--log-level", "error"}, &out, &errb)
 	}()
 	var addr string

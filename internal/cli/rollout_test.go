@@ -17,31 +17,6 @@ import (
 	"github.com/zkgate/zkgate/internal/zktest"
 )
 
-func TestRolloutFlagErrors(t *testing.T) {
-	for _, tc := range []struct {
-		args []string
-		want string
-	}{
-		{[]string{"--exec", "true"}, "missing --service"},
-		{[]string{"--service", "orders"}, "missing --exec"},
-		{[]string{"--service", "orders", "--exec", "true", "--parallel", "0"}, "--parallel"},
-		{[]string{"--service", "orders", "--exec", "true", "--serve-timeout", "0s"}, "must be positive"},
-		{[]string{"--service", "orders", "--exec", "true", "--bogus"}, "bogus"},
-		{[]string{"--service", "orders", "--exec", "true", "--config", "/nonexistent/zkgate.yaml"}, "zkgate.yaml"},
-	} {
-		t.Setenv("ZKGATE_CONTROLLER", "")
-		t.Setenv("ZKGATE_TOKEN", "")
-		code, out, errs := runCtl(RunRollout, tc.args...)
-		if code != exitError || out != "" || !strings.Contains(errs, tc.want) {
-			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 1 and %q", tc.args, code, out, errs, tc.want)
-		}
-		assertOneLine(t, fmt.Sprint(tc.args), errs)
-	}
-	if code, _, errs := runCtl(RunRollout, "-h"); code != exitOK || !strings.Contains(errs, "-exec") {
-		t.Errorf("help: exit %d, %q", code, errs)
-	}
-}
-
 // The command against a real controller: a dry run prints the plan and
 // changes nothing; a failing --exec stops the rollout with exit 1 and one
 // error line, prints the table, leaves the instance it failed on drained
@@ -116,7 +91,7 @@ func TestRolloutCommand(t *testing.T) {
 	t.Setenv("ZKGATE_CONTROLLER", "")
 	t.Setenv("ZKGATE_TOKEN", "")
 
-	code, out, errs := runCtl(RunRollout, "--controller", ctl.URL(), "--token", testToken, "--service", "orders",
+	code, out, errs := runCtl("rollout", "--controller", ctl.URL(), "--token", testToken, "--service", "orders",
 		"--exec", "deploy.sh {host} {port}", "--dry-run")
 	if code != exitOK || errs != "" {
 		t.Fatalf("dry run: exit %d, stderr %q", code, errs)
@@ -136,13 +111,13 @@ func TestRolloutCommand(t *testing.T) {
 		}
 	}
 
-	code, _, errs = runCtl(RunRollout, "--config", cfgPath, "--service", "nope", "--exec", "true")
+	code, _, errs = runCtl("rollout", "--config", cfgPath, "--service", "nope", "--exec", "true")
 	if code != exitError || !strings.Contains(errs, `knows no service "nope"`) {
 		t.Errorf("unknown service: exit %d, %q", code, errs)
 	}
 	assertOneLine(t, "unknown service", errs)
 
-	code, out, errs = runCtl(RunRollout, "--config", cfgPath, "--service", "orders",
+	code, out, errs = runCtl("rollout", "--config", cfgPath, "--service", "orders",
 		"--exec", "echo restarting {addr}; exit 3", "--reason", "cli test")
 	if code != exitError {
 		t.Fatalf("failing command: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
