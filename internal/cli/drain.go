@@ -32,11 +32,19 @@ type clientFlags struct {
 	json bool
 }
 
+// register declares the flags on fs.
 func (cf *clientFlags) register(fs *flag.FlagSet) {
 	cf.controllerFlags.register(fs,
 		"controller URL(s), comma-separated (default $ZKGATE_CONTROLLER or "+ctlclient.DefaultURL+")",
 		"bearer token (default $ZKGATE_TOKEN)")
 	fs.BoolVar(&cf.json, "json", false, "print the controller's JSON answer")
+}
+
+// instanceFlags declares the flags of a command about one instance:
+// those of clientFlags, --service and --instance.
+func (cf *clientFlags) instanceFlags(fs *flag.FlagSet) (service, instance *string) {
+	cf.register(fs)
+	return fs.String("service", "", "service name (required)"), fs.String("instance", "", "instance address host:port (required)")
 }
 
 // client builds the API client from the flags and environment.
@@ -83,9 +91,7 @@ func printJSON(w io.Writer, v any) {
 // starting "zkgate drain: outcome unknown:".
 func drainCommand(c *invocation) func(context.Context) int {
 	var cf clientFlags
-	cf.register(c.fs)
-	service := c.fs.String("service", "", "service name (required)")
-	instance := c.fs.String("instance", "", "instance address host:port (required)")
+	service, instance := cf.instanceFlags(c.fs)
 	reason := c.fs.String("reason", "", "why: recorded in the mark and the audit trail (required)")
 	ttl := c.fs.Duration("ttl", 0, "mark lifetime (default: the controller's controller.mark_ttl)")
 	wait := c.fs.Bool("wait", true, "wait until every live gateway has applied the mark and has nothing in flight")
@@ -169,9 +175,7 @@ func drainCommand(c *invocation) func(context.Context) int {
 // no mark succeeds. Exit 0 success, 1 error.
 func undrainCommand(c *invocation) func(context.Context) int {
 	var cf clientFlags
-	cf.register(c.fs)
-	service := c.fs.String("service", "", "service name (required)")
-	instance := c.fs.String("instance", "", "instance address host:port (required)")
+	service, instance := cf.instanceFlags(c.fs)
 	reason := c.fs.String("reason", "", "why: recorded in the audit trail")
 	timeout := c.fs.Duration("timeout", 30*time.Second, "how long to wait for the controller")
 	return func(ctx context.Context) int {

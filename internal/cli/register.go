@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/config"
+	"github.com/zkgate/zkgate/internal/gatewayd"
 	"github.com/zkgate/zkgate/register"
 )
 
@@ -160,23 +161,15 @@ func registerOptions(cfg *config.Config, log *slog.Logger) (register.Options, er
 	if cfg.Registry.Format != config.FormatCurator {
 		return register.Options{}, fmt.Errorf("registry.format is %q: zkgate registers in the curator format only", cfg.Registry.Format)
 	}
-	o := register.Options{
-		Servers:        cfg.ZooKeeper.Servers,
-		SessionTimeout: cfg.ZooKeeper.SessionTimeout,
-		Root:           cfg.Registry.Root,
-		Logger:         log,
+	sc, err := gatewayd.SessionConfig(cfg, log)
+	if err != nil {
+		return register.Options{}, err
 	}
-	if a := cfg.ZooKeeper.Auth; a != nil {
-		o.Username, o.Password = a.Username, a.Password
-	}
-	if cfg.ZooKeeper.TLS != nil {
-		tc, err := cfg.ZooKeeper.TLS.ClientConfig()
-		if err != nil {
-			return o, err
-		}
-		o.TLS = tc
-	}
-	return o, nil
+	return register.Options{
+		Servers: sc.Servers, SessionTimeout: sc.SessionTimeout,
+		Username: sc.Username, Password: sc.Password, TLS: sc.TLS,
+		Root: cfg.Registry.Root, Logger: log,
+	}, nil
 }
 
 // metadataFlag collects repeated --metadata key=value.

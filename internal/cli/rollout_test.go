@@ -10,10 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zkgate/zkgate/internal/controller"
 	"github.com/zkgate/zkgate/internal/ctlclient"
 	"github.com/zkgate/zkgate/internal/samplebackend"
-	"github.com/zkgate/zkgate/internal/zksession"
 	"github.com/zkgate/zkgate/internal/zktest"
 )
 
@@ -28,22 +26,8 @@ func TestRolloutCommand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	log := quietLogger()
-	obs, err := zksession.Connect(zksession.Config{Servers: zk.Servers(), Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer obs.Close()
-	if err := obs.WaitConnected(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := obs.EnsurePath(ctx, "/services/orders", nil); err != nil {
-		t.Fatal(err)
-	}
-	ctl, err := controller.Start(ctx, cfg, controller.Options{Logger: log, ID: "ctl-test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ctl.Close()
+	observe(t, ctx, zk.Servers())
+	ctl := startController(t, ctx, cfg)
 	ro, err := registerOptions(cfg, log)
 	if err != nil {
 		t.Fatal(err)
