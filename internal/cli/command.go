@@ -28,7 +28,8 @@ type command struct {
 	run   Command
 	// goFlagErrors: flag errors and -h print the flag package's own text
 	// (the error, then the usage) instead of parseFlags' one line, and
-	// extra arguments are left to the body.
+	// extra arguments are left to the body. The controller and the gateway
+	// have always done so; their output is kept as it was.
 	goFlagErrors bool
 }
 
