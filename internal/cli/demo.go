@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -12,61 +11,59 @@ import (
 	"github.com/zkgate/zkgate/internal/demo"
 )
 
-// RunDemo is `zkgate demo [--zk host:port,...] [--quick] [--modes
+// demoCommand is `zkgate demo [--zk host:port,...] [--quick] [--modes
 // poll,watch,sleep,spring,zkgate,nginx] [--backend jvm|fast]
 // [--backend-startup D] [--json FILE] [--keep]`: the same rolling
 // restart of four sample backends under a fixed load in each mode, side by
 // side (see package demo). The table goes to stdout, progress to stderr
 // (bars on a terminal, plain lines otherwise). Exit 0 when every mode ran,
 // 1 otherwise (the table is still printed when it can be).
-func RunDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	zkServers := fs.String("zk", "", "ZooKeeper ensemble `host:port,...` to use (default: start a local server from Debian's zookeeper package); the demo works under its own root /zkgate-demo/<run> and removes it")
-	quick := fs.Bool("quick", false, "finish in under 2 minutes: the sleep mode sleeps 3s instead of 20s and the poll mode re-reads every 5s instead of 30s (the table says so)")
-	modes := fs.String("modes", "poll,watch,sleep,spring,zkgate,nginx", "modes to run, comma-separated")
-	backend := fs.String("backend", string(demo.BackendJVM), "how the sample backends behave: jvm (like Spring Boot on Kubernetes: seconds to start, graceful shutdown on SIGTERM, back on a new port) or fast (start in milliseconds, stop at once, same address)")
-	startup := fs.Duration("backend-startup", 0, "the jvm backends' start-up time before they register (default 3s, 2s with --quick)")
-	jsonPath := fs.String("json", "", "also write the results as JSON to `FILE`")
-	keep := fs.Bool("keep", false, "leave the zkgate mode's stack (or the last mode's) running after the table and print its URLs, until Ctrl-C")
-	if code, done := parseFlags(fs, args, stderr); done {
-		return code
+func demoCommand(c *invocation) func(context.Context) int {
+	zkServers := c.fs.String("zk", "", "ZooKeeper ensemble `host:port,...` to use (default: start a local server from Debian's zookeeper package); the demo works under its own root /zkgate-demo/<run> and removes it")
+	quick := c.fs.Bool("quick", false, "finish in under 2 minutes: the sleep mode sleeps 3s instead of 20s and the poll mode re-reads every 5s instead of 30s (the table says so)")
+	modes := c.fs.String("modes", "poll,watch,sleep,spring,zkgate,nginx", "modes to run, comma-separated")
+	backend := c.fs.String("backend", string(demo.BackendJVM), "how the sample backends behave: jvm (like Spring Boot on Kubernetes: seconds to start, graceful shutdown on SIGTERM, back on a new port) or fast (start in milliseconds, stop at once, same address)")
+	startup := c.fs.Duration("backend-startup", 0, "the jvm backends' start-up time before they register (default 3s, 2s with --quick)")
+	jsonPath := c.fs.String("json", "", "also write the results as JSON to `FILE`")
+	keep := c.fs.Bool("keep", false, "leave the zkgate mode's stack (or the last mode's) running after the table and print its URLs, until Ctrl-C")
+	return func(ctx context.Context) int {
+		ms, err := demo.ParseModes(*modes)
+		if err != nil {
+			return c.failf("--modes: %w", err)
+		}
+		be, err := demo.ParseBackend(*backend)
+		if err != nil {
+			return c.failf("--backend: %w", err)
+		}
+		if *startup < 0 {
+			return c.failf("--backend-startup must not be negative")
+		}
+		servers, err := parseServers(*zkServers)
+		if err != nil {
+			return c.fail(err)
+		}
+		bin, err := os.Executable()
+		if err != nil {
+			return c.failf("finding the zkgate binary: %w", err)
+		}
+		_, err = demo.Run(ctx, demo.Options{
+			ZooKeeper:      servers,
+			Quick:          *quick,
+			Modes:          ms,
+			Backend:        be,
+			BackendStartup: *startup,
+			JSONPath:       *jsonPath,
+			Keep:           *keep,
+			Binary:         bin,
+			Out:            c.stdout,
+			Progress:       c.stderr,
+			Terminal:       isTerminal(c.stderr),
+		})
+		if err != nil {
+			return c.fail(err)
+		}
+		return exitOK
 	}
-	ms, err := demo.ParseModes(*modes)
-	if err != nil {
-		return fail(stderr, "demo", fmt.Errorf("--modes: %w", err))
-	}
-	be, err := demo.ParseBackend(*backend)
-	if err != nil {
-		return fail(stderr, "demo", fmt.Errorf("--backend: %w", err))
-	}
-	if *startup < 0 {
-		return fail(stderr, "demo", fmt.Errorf("--backend-startup must not be negative"))
-	}
-	servers, err := parseServers(*zkServers)
-	if err != nil {
-		return fail(stderr, "demo", err)
-	}
-	bin, err := os.Executable()
-	if err != nil {
-		return fail(stderr, "demo", fmt.Errorf("finding the zkgate binary: %w", err))
-	}
-	_, err = demo.Run(ctx, demo.Options{
-		ZooKeeper:      servers,
-		Quick:          *quick,
-		Modes:          ms,
-		Backend:        be,
-		BackendStartup: *startup,
-		JSONPath:       *jsonPath,
-		Keep:           *keep,
-		Binary:         bin,
-		Out:            stdout,
-		Progress:       stderr,
-		Terminal:       isTerminal(stderr),
-	})
-	if err != nil {
-		return fail(stderr, "demo", err)
-	}
-	return exitOK
 }
 
 // parseServers parses --zk: comma-separated host:port.

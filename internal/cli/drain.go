@@ -28,28 +28,30 @@ const maxListedAddrs = 20
 
 // clientFlags are the flags every controller client command shares.
 type clientFlags struct {
-	controller, token string
-	json              bool
+	controllerFlags
+	json bool
 }
 
+// register declares the flags on fs.
 func (cf *clientFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&cf.controller, "controller", "", "controller URL(s), comma-separated (default $ZKGATE_CONTROLLER or "+ctlclient.DefaultURL+")")
-	fs.StringVar(&cf.token, "token", "", "bearer token (default $ZKGATE_TOKEN)")
+	cf.controllerFlags.register(fs,
+		"controller URL(s), comma-separated (default $ZKGATE_CONTROLLER or "+ctlclient.DefaultURL+")",
+		"bearer token (default $ZKGATE_TOKEN)")
 	fs.BoolVar(&cf.json, "json", false, "print the controller's JSON answer")
+}
+
+// instanceFlags declares the flags of a command about one instance:
+// those of clientFlags, --service and --instance.
+func (cf *clientFlags) instanceFlags(fs *flag.FlagSet) (service, instance *string) {
+	cf.register(fs)
+	return fs.String("service", "", "service name (required)"), fs.String("instance", "", "instance address host:port (required)")
 }
 
 // client builds the API client from the flags and environment.
 func (cf *clientFlags) client() (*ctlclient.Client, error) {
-	urls := cf.controller
-	if urls == "" {
-		urls = os.Getenv("ZKGATE_CONTROLLER")
-	}
+	urls, token := cf.resolve()
 	if urls == "" {
 		urls = ctlclient.DefaultURL
-	}
-	token := cf.token
-	if token == "" {
-		token = os.Getenv("ZKGATE_TOKEN")
 	}
 	return ctlclient.New(urls, ctlclient.Options{Token: token, Actor: actor()})
 }
@@ -70,35 +72,13 @@ func actor() string {
 	return user
 }
 
-// parseFlags parses args into fs with errors as one line on stderr. done
-// is true when the command must return code at once (help or an error).
-func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, done bool) {
-	fs.SetOutput(io.Discard)
-	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		fs.SetOutput(stderr)
-		fmt.Fprintf(stderr, "Usage of zkgate %s:\n", fs.Name())
-		fs.PrintDefaults()
-		return exitOK, true
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "zkgate %s: %v (see zkgate %s -h)\n", fs.Name(), err, fs.Name())
-		return exitError, true
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "zkgate %s: unexpected argument %q (see zkgate %s -h)\n", fs.Name(), fs.Arg(0), fs.Name())
-		return exitError, true
-	}
-	return 0, false
-}
-
 func printJSON(w io.Writer, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
 }
 
-// RunDrain is `zkgate drain --service S --instance host:port --reason R
+// drainCommand is `zkgate drain --service S --instance host:port --reason R
 // [--ttl D] [--wait=true] [--timeout 2m] [--min-wait D] [--deploy-id ID]
 // [--allow-absent] [--json] [--controller URL] [--token T]`. It writes the
 // mark for the address as registered (however --instance spells it) and,
@@ -109,139 +89,130 @@ func printJSON(w io.Writer, v any) {
 // out, a gateway lost, the mark superseded), 1 error; an error whose
 // outcome is unknown (the mark may or may not be written) is one line
 // starting "zkgate drain: outcome unknown:".
-func RunDrain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("drain", flag.ContinueOnError)
+func drainCommand(c *invocation) func(context.Context) int {
 	var cf clientFlags
-	cf.register(fs)
-	service := fs.String("service", "", "service name (required)")
-	instance := fs.String("instance", "", "instance address host:port (required)")
-	reason := fs.String("reason", "", "why: recorded in the mark and the audit trail (required)")
-	ttl := fs.Duration("ttl", 0, "mark lifetime (default: the controller's controller.mark_ttl)")
-	wait := fs.Bool("wait", true, "wait until every live gateway has applied the mark and has nothing in flight")
-	timeout := fs.Duration("timeout", ctlclient.DefaultDrainTimeout, "how long to wait for confirmation")
-	minWait := fs.Duration("min-wait", 0, "with --wait, do not return before this long even when confirmed earlier")
-	deployID := fs.String("deploy-id", "", "deploy id recorded in the mark and the audit trail")
-	allowAbsent := fs.Bool("allow-absent", false, "write the mark even when no registration of the service has the address (a drain before the instance registers)")
-	if code, done := parseFlags(fs, args, stderr); done {
-		return code
-	}
-	var missing []string
-	for _, f := range []struct{ name, v string }{{"--service", *service}, {"--instance", *instance}, {"--reason", *reason}} {
-		if strings.TrimSpace(f.v) == "" {
-			missing = append(missing, f.name)
+	service, instance := cf.instanceFlags(c.fs)
+	reason := c.fs.String("reason", "", "why: recorded in the mark and the audit trail (required)")
+	ttl := c.fs.Duration("ttl", 0, "mark lifetime (default: the controller's controller.mark_ttl)")
+	wait := c.fs.Bool("wait", true, "wait until every live gateway has applied the mark and has nothing in flight")
+	timeout := c.fs.Duration("timeout", ctlclient.DefaultDrainTimeout, "how long to wait for confirmation")
+	minWait := c.fs.Duration("min-wait", 0, "with --wait, do not return before this long even when confirmed earlier")
+	deployID := c.fs.String("deploy-id", "", "deploy id recorded in the mark and the audit trail")
+	allowAbsent := c.fs.Bool("allow-absent", false, "write the mark even when no registration of the service has the address (a drain before the instance registers)")
+	return func(ctx context.Context) int {
+		if err := c.required([2]string{"--service", *service}, [2]string{"--instance", *instance}, [2]string{"--reason", *reason}); err != nil {
+			return c.fail(err)
 		}
-	}
-	if len(missing) > 0 {
-		return fail(stderr, "drain", fmt.Errorf("missing %s (see zkgate drain -h)", strings.Join(missing, ", ")))
-	}
-	if *ttl < 0 || *timeout < 0 || *minWait < 0 {
-		return fail(stderr, "drain", errors.New("--ttl, --timeout and --min-wait must not be negative"))
-	}
-	c, err := cf.client()
-	if err != nil {
-		return fail(stderr, "drain", err)
-	}
-	req := ctlclient.DrainRequest{Reason: *reason, Wait: *wait, DeployID: *deployID, AllowAbsent: *allowAbsent}
-	if *ttl > 0 {
-		req.TTL = ttl.String()
-	}
-	if *wait {
-		req.Timeout = timeout.String()
-		if *minWait > 0 {
-			req.MinWait = minWait.String()
+		if *ttl < 0 || *timeout < 0 || *minWait < 0 {
+			return c.fail(errors.New("--ttl, --timeout and --min-wait must not be negative"))
 		}
-	}
-	// Allow the controller the whole wait plus a margin to answer.
-	cctx, cancel := context.WithTimeout(ctx, *timeout+30*time.Second)
-	defer cancel()
-	resp, err := c.Drain(cctx, *service, *instance, req)
-	if ctlclient.IsOutcomeUnknown(err) {
-		fmt.Fprintf(stderr, "zkgate drain: outcome unknown: %s/%s may or may not be marked, and the mark may still appear later; run the drain again (it is idempotent) or look with zkgate status (%v)\n",
-			*service, *instance, err)
-		return exitError
-	}
-	if reg, ok := ctlclient.IsNotRegistered(err); ok {
-		listed := "it has no registered instance"
-		switch {
-		case len(reg) > maxListedAddrs:
-			listed = fmt.Sprintf("registered: %s and %d more", strings.Join(reg[:maxListedAddrs], ", "), len(reg)-maxListedAddrs)
-		case len(reg) > 0:
-			listed = "registered: " + strings.Join(reg, ", ")
+		client, err := cf.client()
+		if err != nil {
+			return c.fail(err)
 		}
-		fmt.Fprintf(stderr, "zkgate drain: %s is not registered in service %q (%s); nothing written (--allow-absent marks it anyway)\n",
-			*instance, *service, listed)
-		return exitError
-	}
-	if err != nil {
-		return fail(stderr, "drain", err)
-	}
-	if cf.json {
-		printJSON(stdout, resp)
-	} else if resp.Warning != "" {
-		fmt.Fprintf(stderr, "zkgate drain: warning: %s\n", resp.Warning)
-	}
-	target := resp.Service + "/" + resp.Addr
-	switch resp.Status {
-	case ctlclient.StatusMarked:
-		if !cf.json {
-			fmt.Fprintf(stdout, "marked %s for draining (not waiting for confirmation)\n", target)
+		req := ctlclient.DrainRequest{Reason: *reason, Wait: *wait, DeployID: *deployID, AllowAbsent: *allowAbsent}
+		if *ttl > 0 {
+			req.TTL = ttl.String()
 		}
-		return exitOK
-	case ctlclient.StatusDrained:
-		if !cf.json {
-			fmt.Fprintf(stdout, "drained %s in %s (%s)\n", target, fmtMs(resp.ElapsedMs), drainedGateways(resp.Gateways))
+		if *wait {
+			req.Timeout = timeout.String()
+			if *minWait > 0 {
+				req.MinWait = minWait.String()
+			}
 		}
-		return exitOK
-	default:
-		if !cf.json {
-			fmt.Fprintf(stderr, "zkgate drain: %s not confirmed after %s (%s): %s\n", target, fmtMs(resp.ElapsedMs), resp.Status, resp.Message)
+		// Allow the controller the whole wait plus a margin to answer.
+		cctx, cancel := context.WithTimeout(ctx, *timeout+30*time.Second)
+		defer cancel()
+		resp, err := client.Drain(cctx, *service, *instance, req)
+		if ctlclient.IsOutcomeUnknown(err) {
+			return c.outcomeUnknown(fmt.Sprintf("%s/%s may or may not be marked, and the mark may still appear later", *service, *instance), err)
 		}
-		return exitUnconfirmed
+		if reg, ok := ctlclient.IsNotRegistered(err); ok {
+			listed := "it has no registered instance"
+			switch {
+			case len(reg) > maxListedAddrs:
+				listed = fmt.Sprintf("registered: %s and %d more", strings.Join(reg[:maxListedAddrs], ", "), len(reg)-maxListedAddrs)
+			case len(reg) > 0:
+				listed = "registered: " + strings.Join(reg, ", ")
+			}
+			fmt.Fprintf(c.stderr, "zkgate drain: %s is not registered in service %q (%s); nothing written (--allow-absent marks it anyway)\n",
+				*instance, *service, listed)
+			return exitError
+		}
+		if err != nil {
+			return c.fail(err)
+		}
+		if cf.json {
+			printJSON(c.stdout, resp)
+		} else if resp.Warning != "" {
+			fmt.Fprintf(c.stderr, "zkgate drain: warning: %s\n", resp.Warning)
+		}
+		target := resp.Service + "/" + resp.Addr
+		switch resp.Status {
+		case ctlclient.StatusMarked:
+			if !cf.json {
+				fmt.Fprintf(c.stdout, "marked %s for draining (not waiting for confirmation)\n", target)
+			}
+			return exitOK
+		case ctlclient.StatusDrained:
+			if !cf.json {
+				fmt.Fprintf(c.stdout, "drained %s in %s (%s)\n", target, fmtMs(resp.ElapsedMs), drainedGateways(resp.Gateways))
+			}
+			return exitOK
+		default:
+			if !cf.json {
+				fmt.Fprintf(c.stderr, "zkgate drain: %s not confirmed after %s (%s): %s\n", target, fmtMs(resp.ElapsedMs), resp.Status, resp.Message)
+			}
+			return exitUnconfirmed
+		}
+
 	}
 }
 
-// RunUndrain is `zkgate undrain --service S --instance host:port [--reason
+// undrainCommand is `zkgate undrain --service S --instance host:port [--reason
 // R] [--json] [--controller URL] [--token T]`: it removes the mark, and the
 // gateways send the instance traffic again. Undraining an instance that has
 // no mark succeeds. Exit 0 success, 1 error.
-func RunUndrain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("undrain", flag.ContinueOnError)
+func undrainCommand(c *invocation) func(context.Context) int {
 	var cf clientFlags
-	cf.register(fs)
-	service := fs.String("service", "", "service name (required)")
-	instance := fs.String("instance", "", "instance address host:port (required)")
-	reason := fs.String("reason", "", "why: recorded in the audit trail")
-	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the controller")
-	if code, done := parseFlags(fs, args, stderr); done {
-		return code
+	service, instance := cf.instanceFlags(c.fs)
+	reason := c.fs.String("reason", "", "why: recorded in the audit trail")
+	timeout := c.fs.Duration("timeout", 30*time.Second, "how long to wait for the controller")
+	return func(ctx context.Context) int {
+		if strings.TrimSpace(*service) == "" || strings.TrimSpace(*instance) == "" {
+			return c.fail(errors.New("--service and --instance are required (see zkgate undrain -h)"))
+		}
+		client, err := cf.client()
+		if err != nil {
+			return c.fail(err)
+		}
+		cctx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
+		resp, err := client.Undrain(cctx, *service, *instance, *reason)
+		if ctlclient.IsOutcomeUnknown(err) {
+			return c.outcomeUnknown(fmt.Sprintf("the mark of %s/%s may or may not be removed, and may still disappear later", *service, *instance), err)
+		}
+		if err != nil {
+			return c.fail(err)
+		}
+		switch {
+		case cf.json:
+			printJSON(c.stdout, resp)
+		case resp.Removed:
+			fmt.Fprintf(c.stdout, "undrained %s/%s\n", resp.Service, resp.Addr)
+		default:
+			fmt.Fprintf(c.stdout, "%s/%s was not drained\n", resp.Service, resp.Addr)
+		}
+		return exitOK
 	}
-	if strings.TrimSpace(*service) == "" || strings.TrimSpace(*instance) == "" {
-		return fail(stderr, "undrain", errors.New("--service and --instance are required (see zkgate undrain -h)"))
-	}
-	c, err := cf.client()
-	if err != nil {
-		return fail(stderr, "undrain", err)
-	}
-	cctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	resp, err := c.Undrain(cctx, *service, *instance, *reason)
-	if ctlclient.IsOutcomeUnknown(err) {
-		fmt.Fprintf(stderr, "zkgate undrain: outcome unknown: the mark of %s/%s may or may not be removed, and may still disappear later; run the undrain again (it is idempotent) or look with zkgate status (%v)\n",
-			*service, *instance, err)
-		return exitError
-	}
-	if err != nil {
-		return fail(stderr, "undrain", err)
-	}
-	switch {
-	case cf.json:
-		printJSON(stdout, resp)
-	case resp.Removed:
-		fmt.Fprintf(stdout, "undrained %s/%s\n", resp.Service, resp.Addr)
-	default:
-		fmt.Fprintf(stdout, "%s/%s was not drained\n", resp.Service, resp.Addr)
-	}
-	return exitOK
+}
+
+// outcomeUnknown prints the one line of a call to the controller whose
+// outcome is unknown (what may or may not have happened, and what to do)
+// and returns exit code 1.
+func (c *invocation) outcomeUnknown(what string, err error) int {
+	fmt.Fprintf(c.stderr, "zkgate %s: outcome unknown: %s; run the %s again (it is idempotent) or look with zkgate status (%v)\n", c.name, what, c.name, err)
+	return exitError
 }
 
 // drainedGateways says how many gateways confirmed a drain, naming those

@@ -85,9 +85,10 @@ func newFakeController(t *testing.T, status string) *fakeController {
 	return f
 }
 
-func runCtl(cmd Command, args ...string) (code int, stdout, stderr string) {
+// runCtl runs the command name with args.
+func runCtl(name string, args ...string) (code int, stdout, stderr string) {
 	var out, errb bytes.Buffer
-	code = cmd(context.Background(), args, &out, &errb)
+	code = cmd(name)(context.Background(), args, &out, &errb)
 	return code, out.String(), errb.String()
 }
 
@@ -102,7 +103,7 @@ func TestDrainExitCodesAndLines(t *testing.T) {
 	drained := newFakeController(t, ctlclient.StatusDrained)
 	base := []string{"--service", "orders", "--instance", "10.0.0.5:8080", "--reason", "release 4711", "--token", "tok"}
 
-	code, out, errs := runCtl(RunDrain, append(base, "--controller", drained.URL, "--min-wait", "2s", "--ttl", "5m")...)
+	code, out, errs := runCtl("drain", append(base, "--controller", drained.URL, "--min-wait", "2s", "--ttl", "5m")...)
 	if code != 0 || !regexp.MustCompile(`^drained orders/10\.0\.0\.5:8080 in \d+ms \(2 gateways; gone, not waited for: gw-3\)\n$`).MatchString(out) || errs != "" {
 		// gw-3 is gone: listed, not counted among the gateways waited for.
 		t.Fatalf("drained: code %d out %q err %q", code, out, errs)
@@ -113,14 +114,14 @@ func TestDrainExitCodesAndLines(t *testing.T) {
 	}
 
 	lost := newFakeController(t, ctlclient.StatusLost)
-	code, out, errs = runCtl(RunDrain, append(base, "--controller", lost.URL)...)
+	code, out, errs = runCtl("drain", append(base, "--controller", lost.URL)...)
 	if code != 2 || out != "" || !strings.Contains(errs, "gw-3 lost") {
 		t.Fatalf("lost: code %d out %q err %q", code, out, errs)
 	}
 	assertOneLine(t, "lost", errs)
 
 	timeout := newFakeController(t, ctlclient.StatusTimeout)
-	code, out, _ = runCtl(RunDrain, append(base, "--controller", timeout.URL, "--json")...)
+	code, out, _ = runCtl("drain", append(base, "--controller", timeout.URL, "--json")...)
 	if code != 2 {
 		t.Fatalf("timeout: code %d", code)
 	}
@@ -130,7 +131,7 @@ func TestDrainExitCodesAndLines(t *testing.T) {
 	}
 
 	marked := newFakeController(t, ctlclient.StatusMarked)
-	code, out, _ = runCtl(RunDrain, append(base, "--controller", marked.URL, "--wait=false")...)
+	code, out, _ = runCtl("drain", append(base, "--controller", marked.URL, "--wait=false")...)
 	if code != 0 || !strings.HasPrefix(out, "marked orders/10.0.0.5:8080") || marked.requests[0].Wait || marked.requests[0].Timeout != "" {
 		t.Fatalf("no wait: code %d out %q req %+v", code, out, marked.requests[0])
 	}
@@ -138,56 +139,24 @@ func TestDrainExitCodesAndLines(t *testing.T) {
 	// Address and token from the environment.
 	t.Setenv("ZKGATE_CONTROLLER", drained.URL)
 	t.Setenv("ZKGATE_TOKEN", "tok")
-	code, _, errs = runCtl(RunDrain, "--service", "orders", "--instance", "10.0.0.5:8080", "--reason", "env")
+	code, _, errs = runCtl("drain", "--service", "orders", "--instance", "10.0.0.5:8080", "--reason", "env")
 	if code != 0 || drained.auth[len(drained.auth)-1] != "Bearer tok" {
 		t.Fatalf("env: code %d err %q", code, errs)
 	}
 }
 
-func TestDrainErrors(t *testing.T) {
-	f := newFakeController(t, ctlclient.StatusDrained)
-	down := httptest.NewServer(http.NotFoundHandler())
-	down.Close()
-	for _, tc := range []struct {
-		name string
-		args []string
-		want string
-	}{
-		{"missing flags", []string{"--service", "orders"}, "missing --instance, --reason"},
-		{"bad flag", []string{"--bogus"}, "flag provided but not defined"},
-		{"extra argument", []string{"--service", "s", "x"}, "unexpected argument"},
-		{"negative", []string{"--service", "s", "--instance", "1.2.3.4:5", "--reason", "r", "--timeout", "-1s"}, "negative"},
-		{"unreachable", []string{"--service", "s", "--instance", "1.2.3.4:5", "--reason", "r", "--controller", down.URL}, "connection refused"},
-		{"forbidden", []string{"--service", "s", "--instance", "1.2.3.4:5", "--reason", "r", "--controller", f.URL, "--token", "bad"}, "403"},
-		{"bad controller", []string{"--service", "s", "--instance", "1.2.3.4:5", "--reason", "r", "--controller", "ftp://x"}, "not an http(s) URL"},
-	} {
-		code, out, errs := runCtl(RunDrain, tc.args...)
-		if code != 1 || out != "" || !strings.Contains(errs, tc.want) {
-			t.Errorf("%s: code %d out %q err %q (want %q)", tc.name, code, out, errs, tc.want)
-			continue
-		}
-		assertOneLine(t, tc.name, errs)
-	}
-	if code, _, errs := runCtl(RunDrain, "-h"); code != 0 || !strings.Contains(errs, "-instance") {
-		t.Errorf("-h: %d %q", code, errs)
-	}
-}
-
 func TestUndrainAndStatus(t *testing.T) {
 	f := newFakeController(t, ctlclient.StatusDrained)
-	code, out, _ := runCtl(RunUndrain, "--controller", f.URL, "--service", "orders", "--instance", "10.0.0.5:8080")
+	code, out, _ := runCtl("undrain", "--controller", f.URL, "--service", "orders", "--instance", "10.0.0.5:8080")
 	if code != 0 || out != "undrained orders/10.0.0.5:8080\n" {
 		t.Fatalf("undrain: %d %q", code, out)
 	}
-	code, out, _ = runCtl(RunUndrain, "--controller", f.URL, "--service", "orders", "--instance", "10.0.0.9:8080")
+	code, out, _ = runCtl("undrain", "--controller", f.URL, "--service", "orders", "--instance", "10.0.0.9:8080")
 	if code != 0 || out != "orders/10.0.0.9:8080 was not drained\n" {
 		t.Fatalf("undrain unmarked: %d %q", code, out)
 	}
-	if code, _, errs := runCtl(RunUndrain, "--controller", f.URL); code != 1 {
-		t.Fatalf("undrain without flags: %d %q", code, errs)
-	}
 	for _, args := range [][]string{{"--controller", f.URL}, {"--controller", f.URL, "--service", "orders"}} {
-		code, out, errs := runCtl(RunStatus, args...)
+		code, out, errs := runCtl("status", args...)
 		if code != 0 {
 			t.Fatalf("status %v: %d %q", args, code, errs)
 		}
@@ -198,25 +167,6 @@ func TestUndrainAndStatus(t *testing.T) {
 			t.Fatalf("status table:\n%s", out)
 		}
 	}
-	code, _, errs := runCtl(RunStatus, "--controller", f.URL, "--service", "nope")
-	if code != 1 || !strings.Contains(errs, "404") {
-		t.Fatalf("status of an unknown service: %d %q", code, errs)
-	}
-	assertOneLine(t, "status error", errs)
-}
-
-func TestControllerBadConfig(t *testing.T) {
-	code, _, errs := runCtl(RunController, "--config", filepath.Join(t.TempDir(), "missing.yaml"))
-	if code != 1 || !strings.Contains(errs, "reading config") {
-		t.Fatalf("missing config: %d %q", code, errs)
-	}
-	p := filepath.Join(t.TempDir(), "z.yaml")
-	os.WriteFile(p, []byte("controller:\n  listen: 127.0.0.1:0\n"), 0o600)
-	code, _, errs = runCtl(RunController, "--config", p)
-	if code != 1 || !strings.Contains(errs, "controller.tokens") {
-		t.Fatalf("no tokens: %d %q", code, errs)
-	}
-	assertOneLine(t, "no tokens", errs)
 }
 
 // End to end: `zkgate controller` against a real ZooKeeper, then drain,
@@ -241,7 +191,7 @@ func TestControllerCommandEndToEnd(t *testing.T) {
 	var logs bytes.Buffer
 	var logMu sync.Mutex
 	go func() {
-		done <- RunController(ctx, []string{"--config", p, "--id", "ctl-e2e"}, discardWriter{}, lockedBuffer{&logMu, &logs})
+		done <- cmd("controller")(ctx, []string{"--config", p, "--id", "ctl-e2e"}, discardWriter{}, lockedBuffer{&logMu, &logs})
 	}()
 	url := "http://" + addr
 	deadline := time.Now().Add(30 * time.Second)
@@ -275,7 +225,7 @@ func TestControllerCommandEndToEnd(t *testing.T) {
 	}
 	// An address no registration has: refused in one line naming the
 	// registered ones, nothing written.
-	code, out, errs := runCtl(RunDrain, "--controller", url, "--token", "tok", "--service", "orders", "--instance", "10.0.0.5:8080", "--reason", "e2e", "--timeout", "20s")
+	code, out, errs := runCtl("drain", "--controller", url, "--token", "tok", "--service", "orders", "--instance", "10.0.0.5:8080", "--reason", "e2e", "--timeout", "20s")
 	if code != 1 || out != "" || !strings.Contains(errs, "10.0.0.5:8080 is not registered") || !strings.Contains(errs, "registered: localhost:18084") {
 		t.Fatalf("drain of an unregistered address: %d %q %q", code, out, errs)
 	}
@@ -284,20 +234,20 @@ func TestControllerCommandEndToEnd(t *testing.T) {
 		t.Fatal("a refused drain wrote a mark")
 	}
 	// The registered instance, spelled by IP: drained under its name.
-	code, out, errs = runCtl(RunDrain, "--controller", url, "--token", "tok", "--service", "orders", "--instance", "127.0.0.1:18084", "--reason", "e2e", "--timeout", "20s")
+	code, out, errs = runCtl("drain", "--controller", url, "--token", "tok", "--service", "orders", "--instance", "127.0.0.1:18084", "--reason", "e2e", "--timeout", "20s")
 	if code != 0 || !strings.HasPrefix(out, "drained orders/localhost:18084 in ") {
 		t.Fatalf("drain by IP: %d %q %q", code, out, errs)
 	}
-	code, out, errs = runCtl(RunDrain, "--controller", url, "--token", "tok", "--service", "orders", "--instance", "10.0.0.5:8080", "--reason", "e2e", "--timeout", "20s", "--allow-absent")
+	code, out, errs = runCtl("drain", "--controller", url, "--token", "tok", "--service", "orders", "--instance", "10.0.0.5:8080", "--reason", "e2e", "--timeout", "20s", "--allow-absent")
 	if code != 0 || !strings.HasPrefix(out, "drained orders/10.0.0.5:8080 in ") || !strings.Contains(out, "(0 gateways)") ||
 		!strings.Contains(errs, "warning: 10.0.0.5:8080 is not registered") {
 		t.Fatalf("drain: %d %q %q", code, out, errs)
 	}
-	code, out, errs = runCtl(RunStatus, "--controller", url)
+	code, out, errs = runCtl("status", "--controller", url)
 	if code != 0 || !strings.Contains(out, "10.0.0.5:8080") || !strings.Contains(out, "absent") || !strings.Contains(out, "e2e") {
 		t.Fatalf("status: %d %q %q", code, out, errs)
 	}
-	code, out, _ = runCtl(RunUndrain, "--controller", url, "--token", "tok", "--service", "orders", "--instance", "10.0.0.5:8080")
+	code, out, _ = runCtl("undrain", "--controller", url, "--token", "tok", "--service", "orders", "--instance", "10.0.0.5:8080")
 	if code != 0 || out != "undrained orders/10.0.0.5:8080\n" {
 		t.Fatalf("undrain: %d %q", code, out)
 	}
@@ -339,12 +289,12 @@ func TestDrainOutcomeUnknown(t *testing.T) {
 		})
 	}))
 	defer srv.Close()
-	code, out, errs := runCtl(RunDrain, "--controller", srv.URL, "--service", "orders", "--instance", "10.0.0.5:8080", "--reason", "r")
+	code, out, errs := runCtl("drain", "--controller", srv.URL, "--service", "orders", "--instance", "10.0.0.5:8080", "--reason", "r")
 	if code != 1 || out != "" || !strings.HasPrefix(errs, "zkgate drain: outcome unknown: orders/10.0.0.5:8080 may or may not be marked") {
 		t.Fatalf("drain: code %d out %q err %q", code, out, errs)
 	}
 	assertOneLine(t, "drain outcome unknown", errs)
-	code, out, errs = runCtl(RunUndrain, "--controller", srv.URL, "--service", "orders", "--instance", "10.0.0.5:8080")
+	code, out, errs = runCtl("undrain", "--controller", srv.URL, "--service", "orders", "--instance", "10.0.0.5:8080")
 	if code != 1 || out != "" || !strings.HasPrefix(errs, "zkgate undrain: outcome unknown:") {
 		t.Fatalf("undrain: code %d out %q err %q", code, out, errs)
 	}

@@ -1,6 +1,7 @@
-// Package cli implements zkgate's subcommands. Each subcommand is a
-// function of the same shape (Command), so main stays a dispatcher and
-// every command can be run from tests.
+// Package cli implements zkgate's subcommands. Each one is declared once
+// in Main's table (command: its flags and its body), runs as a function of
+// the same shape (Command), so main stays a dispatcher and every command
+// can be run from tests.
 package cli
 
 import (
@@ -18,24 +19,19 @@ import (
 // that timed out). Errors are one readable line on stderr.
 type Command func(ctx context.Context, args []string, stdout, stderr io.Writer) int
 
-type entry struct {
-	run     Command
-	summary string
-}
-
-func commands() map[string]entry {
-	return map[string]entry{
-		"bench":          {RunBench, "run a benchmark: proxy (vs nginx), propagation (drains to gateways), registry (100k instances); see docs/benchmarks.md"},
-		"controller":     {RunController, "run the controller (API, drain marks, leader jobs)"},
-		"demo":           {RunDemo, "the main job: a rolling restart of 4 backends under load in each mode (poll, watch, sleep, spring, zkgate, nginx), side by side"},
-		"drain":          {RunDrain, "drain an instance: every gateway stops sending it new requests; waits until confirmed"},
-		"undrain":        {RunUndrain, "put a drained instance back in rotation"},
-		"status":         {RunStatus, "show services, instances and their states"},
-		"gateway":        {RunGateway, "run the gateway (reverse proxy following ZooKeeper)"},
-		"register":       {RunRegister, "register an instance in ZooKeeper (Curator format); drain and deregister on SIGTERM"},
-		"rollout":        {RunRollout, "restart every instance of a service, one at a time, without losing a request"},
-		"sample-backend": {RunSampleBackend, "a sample HTTP service that registers itself and stops without grace"},
-		"version":        {runVersion, "print the version"},
+func commands() map[string]command {
+	return map[string]command{
+		"bench":          {run: RunBench, summary: "run a benchmark: proxy (vs nginx), propagation (drains to gateways), registry (100k instances); see docs/benchmarks.md"},
+		"controller":     {setup: controllerCommand, goFlagErrors: true, summary: "run the controller (API, drain marks, leader jobs)"},
+		"demo":           {setup: demoCommand, raw: true, summary: "the main job: a rolling restart of 4 backends under load in each mode (poll, watch, sleep, spring, zkgate, nginx), side by side"},
+		"drain":          {setup: drainCommand, summary: "drain an instance: every gateway stops sending it new requests; waits until confirmed"},
+		"undrain":        {setup: undrainCommand, summary: "put a drained instance back in rotation"},
+		"status":         {setup: statusCommand, summary: "show services, instances and their states"},
+		"gateway":        {run: RunGateway, summary: "run the gateway (reverse proxy following ZooKeeper)"},
+		"register":       {setup: registerCommand, summary: "register an instance in ZooKeeper (Curator format); drain and deregister on SIGTERM"},
+		"rollout":        {setup: rolloutCommand, raw: true, summary: "restart every instance of a service, one at a time, without losing a request"},
+		"sample-backend": {setup: sampleBackendCommand, summary: "a sample HTTP service that registers itself and stops without grace"},
+		"version":        {run: runVersion, summary: "print the version"},
 	}
 }
 
@@ -52,26 +48,26 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		usage(stdout, cmds)
 		return 0
 	}
-	e, ok := cmds[args[0]]
+	c, ok := cmds[args[0]]
 	if !ok {
 		fmt.Fprintf(stderr, "zkgate: unknown command %q (see zkgate help)\n", args[0])
 		return 1
 	}
-	if args[0] == "demo" || args[0] == "rollout" {
-		// These draw progress on the terminal themselves (carriage
-		// returns, erase-line sequences); what they print from outside is
-		// registry addresses, which the registry parser refuses with
-		// control characters.
-		return e.run(ctx, args[1:], stdout, stderr)
+	run := c.runner(args[0])
+	if c.raw {
+		// These draw progress on the terminal themselves; what they print
+		// from outside is registry addresses, which the registry parser
+		// refuses with control characters.
+		return run(ctx, args[1:], stdout, stderr)
 	}
 	// Whatever the other commands print, control characters are escaped.
 	out, errw := newEscapeWriter(stdout), newEscapeWriter(stderr)
 	defer out.Flush()
 	defer errw.Flush()
-	return e.run(ctx, args[1:], out, errw)
+	return run(ctx, args[1:], out, errw)
 }
 
-func usage(w io.Writer, cmds map[string]entry) {
+func usage(w io.Writer, cmds map[string]command) {
 	names := make([]string, 0, len(cmds))
 	for n := range cmds {
 		names = append(names, n)

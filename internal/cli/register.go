@@ -3,9 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"sort"
@@ -13,10 +11,11 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/config"
+	"github.com/zkgate/zkgate/internal/gatewayd"
 	"github.com/zkgate/zkgate/register"
 )
 
-// RunRegister is `zkgate register`, the sidecar that registers an instance
+// registerCommand is `zkgate register`, the sidecar that registers an instance
 // that cannot register itself:
 //
 //	zkgate register --config FILE --service S --address host:port
@@ -35,139 +34,121 @@ import (
 // controller and waits for the confirmation, at most --drain-timeout: exit 0
 // drained, 2 not confirmed, 1 error. The sidecar's own SIGTERM handling
 // then finds the instance drained already.
-func RunRegister(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("register", flag.ContinueOnError)
-	cfgPath := fs.String("config", "zkgate.yaml", "configuration file (zookeeper and registry sections); not read with --pre-stop")
-	service := fs.String("service", "", "service name (required)")
-	address := fs.String("address", "", "instance address host:port, as the gateways reach it (required)")
-	id := fs.String("id", "", "registration id and node name (default: a random UUID, as Curator makes)")
-	name := fs.String("name", "", "payload id (Spring's application context id; default: the service name)")
+func registerCommand(c *invocation) func(context.Context) int {
+	cfgPath := c.configFlag("configuration file (zookeeper and registry sections); not read with --pre-stop")
+	service := c.fs.String("service", "", "service name (required)")
+	address := c.fs.String("address", "", "instance address host:port, as the gateways reach it (required)")
+	id := c.fs.String("id", "", "registration id and node name (default: a random UUID, as Curator makes)")
+	name := c.fs.String("name", "", "payload id (Spring's application context id; default: the service name)")
 	metadata := metadataFlag{}
-	fs.Var(metadata, "metadata", "payload metadata `key=value` (repeatable); instance_status defaults to UP")
-	health := fs.String("health", "", "HTTP health check URL: deregister while it fails, register again when it passes")
-	healthInterval := fs.Duration("health-interval", register.DefaultHealthInterval, "time between health checks")
-	healthTimeout := fs.Duration("health-timeout", 0, "bound of one health check (default: the smaller of the interval and 5s)")
-	healthFailures := fs.Int("health-failures", 1, "consecutive failed checks before deregistering")
-	healthPasses := fs.Int("health-passes", 1, "consecutive passing checks before registering again")
-	controller := fs.String("controller", "", "controller URL(s), comma-separated, for draining (default $ZKGATE_CONTROLLER; none: no drain)")
-	token := fs.String("token", "", "controller bearer token (default $ZKGATE_TOKEN)")
-	drainTimeout := fs.Duration("drain-timeout", register.DefaultDrainTimeout, "how long to wait for a confirmed drain")
-	reason := fs.String("reason", "", "drain reason for the mark and the audit trail (default: shutdown, or pre-stop)")
-	ttl := fs.Duration("ttl", 0, "mark lifetime (default: the controller's controller.mark_ttl)")
-	deployID := fs.String("deploy-id", "", "deploy id recorded in the mark and the audit trail")
-	startTimeout := fs.Duration("start-timeout", time.Minute, "how long to wait for ZooKeeper (and the first registration) at start")
-	preStop := fs.Bool("pre-stop", false, "only drain through the controller, wait for the confirmation and exit (0 drained, 2 not confirmed, 1 error)")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	if code, done := parseFlags(fs, args, stderr); done {
-		return code
-	}
-	log, err := newLogger(stderr, *logLevel)
-	if err != nil {
-		return fail(stderr, "register", err)
-	}
-	var missing []string
-	for _, f := range []struct{ name, v string }{{"--service", *service}, {"--address", *address}} {
-		if strings.TrimSpace(f.v) == "" {
-			missing = append(missing, f.name)
+	c.fs.Var(metadata, "metadata", "payload metadata `key=value` (repeatable); instance_status defaults to UP")
+	health := c.fs.String("health", "", "HTTP health check URL: deregister while it fails, register again when it passes")
+	healthInterval := c.fs.Duration("health-interval", register.DefaultHealthInterval, "time between health checks")
+	healthTimeout := c.fs.Duration("health-timeout", 0, "bound of one health check (default: the smaller of the interval and 5s)")
+	healthFailures := c.fs.Int("health-failures", 1, "consecutive failed checks before deregistering")
+	healthPasses := c.fs.Int("health-passes", 1, "consecutive passing checks before registering again")
+	var ctl controllerFlags
+	ctl.register(c.fs, "controller URL(s), comma-separated, for draining (default $ZKGATE_CONTROLLER; none: no drain)", "controller bearer token (default $ZKGATE_TOKEN)")
+	drainTimeout := c.fs.Duration("drain-timeout", register.DefaultDrainTimeout, "how long to wait for a confirmed drain")
+	reason := c.fs.String("reason", "", "drain reason for the mark and the audit trail (default: shutdown, or pre-stop)")
+	ttl := c.fs.Duration("ttl", 0, "mark lifetime (default: the controller's controller.mark_ttl)")
+	deployID := c.fs.String("deploy-id", "", "deploy id recorded in the mark and the audit trail")
+	startTimeout := c.fs.Duration("start-timeout", time.Minute, "how long to wait for ZooKeeper (and the first registration) at start")
+	preStop := c.fs.Bool("pre-stop", false, "only drain through the controller, wait for the confirmation and exit (0 drained, 2 not confirmed, 1 error)")
+	logLevel := c.logFlag()
+	return func(ctx context.Context) int {
+		log, err := c.logger(*logLevel)
+		if err != nil {
+			return c.fail(err)
 		}
-	}
-	if len(missing) > 0 {
-		return fail(stderr, "register", fmt.Errorf("missing %s (see zkgate register -h)", strings.Join(missing, ", ")))
-	}
-	if *drainTimeout <= 0 || *healthInterval <= 0 || *healthTimeout < 0 || *ttl < 0 || *startTimeout <= 0 {
-		return fail(stderr, "register", errors.New("--drain-timeout, --health-interval and --start-timeout must be positive; --health-timeout and --ttl not negative"))
-	}
-	drainer, err := newDrainer(*controller, *token, *ttl, *deployID)
-	if err != nil {
-		return fail(stderr, "register", err)
-	}
+		if err := c.required([2]string{"--service", *service}, [2]string{"--address", *address}); err != nil {
+			return c.fail(err)
+		}
+		if *drainTimeout <= 0 || *healthInterval <= 0 || *healthTimeout < 0 || *ttl < 0 || *startTimeout <= 0 {
+			return c.fail(errors.New("--drain-timeout, --health-interval and --start-timeout must be positive; --health-timeout and --ttl not negative"))
+		}
+		drainer, err := newDrainer(ctl, *ttl, *deployID)
+		if err != nil {
+			return c.fail(err)
+		}
 
-	if *preStop {
+		if *preStop {
+			if drainer == nil {
+				return c.fail(errors.New("--pre-stop needs a controller (--controller or $ZKGATE_CONTROLLER)"))
+			}
+			if *reason == "" {
+				*reason = "pre-stop"
+			}
+			return preStopDrain(ctx, c, drainer, *service, *address, *reason, *drainTimeout)
+		}
+
+		cfg, err := config.Load(*cfgPath)
+		if err != nil {
+			return c.fail(err)
+		}
+		opts, err := registerOptions(cfg, log)
+		if err != nil {
+			return c.fail(err)
+		}
+		opts.Service, opts.Address, opts.ID, opts.Name = *service, *address, *id, *name
+		opts.Metadata = metadata
+		opts.Drainer, opts.DrainTimeout, opts.DrainReason = drainer, *drainTimeout, *reason
+		if *health != "" {
+			opts.Health = &register.HealthCheck{
+				URL: *health, Interval: *healthInterval, Timeout: *healthTimeout,
+				FailureThreshold: *healthFailures, SuccessThreshold: *healthPasses,
+			}
+		}
 		if drainer == nil {
-			return fail(stderr, "register", errors.New("--pre-stop needs a controller (--controller or $ZKGATE_CONTROLLER)"))
+			log.Warn("no controller configured: the instance will be deregistered without draining")
 		}
-		if *reason == "" {
-			*reason = "pre-stop"
-		}
-		return preStopDrain(ctx, drainer, *service, *address, *reason, *drainTimeout, stdout, stderr)
-	}
 
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		return fail(stderr, "register", err)
-	}
-	opts, err := registerOptions(cfg, log)
-	if err != nil {
-		return fail(stderr, "register", err)
-	}
-	opts.Service, opts.Address, opts.ID, opts.Name = *service, *address, *id, *name
-	opts.Metadata = metadata
-	opts.Drainer, opts.DrainTimeout, opts.DrainReason = drainer, *drainTimeout, *reason
-	if *health != "" {
-		opts.Health = &register.HealthCheck{
-			URL: *health, Interval: *healthInterval, Timeout: *healthTimeout,
-			FailureThreshold: *healthFailures, SuccessThreshold: *healthPasses,
+		sctx, cancel := context.WithTimeout(ctx, *startTimeout)
+		reg, err := register.Register(sctx, opts)
+		cancel()
+		if err != nil {
+			return c.startFailed(ctx, err) // stopped while starting: nothing registered
 		}
-	}
-	if drainer == nil {
-		log.Warn("no controller configured: the instance will be deregistered without draining")
-	}
+		st := reg.Status()
+		log.Info("zkgate register running", "path", st.Path, "registered", st.Registered, "drain", drainer != nil)
 
-	sctx, cancel := context.WithTimeout(ctx, *startTimeout)
-	reg, err := register.Register(sctx, opts)
-	cancel()
-	if err != nil {
-		if ctx.Err() != nil {
-			return exitOK // stopped while starting: nothing registered
+		<-ctx.Done()
+		log.Info("stopping: drain, then deregister")
+		// The drainer may take DrainTimeout plus its HTTP margin; deleting the
+		// node and closing the session take little.
+		if err := stopWithin(*drainTimeout+30*time.Second, reg.Shutdown); err != nil {
+			// The session is closed whatever happened: ZooKeeper has deleted
+			// the node. Say what went wrong, but the sidecar did its job.
+			log.Warn("shutdown finished with problems", "err", err)
 		}
-		return fail(stderr, "register", err)
+		log.Info("deregistered", "path", st.Path)
+		return exitOK
 	}
-	st := reg.Status()
-	log.Info("zkgate register running", "path", st.Path, "registered", st.Registered, "drain", drainer != nil)
-
-	<-ctx.Done()
-	log.Info("stopping: drain, then deregister")
-	// The drainer may take DrainTimeout plus its HTTP margin; deleting the
-	// node and closing the session take little.
-	dctx, cancel := context.WithTimeout(context.Background(), *drainTimeout+30*time.Second)
-	defer cancel()
-	if err := reg.Shutdown(dctx); err != nil {
-		// The session is closed whatever happened: ZooKeeper has deleted
-		// the node. Say what went wrong, but the sidecar did its job.
-		log.Warn("shutdown finished with problems", "err", err)
-	}
-	log.Info("deregistered", "path", st.Path)
-	return exitOK
 }
 
 // preStopDrain drains through the controller and waits for confirmation.
-func preStopDrain(ctx context.Context, d register.Drainer, service, address, reason string, timeout time.Duration, stdout, stderr io.Writer) int {
+func preStopDrain(ctx context.Context, c *invocation, d register.Drainer, service, address, reason string, timeout time.Duration) int {
 	start := time.Now()
 	err := d.Drain(ctx, service, address, reason, timeout)
 	took := time.Since(start).Round(time.Millisecond)
 	switch {
 	case err == nil:
-		fmt.Fprintf(stdout, "drained %s/%s in %s\n", service, address, took)
+		fmt.Fprintf(c.stdout, "drained %s/%s in %s\n", service, address, took)
 		return exitOK
 	case errors.Is(err, register.ErrDrainNotConfirmed):
-		fmt.Fprintf(stderr, "zkgate register: %s/%s not confirmed after %s: %v\n", service, address, took, err)
+		fmt.Fprintf(c.stderr, "zkgate register: %s/%s not confirmed after %s: %v\n", service, address, took, err)
 		return exitUnconfirmed
 	default:
-		return fail(stderr, "register", fmt.Errorf("draining %s/%s: %w", service, address, err))
+		return c.failf("draining %s/%s: %w", service, address, err)
 	}
 }
 
 // newDrainer returns the controller drainer, or nil when no controller is
 // configured.
-func newDrainer(urls, token string, ttl time.Duration, deployID string) (register.Drainer, error) {
-	if urls == "" {
-		urls = os.Getenv("ZKGATE_CONTROLLER")
-	}
+func newDrainer(ctl controllerFlags, ttl time.Duration, deployID string) (register.Drainer, error) {
+	urls, token := ctl.resolve()
 	if urls == "" {
 		return nil, nil
-	}
-	if token == "" {
-		token = os.Getenv("ZKGATE_TOKEN")
 	}
 	return register.NewControllerDrainer(urls, register.ControllerOptions{
 		Token: token, Actor: os.Getenv("ZKGATE_ACTOR"), TTL: ttl, DeployID: deployID,
@@ -180,23 +161,15 @@ func registerOptions(cfg *config.Config, log *slog.Logger) (register.Options, er
 	if cfg.Registry.Format != config.FormatCurator {
 		return register.Options{}, fmt.Errorf("registry.format is %q: zkgate registers in the curator format only", cfg.Registry.Format)
 	}
-	o := register.Options{
-		Servers:        cfg.ZooKeeper.Servers,
-		SessionTimeout: cfg.ZooKeeper.SessionTimeout,
-		Root:           cfg.Registry.Root,
-		Logger:         log,
+	sc, err := gatewayd.SessionConfig(cfg, log)
+	if err != nil {
+		return register.Options{}, err
 	}
-	if a := cfg.ZooKeeper.Auth; a != nil {
-		o.Username, o.Password = a.Username, a.Password
-	}
-	if cfg.ZooKeeper.TLS != nil {
-		tc, err := cfg.ZooKeeper.TLS.ClientConfig()
-		if err != nil {
-			return o, err
-		}
-		o.TLS = tc
-	}
-	return o, nil
+	return register.Options{
+		Servers: sc.Servers, SessionTimeout: sc.SessionTimeout,
+		Username: sc.Username, Password: sc.Password, TLS: sc.TLS,
+		Root: cfg.Registry.Root, Logger: log,
+	}, nil
 }
 
 // metadataFlag collects repeated --metadata key=value.

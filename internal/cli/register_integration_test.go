@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/zkgate/zkgate/internal/testutil"
 	"io"
 	"log/slog"
 	"net/http"
@@ -21,6 +20,7 @@ import (
 	"github.com/zkgate/zkgate/internal/gatewayd"
 	"github.com/zkgate/zkgate/internal/registry"
 	"github.com/zkgate/zkgate/internal/samplebackend"
+	"github.com/zkgate/zkgate/internal/testutil"
 	"github.com/zkgate/zkgate/internal/zksession"
 	"github.com/zkgate/zkgate/internal/zktest"
 )
@@ -63,19 +63,71 @@ controller:
 	return p, cfg
 }
 
+// eventually waits at most 30 s until cond returns nil; a test that times
+// out logs cond's last error.
 func eventually(t *testing.T, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := cond()
-		if err == nil {
-			return
+	var last error
+	defer func() {
+		if last != nil {
+			t.Logf("waiting for %s: last error: %v", what, last)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		time.Sleep(10 * time.Millisecond)
+	}()
+	testutil.Eventually(t, 30*time.Second, what, func() bool {
+		last = cond()
+		return last == nil
+	})
+}
+
+// observe connects a session to the ensemble, closed when the test ends,
+// and creates /services/orders: a registry in use has its root already.
+// (Started on an empty ensemble, a gateway's cache may miss the root's
+// creation until its next resync: zktree's watchRootCreation ignores a
+// root that appeared between its list and its ExistsW.)
+func observe(t *testing.T, ctx context.Context, servers []string) *zksession.Session {
+	t.Helper()
+	obs, err := zksession.Connect(zksession.Config{Servers: servers, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(obs.Close)
+	if err := obs.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := obs.EnsurePath(ctx, "/services/orders", nil); err != nil {
+		t.Fatal(err)
+	}
+	return obs
+}
+
+// startController starts a controller on cfg, closed when the test ends.
+func startController(t *testing.T, ctx context.Context, cfg *config.Config) *controller.Controller {
+	t.Helper()
+	ctl, err := controller.Start(ctx, cfg, controller.Options{Logger: quietLogger(), ID: "ctl-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ctl.Close)
+	return ctl
+}
+
+// findRegistration returns the registration of addr in service orders as
+// obs sees it (ok false: none).
+func findRegistration(ctx context.Context, obs *zksession.Session, addr string) (in registry.Instance, ok bool, err error) {
+	kids, _, err := obs.Children(ctx, "/services/orders")
+	if err != nil {
+		return in, false, err
+	}
+	for _, k := range kids {
+		data, st, err := obs.Get(ctx, "/services/orders/"+k)
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		if in, err := (registry.CuratorParser{}).Parse("orders", k, data, registry.NodeStat{Czxid: st.Czxid}); err == nil && in.Addr == addr {
+			return in, true, nil
+		}
+	}
+	return in, false, nil
 }
 
 // TestRegisterSidecarDrainsThenDeregisters runs the whole service side
@@ -94,27 +146,8 @@ func TestRegisterSidecarDrainsThenDeregisters(t *testing.T) {
 
 	// Follow a's registration the way a gateway would, and note what was
 	// in flight to a when it disappeared.
-	obs, err := zksession.Connect(zksession.Config{Servers: zk.Servers(), Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer obs.Close()
-	if err := obs.WaitConnected(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// A registry in use has its root already. (Started on an empty
-	// ensemble, the gateway's cache may miss the root's creation until
-	// its next resync: zktree's watchRootCreation ignores a root that
-	// appeared between its list and its ExistsW.)
-	if err := obs.EnsurePath(ctx, "/services/orders", nil); err != nil {
-		t.Fatal(err)
-	}
-
-	ctl, err := controller.Start(ctx, cfg, controller.Options{Logger: log, ID: "ctl-test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ctl.Close()
+	obs := observe(t, ctx, zk.Servers())
+	ctl := startController(t, ctx, cfg)
 	gw, err := gatewayd.Start(ctx, cfg, gatewayd.Options{Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +181,7 @@ func TestRegisterSidecarDrainsThenDeregisters(t *testing.T) {
 		sc := &sidecar{stop: stop, exited: make(chan struct{}), errb: &testutil.SyncBuffer{}}
 		go func() {
 			defer close(sc.exited)
-			sc.code = RunRegister(sctx, []string{"--config", cfgPath, "--service", "orders", "--address", be.Addr(),
+			sc.code = cmd("register")(sctx, []string{"--config", cfgPath, "--service", "orders", "--address", be.Addr(),
 				"--metadata", "zone=" + name, "--controller", ctl.URL(), "--token", testToken, "--drain-timeout", "20s"},
 				io.Discard, sc.errb)
 		}()
@@ -256,21 +289,8 @@ func TestRegisterSidecarDrainsThenDeregisters(t *testing.T) {
 	}
 
 	registered := func(addr string) (bool, error) {
-		kids, _, err := obs.Children(ctx, "/services/orders")
-		if err != nil {
-			return false, err
-		}
-		for _, k := range kids {
-			data, st, err := obs.Get(ctx, "/services/orders/"+k)
-			if err != nil {
-				continue // deleted meanwhile
-			}
-			in, err := registry.CuratorParser{}.Parse("orders", k, data, registry.NodeStat{Czxid: st.Czxid})
-			if err == nil && in.Addr == addr {
-				return true, nil
-			}
-		}
-		return false, nil
+		_, ok, err := findRegistration(ctx, obs, addr)
+		return ok, err
 	}
 	if r, err := registered(a.Addr()); err != nil || !r {
 		t.Fatalf("a not registered before the stop: %v", err)
@@ -361,18 +381,14 @@ func TestSampleBackendCommand(t *testing.T) {
 	cfgPath, _ := writeTestConfig(t, zk.Servers())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	obs, err := zksession.Connect(zksession.Config{Servers: zk.Servers(), Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer obs.Close()
+	obs := observe(t, ctx, zk.Servers())
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	var out, errb testutil.SyncBuffer
 	exited := make(chan int, 1)
 	go func() {
-		exited <- RunSampleBackend(runCtx, []string{"--config", cfgPath, "--service", "orders", "--name", "sb-1",
+		exited <- cmd("sample-backend")(runCtx, []string{"--config", cfgPath, "--service", "orders", "--name", "sb-1",
 			"--latency", "1ms", "--metadata", "zone=z", "--log-level", "error"}, &out, &errb)
 	}()
 	var addr string
@@ -392,20 +408,8 @@ func TestSampleBackendCommand(t *testing.T) {
 		t.Fatalf("GET: %s %v", resp.Status, resp.Header)
 	}
 	find := func() (registry.Instance, bool) {
-		kids, _, err := obs.Children(ctx, "/services/orders")
-		if err != nil {
-			return registry.Instance{}, false
-		}
-		for _, k := range kids {
-			data, st, err := obs.Get(ctx, "/services/orders/"+k)
-			if err != nil {
-				continue
-			}
-			if in, err := (registry.CuratorParser{}).Parse("orders", k, data, registry.NodeStat{Czxid: st.Czxid}); err == nil && in.Addr == addr {
-				return in, true
-			}
-		}
-		return registry.Instance{}, false
+		in, ok, _ := findRegistration(ctx, obs, addr)
+		return in, ok
 	}
 	in, ok := find()
 	if !ok || in.Metadata["zone"] != "z" || in.Metadata["sample_backend"] != "sb-1" {

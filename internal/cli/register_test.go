@@ -46,7 +46,7 @@ func runRegister(t *testing.T, args ...string) (int, string, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var out, errb bytes.Buffer
-	code := RunRegister(ctx, args, &out, &errb)
+	code := cmd("register")(ctx, args, &out, &errb)
 	return code, out.String(), errb.String()
 }
 
@@ -84,26 +84,6 @@ func TestRegisterPreStopExitCodes(t *testing.T) {
 				t.Fatalf("drain request %+v auth %q", r, tc.stub.auth[0])
 			}
 		})
-	}
-}
-
-func TestRegisterFlagErrors(t *testing.T) {
-	for _, tc := range []struct {
-		args []string
-		want string
-	}{
-		{[]string{"--address", "1.2.3.4:80"}, "missing --service"},
-		{[]string{"--pre-stop", "--service", "s", "--address", "1.2.3.4:80"}, "needs a controller"},
-		{[]string{"--service", "s", "--address", "1.2.3.4:80", "--config", "/nonexistent.yaml"}, "reading config"},
-		{[]string{"--metadata", "novalue"}, "not key=value"},
-		{[]string{"--service", "s", "--address", "1.2.3.4:80", "--drain-timeout", "0s"}, "must be positive"},
-		{[]string{"extra"}, "unexpected argument"},
-	} {
-		t.Setenv("ZKGATE_CONTROLLER", "")
-		code, _, errOut := runRegister(t, tc.args...)
-		if code != 1 || !strings.Contains(errOut, tc.want) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
-			t.Errorf("%q: exit %d, stderr %q; want exit 1 with one line mentioning %q", tc.args, code, errOut, tc.want)
-		}
 	}
 }
 

@@ -3,11 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
-	"fmt"
-	"io"
 	"net"
-	"os"
 	"strings"
 
 	"github.com/zkgate/zkgate/internal/config"
@@ -15,7 +11,7 @@ import (
 	"github.com/zkgate/zkgate/internal/rollout"
 )
 
-// RunRollout is `zkgate rollout`, a rolling restart that loses no request:
+// rolloutCommand is `zkgate rollout`, a rolling restart that loses no request:
 //
 //	zkgate rollout --service S --exec 'CMD' [--config FILE] [--parallel 1]
 //	    [--dry-run] [--drain-timeout 2m] [--register-timeout 2m]
@@ -39,86 +35,75 @@ import (
 // (a bar on a terminal), the command's output to stdout and stderr, the
 // final table (or the dry run's plan) to stdout. Exit 0 when every instance is done, 1 otherwise
 // (one line on stderr says why).
-func RunRollout(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("rollout", flag.ContinueOnError)
-	cfgPath := fs.String("config", "", "configuration file: its controller section supplies the controller address and token when not given otherwise")
-	controllerURL := fs.String("controller", "", "controller URL(s), comma-separated (default $ZKGATE_CONTROLLER, then the config's controller.listen, then "+ctlclient.DefaultURL+")")
-	token := fs.String("token", "", "bearer token (default $ZKGATE_TOKEN, then the config's first controller token)")
-	service := fs.String("service", "", "service to roll (required)")
-	execCmd := fs.String("exec", "", "command restarting one instance, run with sh -c; {addr}, {host} and {port} are replaced (required)")
-	parallel := fs.Int("parallel", 1, "instances restarted at a time")
-	dryRun := fs.Bool("dry-run", false, "print the plan and change nothing")
-	drainTimeout := fs.Duration("drain-timeout", rollout.DefaultDrainTimeout, "bound of each confirmed drain")
-	registerTimeout := fs.Duration("register-timeout", rollout.DefaultRegisterTimeout, "bound of the wait for each new registration, from the end of the command")
-	serveTimeout := fs.Duration("serve-timeout", rollout.DefaultServeTimeout, "bound of the wait for every gateway to route to each restarted instance")
-	reason := fs.String("reason", rollout.DefaultReason, "reason recorded in the marks and the audit trail")
-	deployID := fs.String("deploy-id", "", "deploy id recorded in the marks and the audit trail")
-	logLevel := fs.String("log-level", "error", "debug, info, warn or error (the progress is shown either way)")
-	if code, done := parseFlags(fs, args, stderr); done {
-		return code
-	}
-	var missing []string
-	for _, f := range []struct{ name, v string }{{"--service", *service}, {"--exec", *execCmd}} {
-		if strings.TrimSpace(f.v) == "" {
-			missing = append(missing, f.name)
+func rolloutCommand(c *invocation) func(context.Context) int {
+	cfgPath := c.fs.String("config", "", "configuration file: its controller section supplies the controller address and token when not given otherwise")
+	var ctl controllerFlags
+	ctl.register(c.fs,
+		"controller URL(s), comma-separated (default $ZKGATE_CONTROLLER, then the config's controller.listen, then "+ctlclient.DefaultURL+")",
+		"bearer token (default $ZKGATE_TOKEN, then the config's first controller token)")
+	service := c.fs.String("service", "", "service to roll (required)")
+	execCmd := c.fs.String("exec", "", "command restarting one instance, run with sh -c; {addr}, {host} and {port} are replaced (required)")
+	parallel := c.fs.Int("parallel", 1, "instances restarted at a time")
+	dryRun := c.fs.Bool("dry-run", false, "print the plan and change nothing")
+	drainTimeout := c.fs.Duration("drain-timeout", rollout.DefaultDrainTimeout, "bound of each confirmed drain")
+	registerTimeout := c.fs.Duration("register-timeout", rollout.DefaultRegisterTimeout, "bound of the wait for each new registration, from the end of the command")
+	serveTimeout := c.fs.Duration("serve-timeout", rollout.DefaultServeTimeout, "bound of the wait for every gateway to route to each restarted instance")
+	reason := c.fs.String("reason", rollout.DefaultReason, "reason recorded in the marks and the audit trail")
+	deployID := c.fs.String("deploy-id", "", "deploy id recorded in the marks and the audit trail")
+	logLevel := c.fs.String("log-level", "error", "debug, info, warn or error (the progress is shown either way)")
+	return func(ctx context.Context) int {
+		if err := c.required([2]string{"--service", *service}, [2]string{"--exec", *execCmd}); err != nil {
+			return c.fail(err)
 		}
+		if *parallel < 1 {
+			return c.fail(errors.New("--parallel must be at least 1"))
+		}
+		if *drainTimeout <= 0 || *registerTimeout <= 0 || *serveTimeout <= 0 {
+			return c.fail(errors.New("--drain-timeout, --register-timeout and --serve-timeout must be positive"))
+		}
+		log, err := c.logger(*logLevel)
+		if err != nil {
+			return c.fail(err)
+		}
+		client, err := rolloutClient(*cfgPath, ctl)
+		if err != nil {
+			return c.fail(err)
+		}
+		tmpl := *execCmd
+		progress := c.stderr
+		if *dryRun {
+			progress = c.stdout // the plan is the output
+		}
+		res, err := rollout.Run(ctx, rollout.Options{
+			Client:  client,
+			Service: *service,
+			Restart: rollout.ExecRestarter(tmpl, c.stdout, c.stderr),
+			Explain: func(t rollout.Target) string {
+				c, err := rollout.ExecCommand(tmpl, t)
+				if err != nil {
+					return "cannot run: " + err.Error()
+				}
+				return "sh -c " + shellQuote(c)
+			},
+			Parallel: *parallel, DryRun: *dryRun,
+			DrainTimeout: *drainTimeout, RegisterTimeout: *registerTimeout, ServeTimeout: *serveTimeout,
+			Reason: *reason, DeployID: *deployID,
+			Progress: progress, Logger: log,
+		})
+		if res != nil && !*dryRun {
+			res.WriteTable(c.stdout)
+		}
+		if err != nil {
+			return c.fail(err)
+		}
+		return exitOK
 	}
-	if len(missing) > 0 {
-		return fail(stderr, "rollout", fmt.Errorf("missing %s (see zkgate rollout -h)", strings.Join(missing, ", ")))
-	}
-	if *parallel < 1 {
-		return fail(stderr, "rollout", errors.New("--parallel must be at least 1"))
-	}
-	if *drainTimeout <= 0 || *registerTimeout <= 0 || *serveTimeout <= 0 {
-		return fail(stderr, "rollout", errors.New("--drain-timeout, --register-timeout and --serve-timeout must be positive"))
-	}
-	log, err := newLogger(stderr, *logLevel)
-	if err != nil {
-		return fail(stderr, "rollout", err)
-	}
-	client, err := rolloutClient(*cfgPath, *controllerURL, *token)
-	if err != nil {
-		return fail(stderr, "rollout", err)
-	}
-	tmpl := *execCmd
-	progress := stderr
-	if *dryRun {
-		progress = stdout // the plan is the output
-	}
-	res, err := rollout.Run(ctx, rollout.Options{
-		Client:  client,
-		Service: *service,
-		Restart: rollout.ExecRestarter(tmpl, stdout, stderr),
-		Explain: func(t rollout.Target) string {
-			c, err := rollout.ExecCommand(tmpl, t)
-			if err != nil {
-				return "cannot run: " + err.Error()
-			}
-			return "sh -c " + shellQuote(c)
-		},
-		Parallel: *parallel, DryRun: *dryRun,
-		DrainTimeout: *drainTimeout, RegisterTimeout: *registerTimeout, ServeTimeout: *serveTimeout,
-		Reason: *reason, DeployID: *deployID,
-		Progress: progress, Logger: log,
-	})
-	if res != nil && !*dryRun {
-		res.WriteTable(stdout)
-	}
-	if err != nil {
-		return fail(stderr, "rollout", err)
-	}
-	return exitOK
 }
 
 // rolloutClient builds the API client: flags, then environment, then the
 // configuration file.
-func rolloutClient(cfgPath, urls, token string) (*ctlclient.Client, error) {
-	if urls == "" {
-		urls = os.Getenv("ZKGATE_CONTROLLER")
-	}
-	if token == "" {
-		token = os.Getenv("ZKGATE_TOKEN")
-	}
+func rolloutClient(cfgPath string, ctl controllerFlags) (*ctlclient.Client, error) {
+	urls, token := ctl.resolve()
 	if cfgPath != "" && (urls == "" || token == "") {
 		cfg, err := config.Load(cfgPath)
 		if err != nil {

@@ -10,37 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zkgate/zkgate/internal/controller"
 	"github.com/zkgate/zkgate/internal/ctlclient"
 	"github.com/zkgate/zkgate/internal/samplebackend"
-	"github.com/zkgate/zkgate/internal/zksession"
 	"github.com/zkgate/zkgate/internal/zktest"
 )
-
-func TestRolloutFlagErrors(t *testing.T) {
-	for _, tc := range []struct {
-		args []string
-		want string
-	}{
-		{[]string{"--exec", "true"}, "missing --service"},
-		{[]string{"--service", "orders"}, "missing --exec"},
-		{[]string{"--service", "orders", "--exec", "true", "--parallel", "0"}, "--parallel"},
-		{[]string{"--service", "orders", "--exec", "true", "--serve-timeout", "0s"}, "must be positive"},
-		{[]string{"--service", "orders", "--exec", "true", "--bogus"}, "bogus"},
-		{[]string{"--service", "orders", "--exec", "true", "--config", "/nonexistent/zkgate.yaml"}, "zkgate.yaml"},
-	} {
-		t.Setenv("ZKGATE_CONTROLLER", "")
-		t.Setenv("ZKGATE_TOKEN", "")
-		code, out, errs := runCtl(RunRollout, tc.args...)
-		if code != exitError || out != "" || !strings.Contains(errs, tc.want) {
-			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 1 and %q", tc.args, code, out, errs, tc.want)
-		}
-		assertOneLine(t, fmt.Sprint(tc.args), errs)
-	}
-	if code, _, errs := runCtl(RunRollout, "-h"); code != exitOK || !strings.Contains(errs, "-exec") {
-		t.Errorf("help: exit %d, %q", code, errs)
-	}
-}
 
 // The command against a real controller: a dry run prints the plan and
 // changes nothing; a failing --exec stops the rollout with exit 1 and one
@@ -53,22 +26,8 @@ func TestRolloutCommand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	log := quietLogger()
-	obs, err := zksession.Connect(zksession.Config{Servers: zk.Servers(), Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer obs.Close()
-	if err := obs.WaitConnected(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := obs.EnsurePath(ctx, "/services/orders", nil); err != nil {
-		t.Fatal(err)
-	}
-	ctl, err := controller.Start(ctx, cfg, controller.Options{Logger: log, ID: "ctl-test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ctl.Close()
+	observe(t, ctx, zk.Servers())
+	ctl := startController(t, ctx, cfg)
 	ro, err := registerOptions(cfg, log)
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +75,7 @@ func TestRolloutCommand(t *testing.T) {
 	t.Setenv("ZKGATE_CONTROLLER", "")
 	t.Setenv("ZKGATE_TOKEN", "")
 
-	code, out, errs := runCtl(RunRollout, "--controller", ctl.URL(), "--token", testToken, "--service", "orders",
+	code, out, errs := runCtl("rollout", "--controller", ctl.URL(), "--token", testToken, "--service", "orders",
 		"--exec", "deploy.sh {host} {port}", "--dry-run")
 	if code != exitOK || errs != "" {
 		t.Fatalf("dry run: exit %d, stderr %q", code, errs)
@@ -136,13 +95,13 @@ func TestRolloutCommand(t *testing.T) {
 		}
 	}
 
-	code, _, errs = runCtl(RunRollout, "--config", cfgPath, "--service", "nope", "--exec", "true")
+	code, _, errs = runCtl("rollout", "--config", cfgPath, "--service", "nope", "--exec", "true")
 	if code != exitError || !strings.Contains(errs, `knows no service "nope"`) {
 		t.Errorf("unknown service: exit %d, %q", code, errs)
 	}
 	assertOneLine(t, "unknown service", errs)
 
-	code, out, errs = runCtl(RunRollout, "--config", cfgPath, "--service", "orders",
+	code, out, errs = runCtl("rollout", "--config", cfgPath, "--service", "orders",
 		"--exec", "echo restarting {addr}; exit 3", "--reason", "cli test")
 	if code != exitError {
 		t.Fatalf("failing command: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,61 +13,59 @@ import (
 	"github.com/zkgate/zkgate/internal/ctlclient"
 )
 
-// RunStatus is `zkgate status [--service S] [--json] [--controller URL]
+// statusCommand is `zkgate status [--service S] [--json] [--controller URL]
 // [--token T]`: a table of instances (one service, or every service) with
 // their state, mark and per-gateway states. Exit 0 success, 1 error.
-func RunStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+func statusCommand(c *invocation) func(context.Context) int {
 	var cf clientFlags
-	cf.register(fs)
-	service := fs.String("service", "", "show only this service")
-	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the controller")
-	if code, done := parseFlags(fs, args, stderr); done {
-		return code
-	}
-	c, err := cf.client()
-	if err != nil {
-		return fail(stderr, "status", err)
-	}
-	cctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	var services []string
-	if *service != "" {
-		services = []string{*service}
-	} else {
-		list, err := c.Services(cctx)
+	cf.register(c.fs)
+	service := c.fs.String("service", "", "show only this service")
+	timeout := c.fs.Duration("timeout", 30*time.Second, "how long to wait for the controller")
+	return func(ctx context.Context) int {
+		client, err := cf.client()
 		if err != nil {
-			return fail(stderr, "status", err)
+			return c.fail(err)
 		}
-		for _, s := range list.Services {
-			services = append(services, s.Name)
-		}
-		if n := len(list.Skipped); n > 0 {
-			q := make([]string, n)
-			for i, name := range list.Skipped {
-				q[i] = fmt.Sprintf("%q", name)
+		cctx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
+		var services []string
+		if *service != "" {
+			services = []string{*service}
+		} else {
+			list, err := client.Services(cctx)
+			if err != nil {
+				return c.fail(err)
 			}
-			fmt.Fprintf(stderr, "zkgate status: %d registry service(s) skipped, names zkgate cannot drain: %s\n", n, strings.Join(q, ", "))
+			for _, s := range list.Services {
+				services = append(services, s.Name)
+			}
+			if n := len(list.Skipped); n > 0 {
+				q := make([]string, n)
+				for i, name := range list.Skipped {
+					q[i] = fmt.Sprintf("%q", name)
+				}
+				fmt.Fprintf(c.stderr, "zkgate status: %d registry service(s) skipped, names zkgate cannot drain: %s\n", n, strings.Join(q, ", "))
+			}
 		}
-	}
-	views := make([]*ctlclient.ServiceResponse, 0, len(services))
-	for _, s := range services {
-		v, err := c.Service(cctx, s)
-		var ae *ctlclient.APIError
-		if *service == "" && errors.As(err, &ae) && ae.StatusCode == http.StatusNotFound {
-			continue // gone since it was listed
+		views := make([]*ctlclient.ServiceResponse, 0, len(services))
+		for _, s := range services {
+			v, err := client.Service(cctx, s)
+			var ae *ctlclient.APIError
+			if *service == "" && errors.As(err, &ae) && ae.StatusCode == http.StatusNotFound {
+				continue // gone since it was listed
+			}
+			if err != nil {
+				return c.fail(err)
+			}
+			views = append(views, v)
 		}
-		if err != nil {
-			return fail(stderr, "status", err)
+		if cf.json {
+			printJSON(c.stdout, views)
+			return exitOK
 		}
-		views = append(views, v)
-	}
-	if cf.json {
-		printJSON(stdout, views)
+		writeStatusTable(c.stdout, views, time.Now())
 		return exitOK
 	}
-	writeStatusTable(stdout, views, time.Now())
-	return exitOK
 }
 
 // writeStatusTable prints one line per instance.
