@@ -26,11 +26,6 @@ type command struct {
 	// its benchmarks).
 	setup func(c *invocation) func(ctx context.Context) int
 	run   Command
-	// goFlagErrors: flag errors and -h print the flag package's own text
-	// (the error, then the usage) instead of parseFlags' one line, and
-	// extra arguments are left to the body. The controller and the gateway
-	// have always done so; their output is kept as it was.
-	goFlagErrors bool
 }
 
 // invocation is one run of a declared subcommand: its flag set, where its
@@ -49,12 +44,7 @@ func (c command) runner(name string) Command {
 	return func(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		inv := &invocation{name: name, fs: flag.NewFlagSet(name, flag.ContinueOnError), stdout: stdout, stderr: stderr}
 		body := c.setup(inv)
-		if c.goFlagErrors {
-			inv.fs.SetOutput(stderr)
-			if err := inv.fs.Parse(args); err != nil {
-				return flagExit(err)
-			}
-		} else if code, done := parseFlags(inv.fs, args, stderr); done {
+		if code, done := parseFlags(inv.fs, args, stderr); done {
 			return code
 		}
 		return body(ctx)

@@ -100,13 +100,15 @@ func TestCommandHelp(t *testing.T) {
 	}
 }
 
-// The gateway and the controller keep the flag package's own errors: the
-// error, then the usage (see command.goFlagErrors).
-func TestGoFlagErrors(t *testing.T) {
+// The gateway and the controller answer a flag error with one line, like
+// every other command.
+func TestServerFlagErrors(t *testing.T) {
 	for _, name := range []string{"controller", "gateway"} {
-		code, out, errs := runCtl(name, "--bogus")
-		if code != exitError || out != "" || !strings.HasPrefix(errs, "flag provided but not defined: -bogus\nUsage of "+name+":\n") {
-			t.Errorf("%s --bogus: exit %d, stdout %q, stderr %q", name, code, out, errs)
+		for _, args := range [][]string{{"--bogus"}, {"extra"}} {
+			code, out, errs := runCtl(name, args...)
+			if code != exitError || out != "" || !strings.HasPrefix(errs, "zkgate "+name+": ") || strings.Count(errs, "\n") != 1 {
+				t.Errorf("%s %v: exit %d, stdout %q, stderr %q; want exit 1 and one line", name, args, code, out, errs)
+			}
 		}
 	}
 }

@@ -20,9 +20,6 @@ func controllerCommand(c *invocation) func(context.Context) int {
 	id := c.fs.String("id", "", "replica id in the leader election and audit trail (default <hostname>-<listen>)")
 	logLevel := c.logFlag()
 	return func(ctx context.Context) int {
-		if c.fs.NArg() > 0 {
-			return c.failf("unexpected argument %q", c.fs.Arg(0))
-		}
 		log, cfg, err := c.loggerAndConfig(*logLevel, *cfgPath)
 		if err != nil {
 			return c.fail(err)

@@ -11,7 +11,7 @@ import (
 // RunGateway runs `zkgate gateway` (see gatewayCommand); `zkgate bench
 // gateway` runs it behind its profiling endpoint.
 func RunGateway(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	return command{setup: gatewayCommand, goFlagErrors: true}.runner("gateway")(ctx, args, stdout, stderr)
+	return command{setup: gatewayCommand}.runner("gateway")(ctx, args, stdout, stderr)
 }
 
 // gatewayCommand is `zkgate gateway --config FILE`: it serves until ctx

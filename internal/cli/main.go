@@ -22,7 +22,7 @@ type Command func(ctx context.Context, args []string, stdout, stderr io.Writer) 
 func commands() map[string]command {
 	return map[string]command{
 		"bench":          {run: RunBench, summary: "run a benchmark: proxy (vs nginx), propagation (drains to gateways), registry (100k instances); see docs/benchmarks.md"},
-		"controller":     {setup: controllerCommand, goFlagErrors: true, summary: "run the controller (API, drain marks, leader jobs)"},
+		"controller":     {setup: controllerCommand, summary: "run the controller (API, drain marks, leader jobs)"},
 		"demo":           {setup: demoCommand, raw: true, summary: "the main job: a rolling restart of 4 backends under load in each mode (poll, watch, sleep, spring, zkgate, nginx), side by side"},
 		"drain":          {setup: drainCommand, summary: "drain an instance: every gateway stops sending it new requests; waits until confirmed"},
 		"undrain":        {setup: undrainCommand, summary: "put a drained instance back in rotation"},
