@@ -19,6 +19,7 @@ import (
 
 	"github.com/zkgate/zkgate/internal/ctlclient"
 	"github.com/zkgate/zkgate/internal/registry"
+	"github.com/zkgate/zkgate/internal/testutil"
 	"github.com/zkgate/zkgate/internal/zksession"
 	"github.com/zkgate/zkgate/internal/zktest"
 	"github.com/zkgate/zkgate/register"
@@ -47,34 +48,34 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
+// mustRegister registers as opts say, failing the test if it cannot.
+func mustRegister(t *testing.T, ctx context.Context, opts register.Options) *register.Registration {
+	t.Helper()
+	reg, err := register.Register(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reg
+}
+
+// startServer starts a ZooKeeper server for the test and returns it, an
+// observer session on it, and the test's context.
+func startServer(t *testing.T) (*zktest.Cluster, *zksession.Session, context.Context) {
+	t.Helper()
+	c := zktest.Start(t)
+	return c, observer(t, c), testContext(t)
+}
+
 // observer is a second client that looks at ZooKeeper the way a gateway
 // does.
 func observer(t *testing.T, c *zktest.Cluster) *zksession.Session {
 	t.Helper()
-	s, err := zksession.Connect(zksession.Config{Servers: c.Servers(), SessionTimeout: 10 * time.Second, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	if err := s.WaitConnected(testContext(t)); err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return zktest.Session(t, zksession.Config{Servers: c.Servers(), SessionTimeout: 10 * time.Second, Logger: testLogger(t)})
 }
 
 func waitFor(t *testing.T, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(waitBound)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.EventuallyNil(t, waitBound, what, cond)
 }
 
 func baseOptions(t *testing.T, c *zktest.Cluster) register.Options {
@@ -132,14 +133,9 @@ func nodeNewer(t *testing.T, obs *zksession.Session, p string, after int64) *zks
 }
 
 func TestRegistrationIsReadByTheRegistryCache(t *testing.T) {
-	c := zktest.Start(t)
-	obs := observer(t, c)
-	ctx := testContext(t)
+	c, obs, ctx := startServer(t)
 
-	reg, err := register.Register(ctx, baseOptions(t, c))
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg := mustRegister(t, ctx, baseOptions(t, c))
 	st := reg.Status()
 	if !st.Registered || st.Registrations != 1 || !strings.HasPrefix(st.Path, "/services/orders/") || st.Addr != testAddr {
 		t.Fatalf("status after Register: %+v", st)
@@ -199,9 +195,7 @@ func TestRegistrationIsReadByTheRegistryCache(t *testing.T) {
 }
 
 func TestRegistrationSurvivesSessionExpiry(t *testing.T) {
-	c := zktest.Start(t)
-	obs := observer(t, c)
-	ctx := testContext(t)
+	c, obs, ctx := startServer(t)
 	p := zktest.NewPartitioner()
 	opts := baseOptions(t, c)
 	opts.SessionTimeout = 2 * time.Second
@@ -212,10 +206,7 @@ func TestRegistrationSurvivesSessionExpiry(t *testing.T) {
 	var clock atomic.Int64
 	clock.Store(1_700_000_000_000)
 	opts.Now = func() time.Time { return time.UnixMilli(clock.Add(1000)) }
-	reg, err := register.Register(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg := mustRegister(t, ctx, opts)
 	defer reg.Close()
 	first := reg.Status()
 	firstData, _ := node(t, obs, reg.Path())
@@ -249,9 +240,7 @@ func TestRegistrationSurvivesSessionExpiry(t *testing.T) {
 }
 
 func TestRegistrationReplacesTheNodeOfAPreviousProcess(t *testing.T) {
-	c := zktest.Start(t)
-	obs := observer(t, c)
-	ctx := testContext(t)
+	c, obs, ctx := startServer(t)
 
 	// The previous process hangs with its session still alive on the
 	// servers (its network is gone, the session has not expired yet).
@@ -260,10 +249,7 @@ func TestRegistrationReplacesTheNodeOfAPreviousProcess(t *testing.T) {
 	prevOpts.ID = "fixed-id"
 	prevOpts.SessionTimeout = 20 * time.Second
 	prevOpts.Dialer = p.Dial
-	prev, err := register.Register(ctx, prevOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	prev := mustRegister(t, ctx, prevOpts)
 	old := prev.Status()
 	p.Blackhole()
 
@@ -304,13 +290,8 @@ func TestRegistrationReplacesTheNodeOfAPreviousProcess(t *testing.T) {
 }
 
 func TestDeletedNodeIsRecreatedAndCloseDeregisters(t *testing.T) {
-	c := zktest.Start(t)
-	obs := observer(t, c)
-	ctx := testContext(t)
-	reg, err := register.Register(ctx, baseOptions(t, c))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, obs, ctx := startServer(t)
+	reg := mustRegister(t, ctx, baseOptions(t, c))
 	first := reg.Status()
 	if err := obs.Delete(ctx, reg.Path(), -1); err != nil {
 		t.Fatal(err)
@@ -322,9 +303,7 @@ func TestDeletedNodeIsRecreatedAndCloseDeregisters(t *testing.T) {
 }
 
 func TestHealthCheckDeregistersAndRegistersAgain(t *testing.T) {
-	c := zktest.Start(t)
-	obs := observer(t, c)
-	ctx := testContext(t)
+	c, obs, ctx := startServer(t)
 	var healthy atomic.Bool
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		if !healthy.Load() {
@@ -337,10 +316,7 @@ func TestHealthCheckDeregistersAndRegistersAgain(t *testing.T) {
 
 	opts := baseOptions(t, c)
 	opts.Health = &register.HealthCheck{URL: hs.URL + "/actuator/health", Interval: 50 * time.Millisecond}
-	reg, err := register.Register(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg := mustRegister(t, ctx, opts)
 	defer reg.Close()
 	if st := reg.Status(); st.Registered || st.Healthy {
 		t.Fatalf("registered while unhealthy: %+v", st)
@@ -372,9 +348,7 @@ func TestHealthCheckDeregistersAndRegistersAgain(t *testing.T) {
 }
 
 func TestShutdownDrainsBeforeDeregistering(t *testing.T) {
-	c := zktest.Start(t)
-	obs := observer(t, c)
-	ctx := testContext(t)
+	c, obs, ctx := startServer(t)
 
 	type call struct {
 		service, addr, reason string
@@ -396,10 +370,7 @@ func TestShutdownDrainsBeforeDeregistering(t *testing.T) {
 			return dctx.Err()
 		}
 	})
-	reg, err := register.Register(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg := mustRegister(t, ctx, opts)
 	regPath = reg.Path()
 
 	shut := make(chan error, 1)
@@ -483,9 +454,7 @@ func (f *fakeController) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func TestShutdownDrainsThroughTheController(t *testing.T) {
-	c := zktest.Start(t)
-	obs := observer(t, c)
-	ctx := testContext(t)
+	c, obs, ctx := startServer(t)
 
 	for _, status := range []string{ctlclient.StatusDrained, ctlclient.StatusTimeout} {
 		t.Run(status, func(t *testing.T) {
@@ -499,10 +468,7 @@ func TestShutdownDrainsThroughTheController(t *testing.T) {
 			opts := baseOptions(t, c)
 			opts.Drainer = d
 			opts.DrainTimeout = 3 * time.Second
-			reg, err := register.Register(ctx, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
+			reg := mustRegister(t, ctx, opts)
 			fc.mu.Lock()
 			fc.path = reg.Path()
 			fc.mu.Unlock()

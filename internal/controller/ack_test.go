@@ -48,14 +48,14 @@ func TestUnacknowledged(t *testing.T) {
 func TestServiceViewAfterReregistration(t *testing.T) {
 	now := time.Now()
 	const svc = "orders"
-	reg := &registry.Snapshot{Services: map[string][]registry.Instance{svc: {
-		{Service: svc, Addr: "10.0.0.1:80", Czxid: 200, Status: "UP"},
-		{Service: svc, Addr: "10.0.0.2:80", Czxid: 10, Status: "UP"},
-	}}}
-	mk := &marks.Snapshot{Marks: map[string]map[string]marks.Mark{svc: {
-		"10.0.0.1:80": {Service: svc, Addr: "10.0.0.1:80", Mzxid: 100},
-		"10.0.0.2:80": {Service: svc, Addr: "10.0.0.2:80", Mzxid: 100},
-	}}}
+	reg := regOf(svc,
+		registry.Instance{Addr: "10.0.0.1:80", Czxid: 200, Status: "UP"},
+		registry.Instance{Addr: "10.0.0.2:80", Czxid: 10, Status: "UP"},
+	)
+	mk := marksOf(svc,
+		marks.Mark{Addr: "10.0.0.1:80", Mzxid: 100},
+		marks.Mark{Addr: "10.0.0.2:80", Mzxid: 100},
+	)
 	am := func(addr, state string) presence.AppliedMark {
 		return presence.AppliedMark{Service: svc, Addr: addr, Mzxid: 100, State: state}
 	}

@@ -12,7 +12,9 @@ import (
 	"github.com/zkgate/zkgate/internal/config"
 	"github.com/zkgate/zkgate/internal/controller"
 	"github.com/zkgate/zkgate/internal/gatewayd"
+	"github.com/zkgate/zkgate/internal/testutil"
 	"github.com/zkgate/zkgate/internal/zkacl"
+	"github.com/zkgate/zkgate/internal/zktest"
 )
 
 func withAuth(cfg *config.Config, user, pass string) *config.Config {
@@ -24,11 +26,7 @@ func withAuth(cfg *config.Config, user, pass string) *config.Config {
 // (ZooKeeper shows digests as "user:x" to clients without ADMIN).
 func (e *env) aclOf(p string) []zk.ACL {
 	e.t.Helper()
-	conn, _, err := zk.Connect(e.servers, 10*time.Second, zk.WithLogInfo(false))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := zktest.Connect(e.t, e.servers, 10*time.Second)
 	if err := conn.AddAuth("digest", []byte("zkgate:secret")); err != nil {
 		e.t.Fatal(err)
 	}
@@ -97,11 +95,7 @@ func TestACLsRepairedOnStart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("starting the gateway: %v", err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = gw.Shutdown(ctx)
-	})
+	testutil.StopAtCleanup(t, 5*time.Second, gw.Shutdown)
 	for _, p := range []string{e2.zkRoot, e2.zkRoot + "/gateways"} {
 		if acl := e2.aclOf(p); !pol.Sound(acl) {
 			t.Errorf("%s: ACL %s after the gateway started", p, zkacl.Format(acl))
@@ -114,11 +108,7 @@ func TestACLsRepairedOnStart(t *testing.T) {
 func TestACLUnrepairableRefusesStart(t *testing.T) {
 	e := newEnv(t)
 	e.ensure(e.zkRoot)
-	other, _, err := zk.Connect(e.servers, 10*time.Second, zk.WithLogInfo(false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := zktest.Connect(t, e.servers, 10*time.Second)
 	if err := other.AddAuth("digest", []byte("someone:else")); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/zkgate/zkgate/internal/controller"
 	"github.com/zkgate/zkgate/internal/ctlclient"
 	"github.com/zkgate/zkgate/internal/gatewayd"
+	"github.com/zkgate/zkgate/internal/testutil"
 )
 
 // chromium returns the headless browser, skipping the test when it is not
@@ -61,11 +62,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = gw.Shutdown(ctx)
-	})
+	testutil.StopAtCleanup(t, 5*time.Second, gw.Shutdown)
 	gw2 := e.startGateway("gw-ui-2", 0, gatewayd.Options{})
 	a := newBackend(t, "a", nil)
 	b := newBackend(t, "b", nil)

@@ -14,9 +14,7 @@ import (
 
 	"github.com/zkgate/zkgate/internal/controller"
 	"github.com/zkgate/zkgate/internal/ctlclient"
-	"github.com/zkgate/zkgate/internal/gatewayd"
 	"github.com/zkgate/zkgate/internal/presence"
-	"github.com/zkgate/zkgate/internal/zktest"
 )
 
 // A gateway partitioned from ZooKeeper keeps routing by its last state
@@ -26,21 +24,8 @@ import (
 // passes.
 func TestDrainNotConfirmedWhileDepartedGatewayMayRoute(t *testing.T) {
 	e := newEnv(t)
-	a, b := newBackend(t, "a", nil), newBackend(t, "b", nil)
-	e.register("orders", "a-1", a)
-	e.register("orders", "b-1", b)
-	ctl := e.startController("c1", e.config("", "", 0), controller.Options{})
-	g1 := e.startGateway("gw-1", 0, gatewayd.Options{})
-	part := zktest.NewPartitioner()
-	t.Cleanup(part.Restore)
-	g2 := e.startGateway("gw-2", 2*time.Second, gatewayd.Options{Dialer: part.Dialer()})
-	waitRoutes(t, g1.ProxyAddr(), "a", "b")
-	waitRoutes(t, g2.ProxyAddr(), "a", "b")
-	cl := client(t, ctl.URL())
-	eventually(t, "both gateways present", func() bool {
-		g, err := cl.Gateways(context.Background())
-		return err == nil && len(g.Gateways) == 2
-	})
+	w := e.startPartitionWorld(nil, 2*time.Second)
+	a, part, cl := w.a, w.part, w.cl
 
 	part.Cut()
 	eventually(t, "gw-2's presence to go with its session, and its admin address probed", func() bool {
@@ -53,23 +38,9 @@ func TestDrainNotConfirmedWhileDepartedGatewayMayRoute(t *testing.T) {
 	if g, _ := cl.Gateways(context.Background()); g.Departed[0].Gone != "" || !strings.Contains(g.Departed[0].Probe, "still answers") {
 		t.Fatalf("partitioned gw-2 taken for gone: %+v", g.Departed[0])
 	}
+	// gw-2 is partitioned: it may still route to a.
 	r := <-drainAsync(cl, "orders", a.addr, ctlclient.DrainRequest{Reason: "deploy", Wait: true, Timeout: "3s"})
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	if r.resp.Confirmed || r.resp.Status != ctlclient.StatusLost {
-		t.Fatalf("drain with gw-2 partitioned (it may still route to a) answered %+v", r.resp)
-	}
-	states := map[string]string{}
-	for _, g := range r.resp.Gateways {
-		states[g.ID] = g.State
-	}
-	if states["gw-1"] != ctlclient.GatewayDrained || states["gw-2"] != ctlclient.GatewayLost {
-		t.Fatalf("per-gateway states %v", states)
-	}
-	if !strings.Contains(r.resp.Message, "gw-2") {
-		t.Errorf("message %q does not name the lost gateway", r.resp.Message)
-	}
+	expectGw2Lost(t, r)
 	in, _ := instance(t, cl, "orders", a.addr)
 	if s, _ := gatewayState(in, "gw-2"); s != ctlclient.GatewayLost || in.State == ctlclient.StateDrained {
 		t.Errorf("instance view with gw-2 lost: state %q, gw-2 %q", in.State, s)
@@ -226,21 +197,8 @@ func TestMalformedPresenceBlocksDrains(t *testing.T) {
 func TestCrashedGatewayReleasesDrainsAfterSessionTimeout(t *testing.T) {
 	const sessionTimeout = 4 * time.Second
 	e := newEnv(t)
-	a, b := newBackend(t, "a", nil), newBackend(t, "b", nil)
-	e.register("orders", "a-1", a)
-	e.register("orders", "b-1", b)
-	ctl := e.startController("c1", e.config("", "", 0), controller.Options{})
-	g1 := e.startGateway("gw-1", 0, gatewayd.Options{})
-	part := zktest.NewPartitioner()
-	t.Cleanup(part.Restore)
-	g2 := e.startGateway("gw-2", sessionTimeout, gatewayd.Options{Dialer: part.Dialer()})
-	waitRoutes(t, g1.ProxyAddr(), "a", "b")
-	waitRoutes(t, g2.ProxyAddr(), "a", "b")
-	cl := client(t, ctl.URL())
-	eventually(t, "both gateways present", func() bool {
-		g, err := cl.Gateways(context.Background())
-		return err == nil && len(g.Gateways) == 2
-	})
+	w := e.startPartitionWorld(nil, sessionTimeout)
+	a, g2, part, cl := w.a, w.g2, w.part, w.cl
 
 	// kill -9: no leaving report, the session is left to expire.
 	killed := time.Now()

@@ -158,21 +158,8 @@ func TestLeaderKilledMidDrain(t *testing.T) {
 func TestPartitionedGatewayIsReportedLost(t *testing.T) {
 	e := newEnv(t)
 	started := make(chan string, 4)
-	a, b := newBackend(t, "a", started), newBackend(t, "b", started)
-	e.register("orders", "a-1", a)
-	e.register("orders", "b-1", b)
-	ctl := e.startController("c1", e.config("", "", 0), controller.Options{})
-	g1 := e.startGateway("gw-1", 0, gatewayd.Options{})
-	part := zktest.NewPartitioner()
-	t.Cleanup(part.Restore)
-	g2 := e.startGateway("gw-2", 2*time.Second, gatewayd.Options{Dialer: part.Dialer()})
-	waitRoutes(t, g1.ProxyAddr(), "a", "b")
-	waitRoutes(t, g2.ProxyAddr(), "a", "b")
-	cl := client(t, ctl.URL())
-	eventually(t, "both gateways present", func() bool {
-		g, err := cl.Gateways(context.Background())
-		return err == nil && len(g.Gateways) == 2
-	})
+	w := e.startPartitionWorld(started, 2*time.Second)
+	a, b, g1, part, cl := w.a, w.b, w.g1, w.part, w.cl
 
 	victim, slowDone := startSlow(t, g1.ProxyAddr(), started)
 	target := map[string]*backend{"a": a, "b": b}[victim]
@@ -190,23 +177,7 @@ func TestPartitionedGatewayIsReportedLost(t *testing.T) {
 	})
 	target.Release()
 	<-slowDone
-	r := <-res
-	if r.err != nil {
-		t.Fatalf("drain: %v", r.err)
-	}
-	if r.resp.Status != ctlclient.StatusLost || r.resp.Confirmed {
-		t.Fatalf("drain with a lost gateway answered %+v", r.resp)
-	}
-	states := map[string]string{}
-	for _, g := range r.resp.Gateways {
-		states[g.ID] = g.State
-	}
-	if states["gw-1"] != ctlclient.GatewayDrained || states["gw-2"] != ctlclient.GatewayLost {
-		t.Fatalf("per-gateway states %v", states)
-	}
-	if !strings.Contains(r.resp.Message, "gw-2") {
-		t.Errorf("message %q does not name the lost gateway", r.resp.Message)
-	}
+	expectGw2Lost(t, <-res)
 }
 
 // Bad input gets 400 with a JSON error and writes nothing.

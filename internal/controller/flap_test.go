@@ -3,7 +3,6 @@ package controller_test
 import (
 	"context"
 	"fmt"
-	"github.com/zkgate/zkgate/internal/testutil"
 	"io"
 	"net/http"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"github.com/zkgate/zkgate/internal/controller"
 	"github.com/zkgate/zkgate/internal/ctlclient"
 	"github.com/zkgate/zkgate/internal/gatewayd"
+	"github.com/zkgate/zkgate/internal/testutil"
 	"github.com/zkgate/zkgate/internal/zktest"
 	"github.com/zkgate/zkgate/register"
 )
@@ -110,18 +110,7 @@ func TestSessionFlapDoesNotUndoDrain(t *testing.T) {
 	if again.Czxid <= r.Mark.Mzxid {
 		t.Fatalf("re-created registration czxid %d is not newer than the mark's mzxid %d", again.Czxid, r.Mark.Mzxid)
 	}
-	eventually(t, "the controller to see the re-created registration", func() bool {
-		in, ok := instance(t, cl, "orders", a.addr)
-		return ok && in.Czxid == again.Czxid
-	})
-	eventually(t, "the gateway to see the re-created registration", func() bool {
-		for _, st := range gw.Gateway().InstanceStates() {
-			if st.Addr == a.addr && st.Czxid == again.Czxid {
-				return true
-			}
-		}
-		return false
-	})
+	waitRecreatedSeen(t, cl, gw, a.addr, func(czxid int64) bool { return czxid == again.Czxid })
 	routesOnly(t, gw.ProxyAddr(), "b")
 	afterReconciles(t, c1)
 	if !e.markExists("orders", a.addr) {
@@ -245,18 +234,7 @@ func TestSessionFlapDoesNotUndoDrainJavaClient(t *testing.T) {
 	cli2 := startZkCli(t, e.servers[0], 2*time.Second)
 	cli2.send(fmt.Sprintf("create -e %s '%s'", oldPath, curator(oldID, 1733400000123)))
 	eventually(t, "zkCli.sh to re-create the registration", func() bool { return nodeExists(oldPath) })
-	eventually(t, "the controller to see the re-created registration", func() bool {
-		in, ok := instance(t, cl, "orders", a.addr)
-		return ok && in.Registered && in.Czxid > r.Mark.Mzxid
-	})
-	eventually(t, "the gateway to see the re-created registration", func() bool {
-		for _, st := range gw.Gateway().InstanceStates() {
-			if st.Addr == a.addr && st.Czxid > r.Mark.Mzxid {
-				return true
-			}
-		}
-		return false
-	})
+	waitRecreatedSeen(t, cl, gw, a.addr, func(czxid int64) bool { return czxid > r.Mark.Mzxid })
 	routesOnly(t, gw.ProxyAddr(), "b")
 	afterReconciles(t, c1)
 	if !e.markExists("orders", a.addr) {
@@ -268,4 +246,23 @@ func TestSessionFlapDoesNotUndoDrainJavaClient(t *testing.T) {
 	cli2.send(fmt.Sprintf("create -e %s '%s'", newPath, curator(newID, 1733400099999)))
 	eventually(t, "the restart to clear the mark", func() bool { return !e.markExists("orders", a.addr) })
 	waitRoutes(t, gw.ProxyAddr(), "a", "b")
+}
+
+// waitRecreatedSeen waits until the controller (asked through cl) and the
+// gateway both see addr registered by a node whose czxid is the re-created
+// one (recreated says which).
+func waitRecreatedSeen(t *testing.T, cl *ctlclient.Client, gw *gatewayd.Daemon, addr string, recreated func(czxid int64) bool) {
+	t.Helper()
+	eventually(t, "the controller to see the re-created registration", func() bool {
+		in, ok := instance(t, cl, "orders", addr)
+		return ok && in.Registered && recreated(in.Czxid)
+	})
+	eventually(t, "the gateway to see the re-created registration", func() bool {
+		for _, st := range gw.Gateway().InstanceStates() {
+			if st.Addr == addr && recreated(st.Czxid) {
+				return true
+			}
+		}
+		return false
+	})
 }

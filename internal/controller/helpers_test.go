@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/zkgate/zkgate/internal/testutil"
 	"io"
 	"log/slog"
 	"net"
@@ -25,6 +24,7 @@ import (
 	"github.com/zkgate/zkgate/internal/controller"
 	"github.com/zkgate/zkgate/internal/ctlclient"
 	"github.com/zkgate/zkgate/internal/gatewayd"
+	"github.com/zkgate/zkgate/internal/testutil"
 	"github.com/zkgate/zkgate/internal/zktest"
 )
 
@@ -85,11 +85,7 @@ func newEnv(t *testing.T) *env {
 		regRoot: fmt.Sprintf("/services-t%d", n),
 		log:     slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
-	conn, _, err := zk.Connect(servers, 10*time.Second, zk.WithLogInfo(false))
-	if err != nil {
-		t.Fatalf("connecting the test's client: %v", err)
-	}
-	t.Cleanup(conn.Close)
+	conn := zktest.Connect(t, servers, 10*time.Second)
 	e.conn = conn
 	return e
 }
@@ -142,11 +138,7 @@ func (e *env) startController(id string, cfg *config.Config, opts controller.Opt
 	if err != nil {
 		e.t.Fatalf("starting controller %s: %v", id, err)
 	}
-	e.t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = c.Shutdown(ctx)
-	})
+	testutil.StopAtCleanup(e.t, 5*time.Second, c.Shutdown)
 	eventually(e.t, "controller "+id+" ready", func() bool {
 		resp, err := http.Get(c.URL() + "/readyz")
 		if err != nil {
@@ -167,12 +159,42 @@ func (e *env) startGateway(id string, sessionTimeout time.Duration, opts gateway
 	if err != nil {
 		e.t.Fatalf("starting gateway %s: %v", id, err)
 	}
-	e.t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = d.Shutdown(ctx)
-	})
+	testutil.StopAtCleanup(e.t, 5*time.Second, d.Shutdown)
 	return d
+}
+
+// partitionWorld is the setting of the partition tests: backends a and b
+// registered in orders, a controller, gateway gw-1, and gateway gw-2 whose
+// ZooKeeper connections go through part, both routing to a and b and both
+// present in the controller's view.
+type partitionWorld struct {
+	a, b   *backend
+	ctl    *controller.Controller
+	g1, g2 *gatewayd.Daemon
+	part   *zktest.Partitioner
+	cl     *ctlclient.Client
+}
+
+// startPartitionWorld builds a partitionWorld; the backends announce /slow
+// requests on started (may be nil), and gw-2 asks for g2Session.
+func (e *env) startPartitionWorld(started chan string, g2Session time.Duration) partitionWorld {
+	e.t.Helper()
+	w := partitionWorld{a: newBackend(e.t, "a", started), b: newBackend(e.t, "b", started)}
+	e.register("orders", "a-1", w.a)
+	e.register("orders", "b-1", w.b)
+	w.ctl = e.startController("c1", e.config("", "", 0), controller.Options{})
+	w.g1 = e.startGateway("gw-1", 0, gatewayd.Options{})
+	w.part = zktest.NewPartitioner()
+	e.t.Cleanup(w.part.Restore)
+	w.g2 = e.startGateway("gw-2", g2Session, gatewayd.Options{Dialer: w.part.Dialer()})
+	waitRoutes(e.t, w.g1.ProxyAddr(), "a", "b")
+	waitRoutes(e.t, w.g2.ProxyAddr(), "a", "b")
+	w.cl = client(e.t, w.ctl.URL())
+	eventually(e.t, "both gateways present", func() bool {
+		g, err := w.cl.Gateways(context.Background())
+		return err == nil && len(g.Gateways) == 2
+	})
+	return w
 }
 
 // backend is a real HTTP instance that answers with its name; /slow
@@ -360,6 +382,28 @@ func drainAsync(c *ctlclient.Client, service, addr string, req ctlclient.DrainRe
 		ch <- drainResult{r, err}
 	}()
 	return ch
+}
+
+// expectGw2Lost checks the answer of a drain that gw-1 applied while gw-2
+// was cut off: lost, not confirmed, gw-2 named lost and gw-1 drained.
+func expectGw2Lost(t *testing.T, r drainResult) {
+	t.Helper()
+	if r.err != nil {
+		t.Fatalf("drain: %v", r.err)
+	}
+	if r.resp.Confirmed || r.resp.Status != ctlclient.StatusLost {
+		t.Fatalf("drain with gw-2 lost answered %+v", r.resp)
+	}
+	states := map[string]string{}
+	for _, g := range r.resp.Gateways {
+		states[g.ID] = g.State
+	}
+	if states["gw-1"] != ctlclient.GatewayDrained || states["gw-2"] != ctlclient.GatewayLost {
+		t.Fatalf("per-gateway states %v", states)
+	}
+	if !strings.Contains(r.resp.Message, "gw-2") {
+		t.Errorf("message %q does not name the lost gateway", r.resp.Message)
+	}
 }
 
 // instance returns the controller's view of service/addr.

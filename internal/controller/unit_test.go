@@ -91,6 +91,7 @@ func TestDecodeBody(t *testing.T) {
 
 func TestAuthenticator(t *testing.T) {
 	a := newAuthenticator([]string{"w1", "w2"}, nil)
+	ra := newAuthenticator([]string{"w"}, []string{"r"}) // with read tokens
 	req := func(method, auth string) *http.Request {
 		r := httptest.NewRequest(method, "/", nil)
 		if auth != "" {
@@ -99,45 +100,36 @@ func TestAuthenticator(t *testing.T) {
 		return r
 	}
 	for _, tc := range []struct {
+		a        *authenticator
+		method   string
 		auth     string
 		mutating bool
 		want     int
 	}{
-		{"", true, 401},
-		{"Basic dzE=", true, 401},
-		{"Bearer", true, 401},
-		{"Bearer ", true, 401},
-		{"Bearer nope", true, 403},
-		{"Bearer w1x", true, 403},
-		{"Bearer w1", true, 0},
-		{"bearer w2", true, 0},
-		{"", false, 0}, // GETs open without read tokens
+		{a, "PUT", "", true, 401},
+		{a, "PUT", "Basic dzE=", true, 401},
+		{a, "PUT", "Bearer", true, 401},
+		{a, "PUT", "Bearer ", true, 401},
+		{a, "PUT", "Bearer nope", true, 403},
+		{a, "PUT", "Bearer w1x", true, 403},
+		{a, "PUT", "Bearer w1", true, 0},
+		{a, "PUT", "bearer w2", true, 0},
+		{a, "PUT", "", false, 0}, // GETs open without read tokens
+		{ra, "GET", "", false, 401},
+		{ra, "GET", "Bearer r", false, 0},
+		{ra, "GET", "Bearer w", false, 0},
+		{ra, "GET", "Bearer x", false, 403},
+		{ra, "GET", "Bearer r", true, 403},
 	} {
-		who, code := a.check(req("PUT", tc.auth), tc.mutating)
+		who, code := tc.a.check(req(tc.method, tc.auth), tc.mutating)
 		if code != tc.want {
-			t.Errorf("check(%q, mutating=%v) = %d, want %d", tc.auth, tc.mutating, code, tc.want)
+			t.Errorf("check(%q, mutating=%v) with %d read tokens = %d, want %d", tc.auth, tc.mutating, len(tc.a.read), code, tc.want)
 		}
 		if code == 0 && tc.mutating && !strings.HasPrefix(who, "token:") {
 			t.Errorf("identity %q does not name the token", who)
 		}
 		if strings.Contains(who, "w1") || strings.Contains(who, "w2") {
 			t.Errorf("identity %q reveals the token", who)
-		}
-	}
-	ra := newAuthenticator([]string{"w"}, []string{"r"})
-	for _, tc := range []struct {
-		auth     string
-		mutating bool
-		want     int
-	}{
-		{"", false, 401},
-		{"Bearer r", false, 0},
-		{"Bearer w", false, 0},
-		{"Bearer x", false, 403},
-		{"Bearer r", true, 403},
-	} {
-		if _, code := ra.check(req("GET", tc.auth), tc.mutating); code != tc.want {
-			t.Errorf("read tokens: check(%q, mutating=%v) = %d, want %d", tc.auth, tc.mutating, code, tc.want)
 		}
 	}
 }
@@ -150,6 +142,24 @@ func TestSortCandidates(t *testing.T) {
 	}
 }
 
+// regOf is a registry snapshot of svc's instances (Service set to svc).
+func regOf(svc string, ins ...registry.Instance) *registry.Snapshot {
+	for i := range ins {
+		ins[i].Service = svc
+	}
+	return &registry.Snapshot{Services: map[string][]registry.Instance{svc: ins}}
+}
+
+// marksOf is a marks snapshot of svc's marks (Service set to svc).
+func marksOf(svc string, ms ...marks.Mark) *marks.Snapshot {
+	byAddr := map[string]marks.Mark{}
+	for _, m := range ms {
+		m.Service = svc
+		byAddr[m.Addr] = m
+	}
+	return &marks.Snapshot{Marks: map[string]map[string]marks.Mark{svc: byAddr}}
+}
+
 func report(session int64, ams ...presence.AppliedMark) presence.Report {
 	return presence.Report{Session: session, Marks: ams}
 }
@@ -158,8 +168,8 @@ func TestDrainWaitObserve(t *testing.T) {
 	const svc, addr, mz = "orders", "10.0.0.5:8080", int64(100)
 	const window = time.Minute
 	start := time.Now()
-	reg := &registry.Snapshot{Services: map[string][]registry.Instance{svc: {{Service: svc, Addr: addr, Czxid: 50}}}}
-	mk := &marks.Snapshot{Marks: map[string]map[string]marks.Mark{svc: {addr: {Service: svc, Addr: addr, Mzxid: mz}}}}
+	reg := regOf(svc, registry.Instance{Addr: addr, Czxid: 50})
+	mk := marksOf(svc, marks.Mark{Addr: addr, Mzxid: mz})
 	am := func(mzxid, inflight int64, state string) presence.AppliedMark {
 		return presence.AppliedMark{Service: svc, Addr: addr, Mzxid: mzxid, InFlight: inflight, State: state}
 	}
@@ -276,7 +286,7 @@ func TestDrainWaitObserve(t *testing.T) {
 
 	// Superseded: the instance registered again after the mark.
 	w = newDrainWait(svc, addr, mz, start, window, live, nil)
-	reg2 := &registry.Snapshot{Services: map[string][]registry.Instance{svc: {{Service: svc, Addr: addr, Czxid: 150}}}}
+	reg2 := regOf(svc, registry.Instance{Addr: addr, Czxid: 150})
 	if st := w.observe(start, live, nil, reg2, mk); st != ctlclient.StatusSuperseded {
 		t.Fatalf("status %q, want superseded", st)
 	}
@@ -304,17 +314,17 @@ func TestDrainWaitObserve(t *testing.T) {
 func TestServiceView(t *testing.T) {
 	now := time.Now()
 	const svc = "orders"
-	reg := &registry.Snapshot{Services: map[string][]registry.Instance{svc: {
-		{Service: svc, Addr: "10.0.0.1:80", Czxid: 10, Status: "UP"},
-		{Service: svc, Addr: "10.0.0.2:80", Czxid: 10, Status: "UP"},
-		{Service: svc, Addr: "10.0.0.3:80", Czxid: 200, Status: "UP"},
-		{Service: svc, Addr: "10.0.0.4:80", Czxid: 10, Status: "OUT_OF_SERVICE"},
-	}}}
-	mk := &marks.Snapshot{Marks: map[string]map[string]marks.Mark{svc: {
-		"10.0.0.2:80": {Service: svc, Addr: "10.0.0.2:80", Mzxid: 100, Reason: "r"},
-		"10.0.0.3:80": {Service: svc, Addr: "10.0.0.3:80", Mzxid: 100, Reason: "old"},
-		"10.0.0.9:80": {Service: svc, Addr: "10.0.0.9:80", Mzxid: 100, Reason: "ahead"},
-	}}}
+	reg := regOf(svc,
+		registry.Instance{Addr: "10.0.0.1:80", Czxid: 10, Status: "UP"},
+		registry.Instance{Addr: "10.0.0.2:80", Czxid: 10, Status: "UP"},
+		registry.Instance{Addr: "10.0.0.3:80", Czxid: 200, Status: "UP"},
+		registry.Instance{Addr: "10.0.0.4:80", Czxid: 10, Status: "OUT_OF_SERVICE"},
+	)
+	mk := marksOf(svc,
+		marks.Mark{Addr: "10.0.0.2:80", Mzxid: 100, Reason: "r"},
+		marks.Mark{Addr: "10.0.0.3:80", Mzxid: 100, Reason: "old"},
+		marks.Mark{Addr: "10.0.0.9:80", Mzxid: 100, Reason: "ahead"},
+	)
 	gws := map[string]presence.Report{"g1": report(1,
 		presence.AppliedMark{Service: svc, Addr: "10.0.0.2:80", Mzxid: 100, InFlight: 0, State: "drained"})}
 	v, ok := serviceView(svc, reg, mk, gws, nil, now)

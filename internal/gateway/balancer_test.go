@@ -66,10 +66,7 @@ func TestLeastRequestsPrefersIdle(t *testing.T) {
 }
 
 func TestLeastRequestsPrefersIdleEndToEnd(t *testing.T) {
-	gt := newGate(t)
-	a := newBackend(t, "a", gt.handler("a"))
-	b := newBackend(t, "b", nil)
-	tg := newTestGateway(t, config.Gateway{Routes: []config.Route{rte("/svc/", "s")}}, Options{})
+	gt, a, b, tg := newGatedPair(t)
 	tg.Update(regSnap(1, inst("s", a.addr(), 1)), nil)
 	c := client()
 	done := goGet(c, tg.front.URL+"/svc/slow")
@@ -298,30 +295,24 @@ func TestEjectionBackoff(t *testing.T) {
 	}
 }
 
-func BenchmarkPickLeastRequests(b *testing.B) {
-	p, _ := testPool(leastRequests, 10)
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			ps := pickState{nowFn: time.Now}
-			h := p.pick(&ps)
-			h.acquire()
-			h.release()
-		}
-	})
-}
-
-func BenchmarkPickRoundRobin(b *testing.B) {
-	p, _ := testPool(roundRobin, 10)
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			ps := pickState{nowFn: time.Now}
-			h := p.pick(&ps)
-			h.acquire()
-			h.release()
-		}
-	})
+func BenchmarkPick(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		bal  balancer
+	}{{"LeastRequests", leastRequests}, {"RoundRobin", roundRobin}} {
+		b.Run(bc.name, func(b *testing.B) {
+			p, _ := testPool(bc.bal, 10)
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					ps := pickState{nowFn: time.Now}
+					h := p.pick(&ps)
+					h.acquire()
+					h.release()
+				}
+			})
+		})
+	}
 }
 
 func BenchmarkRouteMatch(b *testing.B) {

@@ -79,13 +79,9 @@ func (c *rawClient) do(b *testing.B, req []byte) {
 	}
 }
 
-// BenchmarkProxy: one keep-alive connection through the gateway to a real
-// httptest instance over loopback. allocs/op include the instance's
-// net/http server (same process): compare with BenchmarkDirectBackend.
-func BenchmarkProxy(b *testing.B) {
-	tg := benchGateway(b, 1)
-	c := dialRaw(b, tg.front.Addr)
-	req := []byte("GET /svc/orders/1?x=1 HTTP/1.1\r\nHost: gw\r\nUser-Agent: bench\r\n\r\n")
+// benchSerial sends req b.N times over one keep-alive connection to addr.
+func benchSerial(b *testing.B, addr string, req []byte) {
+	c := dialRaw(b, addr)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -93,17 +89,21 @@ func BenchmarkProxy(b *testing.B) {
 	}
 }
 
+// BenchmarkProxy: one keep-alive connection through the gateway to a real
+// httptest instance over loopback. allocs/op include the instance's
+// net/http server (same process): compare with BenchmarkDirectBackend.
+func BenchmarkProxy(b *testing.B) {
+	tg := benchGateway(b, 1)
+	req := []byte("GET /svc/orders/1?x=1 HTTP/1.1\r\nHost: gw\r\nUser-Agent: bench\r\n\r\n")
+	benchSerial(b, tg.front.Addr, req)
+}
+
 // BenchmarkProxyPOST: as BenchmarkProxy with a 4 KiB body.
 func BenchmarkProxyPOST(b *testing.B) {
 	tg := benchGateway(b, 1)
-	c := dialRaw(b, tg.front.Addr)
 	body := strings.Repeat("x", 4096)
 	req := []byte("POST /svc/orders HTTP/1.1\r\nHost: gw\r\nContent-Length: 4096\r\n\r\n" + body)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		c.do(b, req)
-	}
+	benchSerial(b, tg.front.Addr, req)
 }
 
 // BenchmarkProxyParallel: several connections, several instances.
@@ -128,13 +128,8 @@ func BenchmarkDirectBackend(b *testing.B) {
 	for _, st := range tg.InstanceStates() {
 		addr = st.Addr
 	}
-	c := dialRaw(b, addr)
 	req := []byte("GET /orders/1?x=1 HTTP/1.1\r\nHost: gw\r\n\r\n")
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		c.do(b, req)
-	}
+	benchSerial(b, addr, req)
 }
 
 // BenchmarkUpdate: building and swapping a table for a registry of 100k

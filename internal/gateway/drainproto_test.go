@@ -116,10 +116,7 @@ func TestLeavingHostNeverInvisible(t *testing.T) {
 // it is still in flight, makes it draining (not absent) until the request
 // ends, and the end signals Changes.
 func TestGoneHostMarkedLater(t *testing.T) {
-	gt := newGate(t)
-	a := newBackend(t, "a", gt.handler("a"))
-	b := newBackend(t, "b", nil)
-	tg := newTestGateway(t, config.Gateway{Routes: []config.Route{rte("/svc/", "s")}}, Options{})
+	gt, a, b, tg := newGatedPair(t)
 	ia, ib := inst("s", a.addr(), 1), inst("s", b.addr(), 2)
 	tg.Update(regSnap(1, ia), markSnap(1))
 	done := goGet(client(), tg.front.URL+"/svc/slow")

@@ -1,31 +1,11 @@
 package gateway
 
 import (
-	"io"
-	"net/http"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/zkgate/zkgate/internal/config"
 )
-
-// goPost runs a POST in a goroutine (no t.Fatal there) and delivers its
-// result. A POST is never sent again after a cut, so each cut counts once.
-func goPost(c *http.Client, url, body string) <-chan result {
-	ch := make(chan result, 1)
-	go func() {
-		resp, err := c.Post(url, "text/plain", strings.NewReader(body))
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		ch <- result{resp.StatusCode, string(b), resp.Header, err}
-	}()
-	return ch
-}
 
 // A dying instance cuts every request already sent to it at once: that is
 // one failure episode, one ejection of the base length, not an ejection per

@@ -3,7 +3,6 @@ package gateway
 import (
 	"encoding/json"
 	"errors"
-	"github.com/zkgate/zkgate/internal/testutil"
 	"io"
 	"net"
 	"net/http"
@@ -23,6 +22,7 @@ import (
 	"github.com/zkgate/zkgate/internal/config"
 	"github.com/zkgate/zkgate/internal/marks"
 	"github.com/zkgate/zkgate/internal/registry"
+	"github.com/zkgate/zkgate/internal/testutil"
 )
 
 // waitFor is the generous deadline of every wait in these tests: they
@@ -210,9 +210,21 @@ type result struct {
 // goGet runs a GET in a goroutine (no t.Fatal there) and delivers its
 // result.
 func goGet(c *http.Client, url string) <-chan result {
+	return goSend(func() (*http.Response, error) { return c.Get(url) })
+}
+
+// goPost runs a POST in a goroutine (no t.Fatal there) and delivers its
+// result. A POST is never sent again after a cut, so each cut counts once.
+func goPost(c *http.Client, url, body string) <-chan result {
+	return goSend(func() (*http.Response, error) { return c.Post(url, "text/plain", strings.NewReader(body)) })
+}
+
+// goSend runs send in a goroutine and delivers the response it got, body
+// read.
+func goSend(send func() (*http.Response, error)) <-chan result {
 	ch := make(chan result, 1)
 	go func() {
-		resp, err := c.Get(url)
+		resp, err := send()
 		if err != nil {
 			ch <- result{err: err}
 			return
@@ -308,6 +320,18 @@ func newGate(t testing.TB) *gate {
 	g := &gate{arrived: make(chan struct{}, 100), release: make(chan struct{})}
 	t.Cleanup(g.open)
 	return g
+}
+
+// newGatedPair starts the usual setting of the drain tests: instance a,
+// whose /svc/slow requests wait for gt, instance b, and a gateway routing
+// /svc/ to service s (its table not set yet).
+func newGatedPair(t testing.TB) (gt *gate, a, b *backend, tg *testGateway) {
+	t.Helper()
+	gt = newGate(t)
+	a = newBackend(t, "a", gt.handler("a"))
+	b = newBackend(t, "b", nil)
+	tg = newTestGateway(t, config.Gateway{Routes: []config.Route{rte("/svc/", "s")}}, Options{})
+	return gt, a, b, tg
 }
 
 func (g *gate) open() { g.once.Do(func() { close(g.release) }) }

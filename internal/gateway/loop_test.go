@@ -11,6 +11,7 @@ import (
 
 	"github.com/zkgate/zkgate/internal/config"
 	"github.com/zkgate/zkgate/internal/registry"
+	"github.com/zkgate/zkgate/internal/testutil"
 )
 
 // Tests of the event loops (gateway.engine: epoll): which exchanges they
@@ -247,12 +248,7 @@ func TestLoopShutdownFinishesExchange(t *testing.T) {
 		t.Fatalf("status %d, close %v: want 200 with Connection: close", resp.StatusCode, resp.Close)
 	}
 	semExpectClosed(t, conn, br)
-	select {
-	case err := <-shut:
-		if err != nil {
-			t.Fatalf("Shutdown: %v", err)
-		}
-	case <-time.After(waitFor):
-		t.Fatal("Shutdown did not return once the exchange ended")
+	if err := testutil.Receive(t, waitFor, "Shutdown to return once the exchange ended", shut); err != nil {
+		t.Fatalf("Shutdown: %v", err)
 	}
 }

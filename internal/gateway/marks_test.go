@@ -12,10 +12,7 @@ import (
 // state goes draining → drained; Changes fires for the table and for each
 // change of its in-flight count.
 func TestDrainMarkedInstance(t *testing.T) {
-	gt := newGate(t)
-	a := newBackend(t, "a", gt.handler("a"))
-	b := newBackend(t, "b", nil)
-	tg := newTestGateway(t, config.Gateway{Routes: []config.Route{rte("/svc/", "s")}}, Options{})
+	gt, a, b, tg := newGatedPair(t)
 	ia, ib := inst("s", a.addr(), 10), inst("s", b.addr(), 11)
 	tg.Update(regSnap(1, ia), nil)
 	c := client()
@@ -229,10 +226,7 @@ func TestOutOfServiceExcluded(t *testing.T) {
 // Updates, and an address that left the registry is reported (gone) until
 // its requests end.
 func TestHostStateSurvivesUpdate(t *testing.T) {
-	gt := newGate(t)
-	a := newBackend(t, "a", gt.handler("a"))
-	b := newBackend(t, "b", nil)
-	tg := newTestGateway(t, config.Gateway{Routes: []config.Route{rte("/svc/", "s")}}, Options{})
+	gt, a, b, tg := newGatedPair(t)
 	ia := inst("s", a.addr(), 1)
 	tg.Update(regSnap(1, ia), nil)
 	c := client()

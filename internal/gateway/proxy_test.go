@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/config"
+	"github.com/zkgate/zkgate/internal/testutil"
 )
 
 // hashHandler answers the sha256 and length of the request body.
@@ -281,36 +282,13 @@ func wsBackend(t *testing.T) *backend {
 			http.Error(w, "upgrade required", http.StatusUpgradeRequired)
 			return
 		}
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
-		buf := make([]byte, 1024)
-		for {
-			n, err := brw.Read(buf)
-			if n > 0 {
-				conn.Write(buf[:n])
-			}
-			if err != nil {
-				return
-			}
-		}
+		testutil.EchoUpgraded(w)
 	})
 }
 
 func dialUpgrade(t *testing.T, front string) (net.Conn, *bufio.Reader) {
 	t.Helper()
-	conn, err := net.Dial("tcp", strings.TrimPrefix(front, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn.SetDeadline(time.Now().Add(waitFor))
-	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n")
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
+	conn, br, resp, err := testutil.DialUpgrade(strings.TrimPrefix(front, "http://"), "/ws", waitFor)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -507,13 +485,11 @@ func TestClientGoneCountsNoUpstreamError(t *testing.T) {
 // 502, and the exchange does not stay in flight.
 func TestUpgradeMismatch(t *testing.T) {
 	b := newBackend(t, "b", func(w http.ResponseWriter, r *http.Request) {
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
+		conn, brw, ok := testutil.SwitchProtocols(w, "h2c")
+		if !ok {
 			return
 		}
 		defer conn.Close()
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
 		io.Copy(io.Discard, brw)
 	})
 	tg := newTestGateway(t, config.Gateway{Routes: []config.Route{rte("/", "s")}}, Options{})

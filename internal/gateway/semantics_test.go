@@ -27,6 +27,43 @@ import (
 	"github.com/zkgate/zkgate/internal/config"
 )
 
+// semRejected sends raw on a new connection and expects an answer with one
+// of codes, the connection closed after it, and no request reaching an
+// instance (hits counts the requests the instances received).
+func semRejected(t *testing.T, front, raw, method string, codes []int, hits func() int64) {
+	t.Helper()
+	before := hits()
+	conn, br := semDial(t, front)
+	semWrite(t, conn, raw)
+	resp, body, err := semRead(br, method)
+	if err != nil {
+		t.Fatalf("no response: %v", err)
+	}
+	if !slices.Contains(codes, resp.StatusCode) {
+		t.Fatalf("got %s %q, want one of %v", resp.Status, body, codes)
+	}
+	semExpectClosed(t, conn, br)
+	if n := hits() - before; n != 0 {
+		t.Errorf("the instances received %d requests", n)
+	}
+}
+
+// expectHopsRemoved checks that h (what the receiver saw) has none of the
+// hop-by-hop headers names, and no Connection value naming token.
+func expectHopsRemoved(t *testing.T, saw string, h http.Header, token string, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		if v := h.Values(name); len(v) != 0 {
+			t.Errorf("%s %s %q", saw, name, v)
+		}
+	}
+	for _, v := range h.Values("Connection") {
+		if strings.Contains(strings.ToLower(v), token) {
+			t.Errorf("%s Connection %q", saw, v)
+		}
+	}
+}
+
 // semGateway serves routes "/" → service s, backed by one instance.
 func semGateway(t *testing.T, cfg config.Gateway, addr string) *testGateway {
 	t.Helper()
@@ -79,20 +116,7 @@ func TestSemSmugglingRefused(t *testing.T) {
 		{"two-hosts", "GET /a HTTP/1.1\r\nHost: gw\r\nHost: other\r\n\r\n", bad},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			before := b.hits.Load()
-			conn, br := semDial(t, tg.front.Addr)
-			semWrite(t, conn, c.raw)
-			resp, body, err := semRead(br, "POST")
-			if err != nil {
-				t.Fatalf("no response: %v", err)
-			}
-			if !slices.Contains(c.codes, resp.StatusCode) {
-				t.Fatalf("got %s %q, want one of %v", resp.Status, body, c.codes)
-			}
-			semExpectClosed(t, conn, br)
-			if n := b.hits.Load() - before; n != 0 {
-				t.Errorf("the instance received %d requests", n)
-			}
+			semRejected(t, tg.front.Addr, c.raw, "POST", c.codes, b.hits.Load)
 		})
 	}
 }
@@ -801,16 +825,7 @@ func TestSemHopByHopRaw(t *testing.T) {
 			t.Fatalf("got %s %q", resp.Status, body)
 		}
 		in := b.last(t)
-		for _, name := range []string{"X-Secret", "X-Other-Secret", "Keep-Alive", "Proxy-Connection", "Te", "Trailer"} {
-			if v := in.header.Values(name); len(v) != 0 {
-				t.Errorf("the instance saw %s %q", name, v)
-			}
-		}
-		for _, v := range in.header.Values("Connection") {
-			if strings.Contains(strings.ToLower(v), "secret") {
-				t.Errorf("the instance saw Connection %q", v)
-			}
-		}
+		expectHopsRemoved(t, "the instance saw", in.header, "secret", "X-Secret", "X-Other-Secret", "Keep-Alive", "Proxy-Connection", "Te", "Trailer")
 		for name, want := range map[string]string{
 			"X-Forwarded-For":   "10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1",
 			"X-Forwarded-Host":  "gw.example:8080",
@@ -830,16 +845,7 @@ func TestSemHopByHopRaw(t *testing.T) {
 		if resp.StatusCode != 200 || string(body) != "ok" || resp.Header.Get("X-Kept") != "1" {
 			t.Fatalf("got %s %v %q", resp.Status, resp.Header, body)
 		}
-		for _, name := range []string{"X-Hop-A", "X-Hop-B", "Keep-Alive", "Proxy-Connection", "Upgrade", "Trailer"} {
-			if v := resp.Header.Values(name); len(v) != 0 {
-				t.Errorf("the client got %s %q", name, v)
-			}
-		}
-		for _, v := range resp.Header.Values("Connection") {
-			if strings.Contains(strings.ToLower(v), "hop") {
-				t.Errorf("the client got Connection %q", v)
-			}
-		}
+		expectHopsRemoved(t, "the client got", resp.Header, "hop", "X-Hop-A", "X-Hop-B", "Keep-Alive", "Proxy-Connection", "Upgrade", "Trailer")
 	})
 }
 
@@ -863,20 +869,7 @@ func TestSemRequestLine(t *testing.T) {
 		"GET /", "hello", "GET / HTTP/1.1 extra",
 	} {
 		t.Run("bad:"+line, func(t *testing.T) {
-			before := hits()
-			conn, br := semDial(t, tg.front.Addr)
-			semWrite(t, conn, line+"\r\nHost: gw\r\n\r\n")
-			resp, body, err := semRead(br, "GET")
-			if err != nil {
-				t.Fatalf("no response: %v", err)
-			}
-			if resp.StatusCode != 400 && resp.StatusCode != 505 {
-				t.Fatalf("got %s %q, want 400 or 505", resp.Status, body)
-			}
-			semExpectClosed(t, conn, br)
-			if n := hits() - before; n != 0 {
-				t.Errorf("instances received %d requests", n)
-			}
+			semRejected(t, tg.front.Addr, line+"\r\nHost: gw\r\n\r\n", "GET", []int{400, 505}, hits)
 		})
 	}
 	t.Run("head-under-limit", func(t *testing.T) {
@@ -894,20 +887,7 @@ func TestSemRequestLine(t *testing.T) {
 		{"huge-target", "GET /" + strings.Repeat("a", 4*maxHead) + " HTTP/1.1\r\nHost: gw\r\n\r\n", []int{414, 431}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			before := hits()
-			conn, br := semDial(t, tg.front.Addr)
-			semWrite(t, conn, c.raw)
-			resp, body, err := semRead(br, "GET")
-			if err != nil {
-				t.Fatalf("no response: %v", err)
-			}
-			if !slices.Contains(c.codes, resp.StatusCode) {
-				t.Fatalf("got %s %q, want one of %v", resp.Status, body, c.codes)
-			}
-			semExpectClosed(t, conn, br)
-			if n := hits() - before; n != 0 {
-				t.Errorf("instances received %d requests", n)
-			}
+			semRejected(t, tg.front.Addr, c.raw, "GET", c.codes, hits)
 		})
 	}
 }

@@ -24,17 +24,28 @@ import (
 	"github.com/zkgate/zkgate/internal/gatewayd"
 	"github.com/zkgate/zkgate/internal/marks"
 	"github.com/zkgate/zkgate/internal/presence"
+	"github.com/zkgate/zkgate/internal/testutil"
 	"github.com/zkgate/zkgate/internal/zktest"
 )
 
 func connect(t *testing.T, zc *zktest.Cluster) *zk.Conn {
 	t.Helper()
-	conn, _, err := zk.Connect(zc.Servers(), 5*time.Second, zk.WithLogInfo(false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(conn.Close)
-	return conn
+	return zktest.Connect(t, zc.Servers(), 5*time.Second)
+}
+
+// startPartitionable starts a server with instance a of orders registered
+// and a gateway (configured by mutate) whose ZooKeeper connections go
+// through part.
+func startPartitionable(t *testing.T, mutate func(*config.Config)) (conn *zk.Conn, part *zktest.Partitioner, d *gatewayd.Daemon) {
+	t.Helper()
+	zc := zktest.Start(t)
+	conn = connect(t, zc)
+	h, p := backend(t, "a")
+	register(t, conn, "orders", "a", h, p)
+	part = zktest.NewPartitioner()
+	t.Cleanup(part.Restore)
+	d = startGatewayWith(t, zc.Servers(), mutate, gatewayd.Options{Dialer: part.Dialer()})
+	return conn, part, d
 }
 
 func readyz(d *gatewayd.Daemon) (int, gateway.Readiness) {
@@ -80,17 +91,11 @@ func putMark(t *testing.T, conn *zk.Conn, service, addr string) {
 // state until stale_after (static stability): the controller, not the
 // gateway's readiness, keeps drains unconfirmed meanwhile.
 func TestStaysReadyWhenDetachedByDefault(t *testing.T) {
-	zc := zktest.Start(t)
-	conn := connect(t, zc)
-	h, p := backend(t, "a")
-	register(t, conn, "orders", "a", h, p)
-	part := zktest.NewPartitioner()
-	t.Cleanup(part.Restore)
-	d := startGatewayWith(t, zc.Servers(), func(c *config.Config) {
+	conn, part, d := startPartitionable(t, func(c *config.Config) {
 		c.ZooKeeper.SessionTimeout = 2 * time.Second
 		c.Gateway.StaleAfter = config.DefaultStaleAfter // startGatewayWith shortens it
 		c.Gateway.UnreadyWhenDetached = false
-	}, gatewayd.Options{Dialer: part.Dialer()})
+	})
 	if d := config.DefaultStaleAfter; d < 30*time.Second {
 		t.Fatalf("default stale_after %s: a 30 s ensemble outage would make every gateway unready", d)
 	}
@@ -114,17 +119,11 @@ func TestStaysReadyWhenDetachedByDefault(t *testing.T) {
 func TestNotReadyBeforePresenceCanExpire(t *testing.T) {
 	for _, mode := range []string{"cut", "blackhole"} {
 		t.Run(mode, func(t *testing.T) {
-			zc := zktest.Start(t)
-			conn := connect(t, zc)
-			h, p := backend(t, "a")
-			register(t, conn, "orders", "a", h, p)
-			part := zktest.NewPartitioner()
-			t.Cleanup(part.Restore)
-			d := startGatewayWith(t, zc.Servers(), func(c *config.Config) {
+			conn, part, d := startPartitionable(t, func(c *config.Config) {
 				c.ZooKeeper.SessionTimeout = 3 * time.Second
 				c.Gateway.StaleAfter = time.Hour
 				c.Gateway.UnreadyWhenDetached = true
-			}, gatewayd.Options{Dialer: part.Dialer()})
+			})
 			proxy := "http://" + d.ProxyAddr()
 			eventually(t, "ready", func() bool { c, _ := readyz(d); return c == 200 })
 			if c, b := get(proxy + "/orders/x"); c != 200 || b != "a /x" {
@@ -179,23 +178,7 @@ func TestNotReadyBeforePresenceCanExpire(t *testing.T) {
 func wsBackend(t *testing.T) (host string, port int) {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
-		buf := make([]byte, 1024)
-		for {
-			n, err := brw.Read(buf)
-			if n > 0 {
-				conn.Write(buf[:n])
-			}
-			if err != nil {
-				return
-			}
-		}
+		testutil.EchoUpgraded(w)
 	}))
 	t.Cleanup(srv.Close)
 	u, _ := url.Parse(srv.URL)
@@ -232,15 +215,11 @@ func TestShutdownWaitsForUpgradesAndLeaves(t *testing.T) {
 	var ws net.Conn
 	var br *bufio.Reader
 	eventually(t, "the upgrade to be routed", func() bool {
-		c, err := net.Dial("tcp", d.ProxyAddr())
+		c, r, resp, err := testutil.DialUpgrade(d.ProxyAddr(), "/orders/ws", waitFor)
 		if err != nil {
-			t.Fatal(err)
+			return false
 		}
-		c.SetDeadline(time.Now().Add(waitFor))
-		io.WriteString(c, "GET /orders/ws HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		r := bufio.NewReader(c)
-		resp, err := http.ReadResponse(r, nil)
-		if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		if resp.StatusCode != http.StatusSwitchingProtocols {
 			c.Close()
 			return false
 		}
@@ -293,13 +272,8 @@ func TestShutdownWaitsForUpgradesAndLeaves(t *testing.T) {
 		t.Fatalf("presence while requests are in flight: %+v %v", r, err)
 	}
 	ws.Close()
-	select {
-	case err := <-shut:
-		if err != nil {
-			t.Fatalf("Shutdown: %v", err)
-		}
-	case <-time.After(waitFor):
-		t.Fatal("Shutdown did not return after the upgraded connection closed")
+	if err := testutil.Receive(t, waitFor, "Shutdown to return after the upgraded connection closed", shut); err != nil {
+		t.Fatalf("Shutdown: %v", err)
 	}
 	select {
 	case <-leavingSeen:

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/zkgate/zkgate/internal/testutil"
 	"io"
 	"log/slog"
 	"maps"
@@ -22,6 +21,7 @@ import (
 	"github.com/zkgate/zkgate/internal/config"
 	"github.com/zkgate/zkgate/internal/gatewayd"
 	"github.com/zkgate/zkgate/internal/presence"
+	"github.com/zkgate/zkgate/internal/testutil"
 	"github.com/zkgate/zkgate/internal/zktest"
 )
 
@@ -75,11 +75,7 @@ gateway:
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = d.Shutdown(ctx)
-	})
+	testutil.StopAtCleanup(t, 5*time.Second, d.Shutdown)
 	return d
 }
 
@@ -121,11 +117,7 @@ func get(url string) (int, string) {
 
 func TestGatewayFollowsRegistryAndSurvivesOutage(t *testing.T) {
 	zc := zktest.Start(t)
-	conn, _, err := zk.Connect(zc.Servers(), 5*time.Second, zk.WithLogInfo(false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := connect(t, zc)
 	d := startGateway(t, zc.Servers(), nil)
 	proxy := "http://" + d.ProxyAddr()
 	admin := "http://" + d.AdminAddr()
@@ -202,11 +194,7 @@ func TestGatewayConfigErrors(t *testing.T) {
 // table, and a routed service registered after the start is followed.
 func TestGatewayFollowsOnlyRoutedServices(t *testing.T) {
 	zc := zktest.Start(t)
-	conn, _, err := zk.Connect(zc.Servers(), 5*time.Second, zk.WithLogInfo(false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := connect(t, zc)
 	h, p := backend(t, "a")
 	for s := range 30 {
 		for i := range 3 {

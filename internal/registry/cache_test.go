@@ -3,7 +3,6 @@ package registry_test
 import (
 	"context"
 	"fmt"
-	"github.com/zkgate/zkgate/internal/testutil"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -14,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/zkgate/zkgate/internal/registry"
+	"github.com/zkgate/zkgate/internal/testutil"
 	"github.com/zkgate/zkgate/internal/zksession"
 	"github.com/zkgate/zkgate/internal/zktest"
 )
@@ -27,72 +27,25 @@ func curatorJSON(service, id, host string, port int, status string) []byte {
 }
 
 // writer is a plain client that plays the services registering themselves.
-type writer struct {
-	t    *testing.T
-	conn *zk.Conn
-}
+type writer struct{ *zktest.Writer }
 
 func newWriter(t *testing.T, servers []string) *writer {
 	t.Helper()
-	conn, _, err := zk.Connect(servers, 5*time.Second, zk.WithLogInfo(false))
-	if err != nil {
-		t.Fatalf("connecting writer: %v", err)
-	}
-	t.Cleanup(conn.Close)
-	return &writer{t: t, conn: conn}
+	return &writer{zktest.NewWriter(t, servers)}
 }
 
-func (w *writer) ensure(p string) {
-	w.t.Helper()
-	parts := strings.Split(strings.Trim(p, "/"), "/")
-	cur := ""
-	for _, part := range parts {
-		cur += "/" + part
-		w.retry("create "+cur, func() error {
-			_, err := w.conn.Create(cur, nil, 0, zk.WorldACL(zk.PermAll))
-			if err == zk.ErrNodeExists {
-				return nil
-			}
-			return err
-		})
-	}
-}
-
-// retry repeats f while the ensemble may be electing a leader.
-func (w *writer) retry(what string, f func() error) {
-	w.t.Helper()
-	var err error
-	for i := 0; i < 100; i++ {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	w.t.Fatalf("%s: %v", what, err)
-}
-
+// register creates the ephemeral node of service instance id with data
+// and returns its path.
 func (w *writer) register(service, id string, data []byte) string {
-	w.t.Helper()
-	w.ensure("/services/" + service)
 	p := "/services/" + service + "/" + id
-	w.retry("register "+p, func() error {
-		_, err := w.conn.Create(p, data, zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
-		if err == zk.ErrNodeExists {
-			return nil // an earlier try whose answer was lost
-		}
-		return err
-	})
+	w.CreateEphemeral(p, data)
 	return p
 }
 
-func (w *writer) remove(p string) {
-	w.t.Helper()
-	w.retry("delete "+p, func() error {
-		if err := w.conn.Delete(p, -1); err != zk.ErrNoNode {
-			return err
-		}
-		return nil
-	})
+// registerUp registers service instance id at 127.0.0.1:port, UP, in
+// Curator's format, and returns the node path.
+func (w *writer) registerUp(service, id string, port int) string {
+	return w.register(service, id, curatorJSON(service, id, "127.0.0.1", port, "UP"))
 }
 
 type harness struct {
@@ -153,30 +106,30 @@ func hasAddrs(c *registry.Cache, service, want string) func() bool {
 func TestCacheFollowsRegistrations(t *testing.T) {
 	zc := zktest.Start(t)
 	w := newWriter(t, zc.Servers())
-	w.ensure("/services")
+	w.Ensure("/services")
 	h := startCache(t, zksession.Config{Servers: zc.Servers()}, registry.Options{Watch: true, ResyncInterval: time.Hour})
 
 	eventually(t, "first snapshot", func() bool { return h.cache.Snapshot() != nil })
-	p1 := w.register("orders", "a1", curatorJSON("orders", "a1", "127.0.0.1", 9001, "UP"))
+	p1 := w.registerUp("orders", "a1", 9001)
 	eventually(t, "a registration to appear", hasAddrs(h.cache, "orders", "127.0.0.1:9001"))
 
-	p2 := w.register("orders", "a2", curatorJSON("orders", "a2", "127.0.0.1", 9002, "UP"))
-	w.register("payment", "b1", curatorJSON("payment", "b1", "127.0.0.1", 9100, "UP"))
+	p2 := w.registerUp("orders", "a2", 9002)
+	w.registerUp("payment", "b1", 9100)
 	eventually(t, "a second instance", hasAddrs(h.cache, "orders", "127.0.0.1:9001,127.0.0.1:9002"))
 	eventually(t, "a new service found under the root", hasAddrs(h.cache, "payment", "127.0.0.1:9100"))
 
 	// The same address registering again under a new id: newest czxid wins.
-	w.register("orders", "a1-restarted", curatorJSON("orders", "a1-restarted", "127.0.0.1", 9001, "UP"))
+	w.registerUp("orders", "a1-restarted", 9001)
 	eventually(t, "the newest registration of an address to win", func() bool {
 		in, ok := h.cache.Snapshot().Lookup("orders", "127.0.0.1:9001")
 		return ok && in.ID == "a1-restarted"
 	})
-	w.remove(p1)
-	w.remove(p2)
+	w.Remove(p1)
+	w.Remove(p2)
 	eventually(t, "removals to disappear", hasAddrs(h.cache, "orders", "127.0.0.1:9001"))
 
 	// A data change (Spring's OUT_OF_SERVICE) is seen through the data watch.
-	if _, err := w.conn.Set("/services/payment/b1", curatorJSON("payment", "b1", "127.0.0.1", 9100, "OUT_OF_SERVICE"), -1); err != nil {
+	if _, err := w.Conn.Set("/services/payment/b1", curatorJSON("payment", "b1", "127.0.0.1", 9100, "OUT_OF_SERVICE"), -1); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "instance_status to be followed", func() bool {
@@ -188,7 +141,7 @@ func TestCacheFollowsRegistrations(t *testing.T) {
 func TestCacheSkipsMalformedNodes(t *testing.T) {
 	zc := zktest.Start(t)
 	w := newWriter(t, zc.Servers())
-	w.register("orders", "good", curatorJSON("orders", "good", "127.0.0.1", 9001, "UP"))
+	w.registerUp("orders", "good", 9001)
 	w.register("orders", "bad-json", []byte(`{"address":`))
 	w.register("orders", "no-port", []byte(`{"address":"127.0.0.1"}`))
 	w.register("orders", "empty", nil)
@@ -205,7 +158,7 @@ func TestCacheSkipsMalformedNodes(t *testing.T) {
 	if got := counter(t, h.reg, "zkgate_registry_malformed_total"); got != 4 {
 		t.Fatalf("zkgate_registry_malformed_total = %v, want 4 (once per node version)", got)
 	}
-	w.register("orders", "good2", curatorJSON("orders", "good2", "127.0.0.1", 9002, "UP"))
+	w.registerUp("orders", "good2", 9002)
 	eventually(t, "later good nodes to load", hasAddrs(h.cache, "orders", "127.0.0.1:9001,127.0.0.1:9002"))
 }
 
@@ -216,7 +169,7 @@ func TestCacheSkipsMalformedNodes(t *testing.T) {
 func TestCacheMalformedCountFollowsChanges(t *testing.T) {
 	zc := zktest.Start(t)
 	w := newWriter(t, zc.Servers())
-	w.register("orders", "good", curatorJSON("orders", "good", "127.0.0.1", 9001, "UP"))
+	w.registerUp("orders", "good", 9001)
 	bad := w.register("orders", "bad", []byte(`{"address":`))
 	h := startCache(t, zksession.Config{Servers: zc.Servers()}, registry.Options{Watch: true, ResyncInterval: time.Hour})
 	malformed := func(want int) func() bool {
@@ -226,19 +179,19 @@ func TestCacheMalformedCountFollowsChanges(t *testing.T) {
 
 	// A new service (root child event) with a malformed node.
 	bad2 := w.register("payment", "bad", nil)
-	w.register("payment", "good", curatorJSON("payment", "good", "127.0.0.1", 9100, "UP"))
+	w.registerUp("payment", "good", 9100)
 	eventually(t, "the new service's malformed node to count", malformed(2))
 	eventually(t, "the new service's good node", hasAddrs(h.cache, "payment", "127.0.0.1:9100"))
 
 	// Fixed in place (data event).
-	if _, err := w.conn.Set(bad, curatorJSON("orders", "bad", "127.0.0.1", 9002, "UP"), -1); err != nil {
+	if _, err := w.Conn.Set(bad, curatorJSON("orders", "bad", "127.0.0.1", 9002, "UP"), -1); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "a fixed node to stop counting", malformed(1))
 	eventually(t, "the fixed node to load", hasAddrs(h.cache, "orders", "127.0.0.1:9001,127.0.0.1:9002"))
 
 	// Deleted (child and data events), then a new malformed node (child event).
-	w.remove(bad2)
+	w.Remove(bad2)
 	eventually(t, "a deleted malformed node to stop counting", malformed(0))
 	w.register("orders", "bad-again", []byte(`[]`))
 	eventually(t, "a new malformed node in a known service", malformed(1))
@@ -262,7 +215,7 @@ func TestCacheHostPortFormat(t *testing.T) {
 func TestCacheRepairsDroppedWatchEvent(t *testing.T) {
 	zc := zktest.Start(t)
 	w := newWriter(t, zc.Servers())
-	w.register("orders", "a1", curatorJSON("orders", "a1", "127.0.0.1", 9001, "UP"))
+	w.registerUp("orders", "a1", 9001)
 	var dropping atomic.Bool
 	var dropped atomic.Int32
 	h := startCache(t, zksession.Config{
@@ -278,7 +231,7 @@ func TestCacheRepairsDroppedWatchEvent(t *testing.T) {
 	eventually(t, "first load", hasAddrs(h.cache, "orders", "127.0.0.1:9001"))
 
 	dropping.Store(true)
-	w.register("orders", "a2", curatorJSON("orders", "a2", "127.0.0.1", 9002, "UP"))
+	w.registerUp("orders", "a2", 9002)
 	eventually(t, "the event to be dropped", func() bool { return dropped.Load() > 0 })
 	if got := addrs(h.cache.Snapshot(), "orders"); got != "127.0.0.1:9001" {
 		t.Fatalf("instance appeared although its event was dropped (%s): the test injects nothing", got)
@@ -293,17 +246,17 @@ func TestCacheRepairsDroppedWatchEvent(t *testing.T) {
 func TestCachePollingMode(t *testing.T) {
 	zc := zktest.Start(t)
 	w := newWriter(t, zc.Servers())
-	w.register("orders", "a1", curatorJSON("orders", "a1", "127.0.0.1", 9001, "UP"))
+	w.registerUp("orders", "a1", 9001)
 	h := startCache(t, zksession.Config{Servers: zc.Servers()}, registry.Options{Watch: false, ResyncInterval: time.Second})
 	eventually(t, "first load", hasAddrs(h.cache, "orders", "127.0.0.1:9001"))
-	w.register("orders", "a2", curatorJSON("orders", "a2", "127.0.0.1", 9002, "UP"))
+	w.registerUp("orders", "a2", 9002)
 	eventually(t, "the poll to find it", hasAddrs(h.cache, "orders", "127.0.0.1:9001,127.0.0.1:9002"))
 }
 
 func TestCacheSurvivesLeaderLoss(t *testing.T) {
 	zc := zktest.StartEnsemble(t, 3)
 	w := newWriter(t, zc.Servers())
-	w.register("orders", "a1", curatorJSON("orders", "a1", "127.0.0.1", 9001, "UP"))
+	w.registerUp("orders", "a1", 9001)
 	h := startCache(t, zksession.Config{Servers: zc.Servers(), SessionTimeout: 6 * time.Second}, registry.Options{Watch: true, ResyncInterval: time.Hour})
 	eventually(t, "first load", hasAddrs(h.cache, "orders", "127.0.0.1:9001"))
 
@@ -314,17 +267,17 @@ func TestCacheSurvivesLeaderLoss(t *testing.T) {
 	if err := zc.Kill(leader); err != nil {
 		t.Fatal(err)
 	}
-	w.register("orders", "a2", curatorJSON("orders", "a2", "127.0.0.1", 9002, "UP"))
+	w.registerUp("orders", "a2", 9002)
 	eventually(t, "the cache to follow after leader loss", hasAddrs(h.cache, "orders", "127.0.0.1:9001,127.0.0.1:9002"))
-	w.remove("/services/orders/a1")
+	w.Remove("/services/orders/a1")
 	eventually(t, "removals after leader loss", hasAddrs(h.cache, "orders", "127.0.0.1:9002"))
 }
 
 func TestCachePartitionLongerThanSessionTimeout(t *testing.T) {
 	zc := zktest.Start(t)
 	w := newWriter(t, zc.Servers())
-	w.register("orders", "a1", curatorJSON("orders", "a1", "127.0.0.1", 9001, "UP"))
-	w.register("orders", "a2", curatorJSON("orders", "a2", "127.0.0.1", 9002, "UP"))
+	w.registerUp("orders", "a1", 9001)
+	w.registerUp("orders", "a2", 9002)
 	part := zktest.NewPartitioner()
 	h := startCache(t, zksession.Config{Servers: zc.Servers(), SessionTimeout: 2 * time.Second, Dialer: part.Dialer()},
 		registry.Options{Watch: true, ResyncInterval: time.Hour})
@@ -340,21 +293,21 @@ func TestCachePartitionLongerThanSessionTimeout(t *testing.T) {
 	if age := time.Since(h.cache.LastContact()); age < time.Second {
 		t.Fatalf("LastContact is only %v old while partitioned", age)
 	}
-	w.remove("/services/orders/a1")
-	w.register("orders", "a3", curatorJSON("orders", "a3", "127.0.0.1", 9003, "UP"))
+	w.Remove("/services/orders/a1")
+	w.registerUp("orders", "a3", 9003)
 	part.Restore()
 
 	eventually(t, "a new session", func() bool { return h.sess.Generation() > gen })
 	eventually(t, "a full resync with nothing stale", hasAddrs(h.cache, "orders", "127.0.0.1:9002,127.0.0.1:9003"))
 	// Watches are re-armed on the new session.
-	w.register("orders", "a4", curatorJSON("orders", "a4", "127.0.0.1", 9004, "UP"))
+	w.registerUp("orders", "a4", 9004)
 	eventually(t, "watches re-armed", hasAddrs(h.cache, "orders", "127.0.0.1:9002,127.0.0.1:9003,127.0.0.1:9004"))
 }
 
 func TestCacheWholeEnsembleDown(t *testing.T) {
 	zc := zktest.Start(t)
 	w := newWriter(t, zc.Servers())
-	w.register("orders", "a1", curatorJSON("orders", "a1", "127.0.0.1", 9001, "UP"))
+	w.registerUp("orders", "a1", 9001)
 	h := startCache(t, zksession.Config{Servers: zc.Servers(), SessionTimeout: 2 * time.Second},
 		registry.Options{Watch: true, ResyncInterval: 500 * time.Millisecond})
 	eventually(t, "first load", hasAddrs(h.cache, "orders", "127.0.0.1:9001"))
@@ -378,29 +331,5 @@ func counter(t *testing.T, g prometheus.Gatherer, name string) float64 {
 
 func counterLabel(t *testing.T, g prometheus.Gatherer, name, label, value string) float64 {
 	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			match := label == ""
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == label && lp.GetValue() == value {
-					match = true
-				}
-			}
-			if match {
-				if c := m.GetCounter(); c != nil {
-					return c.GetValue()
-				}
-				return m.GetGauge().GetValue()
-			}
-		}
-	}
-	t.Fatalf("metric %s{%s=%q} not found", name, label, value)
-	return 0
+	return testutil.MetricValue(t, g, name, label, value)
 }

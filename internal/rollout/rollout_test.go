@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/zkgate/zkgate/internal/testutil"
 	"io"
 	"log/slog"
 	"net/http"
@@ -22,6 +21,7 @@ import (
 	"github.com/zkgate/zkgate/internal/gatewayd"
 	"github.com/zkgate/zkgate/internal/rollout"
 	"github.com/zkgate/zkgate/internal/samplebackend"
+	"github.com/zkgate/zkgate/internal/testutil"
 	"github.com/zkgate/zkgate/internal/zksession"
 	"github.com/zkgate/zkgate/internal/zktest"
 	"github.com/zkgate/zkgate/register"
@@ -86,14 +86,7 @@ controller:
 		t.Fatal(err)
 	}
 	// A registry in use has its root already (see the register tests).
-	obs, err := zksession.Connect(zksession.Config{Servers: zk.Servers(), Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer obs.Close()
-	if err := obs.WaitConnected(ctx); err != nil {
-		t.Fatal(err)
-	}
+	obs := zktest.Session(t, zksession.Config{Servers: zk.Servers(), Logger: log})
 	if err := obs.EnsurePath(ctx, "/services/orders", nil); err != nil {
 		t.Fatal(err)
 	}
@@ -107,20 +100,12 @@ controller:
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		sctx, c := context.WithTimeout(context.Background(), 10*time.Second)
-		defer c()
-		_ = s.ctl.Shutdown(sctx)
-	})
+	testutil.StopAtCleanup(t, 10*time.Second, s.ctl.Shutdown)
 	s.gw, err = gatewayd.Start(ctx, cfg, gatewayd.Options{Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		sctx, c := context.WithTimeout(context.Background(), 10*time.Second)
-		defer c()
-		_ = s.gw.Shutdown(sctx)
-	})
+	testutil.StopAtCleanup(t, 10*time.Second, s.gw.Shutdown)
 	t.Cleanup(func() { // runs first: backends before the gateway
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -247,17 +232,7 @@ func (s *stack) metric(name string) string {
 
 func eventually(t *testing.T, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.EventuallyNil(t, waitFor, what, cond)
 }
 
 // load sends GET and POST requests (POST bodies checked end to end)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/samplebackend"
+	"github.com/zkgate/zkgate/internal/testutil"
 	"github.com/zkgate/zkgate/internal/zksession"
 	"github.com/zkgate/zkgate/internal/zktest"
 	"github.com/zkgate/zkgate/register"
@@ -151,31 +152,17 @@ func TestRegistersAndVanishesOnKill(t *testing.T) {
 	if reg == nil || reg.Addr() != b.Addr() || !reg.Status().Registered {
 		t.Fatalf("registration %+v", reg)
 	}
-	obs, err := zksession.Connect(zksession.Config{Servers: c.Servers(), Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer obs.Close()
+	obs := zktest.Session(t, zksession.Config{Servers: c.Servers(), Logger: quiet()})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := obs.WaitConnected(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if ok, _, err := obs.Exists(ctx, reg.Path()); err != nil || !ok {
 		t.Fatalf("node missing: %v", err)
 	}
 	b.Kill()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testutil.Eventually(t, 30*time.Second, "the node to go with the killed backend's session", func() bool {
 		ok, _, err := obs.Exists(ctx, reg.Path())
-		if err == nil && !ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("node outlived the killed backend's session")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err == nil && !ok
+	})
 }
 
 func TestUnspecifiedListenNeedsAnAddress(t *testing.T) {
@@ -204,16 +191,9 @@ func TestGracefulShutdownDeregistersLate(t *testing.T) {
 		t.Fatalf("started in %s, before its start-up delay", took)
 	}
 	reg := b.Registration()
-	obs, err := zksession.Connect(zksession.Config{Servers: c.Servers(), Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer obs.Close()
+	obs := zktest.Session(t, zksession.Config{Servers: c.Servers(), Logger: quiet()})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := obs.WaitConnected(ctx); err != nil {
-		t.Fatal(err)
-	}
 	type result struct {
 		status int
 		err    error

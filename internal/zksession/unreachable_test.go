@@ -1,34 +1,17 @@
 package zksession_test
 
 import (
-	"bytes"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/zkgate/zkgate/internal/testutil"
 	"github.com/zkgate/zkgate/internal/zksession"
 	"github.com/zkgate/zkgate/internal/zktest"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // While ZooKeeper cannot be reached at start, a warning naming the servers
 // and the connection error is logged periodically (before, the log said
@@ -41,7 +24,7 @@ func TestWarnsWhileUnreachable(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens: connection refused
-	var logs lockedBuffer
+	var logs testutil.SyncBuffer
 	s, err := zksession.Connect(zksession.Config{
 		Servers: []string{addr}, SessionTimeout: 2 * time.Second,
 		Logger:               slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
@@ -51,14 +34,13 @@ func TestWarnsWhileUnreachable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	deadline := time.Now().Add(20 * time.Second)
-	for strings.Count(logs.String(), "ZooKeeper unreachable") < 2 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.EventuallyNil(t, 20*time.Second, "two unreachable warnings", func() error {
+		if n := strings.Count(logs.String(), "ZooKeeper unreachable"); n < 2 {
+			return fmt.Errorf("%d unreachable warnings while nothing listens at %s; log:\n%s", n, addr, logs.String())
+		}
+		return nil
+	})
 	out := logs.String()
-	if n := strings.Count(out, "ZooKeeper unreachable"); n < 2 {
-		t.Fatalf("%d unreachable warnings while nothing listens at %s; log:\n%s", n, addr, out)
-	}
 	for _, line := range strings.Split(out, "\n") {
 		if strings.Contains(line, "ZooKeeper unreachable") {
 			if !strings.Contains(line, "level=WARN") || !strings.Contains(line, addr) || !strings.Contains(line, "connection refused") {
@@ -72,7 +54,7 @@ func TestWarnsWhileUnreachable(t *testing.T) {
 // Connected, no warning.
 func TestNoUnreachableWarningWhileConnected(t *testing.T) {
 	zc := zktest.Start(t)
-	var logs lockedBuffer
+	var logs testutil.SyncBuffer
 	s, err := zksession.Connect(zksession.Config{
 		Servers: zc.Servers(), SessionTimeout: 4 * time.Second,
 		Logger:               slog.New(slog.NewTextHandler(&logs, nil)),

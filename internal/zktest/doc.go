@@ -16,6 +16,11 @@
 //     test instead (CI must never skip silently).
 //   - [Partitioner] is a zk.Dialer wrapper that simulates network partitions
 //     between one client and the ensemble.
+//   - [Connect], [Session] and [Writer] are the tests' own clients, closed
+//     when the test ends: a plain go-zookeeper connection, a connected
+//     zksession.Session (an observer beside the code under test), and a
+//     writer that plays the services or an operator, retrying while the
+//     servers are briefly unreachable.
 //
 // Server indices are 0-based everywhere in this API; the ZooKeeper server id
 // (myid) of server i is i+1 and its files live in <dir>/zk<i+1>.

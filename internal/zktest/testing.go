@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/go-zookeeper/zk"
 )
 
 // Option adjusts the Config used by [Start] and [StartEnsemble].
@@ -109,4 +111,17 @@ func mustHaveZooKeeper(getenv func(string) string) bool {
 		}
 	}
 	return false
+}
+
+// Connect opens a plain go-zookeeper client to servers, closed when the
+// test ends: the test's own client, which plays the services or inspects
+// the nodes zkgate wrote.
+func Connect(t testing.TB, servers []string, sessionTimeout time.Duration) *zk.Conn {
+	t.Helper()
+	conn, _, err := zk.Connect(servers, sessionTimeout, zk.WithLogInfo(false))
+	if err != nil {
+		t.Fatalf("connecting a test client to %v: %v", servers, err)
+	}
+	t.Cleanup(conn.Close)
+	return conn
 }

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
+
+	"github.com/zkgate/zkgate/internal/testutil"
 )
 
 // client is a go-zookeeper connection whose session-state changes are
@@ -91,22 +93,6 @@ func (c *client) waitState(t *testing.T, want zk.State, d time.Duration) time.Du
 		case <-timer.C:
 			t.Fatalf("client did not reach %v within %v (saw %v)", want, d, seen)
 		}
-	}
-}
-
-// eventually retries f every 50 ms until it succeeds or d passes.
-func eventually(t *testing.T, d time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing after %v: %v", what, d, err)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -193,7 +179,7 @@ func TestEnsembleLeaderFailover(t *testing.T) {
 	t.Logf("new leader %d (was %d) after %v", nl, old, time.Since(start))
 
 	// The client rides over the failover (same session, another server).
-	eventually(t, 10*time.Second, "Set after failover", func() error {
+	testutil.EventuallyNil(t, 10*time.Second, "Set after failover", func() error {
 		_, err := cl.Set("/failover", []byte("v2"), -1)
 		return err
 	})
@@ -239,7 +225,7 @@ func TestRestartStopStartPause(t *testing.T) {
 	}
 	// Same data directory: the node survived. The session survived too,
 	// since the restart took less than the session timeout.
-	eventually(t, 10*time.Second, "Get after restart", func() error {
+	testutil.EventuallyNil(t, 10*time.Second, "Get after restart", func() error {
 		_, _, err := cl.Get("/persist")
 		return err
 	})
@@ -256,7 +242,7 @@ func TestRestartStopStartPause(t *testing.T) {
 	if err := c.StartAll(ctx); err != nil {
 		t.Fatalf("StartAll: %v", err)
 	}
-	eventually(t, 10*time.Second, "Get after StartAll", func() error {
+	testutil.EventuallyNil(t, 10*time.Second, "Get after StartAll", func() error {
 		_, _, err := cl.Get("/persist")
 		return err
 	})
@@ -301,7 +287,7 @@ func TestPartitionerCutAndRestore(t *testing.T) {
 		t.Fatalf("OpenConns after Cut = %d, want 0", n)
 	}
 	// go-zookeeper waits 1 s before it redials the same single server.
-	eventually(t, 5*time.Second, "client redials in vain during the cut", func() error {
+	testutil.EventuallyNil(t, 5*time.Second, "client redials in vain during the cut", func() error {
 		if p.FailedDials() == 0 {
 			return fmt.Errorf("no failed dials yet (dials %d)", p.Dials())
 		}
@@ -339,7 +325,7 @@ func TestPartitionerBlackholeExpiresSession(t *testing.T) {
 		t.Errorf("client noticed the blackhole after %v: too fast for a silent network", took)
 	}
 	// Meanwhile the server stops hearing from the client and expires it.
-	eventually(t, 3*sessionTimeout, "ephemeral removed by session expiry", func() error {
+	testutil.EventuallyNil(t, 3*sessionTimeout, "ephemeral removed by session expiry", func() error {
 		ok, _, err := observer.Exists("/eph")
 		if err == nil && ok {
 			err = errors.New("still exists")
@@ -605,7 +591,7 @@ func TestServersDieWithProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
-	eventually(t, 5*time.Second, "server dies with its harness process", func() error {
+	testutil.EventuallyNil(t, 5*time.Second, "server dies with its harness process", func() error {
 		if alive(pid) {
 			return fmt.Errorf("pid %d still alive", pid)
 		}

@@ -5,17 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/go-zookeeper/zk"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/zkgate/zkgate/internal/testutil"
 	"github.com/zkgate/zkgate/internal/zksession"
+	"github.com/zkgate/zkgate/internal/zktest"
 	"github.com/zkgate/zkgate/internal/zktree"
 )
 
@@ -203,32 +203,10 @@ func mapsEqual(a, b map[string]string) bool {
 // gauge), restricted to label kind=value when kind is not empty.
 func (f *follower) counter(name, kind string) float64 {
 	f.t.Helper()
-	mfs, err := f.reg.Gather()
-	if err != nil {
-		f.t.Fatal(err)
+	if kind == "" {
+		return testutil.MetricValue(f.t, f.reg, name, "", "")
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			match := kind == ""
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == "kind" && lp.GetValue() == kind {
-					match = true
-				}
-			}
-			if !match {
-				continue
-			}
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue()
-			}
-			return m.GetGauge().GetValue()
-		}
-	}
-	f.t.Fatalf("metric %s{kind=%q} not found", name, kind)
-	return 0
+	return testutil.MetricValue(f.t, f.reg, name, "kind", kind)
 }
 
 func (f *follower) divergence() (added, removed, changed float64) {
@@ -253,103 +231,42 @@ func (f *follower) fullResync() {
 	eventually(f.t, "a full re-read", func() bool { return f.resyncs() > before }, nil)
 }
 
+// resyncExpect runs a full re-read (see fullResync) and checks that the
+// groups are then want (unless nil) and that the divergence counted so far
+// is added/removed/changed: 0/0/0 when the watches missed nothing.
+func (f *follower) resyncExpect(want map[string]string, added, removed, changed float64) {
+	f.t.Helper()
+	f.fullResync()
+	if got := f.groups(); want != nil && !mapsEqual(got, want) {
+		f.t.Fatalf("after a full re-read: %v, want %v", got, want)
+	}
+	if a, r, c := f.divergence(); a != added || r != removed || c != changed {
+		f.t.Fatalf("divergence added/removed/changed = %v/%v/%v, want %v/%v/%v", a, r, c, added, removed, changed)
+	}
+}
+
 // eventually polls cond until it holds or waitFor passes; detail, when set,
 // says what was seen last.
 func eventually(t *testing.T, what string, cond func() bool, detail func() string) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
+	testutil.EventuallyNil(t, waitFor, what, func() error {
+		switch {
+		case cond():
+			return nil
+		case detail != nil:
+			return errors.New(detail())
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if detail != nil {
-		t.Fatalf("timed out waiting for %s: %s", what, detail())
-	}
-	t.Fatalf("timed out waiting for %s", what)
+		return errors.New("not yet")
+	})
 }
 
 // writer is a plain client that plays whoever writes the tree.
-type writer struct {
-	t    *testing.T
-	conn *zk.Conn
-}
+type writer struct{ *zktest.Writer }
 
 func newWriter(t *testing.T, servers []string) *writer {
 	t.Helper()
-	conn, _, err := zk.Connect(servers, 5*time.Second, zk.WithLogInfo(false))
-	if err != nil {
-		t.Fatalf("connecting writer: %v", err)
-	}
-	t.Cleanup(conn.Close)
-	return &writer{t: t, conn: conn}
-}
-
-// retry repeats f while the server may be unreachable for a moment.
-func (w *writer) retry(what string, f func() error) {
-	w.t.Helper()
-	var err error
-	for range 100 {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	w.t.Fatalf("%s: %v", what, err)
+	return &writer{zktest.NewWriter(t, servers)}
 }
 
 // put creates p (and its missing parents) with data, or overwrites it.
-func (w *writer) put(p, data string) {
-	w.t.Helper()
-	w.ensure(path.Dir(p))
-	w.retry("put "+p, func() error {
-		_, err := w.conn.Create(p, []byte(data), 0, zk.WorldACL(zk.PermAll))
-		if errors.Is(err, zk.ErrNodeExists) {
-			_, err = w.conn.Set(p, []byte(data), -1)
-		}
-		return err
-	})
-}
-
-// ensure creates p and its missing parents without data.
-func (w *writer) ensure(p string) {
-	w.t.Helper()
-	cur := ""
-	for _, part := range strings.Split(strings.Trim(p, "/"), "/") {
-		if part == "" {
-			continue
-		}
-		cur += "/" + part
-		w.retry("create "+cur, func() error {
-			_, err := w.conn.Create(cur, nil, 0, zk.WorldACL(zk.PermAll))
-			if errors.Is(err, zk.ErrNodeExists) {
-				return nil
-			}
-			return err
-		})
-	}
-}
-
-// remove deletes p and everything under it.
-func (w *writer) remove(p string) {
-	w.t.Helper()
-	var kids []string
-	w.retry("list "+p, func() error {
-		var err error
-		kids, _, err = w.conn.Children(p)
-		if errors.Is(err, zk.ErrNoNode) {
-			return nil
-		}
-		return err
-	})
-	for _, k := range kids {
-		w.remove(path.Join(p, k))
-	}
-	w.retry("delete "+p, func() error {
-		if err := w.conn.Delete(p, -1); err != nil && !errors.Is(err, zk.ErrNoNode) {
-			return err
-		}
-		return nil
-	})
-}
+func (w *writer) put(p, data string) { w.Put(p, []byte(data)) }

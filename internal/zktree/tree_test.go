@@ -25,7 +25,7 @@ import (
 func TestChildrenAppearAndVanish(t *testing.T) {
 	zc := zktest.Start(t)
 	w := newWriter(t, zc.Servers())
-	w.ensure("/tree")
+	w.Ensure("/tree")
 	f := startTree(t, zc.Servers(), "/tree")
 	f.waitGroups("the first, empty snapshot", map[string]string{})
 
@@ -37,26 +37,20 @@ func TestChildrenAppearAndVanish(t *testing.T) {
 	f.waitGroups("a second group", map[string]string{"a": "x=1,y=2", "b": "z=3"})
 
 	// A group without items is followed but left out (Build says so).
-	w.ensure("/tree/c")
+	w.Ensure("/tree/c")
 	w.put("/tree/c/q", "v=4")
 	f.waitGroups("an item in a group created empty", map[string]string{"a": "x=1,y=2", "b": "z=3", "c": "q=4"})
 
-	w.remove("/tree/a/x")
+	w.Remove("/tree/a/x")
 	f.waitGroups("an item removed", map[string]string{"a": "y=2", "b": "z=3", "c": "q=4"})
-	w.remove("/tree/a/y")
+	w.Remove("/tree/a/y")
 	f.waitGroups("the last item of a group removed", map[string]string{"b": "z=3", "c": "q=4"})
-	w.remove("/tree/b")
+	w.Remove("/tree/b")
 	f.waitGroups("a group removed", map[string]string{"c": "q=4"})
 	w.put("/tree/a/x", "v=5")
 	f.waitGroups("an item in a group emptied before", map[string]string{"a": "x=5", "c": "q=4"})
 
-	f.fullResync()
-	if got := f.groups(); !mapsEqual(got, map[string]string{"a": "x=5", "c": "q=4"}) {
-		t.Fatalf("after a full re-read: %v", got)
-	}
-	if a, r, c := f.divergence(); a != 0 || r != 0 || c != 0 {
-		t.Fatalf("divergence added/removed/changed = %v/%v/%v, want 0: the watches missed nothing", a, r, c)
-	}
+	f.resyncExpect(map[string]string{"a": "x=5", "c": "q=4"}, 0, 0, 0)
 }
 
 // Data changes are re-read through the items' data watches; a rewrite
@@ -104,7 +98,7 @@ func TestRootCreatedLate(t *testing.T) {
 		w.put("/late/registry/b/y", "v=2")
 		f.waitGroups("a second group", map[string]string{"a": "x=1", "b": "y=2"})
 
-		w.remove("/late/registry")
+		w.Remove("/late/registry")
 		f.waitGroups("the root deleted", map[string]string{})
 		w.put("/late/registry/c/z", "v=3")
 		f.waitGroups("the root created again", map[string]string{"c": "z=3"})
@@ -119,10 +113,10 @@ func TestRootCreatedLate(t *testing.T) {
 		f.waitGroups("a second item", map[string]string{"": "gw-1=1,gw-2=2"})
 		w.put("/late/gateways/gw-1", "v=3")
 		f.waitGroups("a data change", map[string]string{"": "gw-1=3,gw-2=2"})
-		w.remove("/late/gateways/gw-2")
+		w.Remove("/late/gateways/gw-2")
 		f.waitGroups("an item removed", map[string]string{"": "gw-1=3"})
 
-		w.remove("/late/gateways")
+		w.Remove("/late/gateways")
 		f.waitGroups("the root deleted", map[string]string{})
 		w.put("/late/gateways/gw-3", "v=4")
 		f.waitGroups("the root created again", map[string]string{"": "gw-3=4"})
@@ -183,7 +177,7 @@ func TestMalformedItems(t *testing.T) {
 	f.waitGroups("a fixed item", map[string]string{"a": "good=1", "b": "bad=2"})
 	check("after a fix", 1, 3, 2, 1)
 
-	w.remove("/tree/a/bad")
+	w.Remove("/tree/a/bad")
 	eventually(t, "a removed malformed item to stop counting", func() bool { return f.tree.Snapshot().Malformed == 0 }, nil)
 	check("after the removal", 0, 3, 2, 1)
 	w.put("/tree/a/new", "[]")
@@ -198,7 +192,7 @@ func TestMalformedItems(t *testing.T) {
 func TestSnapshotsImmutableWithIncreasingRevisions(t *testing.T) {
 	zc := zktest.Start(t)
 	w := newWriter(t, zc.Servers())
-	w.ensure("/tree")
+	w.Ensure("/tree")
 	f := startTree(t, zc.Servers(), "/tree")
 
 	type seen struct {
@@ -239,7 +233,7 @@ func TestSnapshotsImmutableWithIncreasingRevisions(t *testing.T) {
 		}
 		f.waitGroups("change "+n, want)
 	}
-	w.remove("/tree/g1")
+	w.Remove("/tree/g1")
 	delete(want, "g1")
 	f.waitGroups("a group removed", want)
 	f.fullResync()
@@ -294,7 +288,7 @@ func TestResyncCountsDivergence(t *testing.T) {
 	dropping.Store(true)
 	w.put("/tree/a/z", "v=3") // added (child event of /tree/a)
 	w.put("/tree/a/x", "v=9") // changed (data event of /tree/a/x)
-	w.remove("/tree/a/y")     // removed (data event of /tree/a/y)
+	w.Remove("/tree/a/y")     // removed (data event of /tree/a/y)
 	w.put("/tree/b/q", "v=5") // added in a new group (child event of /tree)
 	eventually(t, "the watch events to be dropped", func() bool {
 		mu.Lock()
@@ -305,17 +299,9 @@ func TestResyncCountsDivergence(t *testing.T) {
 		t.Fatalf("the tree changed although every event was dropped (%v): the test injects nothing", got)
 	}
 
-	f.fullResync()
-	if got := f.groups(); !mapsEqual(got, map[string]string{"a": "x=9,z=3", "b": "q=5"}) {
-		t.Fatalf("after a full re-read: %v", got)
-	}
-	if a, r, c := f.divergence(); a != 2 || r != 1 || c != 1 {
-		t.Fatalf("divergence added/removed/changed = %v/%v/%v, want 2/1/1", a, r, c)
-	}
-	f.fullResync()
-	if a, r, c := f.divergence(); a != 2 || r != 1 || c != 1 {
-		t.Fatalf("a second re-read with nothing missed counted divergence: %v/%v/%v, want 2/1/1 still", a, r, c)
-	}
+	f.resyncExpect(map[string]string{"a": "x=9,z=3", "b": "q=5"}, 2, 1, 1)
+	// A second re-read with nothing missed counts no divergence.
+	f.resyncExpect(nil, 2, 1, 1)
 }
 
 // A partition longer than the session timeout: the session is lost, the
@@ -350,7 +336,7 @@ func TestSessionLostAndResync(t *testing.T) {
 		t.Fatalf("LastContact moved from %v to %v while partitioned", lc, again)
 	}
 
-	w.remove("/tree/a/x")
+	w.Remove("/tree/a/x")
 	w.put("/tree/a/y", "v=7")
 	w.put("/tree/b/q", "v=5")
 	part.Restore()
@@ -478,7 +464,7 @@ func TestPollingAndBoundedConcurrency(t *testing.T) {
 	f.waitGroups("a full read of 20 groups", want)
 
 	w.put("/tree/g00/new", "v=new")
-	w.remove("/tree/g19")
+	w.Remove("/tree/g19")
 	want["g00"] += ",new=new"
 	delete(want, "g19")
 	f.waitGroups("the next polls to find the changes", want)
@@ -585,7 +571,7 @@ func TestGroupFilter(t *testing.T) {
 	// Changes to groups the tree does not follow publish nothing.
 	w.put("/tree/g05/i0", "v=9")
 	w.put("/tree/g05/new", "v=9")
-	w.remove("/tree/g06")
+	w.Remove("/tree/g06")
 	w.put("/tree/other/x", "v=1")
 	// An accepted group's change after them: once it is published, the
 	// others would have been too.
@@ -602,18 +588,12 @@ func TestGroupFilter(t *testing.T) {
 	f.waitGroups("an accepted group created late", map[string]string{
 		"g03": "i0=7,i1=1,i2=2,i3=3,i4=4", "g07": "i0=0,i1=1,i2=2,i3=3,i4=4", "late": "x=1",
 	})
-	w.remove("/tree/g07")
+	w.Remove("/tree/g07")
 	f.waitGroups("an accepted group removed", map[string]string{
 		"g03": "i0=7,i1=1,i2=2,i3=3,i4=4", "late": "x=1",
 	})
 
-	f.fullResync()
-	if got := f.groups(); !mapsEqual(got, map[string]string{"g03": "i0=7,i1=1,i2=2,i3=3,i4=4", "late": "x=1"}) {
-		t.Fatalf("after a full re-read: %v", got)
-	}
-	if a, r, c := f.divergence(); a != 0 || r != 0 || c != 0 {
-		t.Fatalf("divergence added/removed/changed = %v/%v/%v, want 0", a, r, c)
-	}
+	f.resyncExpect(map[string]string{"g03": "i0=7,i1=1,i2=2,i3=3,i4=4", "late": "x=1"}, 0, 0, 0)
 }
 
 // A deleted item costs one read, the re-listing of its group (which its
@@ -632,7 +612,7 @@ func TestDeletedItemNotReRead(t *testing.T) {
 
 	calls := f.sess.Calls()
 	for i := range n {
-		w.remove(fmt.Sprintf("/tree/a/x%02d", i))
+		w.Remove(fmt.Sprintf("/tree/a/x%02d", i))
 		f.waitGroups("a deletion", map[string]string{"a": build2(n, i+1)})
 		eventually(t, "the group's child watch to be armed again", func() bool { return f.sess.Watches() == n+3-(i+1) }, nil)
 	}
@@ -646,14 +626,11 @@ func TestDeletedItemNotReRead(t *testing.T) {
 	}
 
 	for i := range 30 {
-		w.remove("/tree/a/y")
+		w.Remove("/tree/a/y")
 		w.put("/tree/a/y", fmt.Sprintf("v=%d", i))
 	}
 	f.waitGroups("an item deleted and created again", map[string]string{"a": "y=29"})
-	f.fullResync()
-	if a, r, c := f.divergence(); a != 0 || r != 0 || c != 0 {
-		t.Fatalf("divergence added/removed/changed = %v/%v/%v, want 0", a, r, c)
-	}
+	f.resyncExpect(nil, 0, 0, 0)
 }
 
 // build2 is the group value of items x<deleted>…x<n-1> (v=1) and y (v=2).
@@ -675,7 +652,7 @@ func TestPersistentWatches(t *testing.T) {
 	persistent := func(s *setup) { s.opts.Persistent = true; s.session.SessionTimeout = 10 * time.Second }
 
 	t.Run("changes", func(t *testing.T) {
-		w.ensure("/p1")
+		w.Ensure("/p1")
 		f := startTree(t, zc.Servers(), "/p1", persistent)
 		f.waitGroups("the first, empty snapshot", map[string]string{})
 		if got := f.sess.Watches(); got != 1 {
@@ -697,28 +674,25 @@ func TestPersistentWatches(t *testing.T) {
 			t.Fatalf("a new item cost %d requests, want 1 (its read)", got)
 		}
 		calls = f.sess.Calls()
-		w.remove("/p1/a/n")
+		w.Remove("/p1/a/n")
 		f.waitGroups("an item removed", map[string]string{"a": "x=3,y=2", "b": "z=4"})
 		time.Sleep(50 * time.Millisecond)
 		if got := f.sess.Calls() - calls; got != 0 {
 			t.Fatalf("a deleted item cost %d requests, want 0", got)
 		}
 		for i := range 30 {
-			w.remove("/p1/a/y")
+			w.Remove("/p1/a/y")
 			w.put("/p1/a/y", fmt.Sprintf("v=%d", i))
 		}
 		f.waitGroups("an item deleted and created again", map[string]string{"a": "x=3,y=29", "b": "z=4"})
-		w.remove("/p1/b")
+		w.Remove("/p1/b")
 		f.waitGroups("a group removed", map[string]string{"a": "x=3,y=29"})
-		w.remove("/p1")
+		w.Remove("/p1")
 		f.waitGroups("the root removed", map[string]string{})
 		w.put("/p1/c/q", "v=6")
 		f.waitGroups("the root created again", map[string]string{"c": "q=6"})
 
-		f.fullResync()
-		if a, r, c := f.divergence(); a != 0 || r != 0 || c != 0 {
-			t.Fatalf("divergence added/removed/changed = %v/%v/%v, want 0", a, r, c)
-		}
+		f.resyncExpect(nil, 0, 0, 0)
 		if got := f.sess.Watches(); got != 1 {
 			t.Fatalf("%d watches, want 1", got)
 		}
@@ -743,7 +717,7 @@ func TestPersistentWatches(t *testing.T) {
 		f.waitGroups("an accepted group created late", map[string]string{"a": "x=1,y=2", "late": "z=3"})
 		w.put("/p2/late/z", "v=4")
 		f.waitGroups("a change in it", map[string]string{"a": "x=1,y=2", "late": "z=4"})
-		w.remove("/p2/a")
+		w.Remove("/p2/a")
 		f.waitGroups("a group removed", map[string]string{"late": "z=4"})
 		w.put("/p2/a/q", "v=5")
 		f.waitGroups("the group created again", map[string]string{"a": "q=5", "late": "z=4"})
