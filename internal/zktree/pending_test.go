@@ -17,7 +17,7 @@ import (
 func TestPendingItems(t *testing.T) {
 	zc := zktest.Start(t)
 	w := newWriter(t, zc.Servers())
-	w.ensure("/pend/b") // an item in a group created with it is read as the group is listed
+	w.Ensure("/pend/b") // an item in a group created with it is read as the group is listed
 	w.put("/pend/a/x", "v=1")
 
 	// Parse blocks on a value "hold..." until the test lets it go.
@@ -75,7 +75,7 @@ func TestPendingItems(t *testing.T) {
 
 	// A deletion is applied without a read and never pending.
 	rev := f.tree.Snapshot().Revision
-	w.remove("/pend/b/y")
+	w.Remove("/pend/b/y")
 	eventually(t, "the deletion applied", func() bool { return f.groups()["b"] == "" }, func() string { return fmt.Sprint(f.groups()) })
 	if s := f.tree.Snapshot(); s.Revision != rev+1 || s.Pending != nil {
 		t.Fatalf("after a deletion: revision %d (was %d), pending %v; want one snapshot, nothing pending", s.Revision, rev, s.Pending)
