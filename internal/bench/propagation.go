@@ -23,6 +23,7 @@ import (
 	"github.com/zkgate/zkgate/internal/controller"
 	"github.com/zkgate/zkgate/internal/ctlclient"
 	"github.com/zkgate/zkgate/internal/gatewayd"
+	"github.com/zkgate/zkgate/internal/harness"
 	"github.com/zkgate/zkgate/internal/marks"
 	"github.com/zkgate/zkgate/internal/registry"
 	"github.com/zkgate/zkgate/internal/zksession"
@@ -163,16 +164,11 @@ func RunPropagation(ctx context.Context, opts PropagationOptions) (*PropagationR
 	rep.Tools.ZooKeeper = fmt.Sprintf("Debian zookeeper package, %d-server ensemble on loopback, started by the bench", opts.Ensemble)
 	rep.Tools.Java = toolVersion(ctx, "java", "-version")
 
-	dir := opts.Dir
-	if dir == "" {
-		var err error
-		if dir, err = os.MkdirTemp("", "zkgate-bench-propagation-"); err != nil {
-			return nil, fmt.Errorf("work directory: %w", err)
-		}
-		defer os.RemoveAll(dir)
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("work directory: %w", err)
+	dir, cleanup, err := harness.WorkDir(opts.Dir, "zkgate-bench-propagation-")
+	if err != nil {
+		return nil, err
 	}
+	defer cleanup()
 	compLogFile, err := os.Create(filepath.Join(dir, "components.log"))
 	if err != nil {
 		return nil, fmt.Errorf("components log: %w", err)

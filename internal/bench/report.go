@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/zkgate/zkgate/internal/harness"
 )
 
 // Target names.
@@ -530,17 +530,7 @@ func signedMicros(us float64) string {
 }
 
 // thousands formats a rate with thousands separators.
-func thousands(x float64) string {
-	s := strconv.FormatInt(int64(math.Round(x)), 10)
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
-}
+func thousands(x float64) string { return harness.Thousands(int64(math.Round(x))) }
 
 func humanBytes(n int64) string {
 	if n <= 0 {
@@ -553,47 +543,10 @@ func humanBytes(n int64) string {
 // creating its directory.
 func (r *ProxyReport) WriteJSON(path string) error { return writeJSONFile(path, r) }
 
-// readMachine describes this machine from /proc (fields stay empty where
-// /proc is missing).
+// readMachine describes this machine (see [harness.ReadHost]).
 func readMachine() Machine {
-	m := Machine{NProc: runtime.NumCPU(), OS: runtime.GOOS, Arch: runtime.GOARCH, GoVersion: runtime.Version()}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		m.CPUModel = cpuModel(string(b))
-	}
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		m.MemTotal = memTotal(string(b))
-	}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.Kernel = strings.TrimSpace(string(b))
-	}
-	return m
-}
-
-// cpuModel returns the first "model name" of /proc/cpuinfo.
-func cpuModel(cpuinfo string) string {
-	sc := bufio.NewScanner(strings.NewReader(cpuinfo))
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
-
-// memTotal returns MemTotal of /proc/meminfo in bytes.
-func memTotal(meminfo string) int64 {
-	sc := bufio.NewScanner(strings.NewReader(meminfo))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) >= 2 && f[0] == "MemTotal:" {
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			if err == nil {
-				return kb * 1024
-			}
-		}
-	}
-	return 0
+	h := harness.ReadHost()
+	return Machine{NProc: h.CPUs, CPUModel: h.CPUModel, MemTotal: h.MemBytes, Kernel: h.Kernel, OS: h.OS, Arch: h.Arch, GoVersion: h.GoVersion}
 }
 
 // promValues reads unlabelled samples of the named metrics from a

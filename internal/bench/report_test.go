@@ -133,16 +133,6 @@ func TestFormatting(t *testing.T) {
 	}
 }
 
-func TestMachineParsing(t *testing.T) {
-	cpuinfo := "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n\nprocessor\t: 1\nmodel name\t: AMD EPYC 7B13\n"
-	if got := cpuModel(cpuinfo); got != "AMD EPYC 7B13" {
-		t.Errorf("cpuModel = %q", got)
-	}
-	if got := memTotal("MemTotal:       24684084 kB\nMemFree: 1 kB\n"); got != 24684084*1024 {
-		t.Errorf("memTotal = %d", got)
-	}
-}
-
 func TestPromValues(t *testing.T) {
 	text := "# HELP go_memstats_mallocs_total Total number of mallocs.\n# TYPE go_memstats_mallocs_total counter\n" +
 		"go_memstats_mallocs_total 1.234e+06\ngo_gc_duration_seconds{quantile=\"0.5\"} 0.0001\ngo_gc_duration_seconds_count 42\n"

@@ -16,8 +16,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/zkgate/zkgate/internal/nginxconf"
 )
 
 func TestPlanMix(t *testing.T) {
@@ -346,44 +344,6 @@ func TestParseModes(t *testing.T) {
 		if _, err := ParseModes(bad); err == nil {
 			t.Errorf("ParseModes(%q): no error", bad)
 		}
-	}
-}
-
-func TestRenderNginxConf(t *testing.T) {
-	conf, err := renderNginxConf(nginxConfig{Dir: "/tmp/x", Listen: "127.0.0.1:9", Backends: []string{"127.0.0.1:1", "127.0.0.1:2"}, Prefix: "/demo/", Modules: nginxconf.Modules{UWSGI: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"server 127.0.0.1:1;", "server 127.0.0.1:2;", "listen 127.0.0.1:9;", "location /demo/ {", "proxy_pass http://demo_backends/;", "proxy_next_upstream error timeout;", "master_process off;", "uwsgi_temp_path /tmp/x/uwsgi;"} {
-		if !strings.Contains(conf, want) {
-			t.Errorf("nginx.conf lacks %q:\n%s", want, conf)
-		}
-	}
-	if strings.Contains(conf, "fastcgi_temp_path") {
-		t.Error("fastcgi_temp_path named for a binary without the module")
-	}
-	if _, err := renderNginxConf(nginxConfig{Dir: "/tmp/x", Listen: "127.0.0.1:9", Prefix: "/demo/"}); err == nil {
-		t.Error("no backends: no error")
-	}
-}
-
-func TestFirstLineWriter(t *testing.T) {
-	f, err := os.Create(filepath.Join(t.TempDir(), "log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	ch := make(chan string, 1)
-	w := &firstLineWriter{ch: ch, rest: f}
-	io.WriteString(w, "127.0.0.1:")
-	io.WriteString(w, "2000\nmore\n")
-	io.WriteString(w, "and more\n")
-	if got := <-ch; got != "127.0.0.1:2000" {
-		t.Errorf("first line %q", got)
-	}
-	b, _ := os.ReadFile(f.Name())
-	if string(b) != "more\nand more\n" {
-		t.Errorf("rest %q", b)
 	}
 }
 
