@@ -149,8 +149,7 @@ func RunPropagation(ctx context.Context, opts PropagationOptions) (*PropagationR
 	}
 	log := opts.Logger
 	rep := &PropagationReport{
-		Schema: PropagationReportSchema, Date: time.Now(), Command: opts.Command, Version: opts.Version,
-		Machine: readMachine(),
+		RunHeader: newRunHeader(PropagationReportSchema, opts.Command, opts.Version),
 		Setup: PropagationSetup{
 			Gateways: opts.Gateways, Drains: opts.Drains, WarmupText: opts.Warmup.String(), Ensemble: opts.Ensemble,
 			Instances: opts.Instances, PauseText: opts.Pause.String(), DrainTimeoutText: opts.DrainTimeout.String(),

@@ -84,7 +84,7 @@ func sample(cycle int, drainAll, confirmed float64, status string) DrainSample {
 }
 
 func TestPropagationSummarize(t *testing.T) {
-	r := &PropagationReport{Schema: PropagationReportSchema, GatewayIDs: []string{"gw-1", "gw-2"}, Setup: PropagationSetup{Gateways: 10},
+	r := &PropagationReport{RunHeader: RunHeader{Schema: PropagationReportSchema}, GatewayIDs: []string{"gw-1", "gw-2"}, Setup: PropagationSetup{Gateways: 10},
 		ZooKeeper: &ZooKeeperActivity{Transactions: 1400, TransactionsPerCycle: 14, GatewayRequestsPerCycle: 3.5, GatewayWatches: 9}}
 	for i := 1; i <= 100; i++ {
 		r.Samples = append(r.Samples, sample(i, float64(i)/10, float64(i)/2, ctlclient.StatusDrained))

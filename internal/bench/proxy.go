@@ -174,8 +174,7 @@ func RunProxy(ctx context.Context, opts ProxyOptions) (*ProxyReport, error) {
 	}
 	log := opts.Logger
 	rep := &ProxyReport{
-		Schema: ProxyReportSchema, Date: time.Now(), Command: opts.Command, Version: opts.Version,
-		Machine: readMachine(),
+		RunHeader: newRunHeader(ProxyReportSchema, opts.Command, opts.Version),
 		Setup: Setup{
 			Load: opts.Load, DurationText: opts.Load.Duration.String(), WarmupText: opts.Warmup.String(), TimeoutText: opts.Load.Timeout.String(),
 			Rounds: opts.Rounds, BodyBytes: opts.BodySize, NginxWorkers: opts.NginxWorkers,

@@ -164,8 +164,7 @@ func RunRegistry(ctx context.Context, opts RegistryOptions) (*RegistryReport, er
 	log := opts.Logger
 	l := layout{services: opts.Services, instances: opts.Instances}
 	rep := &RegistryReport{
-		Schema: RegistryReportSchema, Date: time.Now(), Command: opts.Command, Version: opts.Version,
-		Machine: readMachine(),
+		RunHeader: newRunHeader(RegistryReportSchema, opts.Command, opts.Version),
 		Setup: RegistrySetup{
 			Services: opts.Services, Instances: opts.Instances, ColdStarts: opts.ColdStarts, Changes: opts.Changes,
 			PauseText: opts.Pause.String(), PollText: opts.Poll.String(), SettleText: opts.Settle.String(),

@@ -88,7 +88,7 @@ func TestVerifyChange(t *testing.T) {
 }
 
 func TestRegistrySummarize(t *testing.T) {
-	r := &RegistryReport{Schema: RegistryReportSchema, Setup: RegistrySetup{Services: 10, Instances: 100, SettleText: "5s", PollText: "250µs"}}
+	r := &RegistryReport{RunHeader: RunHeader{Schema: RegistryReportSchema}, Setup: RegistrySetup{Services: 10, Instances: 100, SettleText: "5s", PollText: "250µs"}}
 	r.ColdStarts = []ColdStart{
 		{Run: 1, ReadyMS: 4000, PeakRSSBytes: 150 << 20, Revision: 1, LoadVerified: true, CPU: &StartCPU{GatewaySec: 1.5}},
 		{Run: 2, ReadyMS: 2000, PeakRSSBytes: 210 << 20, Revision: 1, LoadVerified: true},

@@ -91,7 +91,7 @@ func TestFailed(t *testing.T) {
 }
 
 func TestWriteJSON(t *testing.T) {
-	r := &ProxyReport{Schema: ProxyReportSchema, Date: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC), Runs: []TargetResult{run(TargetDirect, 1, 1000, 100)}}
+	r := &ProxyReport{RunHeader: RunHeader{Schema: ProxyReportSchema, Date: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}, Runs: []TargetResult{run(TargetDirect, 1, 1000, 100)}}
 	r.summarize()
 	path := filepath.Join(t.TempDir(), "sub", "proxy.json")
 	if err := r.WriteJSON(path); err != nil {
