@@ -38,31 +38,9 @@ var AllFaults = []string{
 // ParseFaults reads a comma-separated fault list; the result keeps the
 // suite's order and has no duplicates.
 func ParseFaults(s string) ([]string, error) {
-	want := map[string]bool{}
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		known := false
-		for _, a := range AllFaults {
-			known = known || a == f
-		}
-		if !known {
-			return nil, fmt.Errorf("unknown fault %q (known: %s)", f, strings.Join(AllFaults, ", "))
-		}
-		want[f] = true
-	}
-	var out []string
-	for _, a := range AllFaults {
-		if want[a] {
-			out = append(out, a)
-		}
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no fault selected")
-	}
-	return out, nil
+	return harness.ParseList(s, AllFaults, nil, func(f string) error {
+		return fmt.Errorf("unknown fault %q (known: %s)", f, strings.Join(AllFaults, ", "))
+	}, errors.New("no fault selected"))
 }
 
 // FaultsOptions configure [RunFaults]. Zero values take the documented
@@ -93,27 +71,10 @@ type FaultsOptions struct {
 }
 
 func (o *FaultsOptions) defaults() error {
-	if o.Faults == nil {
-		o.Faults = AllFaults
-	}
-	if o.Gateways == 0 {
-		o.Gateways = 3
-	}
-	if o.Backends == 0 {
-		o.Backends = 3
-	}
-	if o.Rate == 0 {
-		o.Rate = 200
-	}
-	if o.SessionTimeout == 0 {
-		o.SessionTimeout = 4 * time.Second
-	}
-	if o.Outage == 0 {
-		o.Outage = 15 * time.Second
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
+	withDefaults(o, FaultsOptions{
+		Faults: AllFaults, Gateways: 3, Backends: 3, Rate: 200, SessionTimeout: 4 * time.Second, Outage: 15 * time.Second,
+		Logger: discardLogger(),
+	})
 	switch {
 	case o.Binary == "":
 		return errors.New("no zkgate binary")

@@ -84,33 +84,10 @@ type PropagationOptions struct {
 }
 
 func (o *PropagationOptions) defaults() error {
-	if o.Gateways == 0 {
-		o.Gateways = 10
-	}
-	if o.Drains == 0 {
-		o.Drains = 200
-	}
-	if o.Warmup == 0 {
-		o.Warmup = 20 * time.Second
-	}
-	if o.Ensemble == 0 {
-		o.Ensemble = 3
-	}
-	if o.Instances == 0 {
-		o.Instances = 3
-	}
-	if o.Pause == 0 {
-		o.Pause = 10 * time.Millisecond
-	}
-	if o.DrainTimeout == 0 {
-		o.DrainTimeout = 10 * time.Second
-	}
-	if o.SessionTimeout == 0 {
-		o.SessionTimeout = 10 * time.Second
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
+	withDefaults(o, PropagationOptions{
+		Gateways: 10, Drains: 200, Warmup: 20 * time.Second, Ensemble: 3, Instances: 3, Pause: 10 * time.Millisecond,
+		DrainTimeout: 10 * time.Second, SessionTimeout: 10 * time.Second, Logger: discardLogger(),
+	})
 	switch {
 	case o.Gateways < 1 || o.Gateways > 100:
 		return errors.New("--gateways must be between 1 and 100")

@@ -96,30 +96,10 @@ func (o *ProxyOptions) defaults() error {
 	if o.Binary == "" {
 		return errors.New("the zkgate binary is not set")
 	}
-	if o.Load.Threads == 0 {
-		o.Load.Threads = 2
-	}
-	if o.Load.Connections == 0 {
-		o.Load.Connections = 64
-	}
-	if o.Load.Duration == 0 {
-		o.Load.Duration = 10 * time.Second
-	}
-	if o.Load.Timeout == 0 {
-		o.Load.Timeout = 2 * time.Second
-	}
-	if o.Rounds == 0 {
-		o.Rounds = 1
-	}
-	if o.BodySize == 0 {
-		o.BodySize = 64
-	}
-	if o.NginxWorkers == "" {
-		o.NginxWorkers = "auto"
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
+	withDefaults(o, ProxyOptions{
+		Load:   Load{Threads: 2, Connections: 64, Duration: 10 * time.Second, Timeout: 2 * time.Second},
+		Rounds: 1, BodySize: 64, NginxWorkers: "auto", Logger: discardLogger(),
+	})
 	if len(o.Scenarios) == 0 {
 		o.Scenarios = AllScenarios
 	}

@@ -84,42 +84,10 @@ func (o *RegistryOptions) defaults() error {
 	if o.Binary == "" {
 		return errors.New("the zkgate binary is not set")
 	}
-	if o.Services == 0 {
-		o.Services = 10000
-	}
-	if o.Instances == 0 {
-		o.Instances = 100000
-	}
-	if o.Routes == 0 {
-		o.Routes = 10
-	}
-	if o.ColdStarts == 0 {
-		o.ColdStarts = 3
-	}
-	if o.Changes == 0 {
-		o.Changes = 300
-	}
-	if o.Pause == 0 {
-		o.Pause = 20 * time.Millisecond
-	}
-	if o.Poll == 0 {
-		o.Poll = 250 * time.Microsecond
-	}
-	if o.Settle == 0 {
-		o.Settle = 5 * time.Second
-	}
-	if o.Batch == 0 {
-		o.Batch = 500
-	}
-	if o.Writers == 0 {
-		o.Writers = 8
-	}
-	if o.ZKHeap == "" {
-		o.ZKHeap = "1g"
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
+	withDefaults(o, RegistryOptions{
+		Services: 10000, Instances: 100000, Routes: 10, ColdStarts: 3, Changes: 300, Pause: 20 * time.Millisecond,
+		Poll: 250 * time.Microsecond, Settle: 5 * time.Second, Batch: 500, Writers: 8, ZKHeap: "1g", Logger: discardLogger(),
+	})
 	switch {
 	case o.Services < 1 || o.Services > 65536:
 		return errors.New("--services must be between 1 and 65536")
