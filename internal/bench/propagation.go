@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -196,11 +195,11 @@ func RunPropagation(ctx context.Context, opts PropagationOptions) (*PropagationR
 	rep.Setup.WarmupCycles = c
 	log.Info("warm-up done; measuring", "warmup_cycles", c, "drains", opts.Drains)
 	if opts.CPUProfile != "" {
-		stop, err := startCPUProfile(opts.CPUProfile)
+		prof, err := harness.StartCPUProfile(opts.CPUProfile)
 		if err != nil {
 			return nil, err
 		}
-		defer stop()
+		defer prof.Stop()
 	}
 	cpu0, start, zk0, calls0 := e.cpuNow(), time.Now(), e.zkCounters(ctx), e.gatewayCalls()
 	for n := range opts.Drains {
@@ -333,29 +332,6 @@ func zkActivity(a, b zkCount, cycles int, cpu *RunCPU) *ZooKeeperActivity {
 		z.CPUPerRequestUS = round1(cpu.ZooKeeperSec * 1e6 / float64(z.Requests))
 	}
 	return z
-}
-
-// startCPUProfile profiles this process into path until the returned
-// function is called.
-func startCPUProfile(path string) (func(), error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("CPU profile: %w", err)
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, fmt.Errorf("CPU profile: %w", err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("CPU profile: %w", err)
-	}
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			pprof.StopCPUProfile()
-			f.Close()
-		})
-	}, nil
 }
 
 // propEnv is a running propagation setup.

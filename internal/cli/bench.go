@@ -15,10 +15,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/zkgate/zkgate/internal/bench"
+	"github.com/zkgate/zkgate/internal/harness"
 	"github.com/zkgate/zkgate/internal/version"
 )
 
@@ -437,40 +437,41 @@ func commandLine(prefix string, args []string) string {
 	return strings.Join(parts, " ")
 }
 
-// runBenchBackend is the hidden `zkgate bench backend`: the proxy
-// benchmark's backend, a separate process so it never shares the Go
-// runtime with the gateway.
-func runBenchBackend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	const name = "bench backend"
+// runBenchHelper runs a hidden helper process of the proxy benchmark,
+// which serves on --listen (default: a free loopback port) and prints
+// its address: flags defines its other flags and returns what serves.
+func runBenchHelper(name string, args []string, stderr io.Writer, flags func(fs *flag.FlagSet) func(listen string) error) int {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:0", "listen address")
-	size := fs.Int("size", 64, "response body size in bytes")
+	serve := flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return flagExit(err)
 	}
-	if err := bench.RunBackend(ctx, *listen, *size, stdout); err != nil {
+	if err := serve(*listen); err != nil {
 		return fail(stderr, name, err)
 	}
 	return 0
 }
 
+// runBenchBackend is the hidden `zkgate bench backend`: the proxy
+// benchmark's backend, a separate process so it never shares the Go
+// runtime with the gateway.
+func runBenchBackend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runBenchHelper("bench backend", args, stderr, func(fs *flag.FlagSet) func(string) error {
+		size := fs.Int("size", 64, "response body size in bytes")
+		return func(listen string) error { return bench.RunBackend(ctx, listen, *size, stdout) }
+	})
+}
+
 // runBenchBareProxy is the hidden `zkgate bench bareproxy`: the
 // reference proxy (a bare httputil.ReverseProxy to one backend).
 func runBenchBareProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	const name = "bench bareproxy"
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	listen := fs.String("listen", "127.0.0.1:0", "listen address")
-	backend := fs.String("backend", "", "backend host:port")
-	prefix := fs.String("prefix", "/bench/", "path prefix to strip")
-	if err := fs.Parse(args); err != nil {
-		return flagExit(err)
-	}
-	if err := bench.RunBareProxy(ctx, *listen, *backend, *prefix, stdout); err != nil {
-		return fail(stderr, name, err)
-	}
-	return 0
+	return runBenchHelper("bench bareproxy", args, stderr, func(fs *flag.FlagSet) func(string) error {
+		backend := fs.String("backend", "", "backend host:port")
+		prefix := fs.String("prefix", "/bench/", "path prefix to strip")
+		return func(listen string) error { return bench.RunBareProxy(ctx, listen, *backend, *prefix, stdout) }
+	})
 }
 
 // runBenchGateway is the hidden `zkgate bench gateway --pprof ADDR --
@@ -489,12 +490,14 @@ func runBenchGateway(ctx context.Context, args []string, stdout, stderr io.Write
 	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
 		return fail(stderr, name, fmt.Errorf("--pprof: %q is not a loopback host:port", *addr))
 	}
-	var sp *startupProfile
+	// The registry benchmark's cold start: profiled from the process
+	// start.
+	var sp *harness.CPUProfile
 	if *startup != "" {
-		if sp, err = startStartupProfile(*startup); err != nil {
-			return fail(stderr, name, err)
+		if sp, err = harness.StartCPUProfile(*startup); err != nil {
+			return fail(stderr, name, fmt.Errorf("--startup-cpuprofile: %w", err))
 		}
-		defer sp.stop()
+		defer sp.Stop()
 	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
@@ -506,51 +509,18 @@ func runBenchGateway(ctx context.Context, args []string, stdout, stderr io.Write
 	return RunGateway(ctx, fs.Args(), stdout, stderr)
 }
 
-// startupProfile is a CPU profile taken from the process start (the
-// registry benchmark's cold start).
-type startupProfile struct {
-	mu   sync.Mutex
-	f    *os.File
-	err  error
-	done bool
-}
-
-func startStartupProfile(path string) (*startupProfile, error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, fmt.Errorf("--startup-cpuprofile: %w", err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("--startup-cpuprofile: %w", err)
-	}
-	return &startupProfile{f: f}, nil
-}
-
-// stop ends the profile and writes it out (once).
-func (p *startupProfile) stop() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.done {
-		p.done = true
-		pprof.StopCPUProfile()
-		p.err = p.f.Close()
-	}
-	return p.err
-}
-
 // profileHandler serves CPU and runtime profiles in pprof's format
 // without net/http/pprof (which registers itself on the default mux).
 // /debug/pprof/heap?gc=1 collects garbage first; with a startup profile,
 // /debug/pprof/startup/stop ends it.
-func profileHandler(startup *startupProfile) http.Handler {
+func profileHandler(startup *harness.CPUProfile) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /debug/pprof/startup/stop", func(w http.ResponseWriter, r *http.Request) {
 		if startup == nil {
 			http.Error(w, "no startup profile (--startup-cpuprofile)", http.StatusNotFound)
 			return
 		}
-		if err := startup.stop(); err != nil {
+		if err := startup.Stop(); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
