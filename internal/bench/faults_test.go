@@ -8,13 +8,12 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/zkgate/zkgate/internal/harness/harnesstest"
 	"github.com/zkgate/zkgate/internal/samplebackend"
 	"github.com/zkgate/zkgate/internal/zktest"
 )
@@ -137,7 +136,7 @@ func TestFaultSuiteEndToEnd(t *testing.T) {
 		t.Skip("starts a ZooKeeper ensemble and 8 zkgate processes")
 	}
 	zktest.RequireZooKeeper(t)
-	bin := buildZkgate(t)
+	bin := harnesstest.BuildZkgate(t)
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -186,20 +185,4 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
-}
-
-// buildZkgate builds the zkgate binary the processes run as (the test
-// binary is not zkgate).
-func buildZkgate(t *testing.T) string {
-	t.Helper()
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		goBin = "go"
-	}
-	bin := filepath.Join(t.TempDir(), "zkgate")
-	cmd := exec.Command(goBin, "build", "-o", bin, "github.com/zkgate/zkgate/cmd/zkgate")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
 }

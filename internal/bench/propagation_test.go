@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/ctlclient"
+	"github.com/zkgate/zkgate/internal/harness/harnesstest"
 	"github.com/zkgate/zkgate/internal/marks"
 )
 
@@ -134,20 +134,12 @@ func TestPropagationSummarize(t *testing.T) {
 		t.Errorf("targets met with a 50ms propagation and a timed-out drain: %+v", r.Targets)
 	}
 
-	var b bytes.Buffer
-	if err := r.WriteTable(&b); err != nil {
-		t.Fatal(err)
-	}
-	out := b.String()
-	for _, want := range []string{
+	out := harnesstest.Table(t, r)
+	harnesstest.Contains(t, "table", out,
 		"every gateway applied the mark", "API answered \"drained\" (confirmed)", "gw-2",
 		"drain → every gateway applied the mark, p99: 50.00ms (target ≤ 10ms) — MISSED",
 		"note: 2 of 102 drains were not confirmed",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("table lacks %q:\n%s", want, out)
-		}
-	}
+	)
 
 	path := filepath.Join(t.TempDir(), "p.json")
 	if err := r.WriteJSON(path); err != nil {

@@ -1,9 +1,9 @@
 package bench
 
 import (
-	"bytes"
-	"strings"
 	"testing"
+
+	"github.com/zkgate/zkgate/internal/harness/harnesstest"
 )
 
 func TestLayout(t *testing.T) {
@@ -132,19 +132,11 @@ func TestRegistrySummarize(t *testing.T) {
 	if r.Failed() {
 		t.Error("Failed with every load verified")
 	}
-	var b bytes.Buffer
-	if err := r.WriteTable(&b); err != nil {
-		t.Fatal(err)
-	}
-	out := b.String()
-	for _, want := range []string{
+	out := harnesstest.Table(t, r)
+	harnesstest.Contains(t, "table", out,
 		"cold start 3: registry revision 2 at ready", "delete 1 of 33", "1.50s", "a change to a routed service applied, p99: 11.00ms (target ≤ 10ms) — MISSED",
 		"data an instance", "not published (not followed)",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("table lacks %q:\n%s", want, out)
-		}
-	}
+	)
 	r.ColdStarts[0].LoadVerified = false
 	if !r.Failed() {
 		t.Error("not Failed with a cold start that did not show the full load")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/config"
+	"github.com/zkgate/zkgate/internal/harness/harnesstest"
 )
 
 func run(name string, round int, rps, p50 float64) TargetResult {
@@ -61,17 +62,9 @@ func TestSummarizeWithoutNginx(t *testing.T) {
 	if r.Ratios.GatewayNginx != 0 || r.Ratios.GatewayDirect != 0.5 || r.Ratios.PerRound != nil {
 		t.Errorf("ratios %+v", r.Ratios)
 	}
-	var b bytes.Buffer
 	r.Notes = []string{"nginx target skipped: nginx is not installed"}
-	if err := r.WriteTable(&b); err != nil {
-		t.Fatal(err)
-	}
-	out := b.String()
-	for _, want := range []string{"gateway/direct 0.50×", "note: nginx target skipped", "+200µs"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("table lacks %q:\n%s", want, out)
-		}
-	}
+	out := harnesstest.Table(t, r)
+	harnesstest.Contains(t, "table", out, "gateway/direct 0.50×", "note: nginx target skipped", "+200µs")
 	if strings.Contains(out, "gateway/nginx") {
 		t.Errorf("table has a gateway/nginx ratio without nginx:\n%s", out)
 	}
@@ -334,12 +327,8 @@ func TestSummarizeScenarios(t *testing.T) {
 		}
 	}
 
-	var b bytes.Buffer
-	if err := r.WriteTable(&b); err != nil {
-		t.Fatal(err)
-	}
-	out := b.String()
-	for _, want := range []string{
+	out := harnesstest.Table(t, r)
+	harnesstest.Contains(t, "table", out,
 		"gateway configuration: balancer=round_robin\n",
 		"\nget: GET, 64-byte response, wrk -t2 -c64\n",
 		"\npost4k: POST with a 4 KiB body, 64-byte response, wrk -t2 -c64\n",
@@ -357,11 +346,7 @@ func TestSummarizeScenarios(t *testing.T) {
 		"ratios (req/s):  gateway/nginx 0.66×  gateway/direct 0.37×  nginx/direct 0.56×; CPU per request gateway/nginx 2.50×\n",
 		"  gateway allocations per request ≤ 10 (get): 72.0 (7,100 bytes) — not met\n",
 		"  added p50 at one connection ≤ nginx's (latency1): +68µs vs nginx +81µs — met\n",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("table lacks %q:\n%s", want, out)
-		}
-	}
+	)
 	// The gateway's row has its allocations; one round shows no per-round
 	// line.
 	if !regexp.MustCompile(`(?m)^ +gateway +33,000 .* 50\.0µs +20\.0µs +10\.0µs +0% +72\.0 +7,100$`).MatchString(out) {
@@ -413,19 +398,11 @@ func TestChecksUnmeasured(t *testing.T) {
 			t.Errorf("%s: %+v, want unmeasured", c.What, c)
 		}
 	}
-	var b bytes.Buffer
-	if err := r.WriteTable(&b); err != nil {
-		t.Fatal(err)
-	}
-	out := b.String()
-	for _, want := range []string{
+	out := harnesstest.Table(t, r)
+	harnesstest.Contains(t, "table", out,
 		"default GET throughput ≥ 1.0× nginx's req/s (get): not measured, scenario get not run\n",
 		"added p50 at one connection ≤ nginx's (latency1): not measured, no direct, gateway and nginx runs to compare\n",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("table lacks %q:\n%s", want, out)
-		}
-	}
+	)
 	if strings.Contains(out, "gateway/nginx") {
 		t.Errorf("table has a gateway/nginx ratio without nginx:\n%s", out)
 	}

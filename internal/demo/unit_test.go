@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/zkgate/zkgate/internal/harness/harnesstest"
 )
 
 func TestPlanMix(t *testing.T) {
@@ -222,12 +224,8 @@ func sampleReport() *Report {
 }
 
 func TestWriteTable(t *testing.T) {
-	var b bytes.Buffer
-	if err := sampleReport().WriteTable(&b); err != nil {
-		t.Fatal(err)
-	}
-	out := b.String()
-	for _, want := range []string{
+	out := harnesstest.Table(t, sampleReport())
+	harnesstest.Contains(t, "table", out,
 		"2026-11-25 10:00 UTC",
 		"linux/amd64, 2 CPUs (AMD EPYC), 23.5 GB RAM, kernel 6.1",
 		"400 req/s, 70% GET / 30% POST",
@@ -236,11 +234,7 @@ func TestWriteTable(t *testing.T) {
 		"--quick",
 		"nginx:  skipped: nginx is not installed",
 		"(1 s before the first restart to 1 s after the last)",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("table lacks %q:\n%s", want, out)
-		}
-	}
+	)
 	if strings.Contains(out, "sleeps") {
 		t.Errorf("the notes mention the sleep mode, which did not run:\n%s", out)
 	}
@@ -356,16 +350,12 @@ func TestProgressPlain(t *testing.T) {
 	io.WriteString(p.lineWriter(), "rollout line one\nrollout ")
 	p.endMode("done")
 	out := b.String()
-	for _, want := range []string{
+	harnesstest.Contains(t, "progress", out,
 		"watch: [2/4] killing and restarting 127.0.0.1:2\n",
 		"watch: [2/4] 127.0.0.1:2 back in service after 0.25 s (1,234 requests, 5 failed so far)\n",
 		"watch: rollout line one\n",
 		"watch: done\n",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("progress lacks %q:\n%s", want, out)
-		}
-	}
+	)
 	if strings.Contains(out, "\r") || strings.Contains(out, "\x1b") {
 		t.Errorf("plain progress has terminal controls: %q", out)
 	}

@@ -1,0 +1,52 @@
+// Package harnesstest helps the tests of what uses the harness: the
+// benchmarks' and the demo's end-to-end tests.
+package harnesstest
+
+import (
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// BuildZkgate builds the zkgate binary (cmd/zkgate) into a temporary
+// directory of t and returns its path: the processes a benchmark or the
+// demo starts run it, and a test binary is not zkgate. The test fails
+// when the build does.
+func BuildZkgate(t testing.TB) string {
+	t.Helper()
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goBin); err != nil {
+		goBin = "go"
+	}
+	bin := filepath.Join(t.TempDir(), "zkgate")
+	cmd := exec.Command(goBin, "build", "-o", bin, "github.com/zkgate/zkgate/cmd/zkgate")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// Table returns what report's WriteTable writes; t fails when it fails.
+func Table(t testing.TB, report interface{ WriteTable(io.Writer) error }) string {
+	t.Helper()
+	var b strings.Builder
+	if err := report.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// Contains fails t, without stopping it, for each of want that out (a
+// table, a help text, …, called what) lacks.
+func Contains(t testing.TB, what, out string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("%s lacks %q:\n%s", what, w, out)
+		}
+	}
+}
