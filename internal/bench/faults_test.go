@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -166,14 +165,7 @@ func TestFaultSuiteEndToEnd(t *testing.T) {
 	if rep.Failed() {
 		t.Error("the report says a check failed")
 	}
-	path := filepath.Join(dir, "out.json")
-	if err := rep.WriteJSON(path); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := harnesstest.JSONFile(t, rep, filepath.Join(dir, "out.json"))
 	var back map[string]any
 	if err := json.Unmarshal(data, &back); err != nil || back["schema"] != FaultsReportSchema {
 		t.Errorf("JSON schema %v (%v)", back["schema"], err)

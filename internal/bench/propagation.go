@@ -377,19 +377,33 @@ func (e *propEnv) config(gatewayID, token string) (*config.Config, error) {
 	return cfg, nil
 }
 
+// connect opens a ZooKeeper session of the bench itself and waits (at
+// most readyTimeout) until it is connected; errors start with what. On
+// error the session is closed.
+func (e *propEnv) connect(ctx context.Context, what string) (*zksession.Session, error) {
+	sess, err := zksession.Connect(zksession.Config{Servers: e.zk.Servers(), SessionTimeout: e.opts.SessionTimeout, Logger: e.compLog})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	if err := sess.WaitConnected(cctx); err != nil {
+		sess.Close()
+		return nil, fmt.Errorf("%s: connecting to ZooKeeper: %w", what, err)
+	}
+	return sess, nil
+}
+
 // startInstances starts the idle backends and registers them as ephemeral
 // Curator nodes.
 func (e *propEnv) startInstances(ctx context.Context) error {
-	sess, err := zksession.Connect(zksession.Config{Servers: e.zk.Servers(), SessionTimeout: e.opts.SessionTimeout, Logger: e.compLog})
+	sess, err := e.connect(ctx, "registering instances")
 	if err != nil {
-		return fmt.Errorf("registering instances: %w", err)
+		return err
 	}
 	e.regSess = sess
 	cctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	if err := sess.WaitConnected(cctx); err != nil {
-		return fmt.Errorf("registering instances: connecting to ZooKeeper: %w", err)
-	}
 	dir := registryRoot + "/" + propService
 	if err := sess.EnsurePath(cctx, dir, nil); err != nil {
 		return fmt.Errorf("registering instances: %w", err)
@@ -527,16 +541,11 @@ func (e *propEnv) notReady(ctx context.Context, hc *http.Client) string {
 // node: when its watch fires is when ZooKeeper told a client of the write,
 // which splits the propagation into "controller + ZooKeeper" and "gateway".
 func (e *propEnv) startObserver(ctx context.Context) error {
-	sess, err := zksession.Connect(zksession.Config{Servers: e.zk.Servers(), SessionTimeout: e.opts.SessionTimeout, Logger: e.compLog})
+	sess, err := e.connect(ctx, "observer")
 	if err != nil {
-		return fmt.Errorf("observer: %w", err)
+		return err
 	}
 	e.observer = sess
-	cctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
-	if err := sess.WaitConnected(cctx); err != nil {
-		return fmt.Errorf("observer: connecting to ZooKeeper: %w", err)
-	}
 	e.obsHints = sess.Hints(marks.Dir(config.DefaultZKRoot))
 	e.obsDone = make(chan struct{})
 	go func() {

@@ -3,8 +3,6 @@ package bench
 import (
 	"context"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -141,16 +139,8 @@ func TestPropagationSummarize(t *testing.T) {
 		"note: 2 of 102 drains were not confirmed",
 	)
 
-	path := filepath.Join(t.TempDir(), "p.json")
-	if err := r.WriteJSON(path); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var back PropagationReport
-	if err := json.Unmarshal(data, &back); err != nil {
+	if err := json.Unmarshal(harnesstest.JSONFile(t, r, ""), &back); err != nil {
 		t.Fatal(err)
 	}
 	if back.Schema != PropagationReportSchema || len(back.Samples) != 102 || back.Drain.AllGateways != r.Drain.AllGateways {

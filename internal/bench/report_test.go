@@ -87,15 +87,8 @@ func TestWriteJSON(t *testing.T) {
 	r := &ProxyReport{RunHeader: RunHeader{Schema: ProxyReportSchema, Date: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}, Runs: []TargetResult{run(TargetDirect, 1, 1000, 100)}}
 	r.summarize()
 	path := filepath.Join(t.TempDir(), "sub", "proxy.json")
-	if err := r.WriteJSON(path); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var back ProxyReport
-	if err := json.Unmarshal(data, &back); err != nil {
+	if err := json.Unmarshal(harnesstest.JSONFile(t, r, path), &back); err != nil {
 		t.Fatal(err)
 	}
 	if back.Schema != ProxyReportSchema || len(back.Targets) != 1 || back.Targets[0].RPS != 1000 {

@@ -271,14 +271,7 @@ func TestWriteTable(t *testing.T) {
 }
 
 func TestJSONContract(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "sub", "demo.json")
-	if err := sampleReport().WriteJSON(path); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := harnesstest.JSONFile(t, sampleReport(), filepath.Join(t.TempDir(), "sub", "demo.json"))
 	checkContract(t, data, 2)
 	var doc struct {
 		Modes []struct {

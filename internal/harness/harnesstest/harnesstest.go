@@ -50,3 +50,21 @@ func Contains(t testing.TB, what, out string, want ...string) {
 		}
 	}
 }
+
+// JSONFile has report write its JSON file at path (report.json in a
+// temporary directory of t when path is "") and returns the file's
+// content; t fails when writing or reading fails.
+func JSONFile(t testing.TB, report interface{ WriteJSON(string) error }, path string) []byte {
+	t.Helper()
+	if path == "" {
+		path = filepath.Join(t.TempDir(), "report.json")
+	}
+	if err := report.WriteJSON(path); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
