@@ -62,18 +62,13 @@ type FaultsOptions struct {
 	SessionTimeout time.Duration
 	// Outage is how long the whole ensemble is down; default 15s.
 	Outage time.Duration
-	// Dir keeps the run's files (configurations, logs, ZooKeeper's data);
-	// empty uses a temporary directory removed at the end.
-	Dir string
-	// Command and Version are recorded in the report.
-	Command, Version string
-	Logger           *slog.Logger
+	RunOptions
 }
 
 func (o *FaultsOptions) defaults() error {
 	withDefaults(o, FaultsOptions{
 		Faults: AllFaults, Gateways: 3, Backends: 3, Rate: 200, SessionTimeout: 4 * time.Second, Outage: 15 * time.Second,
-		Logger: discardLogger(),
+		RunOptions: runDefaults(),
 	})
 	switch {
 	case o.Binary == "":

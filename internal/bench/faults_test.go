@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -119,13 +118,7 @@ func TestFaultRowVerdict(t *testing.T) {
 	if !rep.Failed() {
 		t.Fatal("report passed with a failed row")
 	}
-	var out bytes.Buffer
-	if err := rep.WriteTable(&out); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(out.String(), "FAIL no request failed") || !strings.Contains(out.String(), "SOME CHECKS FAILED") {
-		t.Errorf("table:\n%s", out.String())
-	}
+	harnesstest.Contains(t, "table", harnesstest.Table(t, rep), "FAIL no request failed", "SOME CHECKS FAILED")
 }
 
 // The suite runs end to end on real processes: a short subset, so that it
@@ -140,17 +133,13 @@ func TestFaultSuiteEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	rep, err := RunFaults(ctx, FaultsOptions{
-		Binary: bin, Faults: []string{FaultLeaderKill, FaultDrainedBackendKill}, Dir: dir,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Binary: bin, Faults: []string{FaultLeaderKill, FaultDrainedBackendKill},
+		RunOptions: RunOptions{Dir: dir, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var table bytes.Buffer
-	if err := rep.WriteTable(&table); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("\n%s", table.String())
+	t.Logf("\n%s", harnesstest.Table(t, rep))
 	if len(rep.Results) != 2 || rep.Results[0].Fault != FaultLeaderKill || rep.Results[1].Fault != FaultDrainedBackendKill {
 		t.Fatalf("results: %+v", rep.Results)
 	}

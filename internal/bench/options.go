@@ -5,6 +5,18 @@ import (
 	"reflect"
 )
 
+// RunOptions are the options every benchmark has (its options embed
+// them).
+type RunOptions struct {
+	// Dir keeps the run's files (configurations, logs, ZooKeeper's data);
+	// empty uses a temporary directory removed at the end.
+	Dir string
+	// Command and Version are recorded in the report.
+	Command, Version string
+	// Logger gets the progress; default none.
+	Logger *slog.Logger
+}
+
 // withDefaults sets every field of *opts that holds its zero value (an
 // option left unset) to that field of defaults, looking into fields that
 // are structs of options themselves: zero values take the documented
@@ -26,5 +38,5 @@ func fillZero(dst, def reflect.Value) {
 	}
 }
 
-// discardLogger is the logger of a run given none.
-func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+// runDefaults are the defaults of RunOptions: no progress log.
+func runDefaults() RunOptions { return RunOptions{Logger: slog.New(slog.DiscardHandler)} }

@@ -73,19 +73,13 @@ type PropagationOptions struct {
 	// (the gateways, the controller and the bench's clients) during the
 	// measured cycles into this file.
 	CPUProfile string
-	// Dir keeps the run's files (ZooKeeper's data and logs, the
-	// components' log); empty uses a temporary directory removed at the
-	// end.
-	Dir string
-	// Command and Version are recorded in the report.
-	Command, Version string
-	Logger           *slog.Logger
+	RunOptions
 }
 
 func (o *PropagationOptions) defaults() error {
 	withDefaults(o, PropagationOptions{
 		Gateways: 10, Drains: 200, Warmup: 20 * time.Second, Ensemble: 3, Instances: 3, Pause: 10 * time.Millisecond,
-		DrainTimeout: 10 * time.Second, SessionTimeout: 10 * time.Second, Logger: discardLogger(),
+		DrainTimeout: 10 * time.Second, SessionTimeout: 10 * time.Second, RunOptions: runDefaults(),
 	})
 	switch {
 	case o.Gateways < 1 || o.Gateways > 100:

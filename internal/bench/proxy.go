@@ -84,12 +84,7 @@ type ProxyOptions struct {
 	// CPUProfile, when set, adds a gateway pass with the CPU profiler on
 	// and writes the profile there (the measured runs are not profiled).
 	CPUProfile string
-	// Dir keeps the run's files (configurations, logs) there; empty uses a
-	// temporary directory removed at the end.
-	Dir string
-	// Command and Version are recorded in the report.
-	Command, Version string
-	Logger           *slog.Logger
+	RunOptions
 }
 
 func (o *ProxyOptions) defaults() error {
@@ -98,7 +93,7 @@ func (o *ProxyOptions) defaults() error {
 	}
 	withDefaults(o, ProxyOptions{
 		Load:   Load{Threads: 2, Connections: 64, Duration: 10 * time.Second, Timeout: 2 * time.Second},
-		Rounds: 1, BodySize: 64, NginxWorkers: "auto", Logger: discardLogger(),
+		Rounds: 1, BodySize: 64, NginxWorkers: "auto", RunOptions: runDefaults(),
 	})
 	if len(o.Scenarios) == 0 {
 		o.Scenarios = AllScenarios

@@ -72,12 +72,7 @@ type RegistryOptions struct {
 	// CPU profile of the cold start, heap and allocation profiles after
 	// the load and a CPU profile of a series of changes there.
 	ProfileDir string
-	// Dir keeps the run's files (configuration, logs, ZooKeeper's data);
-	// empty uses a temporary directory removed at the end.
-	Dir string
-	// Command and Version are recorded in the report.
-	Command, Version string
-	Logger           *slog.Logger
+	RunOptions
 }
 
 func (o *RegistryOptions) defaults() error {
@@ -86,7 +81,7 @@ func (o *RegistryOptions) defaults() error {
 	}
 	withDefaults(o, RegistryOptions{
 		Services: 10000, Instances: 100000, Routes: 10, ColdStarts: 3, Changes: 300, Pause: 20 * time.Millisecond,
-		Poll: 250 * time.Microsecond, Settle: 5 * time.Second, Batch: 500, Writers: 8, ZKHeap: "1g", Logger: discardLogger(),
+		Poll: 250 * time.Microsecond, Settle: 5 * time.Second, Batch: 500, Writers: 8, ZKHeap: "1g", RunOptions: runDefaults(),
 	})
 	switch {
 	case o.Services < 1 || o.Services > 65536:

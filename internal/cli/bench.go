@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -156,8 +155,7 @@ Flags:
 		Binary: run.bin, Wrk: *wrkBin, Nginx: *nginxBin, NoNginx: *noNginx, Baseline: *baseline,
 		Load:      bench.Load{Threads: *threads, Connections: *conns, Duration: *duration, Timeout: *timeout},
 		Scenarios: scenarioList, Warmup: *warmup, Rounds: *rounds, BodySize: *size, NginxWorkers: *nginxWorkers,
-		ZooKeeper: servers, GatewayEnv: *gatewayEnv, GatewaySet: gatewaySet, CPUProfile: *cpuProfile, Dir: run.dir,
-		Command: run.command, Version: version.Version, Logger: run.log,
+		ZooKeeper: servers, GatewayEnv: *gatewayEnv, GatewaySet: gatewaySet, CPUProfile: *cpuProfile, RunOptions: run.options,
 	})
 	return c.finish(ctx, stdout, rep, err, "a run had more than 1% failed responses: its figures are not comparable (see the notes)")
 }
@@ -204,8 +202,7 @@ Flags:
 	}
 	rep, err := bench.RunPropagation(ctx, bench.PropagationOptions{
 		Gateways: *gateways, Drains: *drains, Warmup: *warmup, Ensemble: *ensemble, Instances: *instances,
-		Pause: *pause, DrainTimeout: *drainTimeout, CPUProfile: *cpuProfile, Dir: run.dir,
-		Command: run.command, Version: version.Version, Logger: run.log,
+		Pause: *pause, DrainTimeout: *drainTimeout, CPUProfile: *cpuProfile, RunOptions: run.options,
 	})
 	return c.finish(ctx, stdout, rep, err, "some drains were not confirmed (see the notes)")
 }
@@ -258,8 +255,7 @@ Flags:
 	rep, err := bench.RunRegistry(ctx, bench.RegistryOptions{
 		Binary: run.bin, Services: *services, Instances: *instances, Routes: *routes, ColdStarts: *coldStarts,
 		Changes: *changes, Pause: *pause, Poll: *poll, Settle: *settle, Batch: *batch, Writers: *writers,
-		ZKHeap: *zkHeap, GatewayEnv: *gatewayEnv, ProfileDir: *profileDir, Dir: run.dir,
-		Command: run.command, Version: version.Version, Logger: run.log,
+		ZKHeap: *zkHeap, GatewayEnv: *gatewayEnv, ProfileDir: *profileDir, RunOptions: run.options,
 	})
 	return c.finish(ctx, stdout, rep, err, "the gateway did not show the full load or a change (see the notes)")
 }
@@ -323,13 +319,10 @@ func (c *benchCommand) fail(err error) int { return fail(c.stderr, c.name, err) 
 
 // benchRun is what a benchmark needs from the common flags.
 type benchRun struct {
-	log *slog.Logger
 	// bin is the zkgate binary ("" when the benchmark has no --zkgate).
 	bin string
-	// dir is --dir.
-	dir string
-	// command is the command line, for the record.
-	command string
+	// options are --dir, the command line, this version and the logger.
+	options bench.RunOptions
 }
 
 // setup makes the logger, finds the zkgate binary and the results path;
@@ -339,7 +332,7 @@ func (c *benchCommand) setup(args []string) (r benchRun, code int, ok bool) {
 	if err != nil {
 		return r, c.fail(err), false
 	}
-	r = benchRun{log: log, dir: *c.keepDir, command: commandLine("zkgate "+c.name, args)}
+	r = benchRun{options: bench.RunOptions{Dir: *c.keepDir, Command: commandLine("zkgate "+c.name, args), Version: version.Version, Logger: log}}
 	if c.zkgateBin != nil {
 		if r.bin, err = zkgateBinary(*c.zkgateBin); err != nil {
 			return r, c.fail(err), false

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/bench"
-	"github.com/zkgate/zkgate/internal/version"
 )
 
 // runBenchFaults is `zkgate bench faults`: the fault suite (see
@@ -64,8 +63,7 @@ Flags:
 	}
 	rep, err := bench.RunFaults(ctx, bench.FaultsOptions{
 		Binary: run.bin, Faults: list, Gateways: *gateways, Backends: *backends, Rate: *rate,
-		SessionTimeout: *sessionTimeout, Outage: *outage, Dir: run.dir,
-		Command: run.command, Version: version.Version, Logger: run.log,
+		SessionTimeout: *sessionTimeout, Outage: *outage, RunOptions: run.options,
 	})
 	return c.finish(ctx, stdout, rep, err, "some checks failed (see the table)")
 }
