@@ -165,13 +165,7 @@ func TestGatewayYAMLIsValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Parse([]byte(y))
-	if err != nil {
-		t.Fatalf("%v\n%s", err, y)
-	}
-	if err := cfg.ValidateGateway(); err != nil {
-		t.Fatalf("%v\n%s", err, y)
-	}
+	cfg := harnesstest.GatewayConfig(t, y)
 	if len(cfg.ZooKeeper.Servers) != 2 || cfg.Gateway.Listen != "127.0.0.1:4100" || cfg.Gateway.AdminListen != "127.0.0.1:4101" {
 		t.Errorf("parsed %+v", cfg)
 	}
@@ -442,13 +436,7 @@ func TestGatewayYAMLWithSet(t *testing.T) {
 	if !strings.Contains(y, "  shutdown_timeout: 5s\n  balancer: round_robin\n  retries: 0\n  dial_timeout: 1500ms\n  routes:\n") {
 		t.Errorf("settings not in the gateway section:\n%s", y)
 	}
-	cfg, err := config.Parse([]byte(y))
-	if err != nil {
-		t.Fatalf("%v\n%s", err, y)
-	}
-	if err := cfg.ValidateGateway(); err != nil {
-		t.Fatalf("%v\n%s", err, y)
-	}
+	cfg := harnesstest.GatewayConfig(t, y)
 	g := cfg.Gateway
 	if g.Balancer != "round_robin" || g.Retries == nil || *g.Retries != 0 || g.DialTimeout != 1500*time.Millisecond || len(g.Routes) != 1 {
 		t.Errorf("parsed %+v", g)

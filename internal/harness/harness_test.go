@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/config"
+	"github.com/zkgate/zkgate/internal/harness/harnesstest"
 	"github.com/zkgate/zkgate/internal/nginxconf"
 )
 
@@ -112,13 +113,7 @@ func TestConfigYAMLIsValid(t *testing.T) {
 		!strings.Contains(y, "  shutdown_timeout: 5s\n  balancer: round_robin\n  routes:\n") {
 		t.Errorf("layout:\n%s", y)
 	}
-	cfg, err := config.Parse([]byte(y))
-	if err != nil {
-		t.Fatalf("%v\n%s", err, y)
-	}
-	if err := cfg.ValidateGateway(); err != nil {
-		t.Fatalf("%v\n%s", err, y)
-	}
+	cfg := harnesstest.GatewayConfig(t, y)
 	g, ctl := cfg.Gateway, cfg.Controller
 	switch {
 	case len(cfg.ZooKeeper.Servers) != 2 || cfg.ZooKeeper.SessionTimeout != 4*time.Second || cfg.ZooKeeper.Root != "/demo/zkgate":

@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/zkgate/zkgate/internal/config"
 )
 
 // BuildZkgate builds the zkgate binary (cmd/zkgate) into a temporary
@@ -67,4 +69,19 @@ func JSONFile(t testing.TB, report interface{ WriteJSON(string) error }, path st
 		t.Fatal(err)
 	}
 	return data
+}
+
+// GatewayConfig parses yaml as zkgate reads its configuration file and
+// checks it as `zkgate gateway` does; t fails, quoting yaml, when either
+// fails.
+func GatewayConfig(t testing.TB, yaml string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse([]byte(yaml))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, yaml)
+	}
+	if err := cfg.ValidateGateway(); err != nil {
+		t.Fatalf("%v\n%s", err, yaml)
+	}
+	return cfg
 }
