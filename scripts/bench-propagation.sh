@@ -7,9 +7,4 @@
 # and writes bench-results/propagation-<date>.json (see docs/benchmarks.md).
 # Example: scripts/bench-propagation.sh --gateways 10 --drains 200
 set -euo pipefail
-cd "$(dirname "$0")/.."
-scripts/install-deps.sh zookeeper
-bin_dir=$(mktemp -d)
-trap 'rm -rf "$bin_dir"' EXIT
-go build -o "$bin_dir/zkgate" ./cmd/zkgate
-"$bin_dir/zkgate" bench propagation "$@"
+exec "$(dirname "$0")/bench-run.sh" propagation "zookeeper" "$@"

@@ -7,9 +7,4 @@
 # bench-results/proxy-<date>.json (see docs/benchmarks.md).
 # Example: scripts/bench-proxy.sh --rounds 3 --cpuprofile bench-results/gateway.pprof
 set -euo pipefail
-cd "$(dirname "$0")/.."
-scripts/install-deps.sh nginx wrk zookeeper
-bin_dir=$(mktemp -d)
-trap 'rm -rf "$bin_dir"' EXIT
-go build -o "$bin_dir/zkgate" ./cmd/zkgate
-"$bin_dir/zkgate" bench proxy "$@"
+exec "$(dirname "$0")/bench-run.sh" proxy "nginx wrk zookeeper" "$@"

@@ -8,9 +8,4 @@
 # bench-results/registry-<date>.json (see docs/benchmarks.md).
 # Example: scripts/bench-registry.sh --profile bench-results/registry-profiles
 set -euo pipefail
-cd "$(dirname "$0")/.."
-scripts/install-deps.sh zookeeper
-bin_dir=$(mktemp -d)
-trap 'rm -rf "$bin_dir"' EXIT
-go build -o "$bin_dir/zkgate" ./cmd/zkgate
-"$bin_dir/zkgate" bench registry "$@"
+exec "$(dirname "$0")/bench-run.sh" registry "zookeeper" "$@"

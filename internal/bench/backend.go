@@ -132,17 +132,26 @@ func RunBackend(ctx context.Context, listen string, size int, stdout io.Writer) 
 	if size < 0 {
 		return errors.New("--size must not be negative")
 	}
+	return serveHelper(ctx, "backend", listen, &http.Server{Handler: BackendHandler(size), ReadHeaderTimeout: 10 * time.Second}, stdout)
+}
+
+// serveHelper serves srv on listen until ctx ends, then shuts it down
+// (at most 2 s). Once it accepts connections it prints "listening
+// HOST:PORT" on stdout, which readBackendAddr reads. Errors name what.
+func serveHelper(ctx context.Context, what, listen string, srv *http.Server, stdout io.Writer) error {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
-		return fmt.Errorf("backend: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
-	srv := &http.Server{Handler: BackendHandler(size), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	fmt.Fprintf(stdout, "%s%s\n", backendReadyPrefix, ln.Addr())
 	select {
 	case err := <-errc:
-		return fmt.Errorf("backend: %w", err)
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("%s: %w", what, err)
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

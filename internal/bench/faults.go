@@ -5,15 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/zkgate/zkgate/internal/ctlclient"
+	"github.com/zkgate/zkgate/internal/harness"
 	"github.com/zkgate/zkgate/internal/procgroup"
 	"github.com/zkgate/zkgate/internal/zktest"
 )
@@ -39,31 +38,9 @@ var AllFaults = []string{
 // ParseFaults reads a comma-separated fault list; the result keeps the
 // suite's order and has no duplicates.
 func ParseFaults(s string) ([]string, error) {
-	want := map[string]bool{}
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		known := false
-		for _, a := range AllFaults {
-			known = known || a == f
-		}
-		if !known {
-			return nil, fmt.Errorf("unknown fault %q (known: %s)", f, strings.Join(AllFaults, ", "))
-		}
-		want[f] = true
-	}
-	var out []string
-	for _, a := range AllFaults {
-		if want[a] {
-			out = append(out, a)
-		}
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no fault selected")
-	}
-	return out, nil
+	return harness.ParseList(s, AllFaults, nil, func(f string) error {
+		return fmt.Errorf("unknown fault %q (known: %s)", f, strings.Join(AllFaults, ", "))
+	}, errors.New("no fault selected"))
 }
 
 // FaultsOptions configure [RunFaults]. Zero values take the documented
@@ -85,36 +62,14 @@ type FaultsOptions struct {
 	SessionTimeout time.Duration
 	// Outage is how long the whole ensemble is down; default 15s.
 	Outage time.Duration
-	// Dir keeps the run's files (configurations, logs, ZooKeeper's data);
-	// empty uses a temporary directory removed at the end.
-	Dir string
-	// Command and Version are recorded in the report.
-	Command, Version string
-	Logger           *slog.Logger
+	RunOptions
 }
 
 func (o *FaultsOptions) defaults() error {
-	if o.Faults == nil {
-		o.Faults = AllFaults
-	}
-	if o.Gateways == 0 {
-		o.Gateways = 3
-	}
-	if o.Backends == 0 {
-		o.Backends = 3
-	}
-	if o.Rate == 0 {
-		o.Rate = 200
-	}
-	if o.SessionTimeout == 0 {
-		o.SessionTimeout = 4 * time.Second
-	}
-	if o.Outage == 0 {
-		o.Outage = 15 * time.Second
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
+	withDefaults(o, FaultsOptions{
+		Faults: AllFaults, Gateways: 3, Backends: 3, Rate: 200, SessionTimeout: 4 * time.Second, Outage: 15 * time.Second,
+		RunOptions: runDefaults(),
+	})
 	switch {
 	case o.Binary == "":
 		return errors.New("no zkgate binary")
@@ -169,42 +124,42 @@ type faultProc struct {
 	starts int
 }
 
+// freeAddr returns one free loopback address (see [harness.FreeAddrs]).
 func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := harness.FreeAddrs(1)
 	if err != nil {
-		return "", fmt.Errorf("finding a free port: %w", err)
+		return "", err
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return a[0], nil
 }
 
 // writeConfig writes the configuration every process of the run reads
 // (each controller gets its own listen address, each gateway its id and
 // addresses).
 func (e *faultEnv) writeConfig(name, gwID, listen, admin, ctlListen string) (string, error) {
-	var b strings.Builder
-	fmt.Fprintf(&b, "zookeeper:\n  servers: [\"%s\"]\n  session_timeout: %s\n", strings.Join(e.zk.Servers(), `", "`), e.opts.SessionTimeout)
-	fmt.Fprintf(&b, "registry:\n  format: curator\n  root: %s\n  resync_interval: 10s\n", registryRoot)
+	c := harness.Config{
+		Generator: "zkgate bench faults", Servers: e.zk.Servers(), SessionTimeout: e.opts.SessionTimeout,
+		RegistryRoot: registryRoot, ResyncInterval: 10 * time.Second,
+	}
 	if gwID != "" {
-		fmt.Fprintf(&b, "gateway:\n  id: %q\n  listen: %s\n  admin_listen: %s\n  shutdown_timeout: 5s\n", gwID, listen, admin)
-		fmt.Fprintf(&b, "  routes:\n    - prefix: %s\n      service: %s\n      strip_prefix: true\n", faultsPrefix, faultsService)
+		c.Gateway = &harness.GatewayConfig{
+			ID: gwID, Listen: listen, AdminListen: admin, ShutdownTimeout: 5 * time.Second,
+			Routes: []harness.Route{{Prefix: faultsPrefix, Service: faultsService}},
+		}
 	}
 	if ctlListen != "" {
-		fmt.Fprintf(&b, "controller:\n  listen: %s\n  tokens: [%q]\n  reconcile_interval: 5s\n", ctlListen, e.token)
+		c.Controller = &harness.ControllerConfig{Listen: ctlListen, Tokens: []string{e.token}, ReconcileInterval: 5 * time.Second}
 	}
 	p := filepath.Join(e.dir, name+".yaml")
-	if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
-		return "", fmt.Errorf("writing %s: %w", p, err)
-	}
-	return p, nil
+	return p, c.Write(p)
 }
 
 // start (re)starts p; its log is appended to <dir>/<name>.log.
 func (e *faultEnv) start(ctx context.Context, p *faultProc) error {
 	logPath := filepath.Join(e.dir, p.name+".log")
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := harness.AppendLog(p.name, logPath)
 	if err != nil {
-		return fmt.Errorf("%s: %w", p.name, err)
+		return err
 	}
 	p.starts++
 	fmt.Fprintf(f, "==== start %d at %s\n", p.starts, time.Now().Format(time.RFC3339Nano))

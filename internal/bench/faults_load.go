@@ -105,14 +105,7 @@ func (l *faultLoad) start() {
 			}
 			n++
 			l.mu.Lock()
-			gw := -1
-			for range l.active {
-				l.next = (l.next + 1) % len(l.active)
-				if l.active[l.next] {
-					gw = l.next
-					break
-				}
-			}
+			gw := l.nextGateway()
 			if gw < 0 || l.busy >= l.maxBusy {
 				l.skipped++
 				l.mu.Unlock()
@@ -165,20 +158,25 @@ func (l *faultLoad) waitStartedBefore(t time.Time, bound time.Duration) {
 	}
 }
 
+// nextGateway returns the next gateway in rotation, round robin, or -1
+// when none is; l.mu must be held.
+func (l *faultLoad) nextGateway() int {
+	for range l.active {
+		l.next = (l.next + 1) % len(l.active)
+		if l.active[l.next] {
+			return l.next
+		}
+	}
+	return -1
+}
+
 // burst sends n requests that wait latencyMs at the backend, round robin
 // over the gateways in rotation, besides the steady load (recorded like
 // it); it does not wait for them.
 func (l *faultLoad) burst(n, latencyMs int) {
 	for k := range n {
 		l.mu.Lock()
-		gw := -1
-		for range l.active {
-			l.next = (l.next + 1) % len(l.active)
-			if l.active[l.next] {
-				gw = l.next
-				break
-			}
-		}
+		gw := l.nextGateway()
 		if gw < 0 {
 			l.mu.Unlock()
 			return

@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/zkgate/zkgate/internal/ctlclient"
+	"github.com/zkgate/zkgate/internal/harness"
 	"github.com/zkgate/zkgate/internal/procgroup"
 )
 
@@ -37,16 +37,11 @@ func RunFaults(ctx context.Context, opts FaultsOptions) (*FaultsReport, error) {
 				"zkgate sample-backend); each ZooKeeper server a separate JVM (tickTime 500 ms)",
 		},
 	}
-	dir := opts.Dir
-	if dir == "" {
-		var err error
-		if dir, err = os.MkdirTemp("", "zkgate-bench-faults-"); err != nil {
-			return nil, fmt.Errorf("work directory: %w", err)
-		}
-		defer os.RemoveAll(dir)
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("work directory: %w", err)
+	dir, cleanup, err := harness.WorkDir(opts.Dir, "zkgate-bench-faults-")
+	if err != nil {
+		return nil, err
 	}
+	defer cleanup()
 	e := &faultEnv{opts: opts, log: opts.Logger, dir: dir, sp: procgroup.NewSpawner(), hc: &http.Client{Timeout: 2 * time.Second}}
 	defer e.close()
 	if err := e.setup(ctx); err != nil {

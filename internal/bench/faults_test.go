@@ -1,20 +1,17 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/zkgate/zkgate/internal/harness/harnesstest"
 	"github.com/zkgate/zkgate/internal/samplebackend"
 	"github.com/zkgate/zkgate/internal/zktest"
 )
@@ -121,13 +118,7 @@ func TestFaultRowVerdict(t *testing.T) {
 	if !rep.Failed() {
 		t.Fatal("report passed with a failed row")
 	}
-	var out bytes.Buffer
-	if err := rep.WriteTable(&out); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(out.String(), "FAIL no request failed") || !strings.Contains(out.String(), "SOME CHECKS FAILED") {
-		t.Errorf("table:\n%s", out.String())
-	}
+	harnesstest.Contains(t, "table", harnesstest.Table(t, rep), "FAIL no request failed", "SOME CHECKS FAILED")
 }
 
 // The suite runs end to end on real processes: a short subset, so that it
@@ -137,22 +128,18 @@ func TestFaultSuiteEndToEnd(t *testing.T) {
 		t.Skip("starts a ZooKeeper ensemble and 8 zkgate processes")
 	}
 	zktest.RequireZooKeeper(t)
-	bin := buildZkgate(t)
+	bin := harnesstest.BuildZkgate(t)
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	rep, err := RunFaults(ctx, FaultsOptions{
-		Binary: bin, Faults: []string{FaultLeaderKill, FaultDrainedBackendKill}, Dir: dir,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Binary: bin, Faults: []string{FaultLeaderKill, FaultDrainedBackendKill},
+		RunOptions: RunOptions{Dir: dir, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var table bytes.Buffer
-	if err := rep.WriteTable(&table); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("\n%s", table.String())
+	t.Logf("\n%s", harnesstest.Table(t, rep))
 	if len(rep.Results) != 2 || rep.Results[0].Fault != FaultLeaderKill || rep.Results[1].Fault != FaultDrainedBackendKill {
 		t.Fatalf("results: %+v", rep.Results)
 	}
@@ -167,14 +154,7 @@ func TestFaultSuiteEndToEnd(t *testing.T) {
 	if rep.Failed() {
 		t.Error("the report says a check failed")
 	}
-	path := filepath.Join(dir, "out.json")
-	if err := rep.WriteJSON(path); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := harnesstest.JSONFile(t, rep, filepath.Join(dir, "out.json"))
 	var back map[string]any
 	if err := json.Unmarshal(data, &back); err != nil || back["schema"] != FaultsReportSchema {
 		t.Errorf("JSON schema %v (%v)", back["schema"], err)
@@ -186,20 +166,4 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
-}
-
-// buildZkgate builds the zkgate binary the processes run as (the test
-// binary is not zkgate).
-func buildZkgate(t *testing.T) string {
-	t.Helper()
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		goBin = "go"
-	}
-	bin := filepath.Join(t.TempDir(), "zkgate")
-	cmd := exec.Command(goBin, "build", "-o", bin, "github.com/zkgate/zkgate/cmd/zkgate")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
 }

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +22,7 @@ import (
 	"github.com/zkgate/zkgate/internal/controller"
 	"github.com/zkgate/zkgate/internal/ctlclient"
 	"github.com/zkgate/zkgate/internal/gatewayd"
+	"github.com/zkgate/zkgate/internal/harness"
 	"github.com/zkgate/zkgate/internal/marks"
 	"github.com/zkgate/zkgate/internal/registry"
 	"github.com/zkgate/zkgate/internal/zksession"
@@ -73,43 +73,14 @@ type PropagationOptions struct {
 	// (the gateways, the controller and the bench's clients) during the
 	// measured cycles into this file.
 	CPUProfile string
-	// Dir keeps the run's files (ZooKeeper's data and logs, the
-	// components' log); empty uses a temporary directory removed at the
-	// end.
-	Dir string
-	// Command and Version are recorded in the report.
-	Command, Version string
-	Logger           *slog.Logger
+	RunOptions
 }
 
 func (o *PropagationOptions) defaults() error {
-	if o.Gateways == 0 {
-		o.Gateways = 10
-	}
-	if o.Drains == 0 {
-		o.Drains = 200
-	}
-	if o.Warmup == 0 {
-		o.Warmup = 20 * time.Second
-	}
-	if o.Ensemble == 0 {
-		o.Ensemble = 3
-	}
-	if o.Instances == 0 {
-		o.Instances = 3
-	}
-	if o.Pause == 0 {
-		o.Pause = 10 * time.Millisecond
-	}
-	if o.DrainTimeout == 0 {
-		o.DrainTimeout = 10 * time.Second
-	}
-	if o.SessionTimeout == 0 {
-		o.SessionTimeout = 10 * time.Second
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
+	withDefaults(o, PropagationOptions{
+		Gateways: 10, Drains: 200, Warmup: 20 * time.Second, Ensemble: 3, Instances: 3, Pause: 10 * time.Millisecond,
+		DrainTimeout: 10 * time.Second, SessionTimeout: 10 * time.Second, RunOptions: runDefaults(),
+	})
 	switch {
 	case o.Gateways < 1 || o.Gateways > 100:
 		return errors.New("--gateways must be between 1 and 100")
@@ -148,8 +119,7 @@ func RunPropagation(ctx context.Context, opts PropagationOptions) (*PropagationR
 	}
 	log := opts.Logger
 	rep := &PropagationReport{
-		Schema: PropagationReportSchema, Date: time.Now(), Command: opts.Command, Version: opts.Version,
-		Machine: readMachine(),
+		RunHeader: newRunHeader(PropagationReportSchema, opts.Command, opts.Version),
 		Setup: PropagationSetup{
 			Gateways: opts.Gateways, Drains: opts.Drains, WarmupText: opts.Warmup.String(), Ensemble: opts.Ensemble,
 			Instances: opts.Instances, PauseText: opts.Pause.String(), DrainTimeoutText: opts.DrainTimeout.String(),
@@ -163,16 +133,11 @@ func RunPropagation(ctx context.Context, opts PropagationOptions) (*PropagationR
 	rep.Tools.ZooKeeper = fmt.Sprintf("Debian zookeeper package, %d-server ensemble on loopback, started by the bench", opts.Ensemble)
 	rep.Tools.Java = toolVersion(ctx, "java", "-version")
 
-	dir := opts.Dir
-	if dir == "" {
-		var err error
-		if dir, err = os.MkdirTemp("", "zkgate-bench-propagation-"); err != nil {
-			return nil, fmt.Errorf("work directory: %w", err)
-		}
-		defer os.RemoveAll(dir)
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("work directory: %w", err)
+	dir, cleanup, err := harness.WorkDir(opts.Dir, "zkgate-bench-propagation-")
+	if err != nil {
+		return nil, err
 	}
+	defer cleanup()
 	compLogFile, err := os.Create(filepath.Join(dir, "components.log"))
 	if err != nil {
 		return nil, fmt.Errorf("components log: %w", err)
@@ -224,11 +189,11 @@ func RunPropagation(ctx context.Context, opts PropagationOptions) (*PropagationR
 	rep.Setup.WarmupCycles = c
 	log.Info("warm-up done; measuring", "warmup_cycles", c, "drains", opts.Drains)
 	if opts.CPUProfile != "" {
-		stop, err := startCPUProfile(opts.CPUProfile)
+		prof, err := harness.StartCPUProfile(opts.CPUProfile)
 		if err != nil {
 			return nil, err
 		}
-		defer stop()
+		defer prof.Stop()
 	}
 	cpu0, start, zk0, calls0 := e.cpuNow(), time.Now(), e.zkCounters(ctx), e.gatewayCalls()
 	for n := range opts.Drains {
@@ -363,29 +328,6 @@ func zkActivity(a, b zkCount, cycles int, cpu *RunCPU) *ZooKeeperActivity {
 	return z
 }
 
-// startCPUProfile profiles this process into path until the returned
-// function is called.
-func startCPUProfile(path string) (func(), error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("CPU profile: %w", err)
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, fmt.Errorf("CPU profile: %w", err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("CPU profile: %w", err)
-	}
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			pprof.StopCPUProfile()
-			f.Close()
-		})
-	}, nil
-}
-
 // propEnv is a running propagation setup.
 type propEnv struct {
 	opts    PropagationOptions
@@ -429,19 +371,33 @@ func (e *propEnv) config(gatewayID, token string) (*config.Config, error) {
 	return cfg, nil
 }
 
+// connect opens a ZooKeeper session of the bench itself and waits (at
+// most readyTimeout) until it is connected; errors start with what. On
+// error the session is closed.
+func (e *propEnv) connect(ctx context.Context, what string) (*zksession.Session, error) {
+	sess, err := zksession.Connect(zksession.Config{Servers: e.zk.Servers(), SessionTimeout: e.opts.SessionTimeout, Logger: e.compLog})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	if err := sess.WaitConnected(cctx); err != nil {
+		sess.Close()
+		return nil, fmt.Errorf("%s: connecting to ZooKeeper: %w", what, err)
+	}
+	return sess, nil
+}
+
 // startInstances starts the idle backends and registers them as ephemeral
 // Curator nodes.
 func (e *propEnv) startInstances(ctx context.Context) error {
-	sess, err := zksession.Connect(zksession.Config{Servers: e.zk.Servers(), SessionTimeout: e.opts.SessionTimeout, Logger: e.compLog})
+	sess, err := e.connect(ctx, "registering instances")
 	if err != nil {
-		return fmt.Errorf("registering instances: %w", err)
+		return err
 	}
 	e.regSess = sess
 	cctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	if err := sess.WaitConnected(cctx); err != nil {
-		return fmt.Errorf("registering instances: connecting to ZooKeeper: %w", err)
-	}
 	dir := registryRoot + "/" + propService
 	if err := sess.EnsurePath(cctx, dir, nil); err != nil {
 		return fmt.Errorf("registering instances: %w", err)
@@ -579,16 +535,11 @@ func (e *propEnv) notReady(ctx context.Context, hc *http.Client) string {
 // node: when its watch fires is when ZooKeeper told a client of the write,
 // which splits the propagation into "controller + ZooKeeper" and "gateway".
 func (e *propEnv) startObserver(ctx context.Context) error {
-	sess, err := zksession.Connect(zksession.Config{Servers: e.zk.Servers(), SessionTimeout: e.opts.SessionTimeout, Logger: e.compLog})
+	sess, err := e.connect(ctx, "observer")
 	if err != nil {
-		return fmt.Errorf("observer: %w", err)
+		return err
 	}
 	e.observer = sess
-	cctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
-	if err := sess.WaitConnected(cctx); err != nil {
-		return fmt.Errorf("observer: connecting to ZooKeeper: %w", err)
-	}
 	e.obsHints = sess.Hints(marks.Dir(config.DefaultZKRoot))
 	e.obsDone = make(chan struct{})
 	go func() {

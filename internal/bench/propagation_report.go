@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/zkgate/zkgate/internal/ctlclient"
@@ -17,11 +16,7 @@ const PropagationReportSchema = "zkgate.bench.propagation/v1"
 // JSON file). Every latency is measured from the moment just before the
 // bench made the API call.
 type PropagationReport struct {
-	Schema  string           `json:"schema"`
-	Date    time.Time        `json:"date"`
-	Command string           `json:"command"`
-	Version string           `json:"zkgate_version"`
-	Machine Machine          `json:"machine"`
+	RunHeader
 	Tools   ClusterTools     `json:"tools"`
 	Setup   PropagationSetup `json:"setup"`
 	Drain   DrainFigures     `json:"drain"`
@@ -283,20 +278,11 @@ func (r *PropagationReport) Failed() bool { return r.Drain.NotConfirmed > 0 }
 func (r *PropagationReport) WriteTable(w io.Writer) error {
 	var b strings.Builder
 	s := r.Setup
-	fmt.Fprintf(&b, "zkgate bench propagation — %s\n", r.Date.Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(&b, "machine: %d CPUs (%s), %s RAM, %s/%s; the %d gateways, the controller and the %d ZooKeeper JVMs share the CPUs\n",
-		r.Machine.NProc, r.Machine.CPUModel, humanBytes(r.Machine.MemTotal), r.Machine.OS, r.Machine.Arch, s.Gateways, s.Ensemble)
+	r.writeHead(&b, "propagation", fmt.Sprintf("the %d gateways, the controller and the %d ZooKeeper JVMs share the CPUs", s.Gateways, s.Ensemble))
 	fmt.Fprintf(&b, "setup: %d-server ZooKeeper ensemble, 1 controller, %d gateways in-process (one ZooKeeper session each), %d idle instances; %d drain/undrain cycles after %d unmeasured ones (%s warm-up), drains with wait=true\n\n",
 		s.Ensemble, s.Gateways, s.Instances, s.Drains, s.WarmupCycles, s.WarmupText)
-	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "from the API call to …\tn\tp50\tp90\tp99\tmax\t")
-	row := func(name string, d Dist) {
-		if d.N == 0 {
-			fmt.Fprintf(tw, "%s\t0\t—\t—\t—\t—\t\n", name)
-			return
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t\n", name, d.N, fmtMS(d.P50MS), fmtMS(d.P90MS), fmtMS(d.P99MS), fmtMS(d.MaxMS))
-	}
+	tw := newDistTable(&b, "from the API call to …\tn\tp50\tp90\tp99\tmax\t")
+	row := func(name string, d Dist) { distRow(tw, name, d, false) }
 	row("drain: ZooKeeper watch fired (plain client)", r.Drain.Watch)
 	row("drain: each gateway applied the mark", r.Drain.EachGateway)
 	row("drain: every gateway applied the mark", r.Drain.AllGateways)
@@ -310,8 +296,7 @@ func (r *PropagationReport) WriteTable(w io.Writer) error {
 		return err
 	}
 	b.WriteString("\nper gateway (drain → mark applied):\n")
-	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "gateway\tp50\tp99\tmax\tundrain p50\tundrain p99\t")
+	tw = newDistTable(&b, "gateway\tp50\tp99\tmax\tundrain p50\tundrain p99\t")
 	for _, g := range r.PerGateway {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", g.ID, fmtMS(g.Drain.P50MS), fmtMS(g.Drain.P99MS), fmtMS(g.Drain.MaxMS),
 			fmtMS(g.Undrain.P50MS), fmtMS(g.Undrain.P99MS))
@@ -319,10 +304,7 @@ func (r *PropagationReport) WriteTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	b.WriteString("\ntargets (docs/benchmarks.md#targets):\n")
-	for _, t := range r.Targets {
-		fmt.Fprintf(&b, "  %s\n", t)
-	}
+	writeTargets(&b, r.Targets)
 	if c := r.CPU; c != nil {
 		fmt.Fprintf(&b, "CPU during the measured cycles (%.1f s wall, %.1f CPU-s available): bench process (gateways + controller) %.1f s, ZooKeeper %.1f s, other %.1f s\n",
 			c.WallSec, c.AvailableSec, c.BenchSec, c.ZooKeeperSec, c.OtherSec)
@@ -335,9 +317,7 @@ func (r *PropagationReport) WriteTable(w io.Writer) error {
 	if r.Profile != "" {
 		fmt.Fprintf(&b, "CPU profile of the bench process (gateways + controller): %s; go tool pprof -top %s\n", r.Profile, r.Profile)
 	}
-	for _, n := range r.Notes {
-		fmt.Fprintf(&b, "note: %s\n", n)
-	}
+	writeNotes(&b, r.Notes)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

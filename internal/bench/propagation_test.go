@@ -1,16 +1,14 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/zkgate/zkgate/internal/ctlclient"
+	"github.com/zkgate/zkgate/internal/harness/harnesstest"
 	"github.com/zkgate/zkgate/internal/marks"
 )
 
@@ -84,7 +82,7 @@ func sample(cycle int, drainAll, confirmed float64, status string) DrainSample {
 }
 
 func TestPropagationSummarize(t *testing.T) {
-	r := &PropagationReport{Schema: PropagationReportSchema, GatewayIDs: []string{"gw-1", "gw-2"}, Setup: PropagationSetup{Gateways: 10},
+	r := &PropagationReport{RunHeader: RunHeader{Schema: PropagationReportSchema}, GatewayIDs: []string{"gw-1", "gw-2"}, Setup: PropagationSetup{Gateways: 10},
 		ZooKeeper: &ZooKeeperActivity{Transactions: 1400, TransactionsPerCycle: 14, GatewayRequestsPerCycle: 3.5, GatewayWatches: 9}}
 	for i := 1; i <= 100; i++ {
 		r.Samples = append(r.Samples, sample(i, float64(i)/10, float64(i)/2, ctlclient.StatusDrained))
@@ -134,31 +132,15 @@ func TestPropagationSummarize(t *testing.T) {
 		t.Errorf("targets met with a 50ms propagation and a timed-out drain: %+v", r.Targets)
 	}
 
-	var b bytes.Buffer
-	if err := r.WriteTable(&b); err != nil {
-		t.Fatal(err)
-	}
-	out := b.String()
-	for _, want := range []string{
+	out := harnesstest.Table(t, r)
+	harnesstest.Contains(t, "table", out,
 		"every gateway applied the mark", "API answered \"drained\" (confirmed)", "gw-2",
 		"drain → every gateway applied the mark, p99: 50.00ms (target ≤ 10ms) — MISSED",
 		"note: 2 of 102 drains were not confirmed",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("table lacks %q:\n%s", want, out)
-		}
-	}
+	)
 
-	path := filepath.Join(t.TempDir(), "p.json")
-	if err := r.WriteJSON(path); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var back PropagationReport
-	if err := json.Unmarshal(data, &back); err != nil {
+	if err := json.Unmarshal(harnesstest.JSONFile(t, r, ""), &back); err != nil {
 		t.Fatal(err)
 	}
 	if back.Schema != PropagationReportSchema || len(back.Samples) != 102 || back.Drain.AllGateways != r.Drain.AllGateways {

@@ -5,7 +5,6 @@ import (
 	"io"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 )
 
@@ -15,13 +14,9 @@ const RegistryReportSchema = "zkgate.bench.registry/v1"
 // RegistryReport is the result of one registry benchmark run (the JSON
 // file).
 type RegistryReport struct {
-	Schema  string        `json:"schema"`
-	Date    time.Time     `json:"date"`
-	Command string        `json:"command"`
-	Version string        `json:"zkgate_version"`
-	Machine Machine       `json:"machine"`
-	Tools   ClusterTools  `json:"tools"`
-	Setup   RegistrySetup `json:"setup"`
+	RunHeader
+	Tools ClusterTools  `json:"tools"`
+	Setup RegistrySetup `json:"setup"`
 	// Populate is how the registry was written.
 	Populate PopulateFigures `json:"populate"`
 	// ColdStarts holds every measured start of the gateway, in order.
@@ -335,12 +330,8 @@ func (r *RegistryReport) Failed() bool {
 func (r *RegistryReport) WriteTable(w io.Writer) error {
 	var b strings.Builder
 	s := r.Setup
-	fmt.Fprintf(&b, "zkgate bench registry — %s\n", r.Date.Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(&b, "machine: %d CPUs (%s), %s RAM, %s/%s; ZooKeeper, the gateway and the bench share the CPUs\n",
-		r.Machine.NProc, r.Machine.CPUModel, humanBytes(r.Machine.MemTotal), r.Machine.OS, r.Machine.Arch)
-	if len(s.GatewayEnv) > 0 {
-		fmt.Fprintf(&b, "gateway environment: %s\n", strings.Join(s.GatewayEnv, " "))
-	}
+	r.writeHead(&b, "registry", "ZooKeeper, the gateway and the bench share the CPUs")
+	writeGatewayEnv(&b, s.GatewayEnv)
 	p := r.Populate
 	fmt.Fprintf(&b, "registry: %s instances in %s services (%d nodes, %.1f MiB of JSON) written in %.1f s (%s nodes/s); ZooKeeper: %s znodes, RSS %s\n",
 		thousands(float64(s.Instances)), thousands(float64(s.Services)), p.Nodes, float64(p.DataBytes)/(1<<20), p.Seconds,
@@ -352,8 +343,7 @@ func (r *RegistryReport) WriteTable(w io.Writer) error {
 	fmt.Fprintf(&b, "gateway: separate process, routes to %s\n\n", routes)
 
 	b.WriteString("cold start (process start → …):\n")
-	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "run\tadmin answers\tready (full load)\tfirst full read\tgateway CPU\tZooKeeper CPU\tother CPU\tpeak RSS\tRSS at ready\theap in use\twatches\tload verified\t")
+	tw := newDistTable(&b, "run\tadmin answers\tready (full load)\tfirst full read\tgateway CPU\tZooKeeper CPU\tother CPU\tpeak RSS\tRSS at ready\theap in use\twatches\tload verified\t")
 	for _, c := range r.ColdStarts {
 		gw, zk, other := "—", "—", "—"
 		if c.CPU != nil {
@@ -371,14 +361,8 @@ func (r *RegistryReport) WriteTable(w io.Writer) error {
 		mib(m.GoSysBytes), m.Goroutines, thousands(m.GatewayWatches), mib(m.ZooKeeper.RSSBytes), thousands(m.ZooKeeper.Watches))
 
 	fmt.Fprintf(&b, "single changes (ZooKeeper write returned → gateway's applied registry revision moved; /readyz polled every %s):\n", s.PollText)
-	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "\tn\tp50\tp90\tp99\tmax\t")
-	row := func(name string, d Dist) {
-		if d.N == 0 {
-			return
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t\n", name, d.N, fmtMS(d.P50MS), fmtMS(d.P90MS), fmtMS(d.P99MS), fmtMS(d.MaxMS))
-	}
+	tw = newDistTable(&b, "\tn\tp50\tp90\tp99\tmax\t")
+	row := func(name string, d Dist) { distRow(tw, name, d, true) }
 	c := r.Changes
 	row("applied (all)", c.Applied)
 	for _, k := range []string{ChangeAdd, ChangeData, ChangeDelete} {
@@ -396,16 +380,11 @@ func (r *RegistryReport) WriteTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	b.WriteString("\ntargets (docs/benchmarks.md#targets):\n")
-	for _, t := range r.Targets {
-		fmt.Fprintf(&b, "  %s\n", t)
-	}
+	writeTargets(&b, r.Targets)
 	if pr := r.Profiles; pr != nil {
 		fmt.Fprintf(&b, "profiles (a separate run, ready in %s): %s\n  %s\n", fmtMS(pr.ColdStartReadyMS), pr.Dir, pr.Hint)
 	}
-	for _, n := range r.Notes {
-		fmt.Fprintf(&b, "note: %s\n", n)
-	}
+	writeNotes(&b, r.Notes)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

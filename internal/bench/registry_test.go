@@ -1,9 +1,9 @@
 package bench
 
 import (
-	"bytes"
-	"strings"
 	"testing"
+
+	"github.com/zkgate/zkgate/internal/harness/harnesstest"
 )
 
 func TestLayout(t *testing.T) {
@@ -88,7 +88,7 @@ func TestVerifyChange(t *testing.T) {
 }
 
 func TestRegistrySummarize(t *testing.T) {
-	r := &RegistryReport{Schema: RegistryReportSchema, Setup: RegistrySetup{Services: 10, Instances: 100, SettleText: "5s", PollText: "250µs"}}
+	r := &RegistryReport{RunHeader: RunHeader{Schema: RegistryReportSchema}, Setup: RegistrySetup{Services: 10, Instances: 100, SettleText: "5s", PollText: "250µs"}}
 	r.ColdStarts = []ColdStart{
 		{Run: 1, ReadyMS: 4000, PeakRSSBytes: 150 << 20, Revision: 1, LoadVerified: true, CPU: &StartCPU{GatewaySec: 1.5}},
 		{Run: 2, ReadyMS: 2000, PeakRSSBytes: 210 << 20, Revision: 1, LoadVerified: true},
@@ -132,19 +132,11 @@ func TestRegistrySummarize(t *testing.T) {
 	if r.Failed() {
 		t.Error("Failed with every load verified")
 	}
-	var b bytes.Buffer
-	if err := r.WriteTable(&b); err != nil {
-		t.Fatal(err)
-	}
-	out := b.String()
-	for _, want := range []string{
+	out := harnesstest.Table(t, r)
+	harnesstest.Contains(t, "table", out,
 		"cold start 3: registry revision 2 at ready", "delete 1 of 33", "1.50s", "a change to a routed service applied, p99: 11.00ms (target ≤ 10ms) — MISSED",
 		"data an instance", "not published (not followed)",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("table lacks %q:\n%s", want, out)
-		}
-	}
+	)
 	r.ColdStarts[0].LoadVerified = false
 	if !r.Failed() {
 		t.Error("not Failed with a cold start that did not show the full load")

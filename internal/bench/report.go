@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/zkgate/zkgate/internal/harness"
 )
 
 // Target names.
@@ -25,13 +25,9 @@ const (
 
 // ProxyReport is the result of one proxy benchmark run (the JSON file).
 type ProxyReport struct {
-	Schema  string    `json:"schema"`
-	Date    time.Time `json:"date"`
-	Command string    `json:"command"`
-	Version string    `json:"zkgate_version"`
-	Machine Machine   `json:"machine"`
-	Tools   Tools     `json:"tools"`
-	Setup   Setup     `json:"setup"`
+	RunHeader
+	Tools Tools `json:"tools"`
+	Setup Setup `json:"setup"`
 	// Targets, Runs, Ratios and AddedP50US are those of the get scenario
 	// (the default load; the layout of reports from before scenarios),
 	// empty when it was not run. Scenarios holds every scenario's.
@@ -54,6 +50,70 @@ type ProxyReport struct {
 	Profile *ProfileRun `json:"profile,omitempty"`
 	// Notes are skipped targets and warnings.
 	Notes []string `json:"notes,omitempty"`
+}
+
+// RunHeader is how a benchmark report's JSON starts: what ran, when,
+// and where. A report embeds it, so its keys stay at the top level.
+type RunHeader struct {
+	Schema  string    `json:"schema"`
+	Date    time.Time `json:"date"`
+	Command string    `json:"command"`
+	Version string    `json:"zkgate_version"`
+	Machine Machine   `json:"machine"`
+}
+
+// newRunHeader describes a run starting now on this machine.
+func newRunHeader(schema, command, version string) RunHeader {
+	return RunHeader{Schema: schema, Date: time.Now(), Command: command, Version: version, Machine: readMachine()}
+}
+
+// writeHead starts a report's table: the benchmark and the date, then
+// the machine and what shares its CPUs.
+func (h RunHeader) writeHead(b *strings.Builder, benchmark, shares string) {
+	fmt.Fprintf(b, "zkgate bench %s — %s\n", benchmark, h.Date.Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(b, "machine: %d CPUs (%s), %s RAM, %s/%s; %s\n",
+		h.Machine.NProc, h.Machine.CPUModel, humanBytes(h.Machine.MemTotal), h.Machine.OS, h.Machine.Arch, shares)
+}
+
+// writeGatewayEnv prints the --gateway-env variables, when there are.
+func writeGatewayEnv(b *strings.Builder, env []string) {
+	if len(env) > 0 {
+		fmt.Fprintf(b, "gateway environment: %s\n", strings.Join(env, " "))
+	}
+}
+
+// writeTargets prints the target checks under their heading.
+func writeTargets(b *strings.Builder, targets []TargetCheck) {
+	b.WriteString("\ntargets (docs/benchmarks.md#targets):\n")
+	for _, t := range targets {
+		fmt.Fprintf(b, "  %s\n", t)
+	}
+}
+
+// writeNotes prints one "note:" line per note.
+func writeNotes(b *strings.Builder, notes []string) {
+	for _, n := range notes {
+		fmt.Fprintf(b, "note: %s\n", n)
+	}
+}
+
+// newDistTable starts a right-aligned table of distributions; distRow
+// adds one.
+func newDistTable(b *strings.Builder, head string) *tabwriter.Writer {
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, head)
+	return tw
+}
+
+// distRow adds name's n, p50, p90, p99 and max; an empty distribution
+// gets dashes, or no row when skipEmpty.
+func distRow(tw *tabwriter.Writer, name string, d Dist, skipEmpty bool) {
+	switch {
+	case d.N > 0:
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t\n", name, d.N, fmtMS(d.P50MS), fmtMS(d.P90MS), fmtMS(d.P99MS), fmtMS(d.MaxMS))
+	case !skipEmpty:
+		fmt.Fprintf(tw, "%s\t0\t—\t—\t—\t—\t\n", name)
+	}
 }
 
 // ProxyReportSchema names the JSON layout.
@@ -388,12 +448,8 @@ func round(x float64, digits int) float64 {
 func (r *ProxyReport) WriteTable(w io.Writer) error {
 	var b strings.Builder
 	s := r.Setup
-	fmt.Fprintf(&b, "zkgate bench proxy — %s\n", r.Date.Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(&b, "machine: %d CPUs (%s), %s RAM, %s/%s; wrk, proxy and backend share the CPUs\n",
-		r.Machine.NProc, r.Machine.CPUModel, humanBytes(r.Machine.MemTotal), r.Machine.OS, r.Machine.Arch)
-	if len(s.GatewayEnv) > 0 {
-		fmt.Fprintf(&b, "gateway environment: %s\n", strings.Join(s.GatewayEnv, " "))
-	}
+	r.writeHead(&b, "proxy", "wrk, proxy and backend share the CPUs")
+	writeGatewayEnv(&b, s.GatewayEnv)
 	if len(s.GatewaySet) > 0 {
 		fmt.Fprintf(&b, "gateway configuration: %s\n", strings.Join(s.GatewaySet, " "))
 	}
@@ -415,9 +471,7 @@ func (r *ProxyReport) WriteTable(w io.Writer) error {
 	if p := r.Profile; p != nil {
 		fmt.Fprintf(&b, "gateway CPU profile: %s (profiled %s pass %s req/s); %s\n", p.File, p.Scenario, thousands(p.RPS), p.Hint)
 	}
-	for _, n := range r.Notes {
-		fmt.Fprintf(&b, "note: %s\n", n)
-	}
+	writeNotes(&b, r.Notes)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -425,8 +479,7 @@ func (r *ProxyReport) WriteTable(w io.Writer) error {
 // writeScenario prints one scenario's table and ratios.
 func writeScenario(b *strings.Builder, sc ScenarioResult, duration string) error {
 	fmt.Fprintf(b, "%s: %s\n", sc.Name, sc.Describe())
-	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "target\treq/s\tp50\tp90\tp99\t+p50 vs direct\terrors\tproxy CPU\tbackend CPU\twrk CPU\tother CPU\tallocs\tbytes\t")
+	tw := newDistTable(b, "target\treq/s\tp50\tp90\tp99\t+p50 vs direct\terrors\tproxy CPU\tbackend CPU\twrk CPU\tother CPU\tallocs\tbytes\t")
 	for _, t := range sc.Targets {
 		added := "—"
 		if v, ok := sc.AddedP50US[t.Name]; ok {
@@ -451,53 +504,41 @@ func writeScenario(b *strings.Builder, sc ScenarioResult, duration string) error
 	x := sc.Ratios
 	if x.GatewayNginx > 0 || x.GatewayDirect > 0 {
 		b.WriteString("ratios (req/s):")
-		if x.GatewayNginx > 0 {
-			fmt.Fprintf(b, "  gateway/nginx %.2f×", x.GatewayNginx)
-		}
-		if x.GatewayDirect > 0 {
-			fmt.Fprintf(b, "  gateway/direct %.2f×", x.GatewayDirect)
-		}
-		if x.NginxDirect > 0 {
-			fmt.Fprintf(b, "  nginx/direct %.2f×", x.NginxDirect)
-		}
-		if x.GatewayBare > 0 {
-			fmt.Fprintf(b, "  gateway/httputil %.2f×", x.GatewayBare)
-		}
-		if x.BareNginx > 0 {
-			fmt.Fprintf(b, "  httputil/nginx %.2f×", x.BareNginx)
-		}
-		if x.GatewayNginxCPU > 0 {
-			fmt.Fprintf(b, "; CPU per request gateway/nginx %.2f×", x.GatewayNginxCPU)
-		}
+		writeRatios(b, "  ", ratio{"gateway/nginx", x.GatewayNginx}, ratio{"gateway/direct", x.GatewayDirect},
+			ratio{"nginx/direct", x.NginxDirect}, ratio{"gateway/httputil", x.GatewayBare}, ratio{"httputil/nginx", x.BareNginx})
+		writeRatios(b, "; ", ratio{"CPU per request gateway/nginx", x.GatewayNginxCPU})
 		b.WriteString("\n")
 	}
 	if len(x.PerRound) > 1 && (x.GatewayNginxMedian > 0 || x.GatewayDirectMedian > 0) {
 		b.WriteString("ratios within each round:")
 		for _, rr := range x.PerRound {
 			fmt.Fprintf(b, "  #%d", rr.Round)
-			if rr.GatewayNginx > 0 {
-				fmt.Fprintf(b, " gateway/nginx %.2f×", rr.GatewayNginx)
-			}
-			if rr.GatewayDirect > 0 {
-				fmt.Fprintf(b, " gateway/direct %.2f×", rr.GatewayDirect)
-			}
+			writeRatios(b, " ", ratio{"gateway/nginx", rr.GatewayNginx}, ratio{"gateway/direct", rr.GatewayDirect})
 		}
 		b.WriteString("\n  median of the rounds:")
-		if x.GatewayNginxMedian > 0 {
-			fmt.Fprintf(b, " gateway/nginx %.2f×", x.GatewayNginxMedian)
-		}
-		if x.GatewayDirectMedian > 0 {
-			fmt.Fprintf(b, " gateway/direct %.2f×", x.GatewayDirectMedian)
-		}
-		if x.GatewayNginxCPUMedian > 0 {
-			fmt.Fprintf(b, "; CPU per request gateway/nginx %.2f×", x.GatewayNginxCPUMedian)
-		}
+		writeRatios(b, " ", ratio{"gateway/nginx", x.GatewayNginxMedian}, ratio{"gateway/direct", x.GatewayDirectMedian})
+		writeRatios(b, "; ", ratio{"CPU per request gateway/nginx", x.GatewayNginxCPUMedian})
 		b.WriteString("\n")
 	}
 	if g := find(sc.Targets, TargetGateway); g != nil && g.Runtime != nil {
 		fmt.Fprintf(b, "gateway GC: %.0f cycles in %s\n", g.Runtime.GCCycles, duration)
 	}
 	return nil
+}
+
+// ratio is one named ratio of a table's ratio lines.
+type ratio struct {
+	name  string
+	value float64
+}
+
+// writeRatios writes sep, the name and the value of each ratio above 0.
+func writeRatios(b *strings.Builder, sep string, ratios ...ratio) {
+	for _, r := range ratios {
+		if r.value > 0 {
+			fmt.Fprintf(b, "%s%s %.2f×", sep, r.name, r.value)
+		}
+	}
 }
 
 func medianNote(rounds int) string {
@@ -530,17 +571,7 @@ func signedMicros(us float64) string {
 }
 
 // thousands formats a rate with thousands separators.
-func thousands(x float64) string {
-	s := strconv.FormatInt(int64(math.Round(x)), 10)
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
-}
+func thousands(x float64) string { return harness.Thousands(int64(math.Round(x))) }
 
 func humanBytes(n int64) string {
 	if n <= 0 {
@@ -553,47 +584,10 @@ func humanBytes(n int64) string {
 // creating its directory.
 func (r *ProxyReport) WriteJSON(path string) error { return writeJSONFile(path, r) }
 
-// readMachine describes this machine from /proc (fields stay empty where
-// /proc is missing).
+// readMachine describes this machine (see [harness.ReadHost]).
 func readMachine() Machine {
-	m := Machine{NProc: runtime.NumCPU(), OS: runtime.GOOS, Arch: runtime.GOARCH, GoVersion: runtime.Version()}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		m.CPUModel = cpuModel(string(b))
-	}
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		m.MemTotal = memTotal(string(b))
-	}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.Kernel = strings.TrimSpace(string(b))
-	}
-	return m
-}
-
-// cpuModel returns the first "model name" of /proc/cpuinfo.
-func cpuModel(cpuinfo string) string {
-	sc := bufio.NewScanner(strings.NewReader(cpuinfo))
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
-
-// memTotal returns MemTotal of /proc/meminfo in bytes.
-func memTotal(meminfo string) int64 {
-	sc := bufio.NewScanner(strings.NewReader(meminfo))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) >= 2 && f[0] == "MemTotal:" {
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			if err == nil {
-				return kb * 1024
-			}
-		}
-	}
-	return 0
+	h := harness.ReadHost()
+	return Machine{NProc: h.CPUs, CPUModel: h.CPUModel, MemTotal: h.MemBytes, Kernel: h.Kernel, OS: h.OS, Arch: h.Arch, GoVersion: h.GoVersion}
 }
 
 // promValues reads unlabelled samples of the named metrics from a

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/config"
+	"github.com/zkgate/zkgate/internal/harness/harnesstest"
 )
 
 func run(name string, round int, rps, p50 float64) TargetResult {
@@ -61,17 +62,9 @@ func TestSummarizeWithoutNginx(t *testing.T) {
 	if r.Ratios.GatewayNginx != 0 || r.Ratios.GatewayDirect != 0.5 || r.Ratios.PerRound != nil {
 		t.Errorf("ratios %+v", r.Ratios)
 	}
-	var b bytes.Buffer
 	r.Notes = []string{"nginx target skipped: nginx is not installed"}
-	if err := r.WriteTable(&b); err != nil {
-		t.Fatal(err)
-	}
-	out := b.String()
-	for _, want := range []string{"gateway/direct 0.50×", "note: nginx target skipped", "+200µs"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("table lacks %q:\n%s", want, out)
-		}
-	}
+	out := harnesstest.Table(t, r)
+	harnesstest.Contains(t, "table", out, "gateway/direct 0.50×", "note: nginx target skipped", "+200µs")
 	if strings.Contains(out, "gateway/nginx") {
 		t.Errorf("table has a gateway/nginx ratio without nginx:\n%s", out)
 	}
@@ -91,18 +84,11 @@ func TestFailed(t *testing.T) {
 }
 
 func TestWriteJSON(t *testing.T) {
-	r := &ProxyReport{Schema: ProxyReportSchema, Date: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC), Runs: []TargetResult{run(TargetDirect, 1, 1000, 100)}}
+	r := &ProxyReport{RunHeader: RunHeader{Schema: ProxyReportSchema, Date: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}, Runs: []TargetResult{run(TargetDirect, 1, 1000, 100)}}
 	r.summarize()
 	path := filepath.Join(t.TempDir(), "sub", "proxy.json")
-	if err := r.WriteJSON(path); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var back ProxyReport
-	if err := json.Unmarshal(data, &back); err != nil {
+	if err := json.Unmarshal(harnesstest.JSONFile(t, r, path), &back); err != nil {
 		t.Fatal(err)
 	}
 	if back.Schema != ProxyReportSchema || len(back.Targets) != 1 || back.Targets[0].RPS != 1000 {
@@ -130,16 +116,6 @@ func TestFormatting(t *testing.T) {
 	}
 	if micros(850) != "850µs" || micros(1234) != "1.23ms" || signedMicros(-120) != "-120µs" {
 		t.Errorf("micros: %s %s %s", micros(850), micros(1234), signedMicros(-120))
-	}
-}
-
-func TestMachineParsing(t *testing.T) {
-	cpuinfo := "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n\nprocessor\t: 1\nmodel name\t: AMD EPYC 7B13\n"
-	if got := cpuModel(cpuinfo); got != "AMD EPYC 7B13" {
-		t.Errorf("cpuModel = %q", got)
-	}
-	if got := memTotal("MemTotal:       24684084 kB\nMemFree: 1 kB\n"); got != 24684084*1024 {
-		t.Errorf("memTotal = %d", got)
 	}
 }
 
@@ -189,13 +165,7 @@ func TestGatewayYAMLIsValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Parse([]byte(y))
-	if err != nil {
-		t.Fatalf("%v\n%s", err, y)
-	}
-	if err := cfg.ValidateGateway(); err != nil {
-		t.Fatalf("%v\n%s", err, y)
-	}
+	cfg := harnesstest.GatewayConfig(t, y)
 	if len(cfg.ZooKeeper.Servers) != 2 || cfg.Gateway.Listen != "127.0.0.1:4100" || cfg.Gateway.AdminListen != "127.0.0.1:4101" {
 		t.Errorf("parsed %+v", cfg)
 	}
@@ -344,12 +314,8 @@ func TestSummarizeScenarios(t *testing.T) {
 		}
 	}
 
-	var b bytes.Buffer
-	if err := r.WriteTable(&b); err != nil {
-		t.Fatal(err)
-	}
-	out := b.String()
-	for _, want := range []string{
+	out := harnesstest.Table(t, r)
+	harnesstest.Contains(t, "table", out,
 		"gateway configuration: balancer=round_robin\n",
 		"\nget: GET, 64-byte response, wrk -t2 -c64\n",
 		"\npost4k: POST with a 4 KiB body, 64-byte response, wrk -t2 -c64\n",
@@ -367,11 +333,7 @@ func TestSummarizeScenarios(t *testing.T) {
 		"ratios (req/s):  gateway/nginx 0.66×  gateway/direct 0.37×  nginx/direct 0.56×; CPU per request gateway/nginx 2.50×\n",
 		"  gateway allocations per request ≤ 10 (get): 72.0 (7,100 bytes) — not met\n",
 		"  added p50 at one connection ≤ nginx's (latency1): +68µs vs nginx +81µs — met\n",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("table lacks %q:\n%s", want, out)
-		}
-	}
+	)
 	// The gateway's row has its allocations; one round shows no per-round
 	// line.
 	if !regexp.MustCompile(`(?m)^ +gateway +33,000 .* 50\.0µs +20\.0µs +10\.0µs +0% +72\.0 +7,100$`).MatchString(out) {
@@ -423,19 +385,11 @@ func TestChecksUnmeasured(t *testing.T) {
 			t.Errorf("%s: %+v, want unmeasured", c.What, c)
 		}
 	}
-	var b bytes.Buffer
-	if err := r.WriteTable(&b); err != nil {
-		t.Fatal(err)
-	}
-	out := b.String()
-	for _, want := range []string{
+	out := harnesstest.Table(t, r)
+	harnesstest.Contains(t, "table", out,
 		"default GET throughput ≥ 1.0× nginx's req/s (get): not measured, scenario get not run\n",
 		"added p50 at one connection ≤ nginx's (latency1): not measured, no direct, gateway and nginx runs to compare\n",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("table lacks %q:\n%s", want, out)
-		}
-	}
+	)
 	if strings.Contains(out, "gateway/nginx") {
 		t.Errorf("table has a gateway/nginx ratio without nginx:\n%s", out)
 	}
@@ -482,13 +436,7 @@ func TestGatewayYAMLWithSet(t *testing.T) {
 	if !strings.Contains(y, "  shutdown_timeout: 5s\n  balancer: round_robin\n  retries: 0\n  dial_timeout: 1500ms\n  routes:\n") {
 		t.Errorf("settings not in the gateway section:\n%s", y)
 	}
-	cfg, err := config.Parse([]byte(y))
-	if err != nil {
-		t.Fatalf("%v\n%s", err, y)
-	}
-	if err := cfg.ValidateGateway(); err != nil {
-		t.Fatalf("%v\n%s", err, y)
-	}
+	cfg := harnesstest.GatewayConfig(t, y)
 	g := cfg.Gateway
 	if g.Balancer != "round_robin" || g.Retries == nil || *g.Retries != 0 || g.DialTimeout != 1500*time.Millisecond || len(g.Routes) != 1 {
 		t.Errorf("parsed %+v", g)

@@ -1,13 +1,13 @@
 package bench
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/zkgate/zkgate/internal/harness"
 )
 
 // Dist summarizes a sample of durations, in milliseconds with microsecond
@@ -66,26 +66,9 @@ func ResultPath(kind string, now time.Time) string {
 	return filepath.Join("bench-results", kind+"-"+now.Format("2006-01-02-150405")+".json")
 }
 
-// writeJSONFile writes v as indented JSON to path atomically (via
-// path.tmp), creating its directory.
-func writeJSONFile(path string, v any) error {
-	data, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encoding results: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("results directory: %w", err)
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
-		return fmt.Errorf("writing results: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("writing results: %w", err)
-	}
-	return nil
-}
+// writeJSONFile writes v as indented JSON to path atomically (see
+// [harness.WriteJSONFile]).
+var writeJSONFile = harness.WriteJSONFile
 
 // verdict renders a target check for tables.
 func verdict(ok bool) string {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/zkgate/zkgate/internal/harness"
 	"github.com/zkgate/zkgate/internal/procgroup"
 )
 
@@ -184,7 +185,7 @@ func (w *wrkRunner) run(ctx context.Context, s Scenario, timeout, d time.Duratio
 	cmd := command(ctx, w.bin, wrkArgs(l, d, script, url)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	p, err := startProc(w.sp, "wrk", cmd, "")
+	p, err := harness.Start(w.sp, "wrk", cmd, "")
 	if err != nil {
 		return WrkResult{}, 0, err
 	}

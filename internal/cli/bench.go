@@ -14,10 +14,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/zkgate/zkgate/internal/bench"
+	"github.com/zkgate/zkgate/internal/harness"
 	"github.com/zkgate/zkgate/internal/version"
 )
 
@@ -73,11 +73,7 @@ func RunBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 }
 
 func runBenchProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	const name = "bench proxy"
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: zkgate bench proxy [flags]
+	c := newBenchCommand("proxy", `Usage: zkgate bench proxy [flags]
 
 Loads one backend three ways with wrk, one after the other in one run:
 direct, through zkgate gateway (routed through a ZooKeeper registry) and
@@ -98,9 +94,8 @@ ratios gateway/nginx and gateway/direct; then the proxy targets as met or
 not met; and writes JSON.
 
 Flags:
-`)
-		fs.PrintDefaults()
-	}
+`, "the run's configurations and logs", "zkgate binary that runs the backend and the gateway (default: this executable)", stderr)
+	fs := c.fs
 	threads := fs.Int("threads", 2, "wrk threads (-t) of every scenario but latency1")
 	conns := fs.Int("connections", 64, "wrk connections (-c) of every scenario but latency1")
 	scenarios := fs.String("scenarios", strings.Join(bench.AllScenarios, ","), "comma-separated scenarios to run (they run in this order)")
@@ -109,7 +104,6 @@ Flags:
 	timeout := fs.Duration("timeout", 2*time.Second, "wrk request timeout")
 	rounds := fs.Int("rounds", 1, "run every scenario on direct, gateway, nginx this many times; the median run of each is reported")
 	size := fs.Int("size", 64, "response body size in bytes of every scenario but get64k")
-	jsonPath := fs.String("json", "", "results file (default bench-results/proxy-<date>.json)")
 	cpuProfile := fs.String("cpuprofile", "", "also run one profiled gateway pass and write the gateway's CPU profile here")
 	nginxBin := fs.String("nginx", "", "nginx binary (default nginx from PATH or /usr/sbin/nginx)")
 	noNginx := fs.Bool("no-nginx", false, "skip the nginx target")
@@ -117,9 +111,6 @@ Flags:
 	nginxWorkers := fs.String("nginx-workers", "auto", "nginx worker_processes")
 	wrkBin := fs.String("wrk", "wrk", "wrk binary")
 	zkServers := fs.String("zookeeper", "", "host:port,... of an existing ZooKeeper (default: start one from the Debian package)")
-	zkgateBin := fs.String("zkgate", "", "zkgate binary that runs the backend and the gateway (default: this executable)")
-	keepDir := fs.String("dir", "", "keep the run's configurations and logs in this directory (default: a temporary one, removed)")
-	logLevel := fs.String("log-level", "info", "progress log level: debug, info, warn or error")
 	gatewayEnv := gatewayEnvFlag(fs, "GOGC=400")
 	var gatewaySet []string
 	fs.Func("gateway-set", "KEY=VALUE written as \"KEY: VALUE\" into the gateway section of the gateway's configuration, e.g. balancer=round_robin (repeatable)", func(v string) error {
@@ -129,61 +120,48 @@ Flags:
 		gatewaySet = append(gatewaySet, v)
 		return nil
 	})
-	if err := fs.Parse(args); err != nil {
-		return flagExit(err)
-	}
-	if fs.NArg() > 0 {
-		return fail(stderr, name, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
+	if code, ok := c.parse(args); !ok {
+		return code
 	}
 	scenarioList, err := bench.ParseScenarios(*scenarios)
 	if err != nil {
-		return fail(stderr, name, fmt.Errorf("--scenarios: %w", err))
+		return c.fail(fmt.Errorf("--scenarios: %w", err))
 	}
 	// Zero means "default" in bench.ProxyOptions: reject it here.
 	switch {
 	case *threads < 1 || *conns < 1:
-		return fail(stderr, name, errors.New("--threads and --connections must be at least 1"))
+		return c.fail(errors.New("--threads and --connections must be at least 1"))
 	case *rounds < 1:
-		return fail(stderr, name, errors.New("--rounds must be at least 1"))
+		return c.fail(errors.New("--rounds must be at least 1"))
 	case *duration <= 0 || *timeout <= 0:
-		return fail(stderr, name, errors.New("--duration and --timeout must be positive"))
+		return c.fail(errors.New("--duration and --timeout must be positive"))
 	case *size < 1:
-		return fail(stderr, name, errors.New("--size must be at least 1 byte"))
-	}
-	log, err := newLogger(stderr, *logLevel)
-	if err != nil {
-		return fail(stderr, name, err)
-	}
-	bin, err := zkgateBinary(*zkgateBin)
-	if err != nil {
-		return fail(stderr, name, err)
+		return c.fail(errors.New("--size must be at least 1 byte"))
 	}
 	var servers []string
 	if *zkServers != "" {
 		for _, s := range strings.Split(*zkServers, ",") {
 			if _, _, err := net.SplitHostPort(strings.TrimSpace(s)); err != nil {
-				return fail(stderr, name, fmt.Errorf("--zookeeper: %q is not host:port", s))
+				return c.fail(fmt.Errorf("--zookeeper: %q is not host:port", s))
 			}
 			servers = append(servers, strings.TrimSpace(s))
 		}
 	}
-	out := resultsPath(*jsonPath, "proxy")
+	run, code, ok := c.setup(args)
+	if !ok {
+		return code
+	}
 	rep, err := bench.RunProxy(ctx, bench.ProxyOptions{
-		Binary: bin, Wrk: *wrkBin, Nginx: *nginxBin, NoNginx: *noNginx, Baseline: *baseline,
+		Binary: run.bin, Wrk: *wrkBin, Nginx: *nginxBin, NoNginx: *noNginx, Baseline: *baseline,
 		Load:      bench.Load{Threads: *threads, Connections: *conns, Duration: *duration, Timeout: *timeout},
 		Scenarios: scenarioList, Warmup: *warmup, Rounds: *rounds, BodySize: *size, NginxWorkers: *nginxWorkers,
-		ZooKeeper: servers, GatewayEnv: *gatewayEnv, GatewaySet: gatewaySet, CPUProfile: *cpuProfile, Dir: *keepDir,
-		Command: commandLine("zkgate bench proxy", args), Version: version.Version, Logger: log,
+		ZooKeeper: servers, GatewayEnv: *gatewayEnv, GatewaySet: gatewaySet, CPUProfile: *cpuProfile, RunOptions: run.options,
 	})
-	return finishBench(ctx, stdout, stderr, name, rep, err, *keepDir, out, "a run had more than 1% failed responses: its figures are not comparable (see the notes)")
+	return c.finish(ctx, stdout, rep, err, "a run had more than 1% failed responses: its figures are not comparable (see the notes)")
 }
 
 func runBenchPropagation(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	const name = "bench propagation"
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: zkgate bench propagation [flags]
+	c := newBenchCommand("propagation", `Usage: zkgate bench propagation [flags]
 
 Starts a ZooKeeper ensemble, one controller and K gateways (in this
 process, each with its own ZooKeeper session and listeners), registers a
@@ -193,9 +171,8 @@ each gateway), when a confirmed drain (wait=true) was answered, and the
 same for undrains; checks the docs/benchmarks.md#targets targets; writes JSON.
 
 Flags:
-`)
-		fs.PrintDefaults()
-	}
+`, "ZooKeeper's files and the components' log", "", stderr)
+	fs := c.fs
 	gateways := fs.Int("gateways", 10, "gateways (K)")
 	drains := fs.Int("drains", 200, "measured drain/undrain cycles (M)")
 	warmup := fs.Duration("warmup", 20*time.Second, "run unmeasured cycles this long first (at least 5), while the ZooKeeper JVMs warm up")
@@ -203,47 +180,35 @@ Flags:
 	instances := fs.Int("instances", 3, "registered instances the drains rotate over (at least 2)")
 	pause := fs.Duration("pause", 10*time.Millisecond, "pause between cycles")
 	drainTimeout := fs.Duration("drain-timeout", 10*time.Second, "bound of each confirmed drain")
-	jsonPath := fs.String("json", "", "results file (default bench-results/propagation-<date>.json)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (the gateways and the controller) during the measured cycles")
-	keepDir := fs.String("dir", "", "keep ZooKeeper's files and the components' log in this directory (default: a temporary one, removed)")
-	logLevel := fs.String("log-level", "info", "progress log level: debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		return flagExit(err)
-	}
-	if fs.NArg() > 0 {
-		return fail(stderr, name, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
+	if code, ok := c.parse(args); !ok {
+		return code
 	}
 	// Zero means "default" in bench.PropagationOptions: reject it here.
 	switch {
 	case *gateways < 1 || *drains < 1 || *ensemble < 1:
-		return fail(stderr, name, errors.New("--gateways, --drains and --ensemble must be at least 1"))
+		return c.fail(errors.New("--gateways, --drains and --ensemble must be at least 1"))
 	case *instances < 2:
-		return fail(stderr, name, errors.New("--instances must be at least 2"))
+		return c.fail(errors.New("--instances must be at least 2"))
 	case *pause < 0 || *drainTimeout <= 0 || *warmup < 0:
-		return fail(stderr, name, errors.New("--pause and --warmup must not be negative and --drain-timeout must be positive"))
+		return c.fail(errors.New("--pause and --warmup must not be negative and --drain-timeout must be positive"))
 	}
-	log, err := newLogger(stderr, *logLevel)
-	if err != nil {
-		return fail(stderr, name, err)
+	run, code, ok := c.setup(args)
+	if !ok {
+		return code
 	}
-	out := resultsPath(*jsonPath, "propagation")
 	if *warmup == 0 {
 		*warmup = time.Nanosecond // the minimum number of cycles only
 	}
 	rep, err := bench.RunPropagation(ctx, bench.PropagationOptions{
 		Gateways: *gateways, Drains: *drains, Warmup: *warmup, Ensemble: *ensemble, Instances: *instances,
-		Pause: *pause, DrainTimeout: *drainTimeout, CPUProfile: *cpuProfile, Dir: *keepDir,
-		Command: commandLine("zkgate bench propagation", args), Version: version.Version, Logger: log,
+		Pause: *pause, DrainTimeout: *drainTimeout, CPUProfile: *cpuProfile, RunOptions: run.options,
 	})
-	return finishBench(ctx, stdout, stderr, name, rep, err, *keepDir, out, "some drains were not confirmed (see the notes)")
+	return c.finish(ctx, stdout, rep, err, "some drains were not confirmed (see the notes)")
 }
 
 func runBenchRegistry(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	const name = "bench registry"
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: zkgate bench registry [flags]
+	c := newBenchCommand("registry", `Usage: zkgate bench registry [flags]
 
 Populates a standalone ZooKeeper with a large Curator registry, starts
 zkgate gateway on it as a separate process (several times) and measures:
@@ -253,9 +218,8 @@ ZooKeeper write to the gateway's applied routing table. Checks the
 docs/benchmarks.md#targets targets; writes JSON. --profile DIR adds a profiled run.
 
 Flags:
-`)
-		fs.PrintDefaults()
-	}
+`, "the run's configuration, logs and ZooKeeper's data", "zkgate binary that runs the gateway (default: this executable)", stderr)
+	fs := c.fs
 	services := fs.Int("services", 10000, "services in the registry")
 	instances := fs.Int("instances", 100000, "instances in the registry, spread evenly over the services")
 	routes := fs.Int("routes", 10, "services the gateway routes to (a gateway follows only those)")
@@ -268,45 +232,114 @@ Flags:
 	writers := fs.Int("writers", 8, "multi requests in flight while populating")
 	zkHeap := fs.String("zk-heap", "1g", "ZooKeeper's -Xmx")
 	profileDir := fs.String("profile", "", "also run a profiled gateway and write its profiles (cold start CPU, heap, allocations, changes CPU) into this directory")
-	jsonPath := fs.String("json", "", "results file (default bench-results/registry-<date>.json)")
-	zkgateBin := fs.String("zkgate", "", "zkgate binary that runs the gateway (default: this executable)")
-	keepDir := fs.String("dir", "", "keep the run's configuration, logs and ZooKeeper's data in this directory (default: a temporary one, removed)")
-	logLevel := fs.String("log-level", "info", "progress log level: debug, info, warn or error")
 	gatewayEnv := gatewayEnvFlag(fs, "GOGC=50")
-	if err := fs.Parse(args); err != nil {
-		return flagExit(err)
-	}
-	if fs.NArg() > 0 {
-		return fail(stderr, name, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
+	if code, ok := c.parse(args); !ok {
+		return code
 	}
 	// Zero means "default" in bench.RegistryOptions: reject it here.
 	switch {
 	case *services < 1 || *instances < 1 || *routes < 1 || *coldStarts < 1 || *changes < 3:
-		return fail(stderr, name, errors.New("--services, --instances, --routes and --cold-starts must be at least 1, --changes at least 3"))
+		return c.fail(errors.New("--services, --instances, --routes and --cold-starts must be at least 1, --changes at least 3"))
 	case *pause < 0 || *poll < 0 || *settle <= 0:
-		return fail(stderr, name, errors.New("--pause and --poll must not be negative, --settle must be positive"))
+		return c.fail(errors.New("--pause and --poll must not be negative, --settle must be positive"))
 	case *batch < 1 || *writers < 1:
-		return fail(stderr, name, errors.New("--batch and --writers must be at least 1"))
+		return c.fail(errors.New("--batch and --writers must be at least 1"))
 	}
-	log, err := newLogger(stderr, *logLevel)
-	if err != nil {
-		return fail(stderr, name, err)
+	run, code, ok := c.setup(args)
+	if !ok {
+		return code
 	}
-	bin, err := zkgateBinary(*zkgateBin)
-	if err != nil {
-		return fail(stderr, name, err)
-	}
-	out := resultsPath(*jsonPath, "registry")
 	if *poll == 0 {
 		*poll = -1 // back to back
 	}
 	rep, err := bench.RunRegistry(ctx, bench.RegistryOptions{
-		Binary: bin, Services: *services, Instances: *instances, Routes: *routes, ColdStarts: *coldStarts,
+		Binary: run.bin, Services: *services, Instances: *instances, Routes: *routes, ColdStarts: *coldStarts,
 		Changes: *changes, Pause: *pause, Poll: *poll, Settle: *settle, Batch: *batch, Writers: *writers,
-		ZKHeap: *zkHeap, GatewayEnv: *gatewayEnv, ProfileDir: *profileDir, Dir: *keepDir,
-		Command: commandLine("zkgate bench registry", args), Version: version.Version, Logger: log,
+		ZKHeap: *zkHeap, GatewayEnv: *gatewayEnv, ProfileDir: *profileDir, RunOptions: run.options,
 	})
-	return finishBench(ctx, stdout, stderr, name, rep, err, *keepDir, out, "the gateway did not show the full load or a change (see the notes)")
+	return c.finish(ctx, stdout, rep, err, "the gateway did not show the full load or a change (see the notes)")
+}
+
+// benchCommand is what every benchmark subcommand shares: its flag set
+// with the flags every benchmark has (--json, --dir, --log-level, and
+// --zkgate when it starts zkgate processes), the checks after parsing,
+// and the tail that runs the benchmark's report out (finish). A
+// subcommand defines its own flags on fs between newBenchCommand and
+// parse.
+type benchCommand struct {
+	// name is the command as errors name it, e.g. "bench proxy"; kind is
+	// the benchmark, e.g. "proxy".
+	name, kind string
+	fs         *flag.FlagSet
+	stderr     io.Writer
+	jsonPath   *string
+	keepDir    *string
+	logLevel   *string
+	// zkgateBin is nil when the benchmark starts no zkgate process.
+	zkgateBin *string
+	// out is the results path, set by setup.
+	out string
+}
+
+// newBenchCommand makes the flag set of `zkgate bench KIND`: usage is its
+// whole help text before the flag list, dirHelp what --dir keeps, and
+// zkgateHelp the help of --zkgate ("" when the benchmark has no such
+// flag).
+func newBenchCommand(kind, usage, dirHelp, zkgateHelp string, stderr io.Writer) *benchCommand {
+	c := &benchCommand{name: "bench " + kind, kind: kind, stderr: stderr}
+	c.fs = flag.NewFlagSet(c.name, flag.ContinueOnError)
+	c.fs.SetOutput(stderr)
+	c.fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		c.fs.PrintDefaults()
+	}
+	c.jsonPath = c.fs.String("json", "", "results file (default bench-results/"+kind+"-<date>.json)")
+	c.keepDir = c.fs.String("dir", "", "keep "+dirHelp+" in this directory (default: a temporary one, removed)")
+	c.logLevel = c.fs.String("log-level", "info", "progress log level: debug, info, warn or error")
+	if zkgateHelp != "" {
+		c.zkgateBin = c.fs.String("zkgate", "", zkgateHelp)
+	}
+	return c
+}
+
+// parse parses args and refuses arguments left over; when ok is false
+// the command ends with code (0 after -h).
+func (c *benchCommand) parse(args []string) (code int, ok bool) {
+	if err := c.fs.Parse(args); err != nil {
+		return flagExit(err), false
+	}
+	if c.fs.NArg() > 0 {
+		return c.fail(fmt.Errorf("unexpected argument %q", c.fs.Arg(0))), false
+	}
+	return 0, true
+}
+
+// fail prints err as the command's one line and returns exit code 1.
+func (c *benchCommand) fail(err error) int { return fail(c.stderr, c.name, err) }
+
+// benchRun is what a benchmark needs from the common flags.
+type benchRun struct {
+	// bin is the zkgate binary ("" when the benchmark has no --zkgate).
+	bin string
+	// options are --dir, the command line, this version and the logger.
+	options bench.RunOptions
+}
+
+// setup makes the logger, finds the zkgate binary and the results path;
+// when ok is false the command ends with code.
+func (c *benchCommand) setup(args []string) (r benchRun, code int, ok bool) {
+	log, err := newLogger(c.stderr, *c.logLevel)
+	if err != nil {
+		return r, c.fail(err), false
+	}
+	r = benchRun{options: bench.RunOptions{Dir: *c.keepDir, Command: commandLine("zkgate "+c.name, args), Version: version.Version, Logger: log}}
+	if c.zkgateBin != nil {
+		if r.bin, err = zkgateBinary(*c.zkgateBin); err != nil {
+			return r, c.fail(err), false
+		}
+	}
+	c.out = resultsPath(*c.jsonPath, c.kind)
+	return r, 0, true
 }
 
 // zkgateBinary is the zkgate binary a benchmark starts its processes
@@ -338,26 +371,26 @@ type benchReport interface {
 	Failed() bool
 }
 
-// finishBench ends a benchmark command: the error of its run (an
+// finish ends a benchmark command after setup: the error of its run (an
 // interruption, or a failure with where its logs are), else the table on
-// stdout, the JSON at out, and a non-zero exit with failedMsg when the
-// report says a check failed.
-func finishBench(ctx context.Context, stdout, stderr io.Writer, name string, rep benchReport, err error, keepDir, out, failedMsg string) int {
+// stdout, the JSON at the results path, and a non-zero exit with
+// failedMsg when the report says a check failed.
+func (c *benchCommand) finish(ctx context.Context, stdout io.Writer, rep benchReport, err error, failedMsg string) int {
 	if err != nil {
 		if ctx.Err() != nil {
-			return fail(stderr, name, fmt.Errorf("interrupted: %w", ctx.Err()))
+			return c.fail(fmt.Errorf("interrupted: %w", ctx.Err()))
 		}
-		return fail(stderr, name, withDirHint(err, keepDir))
+		return c.fail(withDirHint(err, *c.keepDir))
 	}
 	if err := rep.WriteTable(stdout); err != nil {
-		return fail(stderr, name, err)
+		return c.fail(err)
 	}
-	if err := rep.WriteJSON(out); err != nil {
-		return fail(stderr, name, err)
+	if err := rep.WriteJSON(c.out); err != nil {
+		return c.fail(err)
 	}
-	fmt.Fprintf(stdout, "results: %s\n", out)
+	fmt.Fprintf(stdout, "results: %s\n", c.out)
 	if rep.Failed() {
-		return fail(stderr, name, errors.New(failedMsg))
+		return c.fail(errors.New(failedMsg))
 	}
 	return 0
 }
@@ -397,40 +430,41 @@ func commandLine(prefix string, args []string) string {
 	return strings.Join(parts, " ")
 }
 
-// runBenchBackend is the hidden `zkgate bench backend`: the proxy
-// benchmark's backend, a separate process so it never shares the Go
-// runtime with the gateway.
-func runBenchBackend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	const name = "bench backend"
+// runBenchHelper runs a hidden helper process of the proxy benchmark,
+// which serves on --listen (default: a free loopback port) and prints
+// its address: flags defines its other flags and returns what serves.
+func runBenchHelper(name string, args []string, stderr io.Writer, flags func(fs *flag.FlagSet) func(listen string) error) int {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:0", "listen address")
-	size := fs.Int("size", 64, "response body size in bytes")
+	serve := flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return flagExit(err)
 	}
-	if err := bench.RunBackend(ctx, *listen, *size, stdout); err != nil {
+	if err := serve(*listen); err != nil {
 		return fail(stderr, name, err)
 	}
 	return 0
 }
 
+// runBenchBackend is the hidden `zkgate bench backend`: the proxy
+// benchmark's backend, a separate process so it never shares the Go
+// runtime with the gateway.
+func runBenchBackend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runBenchHelper("bench backend", args, stderr, func(fs *flag.FlagSet) func(string) error {
+		size := fs.Int("size", 64, "response body size in bytes")
+		return func(listen string) error { return bench.RunBackend(ctx, listen, *size, stdout) }
+	})
+}
+
 // runBenchBareProxy is the hidden `zkgate bench bareproxy`: the
 // reference proxy (a bare httputil.ReverseProxy to one backend).
 func runBenchBareProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	const name = "bench bareproxy"
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	listen := fs.String("listen", "127.0.0.1:0", "listen address")
-	backend := fs.String("backend", "", "backend host:port")
-	prefix := fs.String("prefix", "/bench/", "path prefix to strip")
-	if err := fs.Parse(args); err != nil {
-		return flagExit(err)
-	}
-	if err := bench.RunBareProxy(ctx, *listen, *backend, *prefix, stdout); err != nil {
-		return fail(stderr, name, err)
-	}
-	return 0
+	return runBenchHelper("bench bareproxy", args, stderr, func(fs *flag.FlagSet) func(string) error {
+		backend := fs.String("backend", "", "backend host:port")
+		prefix := fs.String("prefix", "/bench/", "path prefix to strip")
+		return func(listen string) error { return bench.RunBareProxy(ctx, listen, *backend, *prefix, stdout) }
+	})
 }
 
 // runBenchGateway is the hidden `zkgate bench gateway --pprof ADDR --
@@ -449,12 +483,14 @@ func runBenchGateway(ctx context.Context, args []string, stdout, stderr io.Write
 	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
 		return fail(stderr, name, fmt.Errorf("--pprof: %q is not a loopback host:port", *addr))
 	}
-	var sp *startupProfile
+	// The registry benchmark's cold start: profiled from the process
+	// start.
+	var sp *harness.CPUProfile
 	if *startup != "" {
-		if sp, err = startStartupProfile(*startup); err != nil {
-			return fail(stderr, name, err)
+		if sp, err = harness.StartCPUProfile(*startup); err != nil {
+			return fail(stderr, name, fmt.Errorf("--startup-cpuprofile: %w", err))
 		}
-		defer sp.stop()
+		defer sp.Stop()
 	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
@@ -466,51 +502,18 @@ func runBenchGateway(ctx context.Context, args []string, stdout, stderr io.Write
 	return RunGateway(ctx, fs.Args(), stdout, stderr)
 }
 
-// startupProfile is a CPU profile taken from the process start (the
-// registry benchmark's cold start).
-type startupProfile struct {
-	mu   sync.Mutex
-	f    *os.File
-	err  error
-	done bool
-}
-
-func startStartupProfile(path string) (*startupProfile, error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, fmt.Errorf("--startup-cpuprofile: %w", err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("--startup-cpuprofile: %w", err)
-	}
-	return &startupProfile{f: f}, nil
-}
-
-// stop ends the profile and writes it out (once).
-func (p *startupProfile) stop() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.done {
-		p.done = true
-		pprof.StopCPUProfile()
-		p.err = p.f.Close()
-	}
-	return p.err
-}
-
 // profileHandler serves CPU and runtime profiles in pprof's format
 // without net/http/pprof (which registers itself on the default mux).
 // /debug/pprof/heap?gc=1 collects garbage first; with a startup profile,
 // /debug/pprof/startup/stop ends it.
-func profileHandler(startup *startupProfile) http.Handler {
+func profileHandler(startup *harness.CPUProfile) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /debug/pprof/startup/stop", func(w http.ResponseWriter, r *http.Request) {
 		if startup == nil {
 			http.Error(w, "no startup profile (--startup-cpuprofile)", http.StatusNotFound)
 			return
 		}
-		if err := startup.stop(); err != nil {
+		if err := startup.Stop(); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}

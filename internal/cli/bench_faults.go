@@ -3,24 +3,18 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
 	"github.com/zkgate/zkgate/internal/bench"
-	"github.com/zkgate/zkgate/internal/version"
 )
 
 // runBenchFaults is `zkgate bench faults`: the fault suite (see
 // docs/benchmarks.md, "Fault suite").
 func runBenchFaults(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	const name = "bench faults"
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: zkgate bench faults [flags]
+	c := newBenchCommand("faults", `Usage: zkgate bench faults [flags]
 
 Starts a 3-server ZooKeeper ensemble, 2 controllers, the gateways and the
 sample backends as separate processes, a steady mixed GET/POST load
@@ -44,46 +38,32 @@ after its drain was confirmed) and every check; writes JSON. Exit 1 when a
 check failed.
 
 Flags:
-`)
-		fs.PrintDefaults()
-	}
+`, "the run's configurations, logs and ZooKeeper's data", "zkgate binary that runs the processes (default: this executable)", stderr)
+	fs := c.fs
 	faults := fs.String("faults", strings.Join(bench.AllFaults, ","), "comma-separated faults to run (they run in the order above)")
 	gateways := fs.Int("gateways", 3, "gateway processes (2 or 3)")
 	backends := fs.Int("backends", 3, "sample backends (at least 3)")
 	rate := fs.Int("rate", 200, "load in requests per second")
 	sessionTimeout := fs.Duration("session-timeout", 4*time.Second, "ZooKeeper session timeout of every process")
 	outage := fs.Duration("outage", 15*time.Second, "how long the whole ensemble is down in ensemble-outage")
-	jsonPath := fs.String("json", "", "results file (default bench-results/faults-<date>.json)")
-	zkgateBin := fs.String("zkgate", "", "zkgate binary that runs the processes (default: this executable)")
-	keepDir := fs.String("dir", "", "keep the run's configurations, logs and ZooKeeper's data in this directory (default: a temporary one, removed)")
-	logLevel := fs.String("log-level", "info", "progress log level: debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		return flagExit(err)
-	}
-	if fs.NArg() > 0 {
-		return fail(stderr, name, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
+	if code, ok := c.parse(args); !ok {
+		return code
 	}
 	list, err := bench.ParseFaults(*faults)
 	if err != nil {
-		return fail(stderr, name, fmt.Errorf("--faults: %w", err))
+		return c.fail(fmt.Errorf("--faults: %w", err))
 	}
 	// Zero means "default" in bench.FaultsOptions: reject it here.
 	if *gateways == 0 || *backends == 0 || *rate == 0 || *sessionTimeout == 0 || *outage == 0 {
-		return fail(stderr, name, errors.New("--gateways, --backends, --rate, --session-timeout and --outage must not be zero"))
+		return c.fail(errors.New("--gateways, --backends, --rate, --session-timeout and --outage must not be zero"))
 	}
-	log, err := newLogger(stderr, *logLevel)
-	if err != nil {
-		return fail(stderr, name, err)
+	run, code, ok := c.setup(args)
+	if !ok {
+		return code
 	}
-	bin, err := zkgateBinary(*zkgateBin)
-	if err != nil {
-		return fail(stderr, name, err)
-	}
-	out := resultsPath(*jsonPath, "faults")
 	rep, err := bench.RunFaults(ctx, bench.FaultsOptions{
-		Binary: bin, Faults: list, Gateways: *gateways, Backends: *backends, Rate: *rate,
-		SessionTimeout: *sessionTimeout, Outage: *outage, Dir: *keepDir,
-		Command: commandLine("zkgate bench faults", args), Version: version.Version, Logger: log,
+		Binary: run.bin, Faults: list, Gateways: *gateways, Backends: *backends, Rate: *rate,
+		SessionTimeout: *sessionTimeout, Outage: *outage, RunOptions: run.options,
 	})
-	return finishBench(ctx, stdout, stderr, name, rep, err, *keepDir, out, "some checks failed (see the table)")
+	return c.finish(ctx, stdout, rep, err, "some checks failed (see the table)")
 }

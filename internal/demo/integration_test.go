@@ -3,10 +3,8 @@ package demo
 import (
 	"context"
 	"encoding/json"
-	"github.com/zkgate/zkgate/internal/testutil"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -14,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zkgate/zkgate/internal/harness/harnesstest"
 	"github.com/zkgate/zkgate/internal/procgroup"
+	"github.com/zkgate/zkgate/internal/testutil"
 	"github.com/zkgate/zkgate/internal/zksession"
 	"github.com/zkgate/zkgate/internal/zktest"
 	"github.com/zkgate/zkgate/register"
@@ -32,7 +32,7 @@ func TestDemoWatchZkgate(t *testing.T) {
 		t.Skip("starts ZooKeeper and processes")
 	}
 	zktest.RequireZooKeeper(t)
-	bin := buildZkgate(t)
+	bin := harnesstest.BuildZkgate(t)
 	zkc := zktest.Start(t)
 	dir := t.TempDir()
 	jsonPath := filepath.Join(dir, "demo.json")
@@ -101,22 +101,6 @@ func TestDemoWatchZkgate(t *testing.T) {
 	if kids := children(zkc.PID(0)); len(kids) > 0 {
 		t.Errorf("child processes left running: %v", kids)
 	}
-}
-
-// buildZkgate builds the zkgate binary the backends run as (the test
-// binary is not zkgate).
-func buildZkgate(t *testing.T) string {
-	t.Helper()
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		goBin = "go"
-	}
-	bin := filepath.Join(t.TempDir(), "zkgate")
-	cmd := exec.Command(goBin, "build", "-o", bin, "github.com/zkgate/zkgate/cmd/zkgate")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
 }
 
 // children lists the live child processes of this process but except

@@ -4,9 +4,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"strings"
 	"time"
+
+	"github.com/zkgate/zkgate/internal/harness"
 )
 
 // Mode is one way of doing the rolling restart.
@@ -32,28 +33,10 @@ func AllModes() []Mode {
 // ParseModes parses a comma-separated list of modes. The result is in run
 // order, without duplicates.
 func ParseModes(s string) ([]Mode, error) {
-	want := map[Mode]bool{}
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		m := Mode(strings.ToLower(f))
-		if !slices.Contains(AllModes(), m) {
-			return nil, fmt.Errorf("unknown mode %q (modes: poll, watch, sleep, spring, zkgate, nginx)", f)
-		}
-		want[m] = true
-	}
-	if len(want) == 0 {
-		return nil, fmt.Errorf("no mode given (modes: poll, watch, sleep, spring, zkgate, nginx)")
-	}
-	var out []Mode
-	for _, m := range AllModes() {
-		if want[m] {
-			out = append(out, m)
-		}
-	}
-	return out, nil
+	const modes = "modes: poll, watch, sleep, spring, zkgate, nginx"
+	return harness.ParseList(s, AllModes(), strings.ToLower, func(m string) error {
+		return fmt.Errorf("unknown mode %q (%s)", m, modes)
+	}, fmt.Errorf("no mode given (%s)", modes))
 }
 
 // Timing are the durations of a run.

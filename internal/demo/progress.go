@@ -66,47 +66,37 @@ func (p *progress) startMode(m Mode, n int, counts func() (int64, int64)) {
 
 // step says what the mode does now with instance i (0-based).
 func (p *progress) step(i int, addr, phase string) {
-	if p == nil {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.phase = fmt.Sprintf("%s %s", phase, addr)
-	if !p.tty {
-		fmt.Fprintf(p.w, "%s: [%d/%d] %s %s\n", p.mode, i+1, p.n, phase, addr)
-		return
-	}
-	p.drawLocked()
+	p.show(func() { p.phase = fmt.Sprintf("%s %s", phase, addr) }, func() string {
+		return fmt.Sprintf("%s: [%d/%d] %s %s", p.mode, i+1, p.n, phase, addr)
+	})
 }
 
 // instanceDone says instance i is back in service after d.
 func (p *progress) instanceDone(i int, addr string, d time.Duration) {
-	if p == nil {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.done = i + 1
-	p.phase = "restarted " + addr
-	if !p.tty {
+	p.show(func() { p.done, p.phase = i+1, "restarted "+addr }, func() string {
 		req, failed := p.countsLocked()
-		fmt.Fprintf(p.w, "%s: [%d/%d] %s back in service after %s (%s requests, %s failed so far)\n",
+		return fmt.Sprintf("%s: [%d/%d] %s back in service after %s (%s requests, %s failed so far)",
 			p.mode, i+1, p.n, addr, secs(d.Seconds()), thousands(req), thousands(failed))
-		return
-	}
-	p.drawLocked()
+	})
 }
 
 // setPhase shows a phase not tied to an instance ("measuring the tail").
 func (p *progress) setPhase(phase string) {
+	p.show(func() { p.phase = phase }, func() string { return fmt.Sprintf("%s: %s", p.mode, phase) })
+}
+
+// show applies change to the state and then redraws the bar on a
+// terminal, or else prints the line line returns. Both run with p.mu
+// held; a nil progress does nothing.
+func (p *progress) show(change func(), line func() string) {
 	if p == nil {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.phase = phase
+	change()
 	if !p.tty {
-		fmt.Fprintf(p.w, "%s: %s\n", p.mode, phase)
+		fmt.Fprintln(p.w, line())
 		return
 	}
 	p.drawLocked()

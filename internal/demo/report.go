@@ -1,17 +1,15 @@
 package demo
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/zkgate/zkgate/internal/harness"
 )
 
 // ModeResult is one mode's row. The JSON keys mode, requests, failed,
@@ -112,22 +110,9 @@ func newModeResult(mode Mode, desc string, s LoadSummary, measured time.Duration
 
 func seconds(d time.Duration) float64 { return math.Round(d.Seconds()*1000) / 1000 }
 
-// WriteJSON writes the report to path (indented, with a final newline).
-func (r *Report) WriteJSON(path string) error {
-	data, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encoding the report: %w", err)
-	}
-	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("writing %s: %w", path, err)
-		}
-	}
-	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
-}
+// WriteJSON writes the report to path (indented, with a final newline;
+// see [harness.WriteJSONFile]).
+func (r *Report) WriteJSON(path string) error { return harness.WriteJSONFile(path, r) }
 
 // WriteTable prints the side-by-side table with its header and notes.
 func (r *Report) WriteTable(w io.Writer) error {
@@ -235,46 +220,14 @@ func (m Machine) String() string {
 	return strings.Join(parts, ", ")
 }
 
-// readMachine describes this machine from /proc where there is one.
+// readMachine describes this machine (see [harness.ReadHost]).
 func readMachine() Machine {
-	m := Machine{OS: runtime.GOOS, Arch: runtime.GOARCH, CPUs: runtime.NumCPU()}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-				m.CPU = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemTotal:" {
-				if kb, err := strconv.ParseInt(f[1], 10, 64); err == nil {
-					m.MemMB = kb / 1024
-				}
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.Kernel = strings.TrimSpace(string(b))
-	}
-	return m
+	h := harness.ReadHost()
+	return Machine{OS: h.OS, Arch: h.Arch, CPUs: h.CPUs, CPU: h.CPUModel, MemMB: h.MemBytes >> 20, Kernel: h.Kernel}
 }
 
-func thousands(n int64) string {
-	s := strconv.FormatInt(n, 10)
-	if n < 0 {
-		return s
-	}
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
-}
+// thousands formats n with thousands separators.
+func thousands(n int64) string { return harness.Thousands(n) }
 
 func rate(r float64) string {
 	switch {

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zkgate/zkgate/internal/nginxconf"
+	"github.com/zkgate/zkgate/internal/harness/harnesstest"
 )
 
 func TestPlanMix(t *testing.T) {
@@ -224,12 +224,8 @@ func sampleReport() *Report {
 }
 
 func TestWriteTable(t *testing.T) {
-	var b bytes.Buffer
-	if err := sampleReport().WriteTable(&b); err != nil {
-		t.Fatal(err)
-	}
-	out := b.String()
-	for _, want := range []string{
+	out := harnesstest.Table(t, sampleReport())
+	harnesstest.Contains(t, "table", out,
 		"2026-11-25 10:00 UTC",
 		"linux/amd64, 2 CPUs (AMD EPYC), 23.5 GB RAM, kernel 6.1",
 		"400 req/s, 70% GET / 30% POST",
@@ -238,11 +234,7 @@ func TestWriteTable(t *testing.T) {
 		"--quick",
 		"nginx:  skipped: nginx is not installed",
 		"(1 s before the first restart to 1 s after the last)",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("table lacks %q:\n%s", want, out)
-		}
-	}
+	)
 	if strings.Contains(out, "sleeps") {
 		t.Errorf("the notes mention the sleep mode, which did not run:\n%s", out)
 	}
@@ -279,14 +271,7 @@ func TestWriteTable(t *testing.T) {
 }
 
 func TestJSONContract(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "sub", "demo.json")
-	if err := sampleReport().WriteJSON(path); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := harnesstest.JSONFile(t, sampleReport(), filepath.Join(t.TempDir(), "sub", "demo.json"))
 	checkContract(t, data, 2)
 	var doc struct {
 		Modes []struct {
@@ -349,44 +334,6 @@ func TestParseModes(t *testing.T) {
 	}
 }
 
-func TestRenderNginxConf(t *testing.T) {
-	conf, err := renderNginxConf(nginxConfig{Dir: "/tmp/x", Listen: "127.0.0.1:9", Backends: []string{"127.0.0.1:1", "127.0.0.1:2"}, Prefix: "/demo/", Modules: nginxconf.Modules{UWSGI: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"server 127.0.0.1:1;", "server 127.0.0.1:2;", "listen 127.0.0.1:9;", "location /demo/ {", "proxy_pass http://demo_backends/;", "proxy_next_upstream error timeout;", "master_process off;", "uwsgi_temp_path /tmp/x/uwsgi;"} {
-		if !strings.Contains(conf, want) {
-			t.Errorf("nginx.conf lacks %q:\n%s", want, conf)
-		}
-	}
-	if strings.Contains(conf, "fastcgi_temp_path") {
-		t.Error("fastcgi_temp_path named for a binary without the module")
-	}
-	if _, err := renderNginxConf(nginxConfig{Dir: "/tmp/x", Listen: "127.0.0.1:9", Prefix: "/demo/"}); err == nil {
-		t.Error("no backends: no error")
-	}
-}
-
-func TestFirstLineWriter(t *testing.T) {
-	f, err := os.Create(filepath.Join(t.TempDir(), "log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	ch := make(chan string, 1)
-	w := &firstLineWriter{ch: ch, rest: f}
-	io.WriteString(w, "127.0.0.1:")
-	io.WriteString(w, "2000\nmore\n")
-	io.WriteString(w, "and more\n")
-	if got := <-ch; got != "127.0.0.1:2000" {
-		t.Errorf("first line %q", got)
-	}
-	b, _ := os.ReadFile(f.Name())
-	if string(b) != "more\nand more\n" {
-		t.Errorf("rest %q", b)
-	}
-}
-
 func TestProgressPlain(t *testing.T) {
 	var b bytes.Buffer
 	p := newProgress(&b, false)
@@ -396,16 +343,12 @@ func TestProgressPlain(t *testing.T) {
 	io.WriteString(p.lineWriter(), "rollout line one\nrollout ")
 	p.endMode("done")
 	out := b.String()
-	for _, want := range []string{
+	harnesstest.Contains(t, "progress", out,
 		"watch: [2/4] killing and restarting 127.0.0.1:2\n",
 		"watch: [2/4] 127.0.0.1:2 back in service after 0.25 s (1,234 requests, 5 failed so far)\n",
 		"watch: rollout line one\n",
 		"watch: done\n",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("progress lacks %q:\n%s", want, out)
-		}
-	}
+	)
 	if strings.Contains(out, "\r") || strings.Contains(out, "\x1b") {
 		t.Errorf("plain progress has terminal controls: %q", out)
 	}
