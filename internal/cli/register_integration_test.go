@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"github.com/zkgate/zkgate/internal/config"
 	"github.com/zkgate/zkgate/internal/controller"
 	"github.com/zkgate/zkgate/internal/gatewayd"
+	"github.com/zkgate/zkgate/internal/harness"
 	"github.com/zkgate/zkgate/internal/registry"
 	"github.com/zkgate/zkgate/internal/samplebackend"
 	"github.com/zkgate/zkgate/internal/testutil"
@@ -35,25 +35,8 @@ func quietLogger() *slog.Logger {
 // controller on free ports, following the ensemble at servers.
 func writeTestConfig(t *testing.T, servers []string) (string, *config.Config) {
 	t.Helper()
-	yaml := fmt.Sprintf(`zookeeper:
-  servers: [%s]
-  session_timeout: 4s
-registry:
-  resync_interval: 30s
-gateway:
-  id: gw-test
-  listen: 127.0.0.1:0
-  admin_listen: 127.0.0.1:0
-  routes:
-    - prefix: /orders/
-      service: orders
-      strip_prefix: true
-controller:
-  listen: 127.0.0.1:0
-  tokens: [%q]
-`, strings.Join(servers, ", "), testToken)
 	p := filepath.Join(t.TempDir(), "zkgate.yaml")
-	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+	if err := harness.StackConfig(servers, "gw-test", testToken).Write(p); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := config.Load(p)

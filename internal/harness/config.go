@@ -114,3 +114,18 @@ func quoteList(v []string) string {
 	}
 	return strings.Join(q, ", ")
 }
+
+// StackConfig is the configuration of one gateway (id gwID, routing
+// /orders/ to the service orders) and one controller accepting token, on
+// free loopback ports, following the ensemble at servers: the stack the
+// end-to-end tests of the CLI and of rollouts run against.
+func StackConfig(servers []string, gwID, token string) Config {
+	return Config{
+		Servers: servers, SessionTimeout: 4 * time.Second, ResyncInterval: 30 * time.Second,
+		Gateway: &GatewayConfig{
+			ID: gwID, Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
+			Routes: []Route{{Prefix: "/orders/", Service: "orders"}},
+		},
+		Controller: &ControllerConfig{Listen: "127.0.0.1:0", Tokens: []string{token}},
+	}
+}

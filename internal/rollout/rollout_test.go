@@ -19,6 +19,7 @@ import (
 	"github.com/zkgate/zkgate/internal/controller"
 	"github.com/zkgate/zkgate/internal/ctlclient"
 	"github.com/zkgate/zkgate/internal/gatewayd"
+	"github.com/zkgate/zkgate/internal/harness"
 	"github.com/zkgate/zkgate/internal/rollout"
 	"github.com/zkgate/zkgate/internal/samplebackend"
 	"github.com/zkgate/zkgate/internal/testutil"
@@ -67,21 +68,7 @@ func newStack(t *testing.T, names ...string) *stack {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	cfg, err := config.Parse(fmt.Appendf(nil, `zookeeper:
-  servers: [%s]
-  session_timeout: 4s
-gateway:
-  id: gw-1
-  listen: 127.0.0.1:0
-  admin_listen: 127.0.0.1:0
-  routes:
-    - prefix: /orders/
-      service: orders
-      strip_prefix: true
-controller:
-  listen: 127.0.0.1:0
-  tokens: [%q]
-`, strings.Join(zk.Servers(), ", "), token))
+	cfg, err := config.Parse([]byte(harness.StackConfig(zk.Servers(), "gw-1", token).YAML()))
 	if err != nil {
 		t.Fatal(err)
 	}

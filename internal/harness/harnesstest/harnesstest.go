@@ -1,5 +1,6 @@
-// Package harnesstest helps the tests of what uses the harness: the
-// benchmarks' and the demo's end-to-end tests.
+// Package harnesstest helps the end-to-end tests of the benchmarks, the
+// demo, the CLI and rollouts: building zkgate, rendering and checking
+// configurations, reading reports.
 package harnesstest
 
 import (
