@@ -71,10 +71,10 @@ func (c *Controller) authorized(h handlerFunc, mutating bool) http.HandlerFunc {
 		switch code {
 		case http.StatusUnauthorized:
 			w.Header().Set("WWW-Authenticate", `Bearer realm="zkgate"`)
-			writeError(w, code, "authorization required: send Authorization: Bearer <token>")
+			writeError(w, "", statusf(code, "authorization required: send Authorization: Bearer <token>"))
 			return
 		case http.StatusForbidden:
-			writeError(w, code, "this token is not allowed to do this")
+			writeError(w, "", statusf(code, "this token is not allowed to do this"))
 			return
 		}
 		if actor := sanitizeActor(r.Header.Get("X-Zkgate-Actor")); actor != "" {
@@ -129,20 +129,17 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v) // the client went away: nothing to do
 }
 
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, ctlclient.ErrorResponse{Error: msg})
-}
-
-// writeErr answers err: 400 for input errors, 404 for a drain of an
+// writeError answers err: its own status for a statusError (400 for input
+// errors), 404 for a drain of an
 // address that is not registered (with the registered addresses), 503 when ZooKeeper cannot be
 // reached (with "outcome": "unknown" when a write may or may not have been
 // applied), 500 otherwise.
-func writeErr(w http.ResponseWriter, what string, err error) {
-	var br *badRequest
+func writeError(w http.ResponseWriter, what string, err error) {
+	var se *statusError
 	var ae *absentError
 	switch {
-	case errors.As(err, &br):
-		writeError(w, http.StatusBadRequest, br.msg)
+	case errors.As(err, &se):
+		writeJSON(w, se.code, ctlclient.ErrorResponse{Error: se.msg})
 	case errors.As(err, &ae):
 		writeJSON(w, http.StatusNotFound, ctlclient.ErrorResponse{Error: ae.msg, Registered: ae.registered})
 	case errors.Is(err, errOutcomeUnknown):
@@ -151,9 +148,9 @@ func writeErr(w http.ResponseWriter, what string, err error) {
 		})
 	case errors.Is(err, errSessionGone), errors.Is(err, errStopping), errors.Is(err, zksession.ErrClosed),
 		zksession.IsUnknownOutcome(err), errors.Is(err, errNotConnected):
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("%s: %v", what, err))
+		writeJSON(w, http.StatusServiceUnavailable, ctlclient.ErrorResponse{Error: fmt.Sprintf("%s: %v", what, err)})
 	default:
-		writeError(w, http.StatusInternalServerError, fmt.Sprintf("%s: %v", what, err))
+		writeJSON(w, http.StatusInternalServerError, ctlclient.ErrorResponse{Error: fmt.Sprintf("%s: %v", what, err)})
 	}
 }
 
@@ -172,7 +169,7 @@ func target(r *http.Request) (service, addr string, err error) {
 func (c *Controller) getServices(w http.ResponseWriter, r *http.Request, _ string) {
 	rs, ms := c.reg.Snapshot(), c.marks.Snapshot()
 	if rs == nil {
-		writeError(w, http.StatusServiceUnavailable, "the registry is not loaded yet")
+		writeError(w, "", statusf(http.StatusServiceUnavailable, "the registry is not loaded yet"))
 		return
 	}
 	list, skipped := serviceSummaries(rs, ms, c.now())
@@ -182,17 +179,17 @@ func (c *Controller) getServices(w http.ResponseWriter, r *http.Request, _ strin
 func (c *Controller) getService(w http.ResponseWriter, r *http.Request, _ string) {
 	service := r.PathValue("service")
 	if err := checkService(service); err != nil {
-		writeErr(w, "service", err)
+		writeError(w, "service", err)
 		return
 	}
 	rs, ms := c.reg.Snapshot(), c.marks.Snapshot()
 	if rs == nil || ms == nil {
-		writeError(w, http.StatusServiceUnavailable, "the registry and marks are not loaded yet")
+		writeError(w, "", statusf(http.StatusServiceUnavailable, "the registry and marks are not loaded yet"))
 		return
 	}
 	v, ok := serviceView(service, rs, ms, c.presence.Gateways(), c.presence.Departed(), c.now())
 	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("service %q has no instances and no marks", service))
+		writeError(w, "", statusf(http.StatusNotFound, "service %q has no instances and no marks", service))
 		return
 	}
 	c.traffic.fill(&v)
@@ -202,7 +199,7 @@ func (c *Controller) getService(w http.ResponseWriter, r *http.Request, _ string
 
 func (c *Controller) getGateways(w http.ResponseWriter, r *http.Request, _ string) {
 	if !c.presence.Loaded() {
-		writeError(w, http.StatusServiceUnavailable, "the gateways' presence is not loaded yet")
+		writeError(w, "", statusf(http.StatusServiceUnavailable, "the gateways' presence is not loaded yet"))
 		return
 	}
 	gws := c.presence.Gateways()
@@ -222,7 +219,7 @@ func (c *Controller) getAudit(w http.ResponseWriter, r *http.Request, _ string) 
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n <= 0 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit: %q is not a positive integer", s))
+			writeError(w, "", badf("limit: %q is not a positive integer", s))
 			return
 		}
 		limit = n
@@ -231,7 +228,7 @@ func (c *Controller) getAudit(w http.ResponseWriter, r *http.Request, _ string) 
 	service := q.Get("service")
 	if service != "" {
 		if err := checkService(service); err != nil {
-			writeErr(w, "service", err)
+			writeError(w, "service", err)
 			return
 		}
 	}
@@ -239,7 +236,7 @@ func (c *Controller) getAudit(w http.ResponseWriter, r *http.Request, _ string) 
 	defer cancel()
 	entries, err := c.audit.List(ctx, service, limit)
 	if err != nil {
-		writeErr(w, "reading the audit trail", err)
+		writeError(w, "reading the audit trail", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, ctlclient.AuditResponse{Entries: entries})
@@ -302,14 +299,14 @@ func (c *Controller) putDrain(w http.ResponseWriter, r *http.Request, who string
 		}
 	}
 	c.metrics.drains.WithLabelValues("error").Inc()
-	writeErr(w, "drain", err)
+	writeError(w, "drain", err)
 }
 
 func (c *Controller) drain(w http.ResponseWriter, r *http.Request, who, service, addr string, p drainParams, start time.Time) {
 	fail := func(what string, err error) {
 		c.metrics.drains.WithLabelValues("error").Inc()
 		c.log.Warn("drain failed", "service", service, "addr", addr, "err", err)
-		writeErr(w, what, err)
+		writeError(w, what, err)
 	}
 	if s, _ := c.sess.State(); s != zksession.StateConnected {
 		fail("drain", fmt.Errorf("%w (session %s)", errNotConnected, s))
@@ -426,17 +423,17 @@ func (c *Controller) deleteDrain(w http.ResponseWriter, r *http.Request, who str
 		err = checkText("reason", req.Reason, maxReasonLen)
 	}
 	if err != nil {
-		writeErr(w, "undrain", err)
+		writeError(w, "undrain", err)
 		return
 	}
 	if s, _ := c.sess.State(); s != zksession.StateConnected {
-		writeErr(w, "undrain", fmt.Errorf("%w (session %s)", errNotConnected, s))
+		writeError(w, "undrain", fmt.Errorf("%w (session %s)", errNotConnected, s))
 		return
 	}
 	// The mark of the address however it is spelled (as drain writes it
 	// for the address as registered).
 	if addr, err = c.undrainTarget(r.Context(), service, addr); err != nil {
-		writeErr(w, "undrain", err)
+		writeError(w, "undrain", err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
@@ -458,7 +455,7 @@ func (c *Controller) deleteDrain(w http.ResponseWriter, r *http.Request, who str
 		}
 	}
 	if err != nil {
-		writeErr(w, "removing the mark", err)
+		writeError(w, "removing the mark", err)
 		return
 	}
 	resp := ctlclient.UndrainResponse{Service: service, Addr: addr, Removed: removed}

@@ -352,7 +352,10 @@ func (s *Session) Generation() uint64 {
 // SessionTimeout is the session timeout zkgate asked for.
 func (s *Session) SessionTimeout() time.Duration { return s.cfg.SessionTimeout }
 
-// Changed returns a channel that is closed at the next state change.
+// Changed returns a channel that is closed at the next state change. Unlike
+// the Updates signals of the caches and the gateway (capacity one, never
+// closed, one reader), it is a broadcast: every caller holding it sees the
+// close, and a caller takes a new channel after each change.
 func (s *Session) Changed() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
