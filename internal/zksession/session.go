@@ -417,14 +417,12 @@ func (s *Session) onEvent(ev zk.Event) {
 		delete(s.armed, watchKey{path: ev.Path})
 	case zk.EventNodeChildrenChanged:
 		delete(s.armed, watchKey{path: ev.Path, child: true})
-	case zk.EventNodeDeleted:
+	case zk.EventNodeDeleted, zk.EventNotWatching:
 		delete(s.armed, watchKey{path: ev.Path})
 		delete(s.armed, watchKey{path: ev.Path, child: true})
-	case zk.EventNotWatching:
-		// Watches were invalidated (session expired or client closed).
-		delete(s.armed, watchKey{path: ev.Path})
-		delete(s.armed, watchKey{path: ev.Path, child: true})
-		return
+		if ev.Type == zk.EventNotWatching {
+			return // watches were invalidated (session expired or client closed)
+		}
 	}
 	if s.cfg.DropEvent != nil && s.cfg.DropEvent(ev) {
 		s.log.Debug("dropping watch event (injected)", "path", ev.Path, "type", ev.Type.String())
