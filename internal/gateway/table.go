@@ -1,11 +1,11 @@
 package gateway
 
 import (
-	"github.com/zkgate/zkgate/internal/instancestate"
 	"sort"
 	"sync/atomic"
 	"time"
 
+	"github.com/zkgate/zkgate/internal/instancestate"
 	"github.com/zkgate/zkgate/internal/marks"
 	"github.com/zkgate/zkgate/internal/registry"
 )
