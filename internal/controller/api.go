@@ -156,6 +156,16 @@ func writeError(w http.ResponseWriter, what string, err error) {
 
 var errNotConnected = errors.New("not connected to ZooKeeper")
 
+// reread settles a write whose outcome is unknown: it counts it
+// (zkgate_controller_unknown_outcome_writes_total) and reports whether
+// settled, a re-read bounded by rereadTimeout, found the write applied.
+func (c *Controller) reread(ctx context.Context, settled func(context.Context) bool) bool {
+	c.metrics.unknownOutcome.Inc()
+	ctx, cancel := context.WithTimeout(ctx, rereadTimeout)
+	defer cancel()
+	return settled(ctx)
+}
+
 // target validates the {service} and {addr} path values.
 func target(r *http.Request) (service, addr string, err error) {
 	service = r.PathValue("service")
@@ -343,11 +353,11 @@ func (c *Controller) drain(w http.ResponseWriter, r *http.Request, who, service,
 	if err != nil && zksession.IsUnknownOutcome(err) && r.Context().Err() == nil {
 		// The write may still be applied after we stopped waiting for it:
 		// look before answering.
-		c.metrics.unknownOutcome.Inc()
-		rctx, rcancel := context.WithTimeout(r.Context(), rereadTimeout)
-		got, ok := c.store.markWritten(rctx, m)
-		rcancel()
-		if ok {
+		var got marks.Mark
+		if c.reread(r.Context(), func(ctx context.Context) (ok bool) {
+			got, ok = c.store.markWritten(ctx, m)
+			return ok
+		}) {
 			c.log.Info("the mark write's outcome was unknown; re-reading found it written", "service", service, "addr", addr, "err", err)
 			written, err = got, nil
 		} else {
@@ -442,11 +452,7 @@ func (c *Controller) deleteDrain(w http.ResponseWriter, r *http.Request, who str
 	if err != nil && prev.Service != "" && r.Context().Err() == nil {
 		// A delete was sent whose outcome is unknown: it may still be
 		// applied. Look before answering.
-		c.metrics.unknownOutcome.Inc()
-		rctx, rcancel := context.WithTimeout(r.Context(), rereadTimeout)
-		gone := c.store.markGone(rctx, service, addr)
-		rcancel()
-		if gone {
+		if c.reread(r.Context(), func(ctx context.Context) bool { return c.store.markGone(ctx, service, addr) }) {
 			removed, err = true, nil
 		} else {
 			err = fmt.Errorf("%w: the mark of %s/%s may or may not be removed, and may still disappear later "+
