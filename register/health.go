@@ -102,15 +102,8 @@ func (h *HealthCheck) run(ctx context.Context) error {
 func (r *Registration) healthLoop() {
 	defer close(r.healthDone)
 	h := r.opts.Health
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := r.untilStop()
 	defer cancel()
-	go func() {
-		select {
-		case <-r.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	t := time.NewTicker(h.Interval)
 	defer t.Stop()
 	fails, passes := 0, 0

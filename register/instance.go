@@ -58,9 +58,13 @@ func defaultURISpec() uriSpec {
 	}}
 }
 
-// encodeInstance returns the node content for one registration made at
-// registeredMs (ms since the epoch).
-func encodeInstance(service, id, payloadID, host string, port int, metadata map[string]string, registeredMs int64) []byte {
+// EncodeInstance returns the node content, in the format Spring Cloud
+// Zookeeper writes, of service's instance id at host:port registered at
+// registeredMs (ms since the epoch); payloadID is the payload's id (the
+// Spring application name), and metadata gets instance_status UP unless
+// it sets one (metadata itself is not modified). Tools that write
+// registrations without a Registration (benchmarks) use it too.
+func EncodeInstance(service, id, payloadID, host string, port int, metadata map[string]string, registeredMs int64) []byte {
 	md := make(map[string]string, len(metadata)+1)
 	for k, v := range metadata {
 		md[k] = v

@@ -10,7 +10,7 @@ import (
 )
 
 func TestEncodeInstanceIsSpringCloudZookeeperJSON(t *testing.T) {
-	data := encodeInstance("payment", "c0366eae-aa2e-4175-963d-51c139d008d0", "application-1",
+	data := EncodeInstance("payment", "c0366eae-aa2e-4175-963d-51c139d008d0", "application-1",
 		"10.0.0.7", 8004, map[string]string{}, 1651140425239)
 	// docs/architecture.md#curator-registration-format, byte for byte.
 	want := `{"name":"payment","id":"c0366eae-aa2e-4175-963d-51c139d008d0","address":"10.0.0.7","port":8004,"sslPort":null,` +
@@ -24,9 +24,9 @@ func TestEncodeInstanceIsSpringCloudZookeeperJSON(t *testing.T) {
 
 func TestEncodeInstanceParsesWithCuratorParser(t *testing.T) {
 	md := map[string]string{"zone": "a", "version": "1.2"}
-	data := encodeInstance("orders", "id-1", "orders", "::1", 8080, md, 1)
+	data := EncodeInstance("orders", "id-1", "orders", "::1", 8080, md, 1)
 	if md["instance_status"] != "" {
-		t.Fatal("encodeInstance modified the caller's metadata")
+		t.Fatal("EncodeInstance modified the caller's metadata")
 	}
 	in, err := registry.CuratorParser{}.Parse("orders", "id-1", data, registry.NodeStat{Czxid: 7})
 	if err != nil {
@@ -43,7 +43,7 @@ func TestEncodeInstanceParsesWithCuratorParser(t *testing.T) {
 		t.Fatalf("sslPort must be null: %s", data)
 	}
 
-	down := encodeInstance("orders", "id-1", "orders", "h", 1, map[string]string{MetadataStatus: "OUT_OF_SERVICE"}, 1)
+	down := EncodeInstance("orders", "id-1", "orders", "h", 1, map[string]string{MetadataStatus: "OUT_OF_SERVICE"}, 1)
 	if !bytes.Contains(down, []byte(`"instance_status":"OUT_OF_SERVICE"`)) {
 		t.Fatalf("explicit status lost: %s", down)
 	}

@@ -406,7 +406,7 @@ func (r *Registration) ensure(ctx context.Context) (created, error) {
 			return created{}, fmt.Errorf("creating %s: gave up after %d attempts", r.path, attempt)
 		}
 		gen := r.sess.Generation()
-		data := encodeInstance(r.opts.Service, r.opts.ID, r.opts.Name, r.host, r.port, r.opts.Metadata, r.registeredMs)
+		data := EncodeInstance(r.opts.Service, r.opts.ID, r.opts.Name, r.host, r.port, r.opts.Metadata, r.registeredMs)
 		_, err := r.sess.Create(ctx, r.path, data, zksession.FlagEphemeral, r.sess.ACL())
 		// fresh: if the node turns out to be ours, this call created it.
 		fresh := err == nil || zksession.IsUnknownOutcome(err)
@@ -494,14 +494,10 @@ func (r *Registration) ownedWatch(ctx context.Context, watch bool) (bool, error)
 	return ok && st.EphemeralOwner == r.sess.SessionID(), nil
 }
 
-// keep is the one goroutine that owns the node while the registration
-// lives: it re-creates it after a session loss or a deletion and follows
-// the health verdict.
-func (r *Registration) keep(hints *zksession.Hints, registered bool, gen uint64, armed bool) {
-	defer close(r.done)
-	defer r.sess.RemoveHints(hints)
+// untilStop returns a context that ends when the registration stops or
+// cancel is called.
+func (r *Registration) untilStop() (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	go func() {
 		select {
 		case <-r.stop:
@@ -509,6 +505,17 @@ func (r *Registration) keep(hints *zksession.Hints, registered bool, gen uint64,
 		case <-ctx.Done():
 		}
 	}()
+	return ctx, cancel
+}
+
+// keep is the one goroutine that owns the node while the registration
+// lives: it re-creates it after a session loss or a deletion and follows
+// the health verdict.
+func (r *Registration) keep(hints *zksession.Hints, registered bool, gen uint64, armed bool) {
+	defer close(r.done)
+	defer r.sess.RemoveHints(hints)
+	ctx, cancel := r.untilStop()
+	defer cancel()
 	verify := time.NewTicker(r.opts.VerifyInterval)
 	defer verify.Stop()
 	var retry <-chan time.Time

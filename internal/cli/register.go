@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/config"
-	"github.com/zkgate/zkgate/internal/gatewayd"
+	"github.com/zkgate/zkgate/internal/zkbase"
 	"github.com/zkgate/zkgate/register"
 )
 
@@ -161,7 +161,7 @@ func registerOptions(cfg *config.Config, log *slog.Logger) (register.Options, er
 	if cfg.Registry.Format != config.FormatCurator {
 		return register.Options{}, fmt.Errorf("registry.format is %q: zkgate registers in the curator format only", cfg.Registry.Format)
 	}
-	sc, err := gatewayd.SessionConfig(cfg, log)
+	sc, err := zkbase.SessionConfig(cfg, log)
 	if err != nil {
 		return register.Options{}, err
 	}

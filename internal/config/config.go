@@ -289,104 +289,57 @@ func (c *Config) ApplyDefaults() {
 	if len(z.Servers) == 0 {
 		z.Servers = []string{DefaultZKServer}
 	}
-	if z.SessionTimeout == 0 {
-		z.SessionTimeout = DefaultSessionTimeout
-	}
-	if z.Root == "" {
-		z.Root = DefaultZKRoot
-	}
-	if z.Auth != nil && z.Auth.Scheme == "" {
-		z.Auth.Scheme = "digest"
+	setDefault(&z.SessionTimeout, DefaultSessionTimeout)
+	setDefault(&z.Root, DefaultZKRoot)
+	if z.Auth != nil {
+		setDefault(&z.Auth.Scheme, "digest")
 	}
 	r := &c.Registry
-	if r.Format == "" {
-		r.Format = FormatCurator
-	}
-	if r.Root == "" {
-		r.Root = DefaultRegistryRoot
-	}
-	if r.ResyncInterval == 0 {
-		r.ResyncInterval = DefaultResyncInterval
-	}
-	if r.Watch == nil {
-		r.Watch = ptr(true)
-	}
-	g := &c.Gateway
-	if g.Listen == "" {
-		g.Listen = DefaultGatewayListen
-	}
-	if g.AdminListen == "" {
-		g.AdminListen = DefaultAdminListen
-	}
-	if g.Balancer == "" {
-		g.Balancer = BalancerLeastRequests
-	}
-	if g.Retries == nil {
-		g.Retries = ptr(DefaultRetries)
-	}
-	if g.DialTimeout == 0 {
-		g.DialTimeout = DefaultDialTimeout
-	}
-	if g.StaleAfter == 0 {
-		g.StaleAfter = DefaultStaleAfter
-	}
-	if g.FailOpen == nil {
-		g.FailOpen = ptr(true)
-	}
-	if g.ShutdownTimeout == 0 {
-		g.ShutdownTimeout = DefaultShutdownTimeout
-	}
-	if g.MaxIdleConnsPerHost == 0 {
-		g.MaxIdleConnsPerHost = DefaultMaxIdlePerHost
-	}
-	g.ApplyClientDefaults()
+	setDefault(&r.Format, FormatCurator)
+	setDefault(&r.Root, DefaultRegistryRoot)
+	setDefault(&r.ResyncInterval, DefaultResyncInterval)
+	setDefault(&r.Watch, ptr(true))
+	c.Gateway.ApplyDefaults()
 	ct := &c.Controller
-	if ct.Listen == "" {
-		ct.Listen = DefaultControllerAddr
-	}
-	if ct.MarkTTL == 0 {
-		ct.MarkTTL = DefaultMarkTTL
-	}
-	if ct.AbsentGrace == 0 {
-		ct.AbsentGrace = DefaultAbsentGrace
-	}
-	if ct.ReconcileInterval == 0 {
-		ct.ReconcileInterval = DefaultReconcile
-	}
-	if ct.ProbeDeparted == nil {
-		t := true
-		ct.ProbeDeparted = &t
-	}
-	if ct.DepartedWindow == 0 {
-		ct.DepartedWindow = DefaultDepartedWindow
-	}
-	if ct.AuditLimit == 0 {
-		ct.AuditLimit = DefaultAuditLimit
-	}
+	setDefault(&ct.Listen, DefaultControllerAddr)
+	setDefault(&ct.MarkTTL, DefaultMarkTTL)
+	setDefault(&ct.AbsentGrace, DefaultAbsentGrace)
+	setDefault(&ct.ReconcileInterval, DefaultReconcile)
+	setDefault(&ct.ProbeDeparted, ptr(true))
+	setDefault(&ct.DepartedWindow, DefaultDepartedWindow)
+	setDefault(&ct.AuditLimit, DefaultAuditLimit)
 }
 
-// ApplyClientDefaults fills the unset client-side limits.
-func (g *Gateway) ApplyClientDefaults() {
-	if g.ClientIdleTimeout == 0 {
-		g.ClientIdleTimeout = DefaultClientIdleTimeout
-	}
-	if g.ClientHeaderTimeout == 0 {
-		g.ClientHeaderTimeout = DefaultClientHeaderTimeout
-	}
-	if g.ClientBodyTimeout == 0 {
-		g.ClientBodyTimeout = DefaultClientBodyTimeout
-	}
-	if g.ClientSendTimeout == 0 {
-		g.ClientSendTimeout = DefaultClientSendTimeout
-	}
-	if g.MaxHeaderBytes == 0 {
-		g.MaxHeaderBytes = DefaultMaxHeaderBytes
-	}
+// ApplyDefaults fills the unset keys of the gateway section. The gateway
+// applies them to the section it is given, so they live here only.
+func (g *Gateway) ApplyDefaults() {
+	setDefault(&g.Listen, DefaultGatewayListen)
+	setDefault(&g.AdminListen, DefaultAdminListen)
+	setDefault(&g.Balancer, BalancerLeastRequests)
+	setDefault(&g.Retries, ptr(DefaultRetries))
+	setDefault(&g.DialTimeout, DefaultDialTimeout)
+	setDefault(&g.StaleAfter, DefaultStaleAfter)
+	setDefault(&g.FailOpen, ptr(true))
+	setDefault(&g.ShutdownTimeout, DefaultShutdownTimeout)
+	setDefault(&g.MaxIdleConnsPerHost, DefaultMaxIdlePerHost)
+	setDefault(&g.ClientIdleTimeout, DefaultClientIdleTimeout)
+	setDefault(&g.ClientHeaderTimeout, DefaultClientHeaderTimeout)
+	setDefault(&g.ClientBodyTimeout, DefaultClientBodyTimeout)
+	setDefault(&g.ClientSendTimeout, DefaultClientSendTimeout)
+	setDefault(&g.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	if g.DrainCutoff == 0 {
 		g.DrainCutoff = DefaultDrainCutoff
 		for _, r := range g.Routes {
 			g.DrainCutoff = max(g.DrainCutoff, r.Timeout)
 		}
+	}
+}
+
+// setDefault sets *v to def when *v is the zero value (the key is unset).
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
 	}
 }
 
@@ -437,6 +390,13 @@ func (c *Config) ValidateGateway() error {
 	if err := checkListen("gateway.admin_listen", g.AdminListen); err != nil {
 		return err
 	}
+	return g.Validate()
+}
+
+// Validate checks the gateway section but its listen addresses (the
+// gateway itself checks only what the section cannot: routes that
+// collide once their hosts are normalized).
+func (g Gateway) Validate() error {
 	if len(g.Routes) == 0 {
 		return errors.New("gateway.routes: at least one route is required")
 	}

@@ -71,10 +71,10 @@ func (c *Controller) authorized(h handlerFunc, mutating bool) http.HandlerFunc {
 		switch code {
 		case http.StatusUnauthorized:
 			w.Header().Set("WWW-Authenticate", `Bearer realm="zkgate"`)
-			writeError(w, code, "authorization required: send Authorization: Bearer <token>")
+			writeError(w, "", statusf(code, "authorization required: send Authorization: Bearer <token>"))
 			return
 		case http.StatusForbidden:
-			writeError(w, code, "this token is not allowed to do this")
+			writeError(w, "", statusf(code, "this token is not allowed to do this"))
 			return
 		}
 		if actor := sanitizeActor(r.Header.Get("X-Zkgate-Actor")); actor != "" {
@@ -129,20 +129,17 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v) // the client went away: nothing to do
 }
 
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, ctlclient.ErrorResponse{Error: msg})
-}
-
-// writeErr answers err: 400 for input errors, 404 for a drain of an
+// writeError answers err: its own status for a statusError (400 for input
+// errors), 404 for a drain of an
 // address that is not registered (with the registered addresses), 503 when ZooKeeper cannot be
 // reached (with "outcome": "unknown" when a write may or may not have been
 // applied), 500 otherwise.
-func writeErr(w http.ResponseWriter, what string, err error) {
-	var br *badRequest
+func writeError(w http.ResponseWriter, what string, err error) {
+	var se *statusError
 	var ae *absentError
 	switch {
-	case errors.As(err, &br):
-		writeError(w, http.StatusBadRequest, br.msg)
+	case errors.As(err, &se):
+		writeJSON(w, se.code, ctlclient.ErrorResponse{Error: se.msg})
 	case errors.As(err, &ae):
 		writeJSON(w, http.StatusNotFound, ctlclient.ErrorResponse{Error: ae.msg, Registered: ae.registered})
 	case errors.Is(err, errOutcomeUnknown):
@@ -151,13 +148,23 @@ func writeErr(w http.ResponseWriter, what string, err error) {
 		})
 	case errors.Is(err, errSessionGone), errors.Is(err, errStopping), errors.Is(err, zksession.ErrClosed),
 		zksession.IsUnknownOutcome(err), errors.Is(err, errNotConnected):
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("%s: %v", what, err))
+		writeJSON(w, http.StatusServiceUnavailable, ctlclient.ErrorResponse{Error: fmt.Sprintf("%s: %v", what, err)})
 	default:
-		writeError(w, http.StatusInternalServerError, fmt.Sprintf("%s: %v", what, err))
+		writeJSON(w, http.StatusInternalServerError, ctlclient.ErrorResponse{Error: fmt.Sprintf("%s: %v", what, err)})
 	}
 }
 
 var errNotConnected = errors.New("not connected to ZooKeeper")
+
+// reread settles a write whose outcome is unknown: it counts it
+// (zkgate_controller_unknown_outcome_writes_total) and reports whether
+// settled, a re-read bounded by rereadTimeout, found the write applied.
+func (c *Controller) reread(ctx context.Context, settled func(context.Context) bool) bool {
+	c.metrics.unknownOutcome.Inc()
+	ctx, cancel := context.WithTimeout(ctx, rereadTimeout)
+	defer cancel()
+	return settled(ctx)
+}
 
 // target validates the {service} and {addr} path values.
 func target(r *http.Request) (service, addr string, err error) {
@@ -172,7 +179,7 @@ func target(r *http.Request) (service, addr string, err error) {
 func (c *Controller) getServices(w http.ResponseWriter, r *http.Request, _ string) {
 	rs, ms := c.reg.Snapshot(), c.marks.Snapshot()
 	if rs == nil {
-		writeError(w, http.StatusServiceUnavailable, "the registry is not loaded yet")
+		writeError(w, "", statusf(http.StatusServiceUnavailable, "the registry is not loaded yet"))
 		return
 	}
 	list, skipped := serviceSummaries(rs, ms, c.now())
@@ -182,17 +189,17 @@ func (c *Controller) getServices(w http.ResponseWriter, r *http.Request, _ strin
 func (c *Controller) getService(w http.ResponseWriter, r *http.Request, _ string) {
 	service := r.PathValue("service")
 	if err := checkService(service); err != nil {
-		writeErr(w, "service", err)
+		writeError(w, "service", err)
 		return
 	}
 	rs, ms := c.reg.Snapshot(), c.marks.Snapshot()
 	if rs == nil || ms == nil {
-		writeError(w, http.StatusServiceUnavailable, "the registry and marks are not loaded yet")
+		writeError(w, "", statusf(http.StatusServiceUnavailable, "the registry and marks are not loaded yet"))
 		return
 	}
 	v, ok := serviceView(service, rs, ms, c.presence.Gateways(), c.presence.Departed(), c.now())
 	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("service %q has no instances and no marks", service))
+		writeError(w, "", statusf(http.StatusNotFound, "service %q has no instances and no marks", service))
 		return
 	}
 	c.traffic.fill(&v)
@@ -202,7 +209,7 @@ func (c *Controller) getService(w http.ResponseWriter, r *http.Request, _ string
 
 func (c *Controller) getGateways(w http.ResponseWriter, r *http.Request, _ string) {
 	if !c.presence.Loaded() {
-		writeError(w, http.StatusServiceUnavailable, "the gateways' presence is not loaded yet")
+		writeError(w, "", statusf(http.StatusServiceUnavailable, "the gateways' presence is not loaded yet"))
 		return
 	}
 	gws := c.presence.Gateways()
@@ -222,7 +229,7 @@ func (c *Controller) getAudit(w http.ResponseWriter, r *http.Request, _ string) 
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n <= 0 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit: %q is not a positive integer", s))
+			writeError(w, "", badf("limit: %q is not a positive integer", s))
 			return
 		}
 		limit = n
@@ -231,7 +238,7 @@ func (c *Controller) getAudit(w http.ResponseWriter, r *http.Request, _ string) 
 	service := q.Get("service")
 	if service != "" {
 		if err := checkService(service); err != nil {
-			writeErr(w, "service", err)
+			writeError(w, "service", err)
 			return
 		}
 	}
@@ -239,7 +246,7 @@ func (c *Controller) getAudit(w http.ResponseWriter, r *http.Request, _ string) 
 	defer cancel()
 	entries, err := c.audit.List(ctx, service, limit)
 	if err != nil {
-		writeErr(w, "reading the audit trail", err)
+		writeError(w, "reading the audit trail", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, ctlclient.AuditResponse{Entries: entries})
@@ -302,14 +309,14 @@ func (c *Controller) putDrain(w http.ResponseWriter, r *http.Request, who string
 		}
 	}
 	c.metrics.drains.WithLabelValues("error").Inc()
-	writeErr(w, "drain", err)
+	writeError(w, "drain", err)
 }
 
 func (c *Controller) drain(w http.ResponseWriter, r *http.Request, who, service, addr string, p drainParams, start time.Time) {
 	fail := func(what string, err error) {
 		c.metrics.drains.WithLabelValues("error").Inc()
 		c.log.Warn("drain failed", "service", service, "addr", addr, "err", err)
-		writeErr(w, what, err)
+		writeError(w, what, err)
 	}
 	if s, _ := c.sess.State(); s != zksession.StateConnected {
 		fail("drain", fmt.Errorf("%w (session %s)", errNotConnected, s))
@@ -346,11 +353,11 @@ func (c *Controller) drain(w http.ResponseWriter, r *http.Request, who, service,
 	if err != nil && zksession.IsUnknownOutcome(err) && r.Context().Err() == nil {
 		// The write may still be applied after we stopped waiting for it:
 		// look before answering.
-		c.metrics.unknownOutcome.Inc()
-		rctx, rcancel := context.WithTimeout(r.Context(), rereadTimeout)
-		got, ok := c.store.markWritten(rctx, m)
-		rcancel()
-		if ok {
+		var got marks.Mark
+		if c.reread(r.Context(), func(ctx context.Context) (ok bool) {
+			got, ok = c.store.markWritten(ctx, m)
+			return ok
+		}) {
 			c.log.Info("the mark write's outcome was unknown; re-reading found it written", "service", service, "addr", addr, "err", err)
 			written, err = got, nil
 		} else {
@@ -426,17 +433,17 @@ func (c *Controller) deleteDrain(w http.ResponseWriter, r *http.Request, who str
 		err = checkText("reason", req.Reason, maxReasonLen)
 	}
 	if err != nil {
-		writeErr(w, "undrain", err)
+		writeError(w, "undrain", err)
 		return
 	}
 	if s, _ := c.sess.State(); s != zksession.StateConnected {
-		writeErr(w, "undrain", fmt.Errorf("%w (session %s)", errNotConnected, s))
+		writeError(w, "undrain", fmt.Errorf("%w (session %s)", errNotConnected, s))
 		return
 	}
 	// The mark of the address however it is spelled (as drain writes it
 	// for the address as registered).
 	if addr, err = c.undrainTarget(r.Context(), service, addr); err != nil {
-		writeErr(w, "undrain", err)
+		writeError(w, "undrain", err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
@@ -445,11 +452,7 @@ func (c *Controller) deleteDrain(w http.ResponseWriter, r *http.Request, who str
 	if err != nil && prev.Service != "" && r.Context().Err() == nil {
 		// A delete was sent whose outcome is unknown: it may still be
 		// applied. Look before answering.
-		c.metrics.unknownOutcome.Inc()
-		rctx, rcancel := context.WithTimeout(r.Context(), rereadTimeout)
-		gone := c.store.markGone(rctx, service, addr)
-		rcancel()
-		if gone {
+		if c.reread(r.Context(), func(ctx context.Context) bool { return c.store.markGone(ctx, service, addr) }) {
 			removed, err = true, nil
 		} else {
 			err = fmt.Errorf("%w: the mark of %s/%s may or may not be removed, and may still disappear later "+
@@ -458,7 +461,7 @@ func (c *Controller) deleteDrain(w http.ResponseWriter, r *http.Request, who str
 		}
 	}
 	if err != nil {
-		writeErr(w, "removing the mark", err)
+		writeError(w, "removing the mark", err)
 		return
 	}
 	resp := ctlclient.UndrainResponse{Service: service, Addr: addr, Removed: removed}

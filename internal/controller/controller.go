@@ -21,7 +21,6 @@ import (
 
 	"github.com/go-zookeeper/zk"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/zkgate/zkgate/internal/component"
 	"github.com/zkgate/zkgate/internal/config"
@@ -29,6 +28,7 @@ import (
 	"github.com/zkgate/zkgate/internal/presence"
 	"github.com/zkgate/zkgate/internal/registry"
 	"github.com/zkgate/zkgate/internal/zkacl"
+	"github.com/zkgate/zkgate/internal/zkbase"
 	"github.com/zkgate/zkgate/internal/zksession"
 )
 
@@ -128,67 +128,31 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Controller, 
 		log.Warn("the controller API listens on every interface: make sure the tokens are strong", "listen", cfg.Controller.Listen)
 	}
 
-	c := &Controller{
-		cfg: cfg, opts: opts, log: log, id: id, now: now,
-		auth:       newAuthenticator(cfg.Controller.Tokens, cfg.Controller.ReadTokens),
-		changed:    newNotifier(),
-		resolver:   opts.Resolver,
-		promReg:    prometheus.NewRegistry(),
-		stopping:   make(chan struct{}),
-		components: component.NewGroup(log, "controller"),
-	}
-	c.promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	c.metrics = newMetrics(c.promReg,
-		func() float64 { return float64(c.marks.Snapshot().Count()) },
-		func() float64 { return float64(len(c.presence.Gateways())) })
-
-	scfg := zksession.Config{
-		Servers: cfg.ZooKeeper.Servers, SessionTimeout: cfg.ZooKeeper.SessionTimeout,
-		Logger: log, Dialer: opts.Dialer, DropEvent: opts.DropEvent,
-	}
-	if a := cfg.ZooKeeper.Auth; a != nil {
-		scfg.Username, scfg.Password = a.Username, a.Password
-	}
-	if cfg.ZooKeeper.TLS != nil {
-		tc, err := cfg.ZooKeeper.TLS.ClientConfig()
-		if err != nil {
-			return nil, err
-		}
-		scfg.TLS = tc
-	}
-	parser, err := registry.ParserFor(cfg.Registry.Format)
-	if err != nil {
-		return nil, err
-	}
-	sess, err := zksession.Connect(scfg)
-	if err != nil {
-		return nil, err
-	}
-	c.sess = sess
-	if err := sess.RegisterMetrics(c.promReg); err != nil {
-		sess.Close()
-		return nil, fmt.Errorf("registering session metrics: %w", err)
-	}
 	root := cfg.ZooKeeper.Root
 	// With credentials, every node under the root must be zkgate's alone
 	// to change (README.md, Security): repaired, or the start refused.
-	var aclLater func(context.Context) error
-	if a := cfg.ZooKeeper.Auth; a != nil {
-		aclLater, err = zkacl.AtStart(ctx, sess, zkacl.DigestPolicy(a.Username, a.Password),
-			[]zkacl.Target{{Path: root, Tree: true}}, cfg.ZooKeeper.SessionTimeout, log)
-		if err != nil {
-			sess.Close()
-			return nil, err
-		}
+	base, err := zkbase.Start(ctx, cfg, zkbase.Options{
+		Logger: log, Dialer: opts.Dialer, DropEvent: opts.DropEvent,
+		ACLTargets: []zkacl.Target{{Path: root, Tree: true}},
+	})
+	if err != nil {
+		return nil, err
 	}
-	c.reg = registry.NewCache(sess, registry.Options{
-		Root: cfg.Registry.Root, Parser: parser, Watch: *cfg.Registry.Watch,
-		ResyncInterval: cfg.Registry.ResyncInterval, Logger: log, Registerer: c.promReg,
-	})
+	sess := base.Session
+	c := &Controller{
+		cfg: cfg, opts: opts, log: log, id: id, now: now,
+		sess: sess, reg: base.Registry, marks: base.Marks,
+		auth:       newAuthenticator(cfg.Controller.Tokens, cfg.Controller.ReadTokens),
+		changed:    newNotifier(),
+		resolver:   opts.Resolver,
+		promReg:    base.Metrics,
+		stopping:   make(chan struct{}),
+		components: component.NewGroup(log, "controller"),
+	}
+	c.metrics = newMetrics(c.promReg,
+		func() float64 { return float64(c.marks.Snapshot().Count()) },
+		func() float64 { return float64(len(c.presence.Gateways())) })
 	c.promReg.MustRegister(skippedServices(c.reg.Snapshot))
-	c.marks = marks.NewCache(sess, marks.Options{
-		ZKRoot: root, ResyncInterval: cfg.Registry.ResyncInterval, Logger: log, Registerer: c.promReg,
-	})
 	wopts := presence.WatcherOptions{
 		ZKRoot: root, ResyncInterval: cfg.Registry.ResyncInterval, Logger: log, Registerer: c.promReg,
 		DepartedWindow: cfg.Controller.DepartedWindow, Now: now,
@@ -229,11 +193,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Controller, 
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c.cancel = cancel
-	if aclLater != nil {
-		c.components.Go("acl check", func() error { return aclLater(runCtx) })
-	}
-	c.components.Go("registry", func() error { return c.reg.Run(runCtx) })
-	c.components.Go("marks", func() error { return c.marks.Run(runCtx) })
+	base.Go(runCtx, c.components)
 	c.components.Go("presence", func() error { return c.presence.Run(runCtx) })
 	c.components.Go("fanout", func() error { return c.fanout(runCtx) })
 	c.components.Go("election", func() error { return c.elector.Run(runCtx) })

@@ -125,6 +125,15 @@ func (e *elector) Run(ctx context.Context) error {
 			return nil
 		}
 	}
+	// retry logs a failed step and pauses before the next attempt; it
+	// returns ctx's error once ctx ended.
+	retry := func(what string, err error) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		e.log.Warn(what+" failed; retrying", "err", err)
+		return pause()
+	}
 	for {
 		if err := e.sess.WaitConnected(ctx); err != nil {
 			return err
@@ -147,11 +156,7 @@ func (e *elector) Run(ctx context.Context) error {
 			token = newID()
 			name, err := e.create(ctx, token)
 			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				e.log.Warn("joining the leader election failed; retrying", "err", err)
-				if err := pause(); err != nil {
+				if err := retry("joining the leader election", err); err != nil {
 					return err
 				}
 				continue
@@ -160,11 +165,7 @@ func (e *elector) Run(ctx context.Context) error {
 		}
 		names, _, err := e.sess.Children(ctx, e.dir)
 		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			e.log.Warn("listing leader election nodes failed; retrying", "err", err)
-			if err := pause(); err != nil {
+			if err := retry("listing leader election nodes", err); err != nil {
 				return err
 			}
 			continue

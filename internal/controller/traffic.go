@@ -16,6 +16,7 @@ import (
 
 	"github.com/zkgate/zkgate/internal/ctlclient"
 	"github.com/zkgate/zkgate/internal/gateway"
+	"github.com/zkgate/zkgate/internal/metric"
 	"github.com/zkgate/zkgate/internal/presence"
 )
 
@@ -92,18 +93,12 @@ func newTrafficPoller(gateways func() map[string]presence.Report, now func() tim
 			IdleConnTimeout:     2 * trafficInterval,
 		}},
 		wake: make(chan struct{}, 1),
-		polls: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "zkgate_controller_traffic_polls_total",
-			Help: "Polls of gateways' admin traffic endpoint (traffic view).",
-		}),
-		bytes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "zkgate_controller_traffic_poll_bytes_total",
-			Help: "Bytes read from gateways' admin traffic endpoint.",
-		}),
-		errors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "zkgate_controller_traffic_poll_errors_total",
-			Help: "Polls of a gateway's admin traffic endpoint that failed.",
-		}),
+		polls: metric.Counter("zkgate_controller_traffic_polls_total",
+			"Polls of gateways' admin traffic endpoint (traffic view)."),
+		bytes: metric.Counter("zkgate_controller_traffic_poll_bytes_total",
+			"Bytes read from gateways' admin traffic endpoint."),
+		errors: metric.Counter("zkgate_controller_traffic_poll_errors_total",
+			"Polls of a gateway's admin traffic endpoint that failed."),
 		gws: map[string]*gatewaySamples{}, hist: map[instKey]*instHistory{},
 		current: map[instKey]ctlclient.Traffic{},
 	}

@@ -28,13 +28,22 @@ const (
 	MaxMarkTTL = 30 * 24 * time.Hour
 )
 
-// badRequest is an input error: the API answers 400 with its message and
-// writes nothing.
-type badRequest struct{ msg string }
+// statusError is an answer the API knows the status of: its message is
+// sent as is with code (an input error is 400 and writes nothing).
+type statusError struct {
+	code int
+	msg  string
+}
 
-func (e *badRequest) Error() string { return e.msg }
+func (e *statusError) Error() string { return e.msg }
 
-func badf(format string, args ...any) error { return &badRequest{fmt.Sprintf(format, args...)} }
+// statusf makes a statusError.
+func statusf(code int, format string, args ...any) error {
+	return &statusError{code, fmt.Sprintf(format, args...)}
+}
+
+// badf makes an input error (400).
+func badf(format string, args ...any) error { return statusf(http.StatusBadRequest, format, args...) }
 
 // checkService validates a service name: it becomes a znode name under
 // the marks root, so it must be one path segment of printable characters.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/zkgate/zkgate/internal/ctlclient"
 	"github.com/zkgate/zkgate/internal/marks"
+	"github.com/zkgate/zkgate/internal/metric"
 	"github.com/zkgate/zkgate/internal/presence"
 	"github.com/zkgate/zkgate/internal/registry"
 )
@@ -67,20 +68,18 @@ func serviceSummaries(rs *registry.Snapshot, ms *marks.Snapshot, now time.Time) 
 // skippedServices counts the registry's services whose names the API
 // refuses (zkgate_controller_services_skipped).
 func skippedServices(snap func() *registry.Snapshot) prometheus.GaugeFunc {
-	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "zkgate_controller_services_skipped",
-		Help: "Registry services whose names the API refuses: not listed, not drainable.",
-	}, func() float64 {
-		n := 0
-		if rs := snap(); rs != nil {
-			for name := range rs.Services {
-				if checkService(name) != nil {
-					n++
+	return metric.GaugeFunc("zkgate_controller_services_skipped",
+		"Registry services whose names the API refuses: not listed, not drainable.", func() float64 {
+			n := 0
+			if rs := snap(); rs != nil {
+				for name := range rs.Services {
+					if checkService(name) != nil {
+						n++
+					}
 				}
 			}
-		}
-		return float64(n)
-	})
+			return float64(n)
+		})
 }
 
 // markApplies applies the zxid rule (docs/architecture.md#zookeeper-rules)
@@ -234,13 +233,8 @@ func gatewayViews(gws map[string]presence.Report) []ctlclient.GatewayView {
 			ID: id, Listen: r.Listen, AdminListen: r.AdminListen, Version: r.Version,
 			StartedMs: r.StartedMs, UpdatedMs: r.UpdatedMs, RegistryRevision: r.RegistryRevision,
 			MarksRevision: r.MarksRevision, Session: fmt.Sprintf("0x%x", r.Session),
-			Marks:   make([]ctlclient.AppliedMark, 0, len(r.Marks)),
+			Marks:   append(make([]ctlclient.AppliedMark, 0, len(r.Marks)), r.Marks...),
 			Leaving: r.Leaving, Error: r.Malformed,
-		}
-		for _, m := range r.Marks {
-			v.Marks = append(v.Marks, ctlclient.AppliedMark{
-				Service: m.Service, Addr: m.Addr, Mzxid: m.Mzxid, InFlight: m.InFlight, State: m.State,
-			})
 		}
 		out = append(out, v)
 	}

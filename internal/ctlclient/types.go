@@ -364,13 +364,34 @@ type ServiceResponse struct {
 	Traffic *TrafficStatus `json:"traffic,omitempty"`
 }
 
-// AppliedMark is a mark as a gateway reports it.
+// AppliedMark is one mark as a gateway applies it, in its presence
+// report and in GET /v1/gateways.
 type AppliedMark struct {
-	Service  string `json:"service"`
-	Addr     string `json:"addr"`
-	Mzxid    int64  `json:"mzxid"`
-	InFlight int64  `json:"in_flight"`
-	State    string `json:"state"`
+	Service string `json:"service"`
+	Addr    string `json:"addr"`
+	// Mzxid identifies the version of the mark applied.
+	Mzxid int64 `json:"mzxid"`
+	// InFlight is the number of requests to the instance still in flight
+	// at this gateway.
+	InFlight int64 `json:"in_flight"`
+	// State is the instance's state at this gateway:
+	//   - draining or drained while the mark applies;
+	//   - fail_open (presence.StateFailOpen) while the mark applies but every
+	//     instance of the service is marked, so the gateway still sends
+	//     the instance new requests (gateway.fail_open);
+	//   - unrouted (presence.StateUnrouted) when the gateway has no route for the
+	//     mark's service: it never sends the instance anything;
+	//   - absent (presence.StateAbsent) when the gateway routes the service but has
+	//     no registration of the address (none seen yet, or gone);
+	//   - otherwise the instance's own state (warming, serving, down,
+	//     ejected): the mark does not apply there, e.g. because the gateway
+	//     has seen a registration of the address newer than the mark.
+	//
+	// The controller confirms a drain when every gateway reports the mark
+	// with nothing in flight (draining/drained/absent/unrouted), and
+	// removes a mark superseded by a re-registration once every gateway
+	// reports it in a state other than draining, drained or absent.
+	State string `json:"state"`
 }
 
 // GatewayView is one live gateway in GET /v1/gateways.

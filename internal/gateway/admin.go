@@ -113,6 +113,12 @@ func (g *Gateway) serveInstances(w http.ResponseWriter, r *http.Request) {
 
 func writeJSONValue(w http.ResponseWriter, code int, v any) {
 	b, err := json.MarshalIndent(v, "", "  ")
+	writeJSONBytes(w, code, b, err)
+}
+
+// writeJSONBytes answers code with b and a line end, or 500 with err when
+// marshalling failed.
+func writeJSONBytes(w http.ResponseWriter, code int, b []byte, err error) {
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return

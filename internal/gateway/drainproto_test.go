@@ -114,7 +114,7 @@ func TestLeavingHostNeverInvisible(t *testing.T) {
 
 // A mark written after its instance left the registry, while a request to
 // it is still in flight, makes it draining (not absent) until the request
-// ends, and the end signals Changes.
+// ends, and the end signals Updates.
 func TestGoneHostMarkedLater(t *testing.T) {
 	gt, a, b, tg := newGatedPair(t)
 	ia, ib := inst("s", a.addr(), 1), inst("s", b.addr(), 2)
@@ -145,7 +145,7 @@ func TestGoneHostMarkedLater(t *testing.T) {
 }
 
 // Traffic to instances in rotation, failed-open ones included, never
-// signals Changes (every signal costs a presence write); the end of a
+// signals Updates (every signal costs a presence write); the end of a
 // request to an instance that a mark keeps out of rotation does.
 func TestChangesOnlyForDrainingInstances(t *testing.T) {
 	gt := newGate(t)
@@ -171,8 +171,8 @@ func TestChangesOnlyForDrainingInstances(t *testing.T) {
 			}
 		}
 		select {
-		case <-tg.Changes():
-			t.Fatalf("%s: requests signalled Changes", ms.name)
+		case <-tg.Updates():
+			t.Fatalf("%s: requests signalled Updates", ms.name)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -24,7 +24,6 @@ package gateway
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -125,39 +124,14 @@ type Gateway struct {
 }
 
 // New builds a gateway for cfg. Unset keys get the defaults of package
-// config. It routes nothing until the first Update.
+// config, and cfg must pass config's checks (Gateway.Validate). It routes
+// nothing until the first Update.
 func New(cfg config.Gateway, opts Options) (*Gateway, error) {
-	if cfg.Retries == nil {
-		n := config.DefaultRetries
-		cfg.Retries = &n
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if cfg.FailOpen == nil {
-		b := true
-		cfg.FailOpen = &b
-	}
-	if cfg.DialTimeout == 0 {
-		cfg.DialTimeout = config.DefaultDialTimeout
-	}
-	if cfg.StaleAfter == 0 {
-		cfg.StaleAfter = config.DefaultStaleAfter
-	}
-	if cfg.MaxIdleConnsPerHost == 0 {
-		cfg.MaxIdleConnsPerHost = config.DefaultMaxIdlePerHost
-	}
-	if cfg.Balancer == "" {
-		cfg.Balancer = config.BalancerLeastRequests
-	}
-	cfg.ApplyClientDefaults()
-	bal, ok := parseBalancer(cfg.Balancer)
-	if !ok {
-		return nil, fmt.Errorf("gateway.balancer: %q is not %s or %s", cfg.Balancer, config.BalancerLeastRequests, config.BalancerRoundRobin)
-	}
-	if *cfg.Retries < 0 || *cfg.Retries > 10 {
-		return nil, errors.New("gateway.retries must be between 0 and 10")
-	}
-	if cfg.DialTimeout < 0 || cfg.StaleAfter < 0 || cfg.Warmup < 0 {
-		return nil, errors.New("gateway: durations must be positive")
-	}
+	bal, _ := parseBalancer(cfg.Balancer) // checked by Validate
 	rs, err := newRouteSet(cfg.Routes)
 	if err != nil {
 		return nil, fmt.Errorf("gateway.%w", err)
@@ -262,7 +236,7 @@ func (g *Gateway) AppliedRevision() (reg, marks uint64) {
 	return 0, 0
 }
 
-// Changes returns a channel of capacity 1 that receives a value, sent
+// Updates returns a channel of capacity 1 that receives a value, sent
 // without blocking (so several events merge into one), after every routing
 // table is applied and whenever the in-flight count of an instance that a
 // mark keeps out of rotation changes (a marked instance that is not failed
@@ -278,7 +252,7 @@ func (g *Gateway) AppliedRevision() (reg, marks uint64) {
 // it any more. An instance that left the registry is reported (state gone)
 // while anything is in flight to it; once it is not reported, nothing is
 // in flight to it and nothing will be.
-func (g *Gateway) Changes() <-chan struct{} { return g.changes }
+func (g *Gateway) Updates() <-chan struct{} { return g.changes }
 
 func (g *Gateway) signal() {
 	select {

@@ -291,10 +291,10 @@ func eventually(t testing.TB, what string, cond func() bool) {
 	testutil.Eventually(t, waitFor, what, cond)
 }
 
-// drainChanges empties the Changes channel.
+// drainChanges empties the Updates channel.
 func drainChanges(g *Gateway) {
 	select {
-	case <-g.Changes():
+	case <-g.Updates():
 	default:
 	}
 }
@@ -302,9 +302,9 @@ func drainChanges(g *Gateway) {
 func waitChange(t testing.TB, g *Gateway) {
 	t.Helper()
 	select {
-	case <-g.Changes():
+	case <-g.Updates():
 	case <-time.After(waitFor):
-		t.Fatal("Changes did not fire")
+		t.Fatal("Updates did not fire")
 	}
 }
 

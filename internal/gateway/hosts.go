@@ -35,7 +35,7 @@ const (
 
 	// flagDraining: a mark keeps the host out of rotation (it is not failed
 	// open to). Every change of its in-flight count signals
-	// Gateway.Changes, since confirmed drains wait for it to reach zero.
+	// Gateway.Updates, since confirmed drains wait for it to reach zero.
 	flagDraining = flagMarked | flagExcluded
 )
 
@@ -86,7 +86,7 @@ func newHost(service, addr string, changes chan struct{}) *host {
 	return &host{service: service, addr: addr, changes: changes}
 }
 
-// signal tells Gateway.Changes' reader that something changed, without
+// signal tells Gateway.Updates' reader that something changed, without
 // blocking.
 func (h *host) signal() {
 	select {
@@ -109,7 +109,7 @@ func (h *host) signal() {
 // flight, nothing is ever sent to it again (until a later table puts it
 // back in rotation).
 //
-// acquire never signals Changes: a successful acquire is never on a
+// acquire never signals Updates: a successful acquire is never on a
 // draining host, and traffic to a host that is failed open to is not
 // reported as it happens (that would be a presence write per request).
 func (h *host) acquire() bool {
@@ -121,7 +121,7 @@ func (h *host) acquire() bool {
 	return false
 }
 
-// release ends one request counted by acquire. It signals Changes when a
+// release ends one request counted by acquire. It signals Updates when a
 // mark keeps h out of rotation: confirmed drains wait for its count to
 // reach zero.
 func (h *host) release() {

@@ -9,7 +9,7 @@ import (
 )
 
 // A marked instance gets no new requests; the ones in flight finish; its
-// state goes draining → drained; Changes fires for the table and for each
+// state goes draining → drained; Updates fires for the table and for each
 // change of its in-flight count.
 func TestDrainMarkedInstance(t *testing.T) {
 	gt, a, b, tg := newGatedPair(t)

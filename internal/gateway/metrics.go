@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/zkgate/zkgate/internal/metric"
 )
 
 // Upstream error kinds, the kind label of zkgate_upstream_errors_total.
@@ -51,40 +53,26 @@ var durationBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .2
 
 func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
 	m := &metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "zkgate_requests_total",
-			Help: "Requests handled by the gateway, by route, service and response status (499: the client went away).",
-		}, []string{"route", "service", "code"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "zkgate_request_duration_seconds",
-			Help:    "Time from receiving a request to the end of its response (or of its upgraded connection).",
-			Buckets: durationBuckets,
-		}, []string{"route", "service"}),
-		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "zkgate_retries_total",
-			Help: "Requests sent to another instance after connecting to one failed before anything was sent.",
-		}, []string{"service"}),
-		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "zkgate_upstream_errors_total",
-			Help: "Failed exchanges with instances, by kind (connect, timeout, reset, other).",
-		}, []string{"service", "kind"}),
-		failOpen: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "zkgate_fail_open_total",
-			Help: "Requests sent to marked instances because every instance of the service was marked.",
-		}, []string{"service"}),
-		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "zkgate_ejections_total",
-			Help: "Instances taken out of rotation by passive outlier detection (consecutive connection failures).",
-		}, []string{"service"}),
-		drainCuts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "zkgate_drain_cuts_total",
-			Help: "Requests cut because they were still in flight to a drained instance after gateway.drain_cutoff.",
-		}, []string{"service"}),
+		requests: metric.CounterVec("zkgate_requests_total",
+			"Requests handled by the gateway, by route, service and response status (499: the client went away).",
+			"route", "service", "code"),
+		duration: metric.HistogramVec("zkgate_request_duration_seconds",
+			"Time from receiving a request to the end of its response (or of its upgraded connection).",
+			durationBuckets, "route", "service"),
+		retries: metric.CounterVec("zkgate_retries_total",
+			"Requests sent to another instance after connecting to one failed before anything was sent.", "service"),
+		upstreamErrors: metric.CounterVec("zkgate_upstream_errors_total",
+			"Failed exchanges with instances, by kind (connect, timeout, reset, other).", "service", "kind"),
+		failOpen: metric.CounterVec("zkgate_fail_open_total",
+			"Requests sent to marked instances because every instance of the service was marked.", "service"),
+		ejections: metric.CounterVec("zkgate_ejections_total",
+			"Instances taken out of rotation by passive outlier detection (consecutive connection failures).", "service"),
+		drainCuts: metric.CounterVec("zkgate_drain_cuts_total",
+			"Requests cut because they were still in flight to a drained instance after gateway.drain_cutoff.", "service"),
 	}
-	handoffs := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "zkgate_loop_handoffs_total",
-		Help: "Client connections an event loop (gateway.engine: epoll) handed to a goroutine, by reason (request, head, connect, response); they stay there.",
-	}, []string{"reason"})
+	handoffs := metric.CounterVec("zkgate_loop_handoffs_total",
+		"Client connections an event loop (gateway.engine: epoll) handed to a goroutine, by reason (request, head, connect, response); they stay there.",
+		"reason")
 	for i := range m.handoffs {
 		m.handoffs[i] = handoffs.WithLabelValues(handoffNames[i])
 	}

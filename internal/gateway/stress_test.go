@@ -14,7 +14,7 @@ import (
 
 // Load, table swaps and state reads at once (run with -race). Also the
 // confirmed-drain property the presence writer relies on: once a marked
-// instance is seen drained (after Changes), it never gets another request.
+// instance is seen drained (after Updates), it never gets another request.
 func TestConcurrentLoadUpdatesAndDrain(t *testing.T) {
 	for _, bal := range []string{config.BalancerLeastRequests, config.BalancerRoundRobin} {
 		t.Run(bal, func(t *testing.T) {

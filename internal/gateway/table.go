@@ -1,11 +1,11 @@
 package gateway
 
 import (
-	"github.com/zkgate/zkgate/internal/instancestate"
 	"sort"
 	"sync/atomic"
 	"time"
 
+	"github.com/zkgate/zkgate/internal/instancestate"
 	"github.com/zkgate/zkgate/internal/marks"
 	"github.com/zkgate/zkgate/internal/registry"
 )
@@ -191,7 +191,7 @@ var testHookPublished func()
 //  4. The table is published to the readers of state (g.reported:
 //     InstanceStates, Applied, AppliedRevision, metrics), so no report is
 //     ever built from a table whose flags are not in force yet; then
-//     Changes is signalled.
+//     Updates is signalled.
 func (g *Gateway) rebuildLocked() {
 	now := g.now()
 	nowNs := now.UnixNano()

@@ -3,7 +3,6 @@ package gateway
 import (
 	"encoding/json"
 	"net/http"
-	"strconv"
 )
 
 // TrafficPath is the admin endpoint the controller polls for the traffic
@@ -69,15 +68,7 @@ func (g *Gateway) Traffic() TrafficReport {
 }
 
 func (g *Gateway) serveTraffic(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
 	b, err := json.Marshal(g.Traffic())
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	b = append(b, '\n')
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Length", strconv.Itoa(len(b)))
-	w.Write(b)
+	writeJSONBytes(w, http.StatusOK, b, err)
 }

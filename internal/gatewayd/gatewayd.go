@@ -20,8 +20,6 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/zkgate/zkgate/internal/component"
 	"github.com/zkgate/zkgate/internal/config"
@@ -30,6 +28,7 @@ import (
 	"github.com/zkgate/zkgate/internal/presence"
 	"github.com/zkgate/zkgate/internal/registry"
 	"github.com/zkgate/zkgate/internal/zkacl"
+	"github.com/zkgate/zkgate/internal/zkbase"
 	"github.com/zkgate/zkgate/internal/zksession"
 )
 
@@ -107,44 +106,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, erro
 	}
 	log = log.With("gateway", id)
 
-	promReg := prometheus.NewRegistry()
-	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
-	scfg, err := SessionConfig(cfg, log)
-	if err != nil {
-		closeListeners()
-		return nil, err
-	}
-	scfg.Dialer = opts.Dialer
-	scfg.DropEvent = opts.DropEvent
-	sess, err := zksession.Connect(scfg)
-	if err != nil {
-		closeListeners()
-		return nil, err
-	}
-	fail := func(err error) (*Daemon, error) {
-		sess.Close()
-		closeListeners()
-		return nil, err
-	}
-	if err := sess.RegisterMetrics(promReg); err != nil {
-		return fail(fmt.Errorf("registering session metrics: %w", err))
-	}
-	parser, err := registry.ParserFor(cfg.Registry.Format)
-	if err != nil {
-		return fail(err)
-	}
-	// With credentials, the root and the presence directory must be
-	// zkgate's alone to change (README.md, Security).
-	var aclLater func(context.Context) error
-	if a := cfg.ZooKeeper.Auth; a != nil {
-		aclLater, err = zkacl.AtStart(ctx, sess, zkacl.DigestPolicy(a.Username, a.Password),
-			[]zkacl.Target{{Path: cfg.ZooKeeper.Root}, {Path: presence.Dir(cfg.ZooKeeper.Root)}}, cfg.ZooKeeper.SessionTimeout, log)
-		if err != nil {
-			return fail(err)
-		}
-	}
-	d := &Daemon{cfg: cfg, log: log, sess: sess, id: id, components: component.NewGroup(log, "gateway"), routed: map[string]bool{},
+	d := &Daemon{cfg: cfg, log: log, id: id, components: component.NewGroup(log, "gateway"), routed: map[string]bool{},
 		proxyLn: proxyLn, adminLn: adminLn}
 	services := []string{}
 	for _, rt := range cfg.Gateway.Routes {
@@ -156,16 +118,28 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, erro
 	// A gateway reads and watches only the services its routes name
 	// (routes name services exactly: README.md, Configuration): its cold
 	// start and memory grow with what it routes, not with the registry.
-	d.reg = registry.NewCache(sess, registry.Options{
-		Root: cfg.Registry.Root, Parser: parser, Watch: *cfg.Registry.Watch,
-		ResyncInterval: cfg.Registry.ResyncInterval, Services: services, Logger: log, Registerer: promReg,
-	})
-	d.marks = marks.NewCache(sess, marks.Options{
-		ZKRoot: cfg.ZooKeeper.Root, ResyncInterval: cfg.Registry.ResyncInterval, Logger: log, Registerer: promReg,
+	// With credentials, the root and the presence directory must be
+	// zkgate's alone to change (README.md, Security).
+	base, err := zkbase.Start(ctx, cfg, zkbase.Options{
+		Logger: log, Dialer: opts.Dialer, DropEvent: opts.DropEvent,
+		ACLTargets: []zkacl.Target{{Path: cfg.ZooKeeper.Root}, {Path: presence.Dir(cfg.ZooKeeper.Root)}},
+		Services:   services,
 		// A mark's event alone takes its address out of rotation; its
-		// read decides the rest (docs/architecture.md, "Drain path").
-		Pending: true,
+		// read decides the rest (docs/architecture.md, "Drain to
+		// confirmation").
+		PendingMarks: true,
 	})
+	if err != nil {
+		closeListeners()
+		return nil, err
+	}
+	d.sess, d.reg, d.marks = base.Session, base.Registry, base.Marks
+	fail := func(err error) (*Daemon, error) {
+		d.sess.Close()
+		closeListeners()
+		return nil, err
+	}
+	promReg := base.Metrics
 	d.gw, err = gateway.New(cfg.Gateway, gateway.Options{
 		Logger: log, Registerer: promReg, Gatherer: promReg, Sync: syncStatus{d},
 	})
@@ -175,7 +149,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, erro
 
 	started := time.Now()
 	d.identity = presence.Identity{ID: id, BootID: newBootID(), StartedMs: started.UnixMilli()}
-	d.presence = presence.NewWriter(sess, presence.WriterOptions{
+	d.presence = presence.NewWriter(d.sess, presence.WriterOptions{
 		ZKRoot: cfg.ZooKeeper.Root, ID: id, Logger: log,
 		Report: func() presence.Report { return d.report(opts.Version) },
 	})
@@ -183,11 +157,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, erro
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.cancel = cancel
-	if aclLater != nil {
-		d.components.Go("acl check", func() error { return aclLater(runCtx) })
-	}
-	d.components.Go("registry", func() error { return d.reg.Run(runCtx) })
-	d.components.Go("marks", func() error { return d.marks.Run(runCtx) })
+	base.Go(runCtx, d.components)
 	d.components.Go("presence", func() error { return d.presence.Run(runCtx) })
 	d.components.Go("apply", func() error { return d.apply(runCtx, opts.OnApply) })
 	d.components.Go("proxy listener", func() error {
@@ -201,31 +171,11 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, erro
 	return d, nil
 }
 
-// SessionConfig makes the session configuration from the zookeeper section.
-func SessionConfig(cfg *config.Config, log *slog.Logger) (zksession.Config, error) {
-	sc := zksession.Config{
-		Servers:        cfg.ZooKeeper.Servers,
-		SessionTimeout: cfg.ZooKeeper.SessionTimeout,
-		Logger:         log,
-	}
-	if a := cfg.ZooKeeper.Auth; a != nil {
-		sc.Username, sc.Password = a.Username, a.Password
-	}
-	if cfg.ZooKeeper.TLS != nil {
-		tc, err := cfg.ZooKeeper.TLS.ClientConfig()
-		if err != nil {
-			return sc, err
-		}
-		sc.TLS = tc
-	}
-	return sc, nil
-}
-
 // apply feeds every new registry or marks snapshot to the proxy, once both
 // are loaded: a table built from the registry alone would route to every
 // drained instance.
 func (d *Daemon) apply(ctx context.Context, onApply func(*registry.Snapshot, *marks.Snapshot)) error {
-	changes := d.gw.Changes()
+	changes := d.gw.Updates()
 	for {
 		select {
 		case <-ctx.Done():

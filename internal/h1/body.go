@@ -153,18 +153,11 @@ func AppendChunkHeader(dst []byte, n int) []byte {
 // buffered (streaming: the peer sees data as soon as it arrives).
 func CopyN(dst *bufio.Writer, src *bufio.Reader, n int64, flush bool) (written int64, readErr, writeErr error) {
 	for written < n {
-		if src.Buffered() == 0 {
-			if flush {
-				if err := dst.Flush(); err != nil {
-					return written, nil, err
-				}
+		if readErr, writeErr := refill(dst, src, flush); readErr != nil || writeErr != nil {
+			if errors.Is(readErr, io.EOF) {
+				readErr = io.ErrUnexpectedEOF
 			}
-			if _, err := src.Peek(1); err != nil {
-				if errors.Is(err, io.EOF) {
-					err = io.ErrUnexpectedEOF
-				}
-				return written, err, nil
-			}
+			return written, readErr, writeErr
 		}
 		k := src.Buffered()
 		if rest := n - written; int64(k) > rest {
@@ -181,23 +174,32 @@ func CopyN(dst *bufio.Writer, src *bufio.Reader, n int64, flush bool) (written i
 	return written, nil, nil
 }
 
+// refill, when src has nothing buffered, flushes dst (with flush set) so
+// the peer sees what it has, then waits for src's next byte. It returns
+// the error of either side.
+func refill(dst *bufio.Writer, src *bufio.Reader, flush bool) (readErr, writeErr error) {
+	if src.Buffered() > 0 {
+		return nil, nil
+	}
+	if flush {
+		if err := dst.Flush(); err != nil {
+			return nil, err
+		}
+	}
+	_, err := src.Peek(1)
+	return err, nil
+}
+
 // CopyToEOF copies src to dst until src ends (io.EOF, not an error),
 // flushing dst whenever src has nothing buffered when flush is set. With
 // chunk set, it writes the data as chunks (not the last chunk).
 func CopyToEOF(dst *bufio.Writer, src *bufio.Reader, flush, chunk bool, scratch []byte) (written int64, readErr, writeErr error) {
 	for {
-		if src.Buffered() == 0 {
-			if flush {
-				if err := dst.Flush(); err != nil {
-					return written, nil, err
-				}
+		if readErr, writeErr := refill(dst, src, flush); readErr != nil || writeErr != nil {
+			if errors.Is(readErr, io.EOF) {
+				return written, nil, nil
 			}
-			if _, err := src.Peek(1); err != nil {
-				if errors.Is(err, io.EOF) {
-					return written, nil, nil
-				}
-				return written, err, nil
-			}
+			return written, readErr, writeErr
 		}
 		b, _ := src.Peek(src.Buffered())
 		if chunk {

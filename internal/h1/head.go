@@ -137,6 +137,20 @@ func isStdHopByHop(name []byte) bool {
 	return false
 }
 
+// readStart reads the head (readLines) and returns its start line without
+// the line end, and the index of the start line's '\n' in h.buf.
+func (h *head) readStart(br *bufio.Reader, max int) (line []byte, eol int, err error) {
+	if err := h.readLines(br, max); err != nil {
+		return nil, 0, err
+	}
+	eol = bytes.IndexByte(h.buf, '\n')
+	line = h.buf[:eol]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	return line, eol, nil
+}
+
 // readLines reads a head (a start line and fields up to an empty line)
 // into h.buf, at most max bytes.
 func (h *head) readLines(br *bufio.Reader, max int) error {
@@ -297,14 +311,9 @@ type Request struct {
 func (r *Request) Read(br *bufio.Reader, max int) error {
 	r.reset()
 	r.Method, r.Path, r.Query, r.Host, r.Expect100 = nil, nil, nil, nil, false
-	if err := r.readLines(br, max); err != nil {
+	line, eol, err := r.readStart(br, max)
+	if err != nil {
 		return err
-	}
-	b := r.buf
-	eol := bytes.IndexByte(b, '\n')
-	line := b[:eol]
-	if n := len(line); n > 0 && line[n-1] == '\r' {
-		line = line[:n-1]
 	}
 	sp1 := bytes.IndexByte(line, ' ')
 	if sp1 <= 0 {
@@ -417,14 +426,9 @@ type Response struct {
 func (r *Response) Read(br *bufio.Reader, max int) error {
 	r.reset()
 	r.Status, r.Reason = 0, nil
-	if err := r.readLines(br, max); err != nil {
+	line, eol, err := r.readStart(br, max)
+	if err != nil {
 		return err
-	}
-	b := r.buf
-	eol := bytes.IndexByte(b, '\n')
-	line := b[:eol]
-	if n := len(line); n > 0 && line[n-1] == '\r' {
-		line = line[:n-1]
 	}
 	if len(line) < 12 || string(line[:7]) != "HTTP/1." || (line[7] != '0' && line[7] != '1') || line[8] != ' ' ||
 		!isDigit(line[9]) || !isDigit(line[10]) || !isDigit(line[11]) || (len(line) > 12 && line[12] != ' ') {

@@ -1,7 +1,6 @@
 package marks
 
 import (
-	"context"
 	"log/slog"
 	"path"
 	"time"
@@ -33,15 +32,19 @@ type Options struct {
 	Registerer prometheus.Registerer
 }
 
+// tree is the follower a Cache is made of.
+type tree = zktree.Tree[Mark, map[string]Mark]
+
 // Cache follows every mark and publishes Snapshots. Its metrics are named
 // zkgate_marks_….
+// Run, Updates, LastContact and Resync are zktree.Tree's.
 type Cache struct {
-	tree *zktree.Tree[Mark, map[string]Mark]
+	*tree
 }
 
 // NewCache returns a cache over sess. Call Run to fill it.
 func NewCache(sess *zksession.Session, opts Options) *Cache {
-	return &Cache{tree: zktree.New(sess, zktree.Options[Mark, map[string]Mark]{
+	return &Cache{zktree.New(sess, zktree.Options[Mark, map[string]Mark]{
 		Root: Dir(opts.ZKRoot),
 		Parse: func(service, addr string, data []byte, st *zksession.Stat) (Mark, error) {
 			return Decode(service, addr, data, st.Mzxid)
@@ -65,9 +68,6 @@ func NewCache(sess *zksession.Session, opts Options) *Cache {
 	})}
 }
 
-// Run follows the marks until ctx ends (see zktree.Tree.Run).
-func (c *Cache) Run(ctx context.Context) error { return c.tree.Run(ctx) }
-
 // Snapshot returns the latest snapshot, or nil before the first full read.
 func (c *Cache) Snapshot() *Snapshot {
 	ts := c.tree.Snapshot()
@@ -79,14 +79,3 @@ func (c *Cache) Snapshot() *Snapshot {
 		FullResync: ts.FullResync, Resyncs: ts.Resyncs, ResyncTicket: ts.ResyncTicket,
 	}
 }
-
-// Updates is signalled (capacity one, never closed) after each new snapshot.
-func (c *Cache) Updates() <-chan struct{} { return c.tree.Updates() }
-
-// LastContact returns when the cache was last known to match ZooKeeper.
-func (c *Cache) LastContact() time.Time { return c.tree.LastContact() }
-
-// Resync asks for a full re-read at once and returns its ticket: a
-// snapshot whose ResyncTicket is at least the ticket comes from a full
-// re-read that began after the call (see zktree.Tree.Resync).
-func (c *Cache) Resync() uint64 { return c.tree.Resync() }

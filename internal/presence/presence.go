@@ -10,7 +10,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/zkgate/zkgate/internal/instancestate"
 	"log/slog"
 	"path"
 	"sync"
@@ -18,6 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/zkgate/zkgate/internal/ctlclient"
+	"github.com/zkgate/zkgate/internal/instancestate"
 	"github.com/zkgate/zkgate/internal/zksession"
 	"github.com/zkgate/zkgate/internal/zktree"
 )
@@ -61,34 +62,9 @@ type Report struct {
 	Malformed string `json:"-"`
 }
 
-// AppliedMark is one mark as a gateway applies it.
-type AppliedMark struct {
-	Service string `json:"service"`
-	Addr    string `json:"addr"`
-	// Mzxid identifies the version of the mark applied.
-	Mzxid int64 `json:"mzxid"`
-	// InFlight is the number of requests to the instance still in flight
-	// at this gateway.
-	InFlight int64 `json:"in_flight"`
-	// State is the instance's state at this gateway:
-	//   - draining or drained while the mark applies;
-	//   - fail_open (StateFailOpen) while the mark applies but every
-	//     instance of the service is marked, so the gateway still sends
-	//     the instance new requests (gateway.fail_open);
-	//   - unrouted (StateUnrouted) when the gateway has no route for the
-	//     mark's service: it never sends the instance anything;
-	//   - absent (StateAbsent) when the gateway routes the service but has
-	//     no registration of the address (none seen yet, or gone);
-	//   - otherwise the instance's own state (warming, serving, down,
-	//     ejected): the mark does not apply there, e.g. because the gateway
-	//     has seen a registration of the address newer than the mark.
-	//
-	// The controller confirms a drain when every gateway reports the mark
-	// with nothing in flight (draining/drained/absent/unrouted), and
-	// removes a mark superseded by a re-registration once every gateway
-	// reports it in a state other than draining, drained or absent.
-	State string `json:"state"`
-}
+// AppliedMark is one mark as a gateway applies it: the presence report
+// holds the type the controller API shows (ctlclient.AppliedMark).
+type AppliedMark = ctlclient.AppliedMark
 
 // AppliedMark states beyond the gateway's instance states.
 const (

@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"context"
 	"encoding/binary"
 	"log/slog"
 	"slices"
@@ -36,10 +35,14 @@ type Options struct {
 	Registerer prometheus.Registerer
 }
 
+// tree is the follower a Cache is made of.
+type tree = zktree.Tree[Instance, []Instance]
+
 // Cache follows the registry and publishes Snapshots. Its metrics are named
 // zkgate_registry_… (resyncs, resync divergence, malformed nodes).
+// Run, Updates, LastContact and Resync are zktree.Tree's.
 type Cache struct {
-	tree *zktree.Tree[Instance, []Instance]
+	*tree
 }
 
 // NewCache returns a cache over sess. Call Run to fill it.
@@ -60,7 +63,7 @@ func NewCache(sess *zksession.Session, opts Options) *Cache {
 		}
 		groups = func(service string) bool { return follow[service] }
 	}
-	return &Cache{tree: zktree.New(sess, zktree.Options[Instance, []Instance]{
+	return &Cache{zktree.New(sess, zktree.Options[Instance, []Instance]{
 		Root:   opts.Root,
 		Groups: groups,
 		Parse: func(service, node string, data []byte, st *zksession.Stat) (Instance, error) {
@@ -90,9 +93,6 @@ func NewCache(sess *zksession.Session, opts Options) *Cache {
 	})}
 }
 
-// Run follows the registry until ctx ends (see zktree.Tree.Run).
-func (c *Cache) Run(ctx context.Context) error { return c.tree.Run(ctx) }
-
 // Snapshot returns the latest snapshot, or nil before the first full read.
 func (c *Cache) Snapshot() *Snapshot {
 	ts := c.tree.Snapshot()
@@ -104,18 +104,6 @@ func (c *Cache) Snapshot() *Snapshot {
 		FullResync: ts.FullResync, Resyncs: ts.Resyncs, ResyncTicket: ts.ResyncTicket,
 	}
 }
-
-// Updates is signalled (capacity one, never closed) after each new snapshot.
-func (c *Cache) Updates() <-chan struct{} { return c.tree.Updates() }
-
-// LastContact returns when the cache was last known to match ZooKeeper
-// (see zktree.Tree.LastContact).
-func (c *Cache) LastContact() time.Time { return c.tree.LastContact() }
-
-// Resync asks for a full re-read at once and returns its ticket: a
-// snapshot whose ResyncTicket is at least the ticket comes from a full
-// re-read that began after the call (see zktree.Tree.Resync).
-func (c *Cache) Resync() uint64 { return c.tree.Resync() }
 
 // maxInterned bounds the distinct metadata maps an interner keeps.
 const maxInterned = 4096

@@ -2,7 +2,6 @@ package rollout
 
 import (
 	"fmt"
-	"github.com/zkgate/zkgate/internal/instancestate"
 	"io"
 	"os"
 	"sort"
@@ -10,6 +9,8 @@ import (
 	"sync"
 	"text/tabwriter"
 	"time"
+
+	"github.com/zkgate/zkgate/internal/instancestate"
 )
 
 // Phases of one instance, as the progress shows them.

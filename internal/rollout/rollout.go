@@ -55,7 +55,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/zkgate/zkgate/internal/instancestate"
 	"io"
 	"log/slog"
 	"net/http"
@@ -65,6 +64,7 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/ctlclient"
+	"github.com/zkgate/zkgate/internal/instancestate"
 	"github.com/zkgate/zkgate/internal/marks"
 )
 

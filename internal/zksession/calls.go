@@ -75,65 +75,61 @@ func call[T any](ctx context.Context, s *Session, f func(*zk.Conn) (T, error)) (
 	}
 }
 
-type dataStat struct {
-	data []byte
-	stat *zk.Stat
+// read runs f, a read returning a value and the node's stat (see call);
+// op names it in errors.
+func read[T any](ctx context.Context, s *Session, op, p string, f func(*zk.Conn) (T, *Stat, error)) (T, *Stat, error) {
+	type valueStat struct {
+		v    T
+		stat *Stat
+	}
+	r, err := call(ctx, s, func(c *zk.Conn) (valueStat, error) {
+		v, st, err := f(c)
+		return valueStat{v, st}, err
+	})
+	return r.v, r.stat, wrap(op, p, err)
+}
+
+// readW runs watched, a read that arms a one-shot watch, unless a watch
+// with key set through this session is already armed: then it runs plain.
+func readW[T any](ctx context.Context, s *Session, op, p string, key watchKey,
+	plain func(context.Context, string) (T, *Stat, error), watched func(*zk.Conn) (T, *Stat, error)) (T, *Stat, error) {
+	if !s.arm(key) {
+		return plain(ctx, p)
+	}
+	v, st, err := read(ctx, s, op, p, watched)
+	if err != nil {
+		s.disarm(key)
+	}
+	return v, st, err
 }
 
 // Get reads a node.
 func (s *Session) Get(ctx context.Context, p string) ([]byte, *Stat, error) {
-	r, err := call(ctx, s, func(c *zk.Conn) (dataStat, error) {
-		d, st, err := c.Get(p)
-		return dataStat{d, st}, err
-	})
-	return r.data, r.stat, wrap("get", p, err)
+	return read(ctx, s, "get", p, func(c *zk.Conn) ([]byte, *Stat, error) { return c.Get(p) })
 }
 
 // GetW reads a node and makes sure a data watch is armed on it: any later
 // change or deletion produces a hint for the path. If a data watch set
 // through this session is already armed, no second one is added.
 func (s *Session) GetW(ctx context.Context, p string) ([]byte, *Stat, error) {
-	if !s.arm(watchKey{path: p}) {
-		return s.Get(ctx, p)
-	}
-	r, err := call(ctx, s, func(c *zk.Conn) (dataStat, error) {
+	return readW(ctx, s, "get", p, watchKey{path: p}, s.Get, func(c *zk.Conn) ([]byte, *Stat, error) {
 		d, st, _, err := c.GetW(p)
-		return dataStat{d, st}, err
+		return d, st, err
 	})
-	if err != nil {
-		s.disarm(watchKey{path: p})
-	}
-	return r.data, r.stat, wrap("get", p, err)
-}
-
-type childrenStat struct {
-	children []string
-	stat     *zk.Stat
 }
 
 // Children lists a node's children.
 func (s *Session) Children(ctx context.Context, p string) ([]string, *Stat, error) {
-	r, err := call(ctx, s, func(c *zk.Conn) (childrenStat, error) {
-		ch, st, err := c.Children(p)
-		return childrenStat{ch, st}, err
-	})
-	return r.children, r.stat, wrap("list", p, err)
+	return read(ctx, s, "list", p, func(c *zk.Conn) ([]string, *Stat, error) { return c.Children(p) })
 }
 
 // ChildrenW lists a node's children and makes sure a child watch is armed
 // on it (see GetW).
 func (s *Session) ChildrenW(ctx context.Context, p string) ([]string, *Stat, error) {
-	if !s.arm(watchKey{path: p, child: true}) {
-		return s.Children(ctx, p)
-	}
-	r, err := call(ctx, s, func(c *zk.Conn) (childrenStat, error) {
+	return readW(ctx, s, "list", p, watchKey{path: p, child: true}, s.Children, func(c *zk.Conn) ([]string, *Stat, error) {
 		ch, st, _, err := c.ChildrenW(p)
-		return childrenStat{ch, st}, err
+		return ch, st, err
 	})
-	if err != nil {
-		s.disarm(watchKey{path: p, child: true})
-	}
-	return r.children, r.stat, wrap("list", p, err)
 }
 
 // AddWatchRecursive makes sure a persistent recursive watch (ZooKeeper

@@ -90,49 +90,47 @@ func (h *Hints) signalLocked() {
 	}
 }
 
+// add applies f to the pending batch and signals the reader, unless the
+// hints are closed.
+func (h *Hints) add(f func(b *Batch)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	f(&h.batch)
+	h.signalLocked()
+}
+
 func (h *Hints) addPath(p string, deleted bool) {
 	if p != h.prefix && !strings.HasPrefix(p, h.prefix+"/") && h.prefix != "" {
 		return
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		return
-	}
-	if h.batch.Paths == nil {
-		h.batch.Paths = map[string]struct{}{}
-	}
-	h.batch.Paths[p] = struct{}{}
-	if deleted {
-		if h.batch.Deleted == nil {
-			h.batch.Deleted = map[string]struct{}{}
+	h.add(func(b *Batch) {
+		if b.Paths == nil {
+			b.Paths = map[string]struct{}{}
 		}
-		h.batch.Deleted[p] = struct{}{}
-	} else {
-		delete(h.batch.Deleted, p)
-	}
-	h.signalLocked()
+		b.Paths[p] = struct{}{}
+		if deleted {
+			if b.Deleted == nil {
+				b.Deleted = map[string]struct{}{}
+			}
+			b.Deleted[p] = struct{}{}
+		} else {
+			delete(b.Deleted, p)
+		}
+	})
 }
 
 func (h *Hints) addSession(newSession bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		return
-	}
-	h.batch.Reconnected = true
-	h.batch.NewSession = h.batch.NewSession || newSession
-	h.signalLocked()
+	h.add(func(b *Batch) {
+		b.Reconnected = true
+		b.NewSession = b.NewSession || newSession
+	})
 }
 
 func (h *Hints) addLost() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		return
-	}
-	h.batch.Lost = true
-	h.signalLocked()
+	h.add(func(b *Batch) { b.Lost = true })
 }
 
 func (h *Hints) close() {

@@ -1,6 +1,10 @@
 package zksession
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/zkgate/zkgate/internal/metric"
+)
 
 // RegisterMetrics exports the session state as zkgate_zookeeper_session_state
 // (one series per state, 1 for the current one) and the number of sessions
@@ -23,10 +27,9 @@ func (s *Session) RegisterMetrics(reg prometheus.Registerer) error {
 			return err
 		}
 	}
-	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "zkgate_zookeeper_watches",
-		Help: "Data and child watches this ZooKeeper session holds (armed, not fired yet).",
-	}, func() float64 { return float64(s.Watches()) })); err != nil {
+	if err := reg.Register(metric.GaugeFunc("zkgate_zookeeper_watches",
+		"Data and child watches this ZooKeeper session holds (armed, not fired yet).",
+		func() float64 { return float64(s.Watches()) })); err != nil {
 		return err
 	}
 	return reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{

@@ -352,7 +352,10 @@ func (s *Session) Generation() uint64 {
 // SessionTimeout is the session timeout zkgate asked for.
 func (s *Session) SessionTimeout() time.Duration { return s.cfg.SessionTimeout }
 
-// Changed returns a channel that is closed at the next state change.
+// Changed returns a channel that is closed at the next state change. Unlike
+// the Updates signals of the caches and the gateway (capacity one, never
+// closed, one reader), it is a broadcast: every caller holding it sees the
+// close, and a caller takes a new channel after each change.
 func (s *Session) Changed() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -414,14 +417,12 @@ func (s *Session) onEvent(ev zk.Event) {
 		delete(s.armed, watchKey{path: ev.Path})
 	case zk.EventNodeChildrenChanged:
 		delete(s.armed, watchKey{path: ev.Path, child: true})
-	case zk.EventNodeDeleted:
+	case zk.EventNodeDeleted, zk.EventNotWatching:
 		delete(s.armed, watchKey{path: ev.Path})
 		delete(s.armed, watchKey{path: ev.Path, child: true})
-	case zk.EventNotWatching:
-		// Watches were invalidated (session expired or client closed).
-		delete(s.armed, watchKey{path: ev.Path})
-		delete(s.armed, watchKey{path: ev.Path, child: true})
-		return
+		if ev.Type == zk.EventNotWatching {
+			return // watches were invalidated (session expired or client closed)
+		}
 	}
 	if s.cfg.DropEvent != nil && s.cfg.DropEvent(ev) {
 		s.log.Debug("dropping watch event (injected)", "path", ev.Path, "type", ev.Type.String())

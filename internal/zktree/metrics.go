@@ -1,6 +1,10 @@
 package zktree
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/zkgate/zkgate/internal/metric"
+)
 
 type metrics struct {
 	resyncs       prometheus.Counter
@@ -17,39 +21,22 @@ type metrics struct {
 // not nil.
 func newMetrics(prefix string, reg prometheus.Registerer) *metrics {
 	m := &metrics{
-		resyncs: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: prefix + "_resyncs_total",
-			Help: "Full re-reads (after reconnects, new sessions and every resync interval).",
-		}),
-		resyncSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    prefix + "_resync_duration_seconds",
-			Help:    "Time a full re-read took.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8),
-		}),
-		divergence: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: prefix + "_resync_divergence_total",
-			Help: "Nodes that a full resync found added, removed or changed although no watch had reported it.",
-		}, []string{"kind"}),
-		malformed: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: prefix + "_malformed_total",
-			Help: "Malformed node versions seen (each skipped and logged once).",
-		}),
-		malformedNow: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: prefix + "_malformed_nodes",
-			Help: "Nodes currently skipped because they are malformed.",
-		}),
-		revision: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: prefix + "_revision",
-			Help: "Revision of the latest snapshot.",
-		}),
-		lost: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: prefix + "_session_lost_total",
-			Help: "Times the ZooKeeper session was lost while following the tree.",
-		}),
+		resyncs: metric.Counter(prefix+"_resyncs_total",
+			"Full re-reads (after reconnects, new sessions and every resync interval)."),
+		resyncSeconds: metric.Histogram(prefix+"_resync_duration_seconds",
+			"Time a full re-read took.", prometheus.ExponentialBuckets(0.001, 4, 8)),
+		divergence: metric.CounterVec(prefix+"_resync_divergence_total",
+			"Nodes that a full resync found added, removed or changed although no watch had reported it.", "kind"),
+		malformed: metric.Counter(prefix+"_malformed_total",
+			"Malformed node versions seen (each skipped and logged once)."),
+		malformedNow: metric.Gauge(prefix+"_malformed_nodes",
+			"Nodes currently skipped because they are malformed."),
+		revision: metric.Gauge(prefix+"_revision",
+			"Revision of the latest snapshot."),
+		lost: metric.Counter(prefix+"_session_lost_total",
+			"Times the ZooKeeper session was lost while following the tree."),
 	}
-	for _, k := range []string{"added", "removed", "changed"} {
-		m.divergence.WithLabelValues(k)
-	}
+	metric.Preset(m.divergence, "added", "removed", "changed")
 	if reg != nil {
 		reg.MustRegister(m.resyncs, m.resyncSeconds, m.divergence, m.malformed, m.malformedNow, m.revision, m.lost)
 	}

@@ -395,6 +395,14 @@ func (t *Tree[T, G]) readAll(ctx context.Context, names []string) (map[string]*g
 		}()
 		return true
 	}
+	// wait waits for every run and returns the first failure, if any.
+	wait := func() error {
+		wg.Wait()
+		if firstErr != nil {
+			return firstErr
+		}
+		return ctx.Err()
+	}
 
 	itemNames := make([][]string, len(names))
 	listed := make([]bool, len(names))
@@ -414,11 +422,7 @@ func (t *Tree[T, G]) readAll(ctx context.Context, names []string) (map[string]*g
 			break
 		}
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return nil, firstErr
-	}
-	if err := ctx.Err(); err != nil {
+	if err := wait(); err != nil {
 		return nil, err
 	}
 	if t.opts.Flat && !listed[0] {
@@ -452,11 +456,7 @@ func (t *Tree[T, G]) readAll(ctx context.Context, names []string) (map[string]*g
 			}
 		}
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return nil, firstErr
-	}
-	if err := ctx.Err(); err != nil {
+	if err := wait(); err != nil {
 		return nil, err
 	}
 	return fresh, nil
