@@ -106,6 +106,15 @@ type evloop struct {
 
 const epollFlags = syscall.EPOLLIN | syscall.EPOLLOUT | syscall.EPOLLRDHUP | (-syscall.EPOLLET & 0xffffffff)
 
+// Event masks: the peer closed (or shut down its side of) the connection,
+// or it failed; something to read (a read will not block: it returns
+// data, EOF or the error); the socket is writable (or failed).
+const (
+	evPeerGone = syscall.EPOLLRDHUP | syscall.EPOLLHUP | syscall.EPOLLERR
+	evReadable = syscall.EPOLLIN | evPeerGone
+	evWritable = syscall.EPOLLOUT | syscall.EPOLLERR | syscall.EPOLLHUP
+)
+
 // startLoops starts n event loops.
 func startLoops(g *Gateway, n int) ([]*evloop, error) {
 	var loops []*evloop
@@ -299,7 +308,7 @@ func growTo[T any](s *[]*T, fd int) {
 }
 
 func (l *evloop) clientEvent(c *clientConn, ev uint32) {
-	if ev&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+	if ev&evReadable != 0 {
 		c.rd.raw.ready = true
 	}
 	switch c.lc.st {
@@ -308,7 +317,7 @@ func (l *evloop) clientEvent(c *clientConn, ev uint32) {
 			l.input(c)
 		}
 	case lcUpstream:
-		if ev&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+		if ev&evPeerGone != 0 {
 			// The client went away (or shut down its side) while its
 			// request was being served: cut the exchange, as the
 			// goroutine engine's watch does.
@@ -521,7 +530,7 @@ func (l *evloop) sendMore(uc *upConn) {
 }
 
 func (l *evloop) upEvent(uc *upConn, ev uint32) {
-	if ev&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+	if ev&evReadable != 0 {
 		uc.rd.raw.ready = true
 	}
 	switch uc.lu.st {
@@ -533,7 +542,7 @@ func (l *evloop) upEvent(uc *upConn, ev uint32) {
 			l.dropIdle(uc)
 		}
 	case luConnecting:
-		if ev&(syscall.EPOLLOUT|syscall.EPOLLERR|syscall.EPOLLHUP) == 0 {
+		if ev&evWritable == 0 {
 			return
 		}
 		c := uc.lu.c
@@ -554,7 +563,7 @@ func (l *evloop) upEvent(uc *upConn, ev uint32) {
 		}
 		l.send(uc)
 	case luSending:
-		if ev&(syscall.EPOLLOUT|syscall.EPOLLERR|syscall.EPOLLHUP) != 0 {
+		if ev&evWritable != 0 {
 			l.sendMore(uc)
 		}
 	case luAwaiting:
