@@ -104,10 +104,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Controller, 
 	if err := cfg.ValidateController(); err != nil {
 		return nil, err
 	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.Default()
-	}
+	log := zkbase.Logger(opts.Logger)
 	id := opts.ID
 	if id == "" {
 		host, _ := os.Hostname()

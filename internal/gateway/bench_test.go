@@ -12,6 +12,7 @@ import (
 	"github.com/zkgate/zkgate/internal/config"
 	"github.com/zkgate/zkgate/internal/marks"
 	"github.com/zkgate/zkgate/internal/registry"
+	"github.com/zkgate/zkgate/internal/zktree"
 )
 
 func benchGateway(b *testing.B, instances int) *testGateway {
@@ -144,7 +145,7 @@ func BenchmarkUpdate(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	reg := &registry.Snapshot{Revision: 1, Services: map[string][]registry.Instance{}}
+	reg := &registry.Snapshot{Info: zktree.Info{Revision: 1}, Services: map[string][]registry.Instance{}}
 	var ms []marks.Mark
 	for s := 0; s < 10000; s++ {
 		name := fmt.Sprintf("s%d", s)

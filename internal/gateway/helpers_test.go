@@ -23,6 +23,7 @@ import (
 	"github.com/zkgate/zkgate/internal/marks"
 	"github.com/zkgate/zkgate/internal/registry"
 	"github.com/zkgate/zkgate/internal/testutil"
+	"github.com/zkgate/zkgate/internal/zktree"
 )
 
 // waitFor is the generous deadline of every wait in these tests: they
@@ -82,7 +83,7 @@ func inst(service, addr string, czxid int64) registry.Instance {
 }
 
 func regSnap(rev uint64, ins ...registry.Instance) *registry.Snapshot {
-	s := &registry.Snapshot{Revision: rev, Services: map[string][]registry.Instance{}, Time: time.Now()}
+	s := &registry.Snapshot{Info: zktree.Info{Revision: rev, Time: time.Now()}, Services: map[string][]registry.Instance{}}
 	for _, in := range ins {
 		s.Services[in.Service] = append(s.Services[in.Service], in)
 	}
@@ -97,7 +98,7 @@ func mark(service, addr string, mzxid int64) marks.Mark {
 }
 
 func markSnap(rev uint64, ms ...marks.Mark) *marks.Snapshot {
-	s := &marks.Snapshot{Revision: rev, Marks: map[string]map[string]marks.Mark{}}
+	s := &marks.Snapshot{Info: zktree.Info{Revision: rev}, Marks: map[string]map[string]marks.Mark{}}
 	for _, m := range ms {
 		if s.Marks[m.Service] == nil {
 			s.Marks[m.Service] = map[string]marks.Mark{}

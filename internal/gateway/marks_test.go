@@ -6,6 +6,7 @@ import (
 
 	"github.com/zkgate/zkgate/internal/config"
 	"github.com/zkgate/zkgate/internal/registry"
+	"github.com/zkgate/zkgate/internal/zktree"
 )
 
 // A marked instance gets no new requests; the ones in flight finish; its
@@ -265,7 +266,7 @@ func TestNilSnapshots(t *testing.T) {
 	if r := get(t, client(), tg.front.URL+"/"); r.code != 503 {
 		t.Fatalf("got %d", r.code)
 	}
-	tg.Update(&registry.Snapshot{Revision: 1}, nil)
+	tg.Update(&registry.Snapshot{Info: zktree.Info{Revision: 1}}, nil)
 	if r, m := tg.AppliedRevision(); r != 1 || m != 0 {
 		t.Fatalf("revisions %d %d", r, m)
 	}

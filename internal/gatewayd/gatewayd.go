@@ -80,10 +80,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, erro
 	if err := cfg.ValidateGateway(); err != nil {
 		return nil, err
 	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.Default()
-	}
+	log := zkbase.Logger(opts.Logger)
 	// Listen first: the default id names the address actually bound (a
 	// port 0 in gateway.listen would make every such gateway of a host
 	// share one id).

@@ -33,18 +33,18 @@ type Options struct {
 }
 
 // tree is the follower a Cache is made of.
-type tree = zktree.Tree[Mark, map[string]Mark]
+type tree = zktree.Typed[Mark, map[string]Mark, Snapshot]
 
 // Cache follows every mark and publishes Snapshots. Its metrics are named
 // zkgate_marks_….
-// Run, Updates, LastContact and Resync are zktree.Tree's.
+// Snapshot, Run, Updates, LastContact and Resync are zktree.Typed's.
 type Cache struct {
 	*tree
 }
 
 // NewCache returns a cache over sess. Call Run to fill it.
 func NewCache(sess *zksession.Session, opts Options) *Cache {
-	return &Cache{zktree.New(sess, zktree.Options[Mark, map[string]Mark]{
+	return &Cache{zktree.NewTyped(sess, snapshotOf, zktree.Options[Mark, map[string]Mark]{
 		Root: Dir(opts.ZKRoot),
 		Parse: func(service, addr string, data []byte, st *zksession.Stat) (Mark, error) {
 			return Decode(service, addr, data, st.Mzxid)
@@ -68,14 +68,7 @@ func NewCache(sess *zksession.Session, opts Options) *Cache {
 	})}
 }
 
-// Snapshot returns the latest snapshot, or nil before the first full read.
-func (c *Cache) Snapshot() *Snapshot {
-	ts := c.tree.Snapshot()
-	if ts == nil {
-		return nil
-	}
-	return &Snapshot{
-		Revision: ts.Revision, Marks: ts.Groups, Malformed: ts.Malformed, Pending: ts.Pending,
-		FullResync: ts.FullResync, Resyncs: ts.Resyncs, ResyncTicket: ts.ResyncTicket,
-	}
+// snapshotOf is the Snapshot of a tree snapshot.
+func snapshotOf(ts *zktree.Snapshot[map[string]Mark]) *Snapshot {
+	return &Snapshot{Info: ts.Info, Marks: ts.Groups, Pending: ts.Pending}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/registry"
+	"github.com/zkgate/zkgate/internal/zktree"
 )
 
 // Mark is one drain mark. The JSON fields are the node's content (a
@@ -93,22 +94,16 @@ func Reregistered(czxid int64, incarnation string, mzxid int64, markIncarnation 
 
 // Snapshot is an immutable view of every mark. Never modify it.
 type Snapshot struct {
-	// Revision increases by one with every published snapshot.
-	Revision uint64
+	// Info is the revision, the malformed mark nodes skipped, and whether
+	// a full re-read published the snapshot, how many completed, and which
+	// Cache.Resync tickets the latest one covers (see zktree.Info).
+	zktree.Info
 	// Marks maps service, then address, to its mark.
 	Marks map[string]map[string]Mark
-	// Malformed counts mark nodes that could not be parsed.
-	Malformed int
 	// Pending maps service, then address, to the marks that an event
 	// reported written but that are not read yet (Options.Pending): their
 	// content is unknown, but a drain may be starting. Nil when none.
 	Pending map[string]map[string]struct{}
-	// FullResync, Resyncs and ResyncTicket tell whether a full re-read
-	// published the snapshot, how many completed, and which Cache.Resync
-	// tickets the latest one covers (see zktree.Snapshot).
-	FullResync   bool
-	Resyncs      uint64
-	ResyncTicket uint64
 }
 
 // Get returns the mark of service/addr.

@@ -36,11 +36,11 @@ type Options struct {
 }
 
 // tree is the follower a Cache is made of.
-type tree = zktree.Tree[Instance, []Instance]
+type tree = zktree.Typed[Instance, []Instance, Snapshot]
 
 // Cache follows the registry and publishes Snapshots. Its metrics are named
 // zkgate_registry_… (resyncs, resync divergence, malformed nodes).
-// Run, Updates, LastContact and Resync are zktree.Tree's.
+// Snapshot, Run, Updates, LastContact and Resync are zktree.Typed's.
 type Cache struct {
 	*tree
 }
@@ -63,7 +63,7 @@ func NewCache(sess *zksession.Session, opts Options) *Cache {
 		}
 		groups = func(service string) bool { return follow[service] }
 	}
-	return &Cache{zktree.New(sess, zktree.Options[Instance, []Instance]{
+	return &Cache{zktree.NewTyped(sess, snapshotOf, zktree.Options[Instance, []Instance]{
 		Root:   opts.Root,
 		Groups: groups,
 		Parse: func(service, node string, data []byte, st *zksession.Stat) (Instance, error) {
@@ -93,16 +93,9 @@ func NewCache(sess *zksession.Session, opts Options) *Cache {
 	})}
 }
 
-// Snapshot returns the latest snapshot, or nil before the first full read.
-func (c *Cache) Snapshot() *Snapshot {
-	ts := c.tree.Snapshot()
-	if ts == nil {
-		return nil
-	}
-	return &Snapshot{
-		Revision: ts.Revision, Services: ts.Groups, Malformed: ts.Malformed, Time: ts.Time,
-		FullResync: ts.FullResync, Resyncs: ts.Resyncs, ResyncTicket: ts.ResyncTicket,
-	}
+// snapshotOf is the Snapshot of a tree snapshot.
+func snapshotOf(ts *zktree.Snapshot[[]Instance]) *Snapshot {
+	return &Snapshot{Info: ts.Info, Services: ts.Groups}
 }
 
 // maxInterned bounds the distinct metadata maps an interner keeps.

@@ -17,6 +17,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/zkgate/zkgate/internal/zktree"
 )
 
 // StatusUp is the instance_status that keeps an instance in rotation.
@@ -67,22 +69,14 @@ func (i *Instance) Up() bool { return strings.EqualFold(i.Status, StatusUp) }
 // Snapshot is an immutable view of the whole registry. Never modify a
 // snapshot or anything reachable from it: it is shared by every reader.
 type Snapshot struct {
-	// Revision increases by one with every published snapshot.
-	Revision uint64
+	// Info is the revision, the nodes skipped because their data could
+	// not be parsed, when the snapshot was published, and whether a full
+	// re-read published it, how many completed, and which Cache.Resync
+	// tickets the latest one covers (see zktree.Info).
+	zktree.Info
 	// Services maps a service name to its instances, one per address
 	// (the newest registration wins), sorted by Addr.
 	Services map[string][]Instance
-	// Malformed counts nodes that were skipped because their data could not
-	// be parsed.
-	Malformed int
-	// Time is when the snapshot was published.
-	Time time.Time
-	// FullResync, Resyncs and ResyncTicket tell whether a full re-read
-	// published the snapshot, how many completed, and which Cache.Resync
-	// tickets the latest one covers (see zktree.Snapshot).
-	FullResync   bool
-	Resyncs      uint64
-	ResyncTicket uint64
 }
 
 // Instances returns the instances of service (nil when none).

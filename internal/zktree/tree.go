@@ -81,18 +81,14 @@ type Options[T, G any] struct {
 	Registerer    prometheus.Registerer
 }
 
-// Snapshot is an immutable view of the tree. Never modify it.
-type Snapshot[G any] struct {
+// Info is what a snapshot tells besides its content: its revision, what
+// was skipped, when and how it was published. The typed snapshots of the
+// caches built on a Tree (registry, marks) embed it as it is.
+type Info struct {
 	// Revision increases by one with every published snapshot.
 	Revision uint64
-	// Groups maps a group name to its built value.
-	Groups map[string]G
 	// Malformed counts item nodes skipped because Parse failed.
 	Malformed int
-	// Pending maps a group to the items an event reported created or
-	// changed that are not read yet (only with Options.Pending; nil when
-	// there are none). Groups does not have their new content yet.
-	Pending map[string]map[string]struct{}
 	// Time is when the snapshot was published.
 	Time time.Time
 
@@ -112,6 +108,17 @@ type Snapshot[G any] struct {
 	// re-read that started after that call (plus whatever watch events
 	// added since).
 	ResyncTicket uint64
+}
+
+// Snapshot is an immutable view of the tree. Never modify it.
+type Snapshot[G any] struct {
+	Info
+	// Groups maps a group name to its built value.
+	Groups map[string]G
+	// Pending maps a group to the items an event reported created or
+	// changed that are not read yet (only with Options.Pending; nil when
+	// there are none). Groups does not have their new content yet.
+	Pending map[string]map[string]struct{}
 }
 
 // Tree follows root/<group>/<item>. One goroutine (Run) owns the state;
@@ -191,6 +198,29 @@ func New[T, G any](sess *zksession.Session, opts Options[T, G]) *Tree[T, G] {
 
 // Snapshot returns the latest snapshot, or nil before the first full read.
 func (t *Tree[T, G]) Snapshot() *Snapshot[G] { return t.snap.Load() }
+
+// Typed is a Tree whose Snapshot is a package's own snapshot type S (the
+// registry's, the marks'), made from the tree's by convert.
+type Typed[T, G, S any] struct {
+	*Tree[T, G]
+	convert func(*Snapshot[G]) *S
+}
+
+// NewTyped returns a Typed over New(sess, opts). convert must not modify
+// the snapshot it is given.
+func NewTyped[T, G, S any](sess *zksession.Session, convert func(*Snapshot[G]) *S, opts Options[T, G]) *Typed[T, G, S] {
+	return &Typed[T, G, S]{Tree: New(sess, opts), convert: convert}
+}
+
+// Snapshot returns the latest snapshot converted, or nil before the first
+// full read.
+func (t *Typed[T, G, S]) Snapshot() *S {
+	ts := t.Tree.Snapshot()
+	if ts == nil {
+		return nil
+	}
+	return t.convert(ts)
+}
 
 // Updates is signalled (capacity one, never closed) after each new snapshot
 // is published; read Snapshot for the content (its FullResync says whether
@@ -864,10 +894,10 @@ func (t *Tree[T, G]) publish(dirty map[string]bool, full bool) {
 	}
 	t.countMalformed(dirty)
 	t.revision++
-	t.snap.Store(&Snapshot[G]{
-		Revision: t.revision, Groups: groups, Malformed: t.malformed, Time: time.Now(),
+	t.snap.Store(&Snapshot[G]{Info: Info{
+		Revision: t.revision, Malformed: t.malformed, Time: time.Now(),
 		FullResync: full, Resyncs: t.resyncs, ResyncTicket: t.covered,
-	})
+	}, Groups: groups})
 	t.pendingShown = false
 	t.loaded.Store(true)
 	t.metrics.revision.Set(float64(t.revision))
