@@ -124,9 +124,9 @@ func splitAddress(addr string) (host string, port int, canonical string, err err
 	return host, port, net.JoinHostPort(host, strconv.Itoa(port)), nil
 }
 
-// newUUID returns a random (version 4) UUID, as Curator makes for every
+// NewUUID returns a random (version 4) UUID, as Curator makes for every
 // instance.
-func newUUID() (string, error) {
+func NewUUID() (string, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("making an instance id: %w", err)

@@ -62,11 +62,11 @@ func TestSplitAddress(t *testing.T) {
 }
 
 func TestNewUUID(t *testing.T) {
-	a, err := newUUID()
+	a, err := NewUUID()
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := newUUID()
+	b, _ := NewUUID()
 	re := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
 	if !re.MatchString(a) || a == b {
 		t.Fatalf("uuids %q %q", a, b)

@@ -272,7 +272,7 @@ func newRegistration(opts Options) (*Registration, error) {
 		return nil, fmt.Errorf("register: root %q is not an absolute znode path", opts.Root)
 	}
 	if opts.ID == "" {
-		if opts.ID, err = newUUID(); err != nil {
+		if opts.ID, err = NewUUID(); err != nil {
 			return nil, fmt.Errorf("register: %w", err)
 		}
 	}

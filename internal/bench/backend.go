@@ -3,8 +3,6 @@ package bench
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/zkgate/zkgate/register"
 )
 
 // backendReadyPrefix starts the line the backend prints on stdout once it
@@ -190,30 +190,9 @@ func readBackendAddr(ctx context.Context, r io.Reader) (string, error) {
 	}
 }
 
-// curatorInstance is the Curator ServiceInstance JSON that Spring Cloud
-// Zookeeper writes (docs/architecture.md#zookeeper-layout).
-type curatorInstance struct {
-	Name                string          `json:"name"`
-	ID                  string          `json:"id"`
-	Address             string          `json:"address"`
-	Port                int             `json:"port"`
-	SSLPort             *int            `json:"sslPort"`
-	Payload             curatorPayload  `json:"payload"`
-	RegistrationTimeUTC int64           `json:"registrationTimeUTC"`
-	ServiceType         string          `json:"serviceType"`
-	URISpec             json.RawMessage `json:"uriSpec"`
-}
-
-type curatorPayload struct {
-	Class    string            `json:"@class"`
-	ID       string            `json:"id"`
-	Name     string            `json:"name"`
-	Metadata map[string]string `json:"metadata"`
-}
-
-const curatorURISpec = `{"parts":[{"value":"scheme","variable":true},{"value":"://","variable":false},{"value":"address","variable":true},{"value":":","variable":false},{"value":"port","variable":true}]}`
-
-// curatorJSON renders a registration of service at addr (host:port).
+// curatorJSON renders a registration of service's instance id at addr
+// (host:port) in the format Spring Cloud Zookeeper writes
+// (docs/architecture.md#zookeeper-layout), via register.EncodeInstance.
 func curatorJSON(service, id, addr string, now time.Time) ([]byte, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -223,24 +202,5 @@ func curatorJSON(service, id, addr string, now time.Time) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("instance port: %w", err)
 	}
-	return json.Marshal(curatorInstance{
-		Name: service, ID: id, Address: host, Port: port,
-		Payload: curatorPayload{
-			Class: "org.springframework.cloud.zookeeper.discovery.ZookeeperInstance",
-			ID:    "application-1", Name: service,
-			Metadata: map[string]string{"instance_status": "UP"},
-		},
-		RegistrationTimeUTC: now.UnixMilli(),
-		ServiceType:         "DYNAMIC",
-		URISpec:             json.RawMessage(curatorURISpec),
-	})
-}
-
-// newUUID returns a random (version 4) UUID, like Curator's instance ids.
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand since Go 1.24)
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+	return register.EncodeInstance(service, id, "application-1", host, port, nil, now.UnixMilli()), nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/registry"
+	"github.com/zkgate/zkgate/register"
 )
 
 func TestBackendHandler(t *testing.T) {
@@ -156,7 +157,10 @@ func TestReadBackendAddrEOF(t *testing.T) {
 }
 
 func TestCuratorJSONParses(t *testing.T) {
-	id := newUUID()
+	id, err := register.NewUUID()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`).MatchString(id) {
 		t.Fatalf("not a v4 UUID: %s", id)
 	}

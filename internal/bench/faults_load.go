@@ -47,6 +47,9 @@ type faultLoad struct {
 	stop chan struct{}
 	done chan struct{}
 	wg   sync.WaitGroup
+	// running is set by start: close waits for done only then (a setup
+	// that fails closes a load it never started).
+	running bool
 }
 
 // loadRec is one request of the load.
@@ -91,6 +94,7 @@ func (l *faultLoad) setActive(i int, on bool) {
 }
 
 func (l *faultLoad) start() {
+	l.running = true
 	go func() {
 		defer close(l.done)
 		tick := time.NewTicker(time.Second / time.Duration(l.rate))
@@ -198,7 +202,9 @@ func (l *faultLoad) close() {
 	default:
 		close(l.stop)
 	}
-	<-l.done
+	if l.running {
+		<-l.done
+	}
 	for _, c := range l.clients {
 		c.Transport.(*http.Transport).CloseIdleConnections()
 	}

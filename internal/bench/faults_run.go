@@ -354,25 +354,20 @@ func (e *faultEnv) waitUnregistered(ctx context.Context, b *faultProc, bound tim
 }
 
 func (e *faultEnv) runFault(ctx context.Context, f string, row *faultRow, b *faultProc) error {
-	switch f {
-	case FaultLeaderKill:
-		return e.faultLeaderKill(ctx, row, b)
-	case FaultEnsembleOutage:
-		return e.faultEnsembleOutage(ctx, row, b)
-	case FaultGatewayPause:
-		return e.faultGatewayPause(ctx, row, b)
-	case FaultGatewayKill:
-		return e.faultGatewayKill(ctx, row, b)
-	case FaultControllerKill:
-		return e.faultControllerKill(ctx, row, b)
-	case FaultBackendKill:
-		return e.faultBackendKill(ctx, row, b)
-	case FaultSessionFlap:
-		return e.faultSessionFlap(ctx, row, b)
-	case FaultDrainedBackendKill:
-		return e.faultDrainedBackendKill(ctx, row, b)
+	run, ok := map[string]func(context.Context, *faultRow, *faultProc) error{
+		FaultLeaderKill:         e.faultLeaderKill,
+		FaultEnsembleOutage:     e.faultEnsembleOutage,
+		FaultGatewayPause:       e.faultGatewayPause,
+		FaultGatewayKill:        e.faultGatewayKill,
+		FaultControllerKill:     e.faultControllerKill,
+		FaultBackendKill:        e.faultBackendKill,
+		FaultSessionFlap:        e.faultSessionFlap,
+		FaultDrainedBackendKill: e.faultDrainedBackendKill,
+	}[f]
+	if !ok {
+		return fmt.Errorf("unknown fault %q", f)
 	}
-	return fmt.Errorf("unknown fault %q", f)
+	return run(ctx, row, b)
 }
 
 // faultLeaderKill: kill -9 the ZooKeeper leader; a drain right after must

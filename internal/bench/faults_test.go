@@ -167,3 +167,19 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+// A setup that fails after making the load (a gateway that cannot bind)
+// closes a load that never started: close must not wait for it.
+func TestFaultLoadCloseNeverStarted(t *testing.T) {
+	l := newFaultLoad([]string{"127.0.0.1:1"}, 10, faultsSlowMs)
+	closed := make(chan struct{})
+	go func() {
+		l.close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("close of a load never started did not return")
+	}
+}

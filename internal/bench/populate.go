@@ -11,6 +11,7 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/zkgate/zkgate/internal/zksession"
+	"github.com/zkgate/zkgate/register"
 )
 
 // maxMultiBytes keeps one multi request well below ZooKeeper's default
@@ -133,7 +134,11 @@ func populate(ctx context.Context, sess *zksession.Session, root string, l layou
 		for s := range l.services {
 			name := l.serviceName(s)
 			for j := range l.perService(s) {
-				id := newUUID()
+				id, err := register.NewUUID()
+				if err != nil {
+					encErr = err
+					return
+				}
 				data, err := curatorJSON(name, id, l.addr(s, j), now)
 				if err != nil {
 					encErr = err

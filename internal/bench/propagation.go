@@ -27,6 +27,7 @@ import (
 	"github.com/zkgate/zkgate/internal/registry"
 	"github.com/zkgate/zkgate/internal/zksession"
 	"github.com/zkgate/zkgate/internal/zktest"
+	"github.com/zkgate/zkgate/register"
 )
 
 // Targets of docs/benchmarks.md#targets that the propagation benchmark checks.
@@ -414,7 +415,10 @@ func (e *propEnv) startInstances(ctx context.Context) error {
 		go srv.Serve(ln)
 		in := &idleInstance{addr: ln.Addr().String(), srv: srv}
 		e.instances = append(e.instances, in)
-		id := newUUID()
+		id, err := register.NewUUID()
+		if err != nil {
+			return err
+		}
 		data, err := curatorJSON(propService, id, in.addr, time.Now())
 		if err != nil {
 			return err

@@ -23,6 +23,7 @@ import (
 	"github.com/zkgate/zkgate/internal/procgroup"
 	"github.com/zkgate/zkgate/internal/zksession"
 	"github.com/zkgate/zkgate/internal/zktest"
+	"github.com/zkgate/zkgate/register"
 )
 
 // Fixed names of the run.
@@ -231,7 +232,7 @@ func RunProxy(ctx context.Context, opts ProxyOptions) (*ProxyReport, error) {
 		return nil, err
 	}
 	rep.Setup.Backend += " at " + e.backendAddr
-	if sess, err = register(ctx, servers, e.backendAddr, log); err != nil {
+	if sess, err = registerBackend(ctx, servers, e.backendAddr, log); err != nil {
 		return nil, err
 	}
 	if err := e.startGateway(ctx, servers); err != nil {
@@ -561,8 +562,8 @@ func (e *env) startBare(ctx context.Context) error {
 	return e.waitOK(ctx, p, e.url(TargetBare, ""))
 }
 
-// register writes the backend's ephemeral Curator registration.
-func register(ctx context.Context, servers []string, addr string, log *slog.Logger) (*zksession.Session, error) {
+// registerBackend writes the backend's ephemeral Curator registration.
+func registerBackend(ctx context.Context, servers []string, addr string, log *slog.Logger) (*zksession.Session, error) {
 	sess, err := zksession.Connect(zksession.Config{Servers: servers, SessionTimeout: 10 * time.Second, Logger: log})
 	if err != nil {
 		return nil, err
@@ -573,7 +574,11 @@ func register(ctx context.Context, servers []string, addr string, log *slog.Logg
 		sess.Close()
 		return nil, fmt.Errorf("connecting to ZooKeeper: %w", err)
 	}
-	id := newUUID()
+	id, err := register.NewUUID()
+	if err != nil {
+		sess.Close()
+		return nil, err
+	}
 	data, err := curatorJSON(benchService, id, addr, time.Now())
 	if err != nil {
 		sess.Close()

@@ -23,6 +23,7 @@ import (
 	"github.com/zkgate/zkgate/internal/procgroup"
 	"github.com/zkgate/zkgate/internal/zksession"
 	"github.com/zkgate/zkgate/internal/zktest"
+	"github.com/zkgate/zkgate/register"
 )
 
 // Targets of docs/benchmarks.md#targets that the registry benchmark checks.
@@ -576,7 +577,10 @@ func (e *regEnv) changes(ctx context.Context, n int) ([]ChangeSample, error) {
 			if svc == "" {
 				svc, isRouted = e.routes[(series/2)%len(e.routes)], true
 			}
-			id := newUUID()
+			id, err := register.NewUUID()
+			if err != nil {
+				return nil, err
+			}
 			node = path.Join(registryRoot, svc, id)
 			addr = fmt.Sprintf("10.255.%d.%d:9%03d", (k/250)%250, k%250+1, k%1000)
 		}

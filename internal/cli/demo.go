@@ -3,12 +3,12 @@ package cli
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strings"
 
 	"github.com/zkgate/zkgate/internal/demo"
+	"github.com/zkgate/zkgate/internal/rollout"
 )
 
 // demoCommand is `zkgate demo [--zk host:port,...] [--quick] [--modes
@@ -57,7 +57,7 @@ func demoCommand(c *invocation) func(context.Context) int {
 			Binary:         bin,
 			Out:            c.stdout,
 			Progress:       c.stderr,
-			Terminal:       isTerminal(c.stderr),
+			Terminal:       rollout.IsTerminal(c.stderr),
 		})
 		if err != nil {
 			return c.fail(err)
@@ -83,14 +83,4 @@ func parseServers(s string) ([]string, error) {
 		out = append(out, a)
 	}
 	return out, nil
-}
-
-// isTerminal reports whether w is a terminal that can redraw a line.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok || os.Getenv("TERM") == "dumb" {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

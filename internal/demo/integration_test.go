@@ -109,26 +109,11 @@ func children(except int) []string {
 	if runtime.GOOS != "linux" {
 		return nil
 	}
-	me := strconv.Itoa(os.Getpid())
-	ents, _ := os.ReadDir("/proc")
+	procs, _ := testutil.LiveProcs()
 	var out []string
-	for _, e := range ents {
-		if pid, err := strconv.Atoi(e.Name()); err != nil || pid == except {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		// f[0] is the state, f[1] the parent pid; zombies are not running.
-		if len(f) > 1 && f[1] == me && f[0] != "Z" {
-			out = append(out, e.Name()+" "+s[:i+1])
+	for _, p := range procs {
+		if p.PPID == os.Getpid() && p.PID != except {
+			out = append(out, strconv.Itoa(p.PID)+" "+p.Head)
 		}
 	}
 	return out

@@ -7,11 +7,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/zkgate/zkgate/internal/testutil"
 )
 
 func needBin(t *testing.T, bins ...string) {
@@ -30,29 +30,12 @@ func groupAlive(t *testing.T, pgid int) bool {
 	if runtime.GOOS != "linux" {
 		return syscall.Kill(-pgid, 0) == nil
 	}
-	ents, err := os.ReadDir("/proc")
+	procs, err := testutil.LiveProcs()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// After "pid (comm) ": state ppid pgrp ...
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 3 || f[0] == "Z" {
-			continue
-		}
-		if f[2] == strconv.Itoa(pgid) {
+	for _, p := range procs {
+		if p.PGID == pgid {
 			return true
 		}
 	}

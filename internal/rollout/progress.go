@@ -29,9 +29,10 @@ const (
 	maxBarLine = 79
 )
 
-// isTerminal reports whether w is a character device (and TERM is not
-// "dumb").
-func isTerminal(w io.Writer) bool {
+// IsTerminal reports whether w is a terminal that can redraw a line: a
+// character device, with TERM not "dumb". The CLI uses it for the demo's
+// progress too.
+func IsTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok || os.Getenv("TERM") == "dumb" {
 		return false
@@ -69,7 +70,7 @@ type reporter struct {
 
 func newReporter(w io.Writer, service string, targets []Target, parallel int) *reporter {
 	p := &reporter{
-		w: w, tty: isTerminal(w), service: service, targets: targets,
+		w: w, tty: IsTerminal(w), service: service, targets: targets,
 		active: map[int]active{}, stop: make(chan struct{}),
 	}
 	p.line(fmt.Sprintf("rollout of %s: %s, %d at a time", service, plural(len(targets), "instance"), parallel))
