@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/ctlclient"
+	"github.com/zkgate/zkgate/internal/instancestate"
 	"github.com/zkgate/zkgate/internal/marks"
 )
 
@@ -22,10 +23,11 @@ const (
 	timelineMinGap       = 20 * time.Millisecond // between two looks
 )
 
-// Timeline states beyond the API's instance states.
+// Timeline states beyond the API's instance states, spelled as the
+// gateway's instance states they echo.
 const (
-	timelineGone    = "gone"    // marked and deregistered, or deregistered after a mark
-	timelineWarming = "warming" // registered again, some gateway ramps its weight up
+	timelineGone    = instancestate.Gone    // marked and deregistered, or deregistered after a mark
+	timelineWarming = instancestate.Warming // registered again, some gateway ramps its weight up
 )
 
 type instTimeline struct {
