@@ -561,11 +561,7 @@ func (t *Tree[T, G]) applyHints(ctx context.Context, paths, deleted map[string]s
 			rootChanged = true
 			continue
 		}
-		rel := strings.TrimPrefix(p, strings.TrimSuffix(t.opts.Root, "/")+"/")
-		parts := strings.Split(rel, "/")
-		if t.opts.Flat {
-			parts = append([]string{""}, parts...)
-		}
+		parts := t.split(p)
 		if !t.follows(parts[0]) {
 			continue // a hint for a path the tree does not follow
 		}
@@ -647,6 +643,16 @@ func (t *Tree[T, G]) applyHints(ctx context.Context, paths, deleted map[string]s
 	return nil
 }
 
+// split returns the group and item names of p, a path below Root: one
+// element for a group, two for an item ("" is the group of a Flat tree).
+func (t *Tree[T, G]) split(p string) []string {
+	parts := strings.Split(strings.TrimPrefix(p, strings.TrimSuffix(t.opts.Root, "/")+"/"), "/")
+	if t.opts.Flat {
+		parts = append([]string{""}, parts...)
+	}
+	return parts
+}
+
 // publishPending publishes the current groups with the items of paths
 // (not deleted, of a followed group) as Snapshot.Pending, if there are any.
 func (t *Tree[T, G]) publishPending(paths, deleted map[string]struct{}) {
@@ -655,21 +661,15 @@ func (t *Tree[T, G]) publishPending(paths, deleted map[string]struct{}) {
 		return
 	}
 	var pending map[string]map[string]struct{}
-	prefix := strings.TrimSuffix(t.opts.Root, "/") + "/"
 	for p := range paths {
-		if _, gone := deleted[p]; gone || !strings.HasPrefix(p, prefix) {
+		if _, gone := deleted[p]; gone || p == t.opts.Root {
 			continue
 		}
-		name, n := "", strings.TrimPrefix(p, prefix)
-		if !t.opts.Flat {
-			var ok bool
-			if name, n, ok = strings.Cut(n, "/"); !ok {
-				continue // a group, not an item
-			}
+		parts := t.split(p)
+		if len(parts) != 2 || !t.follows(parts[0]) {
+			continue // not an item, or not followed
 		}
-		if strings.Contains(n, "/") || !t.follows(name) {
-			continue
-		}
+		name, n := parts[0], parts[1]
 		if pending == nil {
 			pending = map[string]map[string]struct{}{}
 		}
