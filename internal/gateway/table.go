@@ -211,7 +211,7 @@ func (g *Gateway) rebuildLocked() {
 		ins := g.reg.Instances(s.name)
 		p := &pool{svc: s, balancer: g.balancer, members: make([]member, len(ins))}
 		hosts := make(map[string]*host, len(ins))
-		var markedUp []*host
+		var outUp []*host // up but out of rotation: marked, or a mark pending
 		for k := range ins {
 			in := &ins[k]
 			mk, hasMark := g.mk.Get(s.name, in.Addr)
@@ -264,11 +264,11 @@ func (g *Gateway) rebuildLocked() {
 				p.active = append(p.active, h)
 				m.active = true
 			} else if up {
-				markedUp = append(markedUp, h)
+				outUp = append(outUp, h)
 			}
 		}
-		if len(p.active) == 0 && len(markedUp) > 0 && g.failOpen {
-			p.active, p.failOpen = markedUp, true
+		if len(p.active) == 0 && len(outUp) > 0 && g.failOpen {
+			p.active, p.failOpen = outUp, true
 			for k := range p.members {
 				if m := &p.members[k]; (m.marked || m.pending) && m.inst.Up() {
 					m.active = true
