@@ -49,10 +49,10 @@ func TestPendingMarkExcludes(t *testing.T) {
 		t.Fatalf("a got %d requests while its mark was pending", n)
 	}
 
-	// Both pending: fail open rather than refuse every request.
+	// Both pending: they serve rather than refuse every request.
 	tg.Update(reg, pendingSnap(3, "s", []string{a.addr(), b.addr()}))
 	if r := get(t, c, tg.front.URL+"/svc/x"); r.code != 200 {
-		t.Fatalf("every instance pending: %d %q, want served (fail-open)", r.code, r.body)
+		t.Fatalf("every instance pending: %d %q, want served", r.code, r.body)
 	}
 
 	// The read finds a mark older than a's registration: it does not
@@ -83,5 +83,22 @@ func TestPendingMarkExcludes(t *testing.T) {
 	tg.Update(reg, markSnap(9, mark("s", a.addr(), 20)))
 	if st := tg.status(t, a.addr()); st.MarkPending || !st.Marked || st.State != StateDrained {
 		t.Fatalf("a after its pending mark was read and applies: %+v", st)
+	}
+
+	// a drained, b's mark pending: b serves; a stays out and is not
+	// reported failed open (its drain stays confirmable).
+	reg = regSnap(3, inst("s", a.addr(), 10), inst("s", b.addr(), 11))
+	tg.Update(reg, pendingSnap(10, "s", []string{b.addr()}, mark("s", a.addr(), 20)))
+	before = a.hits.Load()
+	for i := 0; i < 10; i++ {
+		if r := get(t, c, tg.front.URL+"/svc/x"); r.code != 200 || r.body != "b /svc/x" {
+			t.Fatalf("request %d with a drained and b pending: %d %q", i, r.code, r.body)
+		}
+	}
+	if n := a.hits.Load() - before; n != 0 {
+		t.Fatalf("drained a got %d requests while only b's mark was pending", n)
+	}
+	if st := tg.status(t, a.addr()); !st.Marked || st.FailOpen || st.State != StateDrained {
+		t.Fatalf("a drained while b is pending: %+v, want drained, not failed open", st)
 	}
 }

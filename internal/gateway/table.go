@@ -211,7 +211,9 @@ func (g *Gateway) rebuildLocked() {
 		ins := g.reg.Instances(s.name)
 		p := &pool{svc: s, balancer: g.balancer, members: make([]member, len(ins))}
 		hosts := make(map[string]*host, len(ins))
-		var outUp []*host // up but out of rotation: marked, or a mark pending
+		// Up but out of rotation: marked (a mark pending or not), or only
+		// a mark pending.
+		var markedUp, pendingUp []*host
 		for k := range ins {
 			in := &ins[k]
 			mk, hasMark := g.mk.Get(s.name, in.Addr)
@@ -263,14 +265,28 @@ func (g *Gateway) rebuildLocked() {
 			if inRot {
 				p.active = append(p.active, h)
 				m.active = true
+			} else if up && marked {
+				markedUp = append(markedUp, h)
 			} else if up {
-				outUp = append(outUp, h)
+				pendingUp = append(pendingUp, h)
 			}
 		}
-		if len(p.active) == 0 && len(outUp) > 0 && g.failOpen {
-			p.active, p.failOpen = outUp, true
+		switch {
+		case len(p.active) > 0:
+		case len(pendingUp) > 0:
+			// Every instance is out, some only by a mark not read yet:
+			// they serve (nothing is marked among them, so this is not a
+			// fail-open) rather than the marked ones or nobody.
+			p.active = pendingUp
 			for k := range p.members {
-				if m := &p.members[k]; (m.marked || m.pending) && m.inst.Up() {
+				if m := &p.members[k]; m.pending && !m.marked && m.inst.Up() {
+					m.active = true
+				}
+			}
+		case len(markedUp) > 0 && g.failOpen:
+			p.active, p.failOpen = markedUp, true
+			for k := range p.members {
+				if m := &p.members[k]; m.marked && m.inst.Up() {
 					m.active = true
 				}
 			}
@@ -406,8 +422,8 @@ func (p *pool) each(now int64, fn func(InstanceStatus)) {
 			if st.Weight < 1 {
 				st.State = StateWarming
 			}
-			if !m.active {
-				st.Weight = 0 // a pending mark
+			if m.pending && !m.active {
+				st.Weight = 0
 			}
 		}
 		fn(st)
