@@ -6,12 +6,16 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/zkgate/zkgate/internal/harness"
 )
 
 // FaultsReportSchema names the JSON layout of [FaultsReport].
 const FaultsReportSchema = "zkgate.bench.faults/v1"
 
-// FaultsReport is what `zkgate bench faults` prints and writes.
+// FaultsReport is what `zkgate bench faults` prints and writes. It does
+// not embed RunHeader as the other reports do: its schema (v1) spells the
+// version key "version", not "zkgate_version", and scripts read it.
 type FaultsReport struct {
 	Schema  string        `json:"schema"`
 	Date    time.Time     `json:"date"`
@@ -98,7 +102,7 @@ func (r *FaultsReport) summarize() {
 func (r *FaultsReport) Failed() bool { return !r.Passed }
 
 // WriteJSON writes the report to path.
-func (r *FaultsReport) WriteJSON(path string) error { return writeJSONFile(path, r) }
+func (r *FaultsReport) WriteJSON(path string) error { return harness.WriteJSONFile(path, r) }
 
 // WriteTable prints the table (one row per fault) and, under it, every
 // check with its outcome.

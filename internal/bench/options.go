@@ -20,7 +20,9 @@ type RunOptions struct {
 // withDefaults sets every field of *opts that holds its zero value (an
 // option left unset) to that field of defaults, looking into fields that
 // are structs of options themselves: zero values take the documented
-// defaults. Only exported fields are set.
+// defaults. Only exported fields are set; a struct field left wholly
+// unset takes the default whole, a partly set one is filled field by
+// field.
 func withDefaults[T any](opts *T, defaults T) {
 	fillZero(reflect.ValueOf(opts).Elem(), reflect.ValueOf(defaults))
 }
@@ -30,10 +32,10 @@ func fillZero(dst, def reflect.Value) {
 		f := dst.Field(i)
 		switch {
 		case !f.CanSet():
-		case f.Kind() == reflect.Struct:
-			fillZero(f, def.Field(i))
 		case f.IsZero():
-			f.Set(def.Field(i))
+			f.Set(def.Field(i)) // a whole struct too (a time.Time, say)
+		case f.Kind() == reflect.Struct:
+			fillZero(f, def.Field(i)) // partly set: fill the rest
 		}
 	}
 }

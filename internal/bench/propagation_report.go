@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/ctlclient"
+	"github.com/zkgate/zkgate/internal/harness"
 )
 
 // PropagationReportSchema names the JSON layout of [PropagationReport].
@@ -323,4 +324,4 @@ func (r *PropagationReport) WriteTable(w io.Writer) error {
 }
 
 // WriteJSON writes the report to path atomically, creating its directory.
-func (r *PropagationReport) WriteJSON(path string) error { return writeJSONFile(path, r) }
+func (r *PropagationReport) WriteJSON(path string) error { return harness.WriteJSONFile(path, r) }

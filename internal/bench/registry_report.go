@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/zkgate/zkgate/internal/harness"
 )
 
 // RegistryReportSchema names the JSON layout of [RegistryReport].
@@ -390,4 +392,4 @@ func (r *RegistryReport) WriteTable(w io.Writer) error {
 }
 
 // WriteJSON writes the report to path atomically, creating its directory.
-func (r *RegistryReport) WriteJSON(path string) error { return writeJSONFile(path, r) }
+func (r *RegistryReport) WriteJSON(path string) error { return harness.WriteJSONFile(path, r) }

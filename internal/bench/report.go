@@ -582,7 +582,7 @@ func humanBytes(n int64) string {
 
 // WriteJSON writes the report to path atomically (via path.tmp),
 // creating its directory.
-func (r *ProxyReport) WriteJSON(path string) error { return writeJSONFile(path, r) }
+func (r *ProxyReport) WriteJSON(path string) error { return harness.WriteJSONFile(path, r) }
 
 // readMachine describes this machine (see [harness.ReadHost]).
 func readMachine() Machine {

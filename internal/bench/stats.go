@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
-
-	"github.com/zkgate/zkgate/internal/harness"
 )
 
 // Dist summarizes a sample of durations, in milliseconds with microsecond
@@ -65,10 +63,6 @@ func fmtMS(v float64) string { return micros(v * 1000) }
 func ResultPath(kind string, now time.Time) string {
 	return filepath.Join("bench-results", kind+"-"+now.Format("2006-01-02-150405")+".json")
 }
-
-// writeJSONFile writes v as indented JSON to path atomically (see
-// [harness.WriteJSONFile]).
-var writeJSONFile = harness.WriteJSONFile
 
 // verdict renders a target check for tables.
 func verdict(ok bool) string {

@@ -47,19 +47,10 @@ func writeTestConfig(t *testing.T, servers []string) (string, *config.Config) {
 }
 
 // eventually waits at most 30 s until cond returns nil; a test that times
-// out logs cond's last error.
+// out says cond's last error.
 func eventually(t *testing.T, what string, cond func() error) {
 	t.Helper()
-	var last error
-	defer func() {
-		if last != nil {
-			t.Logf("waiting for %s: last error: %v", what, last)
-		}
-	}()
-	testutil.Eventually(t, 30*time.Second, what, func() bool {
-		last = cond()
-		return last == nil
-	})
+	testutil.EventuallyNil(t, 30*time.Second, what, cond)
 }
 
 // observe connects a session to the ensemble, closed when the test ends,
@@ -69,14 +60,7 @@ func eventually(t *testing.T, what string, cond func() error) {
 // root that appeared between its list and its ExistsW.)
 func observe(t *testing.T, ctx context.Context, servers []string) *zksession.Session {
 	t.Helper()
-	obs, err := zksession.Connect(zksession.Config{Servers: servers, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(obs.Close)
-	if err := obs.WaitConnected(ctx); err != nil {
-		t.Fatal(err)
-	}
+	obs := zktest.Session(t, zksession.Config{Servers: servers, Logger: quietLogger()})
 	if err := obs.EnsurePath(ctx, "/services/orders", nil); err != nil {
 		t.Fatal(err)
 	}

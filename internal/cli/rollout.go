@@ -79,11 +79,11 @@ func rolloutCommand(c *invocation) func(context.Context) int {
 			Service: *service,
 			Restart: rollout.ExecRestarter(tmpl, c.stdout, c.stderr),
 			Explain: func(t rollout.Target) string {
-				c, err := rollout.ExecCommand(tmpl, t)
+				cmdline, err := rollout.ExecCommand(tmpl, t)
 				if err != nil {
 					return "cannot run: " + err.Error()
 				}
-				return "sh -c " + shellQuote(c)
+				return "sh -c " + shellQuote(cmdline)
 			},
 			Parallel: *parallel, DryRun: *dryRun,
 			DrainTimeout: *drainTimeout, RegisterTimeout: *registerTimeout, ServeTimeout: *serveTimeout,

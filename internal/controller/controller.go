@@ -10,6 +10,7 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -104,7 +105,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Controller, 
 	if err := cfg.ValidateController(); err != nil {
 		return nil, err
 	}
-	log := zkbase.Logger(opts.Logger)
+	log := cmp.Or(opts.Logger, slog.Default())
 	id := opts.ID
 	if id == "" {
 		host, _ := os.Hostname()

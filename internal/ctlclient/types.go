@@ -365,7 +365,10 @@ type ServiceResponse struct {
 }
 
 // AppliedMark is one mark as a gateway applies it, in its presence
-// report and in GET /v1/gateways.
+// report and in GET /v1/gateways. It is also the format every gateway
+// writes to ZooKeeper (presence.AppliedMark is this type), which
+// controllers of other versions read: a field added here is written to
+// every presence node, so add only optional (omitempty) ones.
 type AppliedMark struct {
 	Service string `json:"service"`
 	Addr    string `json:"addr"`

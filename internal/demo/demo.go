@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/zkgate/zkgate/internal/harness"
 	"github.com/zkgate/zkgate/internal/procgroup"
 	"github.com/zkgate/zkgate/internal/zksession"
 	"github.com/zkgate/zkgate/internal/zktest"
@@ -272,7 +273,7 @@ func (r *run) runMode(ctx context.Context, m Mode, keep bool) (res ModeResult, k
 		res.Error = rerr.Error()
 		r.log.Error("rollout did not complete", "mode", m, "err", rerr)
 	}
-	summary := fmt.Sprintf("%s requests, %s failed (%s), rollout %s", thousands(res.Requests), thousands(res.Failed), rate(res.FailureRate), secs(res.RolloutSeconds))
+	summary := fmt.Sprintf("%s requests, %s failed (%s), rollout %s", harness.Thousands(res.Requests), harness.Thousands(res.Failed), rate(res.FailureRate), secs(res.RolloutSeconds))
 	if rerr != nil {
 		summary += ": did not complete: " + rerr.Error()
 	}
@@ -368,7 +369,7 @@ func plural(n int, what string) string {
 	if n == 1 {
 		return "1 " + what
 	}
-	return thousands(int64(n)) + " " + what + "s"
+	return harness.Thousands(int64(n)) + " " + what + "s"
 }
 
 func randomHex(n int) string {

@@ -98,18 +98,22 @@ func TestDemoWatchZkgate(t *testing.T) {
 	if ok, _, err := sess.Exists(ctx, demoRoot); err != nil || ok {
 		t.Errorf("%s still exists after the run (err %v)", demoRoot, err)
 	}
-	if kids := children(zkc.PID(0)); len(kids) > 0 {
+	if kids := children(t, zkc.PID(0)); len(kids) > 0 {
 		t.Errorf("child processes left running: %v", kids)
 	}
 }
 
 // children lists the live child processes of this process but except
 // (Linux; nil elsewhere).
-func children(except int) []string {
+func children(t *testing.T, except int) []string {
+	t.Helper()
 	if runtime.GOOS != "linux" {
 		return nil
 	}
-	procs, _ := testutil.LiveProcs()
+	procs, err := testutil.LiveProcs()
+	if err != nil {
+		t.Fatalf("listing processes: %v", err)
+	}
 	var out []string
 	for _, p := range procs {
 		if p.PPID == os.Getpid() && p.PID != except {

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/zkgate/zkgate/internal/harness"
 )
 
 // progress shows what the demo is doing: on a terminal one bar per mode,
@@ -76,7 +78,7 @@ func (p *progress) instanceDone(i int, addr string, d time.Duration) {
 	p.show(func() { p.done, p.phase = i+1, "restarted "+addr }, func() string {
 		req, failed := p.countsLocked()
 		return fmt.Sprintf("%s: [%d/%d] %s back in service after %s (%s requests, %s failed so far)",
-			p.mode, i+1, p.n, addr, secs(d.Seconds()), thousands(req), thousands(failed))
+			p.mode, i+1, p.n, addr, secs(d.Seconds()), harness.Thousands(req), harness.Thousands(failed))
 	})
 }
 
@@ -182,7 +184,7 @@ func barLine(m Mode, done, n int, phase string, elapsed time.Duration, req, fail
 	}
 	bar := strings.Repeat("█", fill) + strings.Repeat("░", width-fill)
 	return fmt.Sprintf("%-6s %s %d/%d %5.1fs  %s req  %s failed  %s",
-		m, bar, done, n, elapsed.Seconds(), thousands(req), thousands(failed), phase)
+		m, bar, done, n, elapsed.Seconds(), harness.Thousands(req), harness.Thousands(failed), phase)
 }
 
 // setCounts sets where the bar reads the load's running totals.

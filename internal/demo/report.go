@@ -132,8 +132,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 			mode += " (!)"
 		}
 		k := m.FailedByKind
-		rows = append(rows, []string{mode, thousands(m.Requests), thousands(m.Failed),
-			thousands(k.Refused), thousands(k.Reset), thousands(k.HTTP5xx), thousands(k.Timeout), thousands(k.Other),
+		rows = append(rows, []string{mode, harness.Thousands(m.Requests), harness.Thousands(m.Failed),
+			harness.Thousands(k.Refused), harness.Thousands(k.Reset), harness.Thousands(k.HTTP5xx), harness.Thousands(k.Timeout), harness.Thousands(k.Other),
 			rate(m.FailureRate), millis(m.P50Ms), millis(m.P99Ms), perInstance(m.RestartSeconds), perInstance(m.InstanceSeconds), secs(m.RolloutSeconds)})
 	}
 	writeColumns(&b, rows)
@@ -227,7 +227,6 @@ func readMachine() Machine {
 }
 
 // thousands formats n with thousands separators.
-func thousands(n int64) string { return harness.Thousands(n) }
 
 func rate(r float64) string {
 	switch {

@@ -363,12 +363,7 @@ func TestBarLine(t *testing.T) {
 	}
 }
 
-func TestThousandsRate(t *testing.T) {
-	for n, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 1234567: "1,234,567"} {
-		if got := thousands(n); got != want {
-			t.Errorf("thousands(%d) = %q", n, got)
-		}
-	}
+func TestRate(t *testing.T) {
 	for r, want := range map[float64]string{0: "0%", 0.00001: "<0.01%", 0.0142: "1.42%", 1: "100.00%"} {
 		if got := rate(r); got != want {
 			t.Errorf("rate(%v) = %q", r, got)

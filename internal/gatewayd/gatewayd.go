@@ -5,6 +5,7 @@
 package gatewayd
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -80,7 +81,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, erro
 	if err := cfg.ValidateGateway(); err != nil {
 		return nil, err
 	}
-	log := zkbase.Logger(opts.Logger)
+	log := cmp.Or(opts.Logger, slog.Default())
 	// Listen first: the default id names the address actually bound (a
 	// port 0 in gateway.listen would make every such gateway of a host
 	// share one id).

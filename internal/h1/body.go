@@ -153,11 +153,13 @@ func AppendChunkHeader(dst []byte, n int) []byte {
 // buffered (streaming: the peer sees data as soon as it arrives).
 func CopyN(dst *bufio.Writer, src *bufio.Reader, n int64, flush bool) (written int64, readErr, writeErr error) {
 	for written < n {
-		if readErr, writeErr := refill(dst, src, flush); readErr != nil || writeErr != nil {
-			if errors.Is(readErr, io.EOF) {
-				readErr = io.ErrUnexpectedEOF
+		if src.Buffered() == 0 {
+			if readErr, writeErr := refill(dst, src, flush); readErr != nil || writeErr != nil {
+				if errors.Is(readErr, io.EOF) {
+					readErr = io.ErrUnexpectedEOF
+				}
+				return written, readErr, writeErr
 			}
-			return written, readErr, writeErr
 		}
 		k := src.Buffered()
 		if rest := n - written; int64(k) > rest {
@@ -174,13 +176,11 @@ func CopyN(dst *bufio.Writer, src *bufio.Reader, n int64, flush bool) (written i
 	return written, nil, nil
 }
 
-// refill, when src has nothing buffered, flushes dst (with flush set) so
-// the peer sees what it has, then waits for src's next byte. It returns
-// the error of either side.
+// refill, for a src with nothing buffered, flushes dst (with flush set)
+// so the peer sees what it has, then waits for src's next byte. It returns
+// the error of either side. (Callers test Buffered first: the common case
+// costs no call.)
 func refill(dst *bufio.Writer, src *bufio.Reader, flush bool) (readErr, writeErr error) {
-	if src.Buffered() > 0 {
-		return nil, nil
-	}
 	if flush {
 		if err := dst.Flush(); err != nil {
 			return nil, err
@@ -195,11 +195,13 @@ func refill(dst *bufio.Writer, src *bufio.Reader, flush bool) (readErr, writeErr
 // chunk set, it writes the data as chunks (not the last chunk).
 func CopyToEOF(dst *bufio.Writer, src *bufio.Reader, flush, chunk bool, scratch []byte) (written int64, readErr, writeErr error) {
 	for {
-		if readErr, writeErr := refill(dst, src, flush); readErr != nil || writeErr != nil {
-			if errors.Is(readErr, io.EOF) {
-				return written, nil, nil
+		if src.Buffered() == 0 {
+			if readErr, writeErr := refill(dst, src, flush); readErr != nil || writeErr != nil {
+				if errors.Is(readErr, io.EOF) {
+					return written, nil, nil
+				}
+				return written, readErr, writeErr
 			}
-			return written, readErr, writeErr
 		}
 		b, _ := src.Peek(src.Buffered())
 		if chunk {

@@ -4,6 +4,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -55,7 +56,7 @@ func TestRenderNginxConf(t *testing.T) {
 		},
 	}
 	for _, c := range cases {
-		conf, err := RenderNginxConf(c.cfg)
+		conf, err := renderNginxConf(c.cfg)
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
@@ -77,7 +78,7 @@ func TestRenderNginxConf(t *testing.T) {
 
 func TestRenderNginxConfRefusesIncomplete(t *testing.T) {
 	ok := NginxConfig{Dir: "/d", Listen: "127.0.0.1:1", Upstream: "u", Backends: []string{"127.0.0.1:2"}, Prefix: "/p/"}
-	if conf, err := RenderNginxConf(ok); err != nil || !strings.Contains(conf, "worker_processes auto;") {
+	if conf, err := renderNginxConf(ok); err != nil || !strings.Contains(conf, "worker_processes auto;") {
 		t.Fatalf("complete configuration: %v\n%s", err, conf)
 	}
 	for name, change := range map[string]func(*NginxConfig){
@@ -90,7 +91,7 @@ func TestRenderNginxConfRefusesIncomplete(t *testing.T) {
 	} {
 		c := ok
 		change(&c)
-		if _, err := RenderNginxConf(c); err == nil {
+		if _, err := renderNginxConf(c); err == nil {
 			t.Errorf("%s: no error", name)
 		}
 	}
@@ -163,10 +164,10 @@ func TestFirstLineWriter(t *testing.T) {
 
 func TestMachineParsing(t *testing.T) {
 	cpuinfo := "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n\nprocessor\t: 1\nmodel name\t: AMD EPYC 7B13\n"
-	if got := CPUModel(cpuinfo); got != "AMD EPYC 7B13" {
+	if got := cpuModel(cpuinfo); got != "AMD EPYC 7B13" {
 		t.Errorf("CPUModel = %q", got)
 	}
-	if got := MemTotal("MemTotal:       24684084 kB\nMemFree: 1 kB\n"); got != 24684084*1024 {
+	if got := memTotal("MemTotal:       24684084 kB\nMemFree: 1 kB\n"); got != 24684084*1024 {
 		t.Errorf("MemTotal = %d", got)
 	}
 	if h := ReadHost(); h.CPUs < 1 || h.OS == "" || h.GoVersion == "" {
@@ -190,6 +191,15 @@ func TestFreeAddrs(t *testing.T) {
 		}
 		if len(addrs) != 3 || addrs[0] == addrs[1] || addrs[1] == addrs[2] || addrs[0] == addrs[2] || !strings.HasPrefix(addrs[0], "127.0.0.1:") {
 			t.Errorf("%s: %v", name, addrs)
+		}
+		if name != "FreeAddrsBelowEphemeral" {
+			continue
+		}
+		for _, a := range addrs {
+			_, p, _ := strings.Cut(a, ":")
+			if port, err := strconv.Atoi(p); err != nil || port >= 32768 {
+				t.Errorf("%s: %s is not below the ephemeral range", name, a)
+			}
 		}
 	}
 }

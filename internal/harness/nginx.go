@@ -97,9 +97,9 @@ http {
 }
 `))
 
-// RenderNginxConf renders nginx.conf; it refuses a configuration without
+// renderNginxConf renders nginx.conf; it refuses a configuration without
 // a directory, listen address, upstream, backend or "/..." prefix.
-func RenderNginxConf(c NginxConfig) (string, error) {
+func renderNginxConf(c NginxConfig) (string, error) {
 	if c.Dir == "" || c.Listen == "" || c.Upstream == "" || len(c.Backends) == 0 || !strings.HasPrefix(c.Prefix, "/") {
 		return "", errors.New("nginx config: dir, listen, upstream, backends and prefix are required")
 	}
@@ -138,7 +138,7 @@ func StartNginx(ctx context.Context, sp *procgroup.Spawner, bin string, cfg Ngin
 		return nil, err
 	}
 	cfg.Modules = mods
-	conf, err := RenderNginxConf(cfg)
+	conf, err := renderNginxConf(cfg)
 	if err != nil {
 		return nil, err
 	}

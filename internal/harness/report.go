@@ -26,10 +26,10 @@ type Host struct {
 func ReadHost() Host {
 	h := Host{CPUs: runtime.NumCPU(), OS: runtime.GOOS, Arch: runtime.GOARCH, GoVersion: runtime.Version()}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		h.CPUModel = CPUModel(string(b))
+		h.CPUModel = cpuModel(string(b))
 	}
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		h.MemBytes = MemTotal(string(b))
+		h.MemBytes = memTotal(string(b))
 	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		h.Kernel = strings.TrimSpace(string(b))
@@ -37,8 +37,8 @@ func ReadHost() Host {
 	return h
 }
 
-// CPUModel returns the first "model name" of /proc/cpuinfo.
-func CPUModel(cpuinfo string) string {
+// cpuModel returns the first "model name" of /proc/cpuinfo.
+func cpuModel(cpuinfo string) string {
 	sc := bufio.NewScanner(strings.NewReader(cpuinfo))
 	for sc.Scan() {
 		k, v, ok := strings.Cut(sc.Text(), ":")
@@ -49,8 +49,8 @@ func CPUModel(cpuinfo string) string {
 	return ""
 }
 
-// MemTotal returns MemTotal of /proc/meminfo in bytes (0 when missing).
-func MemTotal(meminfo string) int64 {
+// memTotal returns MemTotal of /proc/meminfo in bytes (0 when missing).
+func memTotal(meminfo string) int64 {
 	sc := bufio.NewScanner(strings.NewReader(meminfo))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())

@@ -1,7 +1,7 @@
 // Package metric builds the Prometheus collectors of zkgate's components:
 // one constructor per shape, so a component's metrics read as a table of
-// names and help texts. Every series zkgate exports is listed in
-// README.md.
+// names and help texts. README.md describes the metrics an operator
+// watches first; /metrics lists them all, with their help texts.
 package metric
 
 import "github.com/prometheus/client_golang/prometheus"

@@ -1,8 +1,8 @@
-// Package nginxconf holds the mechanics shared by the callers that run a
-// private nginx (bench's proxy, demo's nginx mode): finding the binary,
-// reading which optional modules it has, the configuration lines that keep
-// every path nginx writes inside one directory, and writing and checking
-// nginx.conf. Each caller keeps its own template.
+// Package nginxconf holds the mechanics of running a private nginx (for
+// internal/harness, whose one template serves bench's proxy benchmark and
+// the demo's nginx mode): finding the binary, reading which optional
+// modules it has, the configuration lines that keep every path nginx
+// writes inside one directory, and writing and checking nginx.conf.
 package nginxconf
 
 import (

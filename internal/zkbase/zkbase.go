@@ -51,15 +51,6 @@ type Base struct {
 	aclLater func(context.Context) error
 }
 
-// Logger returns the logger a daemon's Options name, slog.Default() when
-// they name none.
-func Logger(l *slog.Logger) *slog.Logger {
-	if l == nil {
-		return slog.Default()
-	}
-	return l
-}
-
 // Start connects the session (it does not wait for ZooKeeper: static
 // stability), checks the ACLs and makes the caches; Go runs them. On error
 // nothing is left open.

@@ -144,10 +144,8 @@ type Tree[T, G any] struct {
 	// Owned by Run.
 	groups   map[string]*group[T]
 	revision uint64
-	// pendingShown: the latest snapshot names pending items.
-	pendingShown bool
-	resyncs      uint64 // full re-reads completed
-	covered      uint64 // the ticket the last completed full re-read covers
+	resyncs  uint64 // full re-reads completed
+	covered  uint64 // the ticket the last completed full re-read covers
 	// badByGroup counts each group's malformed items as of the last
 	// publish, and malformed their sum, so that publishing one changed
 	// group costs O(that group), not O(tree).
@@ -637,7 +635,9 @@ func (t *Tree[T, G]) applyHints(ctx context.Context, paths, deleted map[string]s
 			}
 		}
 	}
-	if len(dirty) > 0 || t.pendingShown {
+	if prev := t.snap.Load(); len(dirty) > 0 || prev != nil && prev.Pending != nil {
+		// (A snapshot naming pending items is replaced even when the
+		// reads changed nothing.)
 		t.publish(dirty, false)
 	}
 	return nil
@@ -685,7 +685,6 @@ func (t *Tree[T, G]) publishPending(paths, deleted map[string]struct{}) {
 	snap.Pending, snap.Time, snap.FullResync = pending, time.Now(), false
 	t.revision++
 	snap.Revision = t.revision
-	t.pendingShown = true
 	t.snap.Store(&snap)
 	t.metrics.revision.Set(float64(t.revision))
 	t.signal()
@@ -898,7 +897,6 @@ func (t *Tree[T, G]) publish(dirty map[string]bool, full bool) {
 		Revision: t.revision, Malformed: t.malformed, Time: time.Now(),
 		FullResync: full, Resyncs: t.resyncs, ResyncTicket: t.covered,
 	}, Groups: groups})
-	t.pendingShown = false
 	t.loaded.Store(true)
 	t.metrics.revision.Set(float64(t.revision))
 	t.metrics.malformedNow.Set(float64(t.malformed))
