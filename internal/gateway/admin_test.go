@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/config"
+	"github.com/zkgate/zkgate/internal/instancestate"
 )
 
 func TestReadyzTransitions(t *testing.T) {
@@ -117,10 +118,10 @@ func TestAdminInstances(t *testing.T) {
 	}
 	byAddr := map[string]int{s[0].Addr: 0, s[1].Addr: 1}
 	ma, mb := s[byAddr[a.addr()]], s[byAddr[b.addr()]]
-	if ma.State != StateDrained || !ma.Marked || ma.MarkReason != "deploy" || ma.Czxid != 5 || *ma.Weight != 0 || ma.InFlight == nil {
+	if ma.State != instancestate.Drained || !ma.Marked || ma.MarkReason != "deploy" || ma.Czxid != 5 || *ma.Weight != 0 || ma.InFlight == nil {
 		t.Fatalf("marked instance %+v", ma)
 	}
-	if mb.State != StateServing || mb.Marked || *mb.Weight != 1 || mb.Czxid != 6 || !mb.Registered.Equal(ib.Registered) {
+	if mb.State != instancestate.Serving || mb.Marked || *mb.Weight != 1 || mb.Czxid != 6 || !mb.Registered.Equal(ib.Registered) {
 		t.Fatalf("serving instance %+v", mb)
 	}
 }

@@ -2,11 +2,11 @@ package gateway
 
 import (
 	"fmt"
-	"net/http"
 	"testing"
 	"time"
 
 	"github.com/zkgate/zkgate/internal/config"
+	"github.com/zkgate/zkgate/internal/instancestate"
 )
 
 func testPool(b balancer, n int) (*pool, []*host) {
@@ -115,13 +115,13 @@ func TestWarmupWeightRamp(t *testing.T) {
 
 	// Instances already there when the gateway starts do not warm up.
 	tg.Update(regSnap(1, ia), nil)
-	if st := tg.status(t, a.addr()); st.State != StateServing || st.Weight != 1 {
+	if st := tg.status(t, a.addr()); st.State != instancestate.Serving || st.Weight != 1 {
 		t.Fatalf("a at start: %+v", st)
 	}
 	// A new address warms up from 10%.
 	tg.Update(regSnap(2, ia, ib), nil)
 	st := tg.status(t, b.addr())
-	if st.State != StateWarming || st.Weight < 0.099 || st.Weight > 0.101 {
+	if st.State != instancestate.Warming || st.Weight < 0.099 || st.Weight > 0.101 {
 		t.Fatalf("b when it appears: %+v", st)
 	}
 	// The less weight, the fewer picks.
@@ -136,27 +136,27 @@ func TestWarmupWeightRamp(t *testing.T) {
 	}
 
 	clk.Advance(50 * time.Second)
-	if st := tg.status(t, b.addr()); st.State != StateWarming || st.Weight < 0.54 || st.Weight > 0.56 {
+	if st := tg.status(t, b.addr()); st.State != instancestate.Warming || st.Weight < 0.54 || st.Weight > 0.56 {
 		t.Fatalf("b half-way: %+v", st)
 	}
 	clk.Advance(51 * time.Second)
-	if st := tg.status(t, b.addr()); st.State != StateServing || st.Weight != 1 {
+	if st := tg.status(t, b.addr()); st.State != instancestate.Serving || st.Weight != 1 {
 		t.Fatalf("b after warm-up: %+v", st)
 	}
 
 	// Marked: out of rotation. Unmarked: warms up again.
 	tg.Update(regSnap(2, ia, ib), markSnap(1, mark("s", b.addr(), 10)))
-	if st := tg.status(t, b.addr()); st.State != StateDrained || st.Weight != 0 {
+	if st := tg.status(t, b.addr()); st.State != instancestate.Drained || st.Weight != 0 {
 		t.Fatalf("b marked: %+v", st)
 	}
 	tg.Update(regSnap(2, ia, ib), markSnap(2))
-	if st := tg.status(t, b.addr()); st.State != StateWarming || st.Weight > 0.101 {
+	if st := tg.status(t, b.addr()); st.State != instancestate.Warming || st.Weight > 0.101 {
 		t.Fatalf("b unmarked: %+v", st)
 	}
 	// Re-registered (new czxid): warms up again.
 	clk.Advance(200 * time.Second)
 	tg.Update(regSnap(3, ia, inst("s", b.addr(), 20)), markSnap(2))
-	if st := tg.status(t, b.addr()); st.State != StateWarming {
+	if st := tg.status(t, b.addr()); st.State != instancestate.Warming {
 		t.Fatalf("b re-registered: %+v", st)
 	}
 
@@ -166,7 +166,7 @@ func TestWarmupWeightRamp(t *testing.T) {
 	fresh := inst("s", b.addr(), 30)
 	fresh.Registered = clk.Now().Add(-10 * time.Second)
 	tg2.Update(regSnap(1, ia, fresh), nil)
-	if st := tg2.status(t, b.addr()); st.State != StateWarming || st.Weight < 0.18 || st.Weight > 0.2 {
+	if st := tg2.status(t, b.addr()); st.State != instancestate.Warming || st.Weight < 0.18 || st.Weight > 0.2 {
 		t.Fatalf("freshly registered at start: %+v", st)
 	}
 }
@@ -321,11 +321,11 @@ func BenchmarkRouteMatch(b *testing.B) {
 		routes = append(routes, config.Route{Prefix: fmt.Sprintf("/svc%d/", i), Service: "s"})
 	}
 	rs, _ := newRouteSet(routes)
-	r, _ := http.NewRequest("GET", "http://gw/svc7/orders/1", nil)
+	path, host := []byte("/svc7/orders/1"), []byte("gw")
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if rs.match(r) == nil {
+		if rs.matchBytes(path, host) == nil {
 			b.Fatal("no match")
 		}
 	}

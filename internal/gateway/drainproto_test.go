@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/config"
+	"github.com/zkgate/zkgate/internal/instancestate"
 )
 
 // hostOf returns the host of addr in the active set of the table in use.
@@ -74,7 +75,7 @@ func TestReportNotAheadOfHostFlags(t *testing.T) {
 	if hA.acquire() {
 		t.Fatal("acquire on a drained instance succeeded")
 	}
-	if st := tg.status(t, a.addr()); st.State != StateDrained || st.InFlight != 0 {
+	if st := tg.status(t, a.addr()); st.State != instancestate.Drained || st.InFlight != 0 {
 		t.Fatalf("drained: %+v", st)
 	}
 }
@@ -96,7 +97,7 @@ func TestLeavingHostNeverInvisible(t *testing.T) {
 	testHookPublished = nil
 
 	st := tg.status(t, a.addr())
-	if acquired && (st.State != StateGone || st.InFlight != 1 || tg.InFlight() != 1) {
+	if acquired && (st.State != instancestate.Gone || st.InFlight != 1 || tg.InFlight() != 1) {
 		t.Fatalf("a request to A got through but is not reported: %+v, InFlight() = %d", st, tg.InFlight())
 	}
 	if hA.acquire() {
@@ -122,11 +123,11 @@ func TestGoneHostMarkedLater(t *testing.T) {
 	done := goGet(client(), tg.front.URL+"/svc/slow")
 	gt.waitArrived(t)
 	tg.Update(regSnap(2, ib), markSnap(1))
-	if st := tg.status(t, a.addr()); st.State != StateGone || st.Marked || st.InFlight != 1 {
+	if st := tg.status(t, a.addr()); st.State != instancestate.Gone || st.Marked || st.InFlight != 1 {
 		t.Fatalf("gone: %+v", st)
 	}
 	tg.Update(regSnap(2, ib), markSnap(2, mark("s", a.addr(), 5)))
-	if st := tg.status(t, a.addr()); st.State != StateGone || !st.Marked || st.InFlight != 1 {
+	if st := tg.status(t, a.addr()); st.State != instancestate.Gone || !st.Marked || st.InFlight != 1 {
 		t.Fatalf("gone, then marked: %+v", st)
 	}
 	drainChanges(tg.Gateway)
@@ -188,7 +189,7 @@ func TestChangesOnlyForDrainingInstances(t *testing.T) {
 		}
 	}
 	tg.Update(reg, markSnap(3, mark("s", slow, 5)))
-	if st := tg.status(t, slow); st.State != StateDraining || st.FailOpen {
+	if st := tg.status(t, slow); st.State != instancestate.Draining || st.FailOpen {
 		t.Fatalf("draining: %+v", st)
 	}
 	drainChanges(tg.Gateway)
@@ -197,7 +198,7 @@ func TestChangesOnlyForDrainingInstances(t *testing.T) {
 		t.Fatalf("slow request: %d", r.code)
 	}
 	waitChange(t, tg.Gateway)
-	if st := tg.status(t, slow); st.State != StateDrained {
+	if st := tg.status(t, slow); st.State != instancestate.Drained {
 		t.Fatalf("drained: %+v", st)
 	}
 }
@@ -259,7 +260,7 @@ func TestLeavingHostRace(t *testing.T) {
 		<-done
 		if acquired.Load() {
 			got++
-			if st := tg.status(t, a.addr()); st.State != StateGone || st.InFlight != 1 || tg.InFlight() != 1 {
+			if st := tg.status(t, a.addr()); st.State != instancestate.Gone || st.InFlight != 1 || tg.InFlight() != 1 {
 				t.Fatalf("iteration %d: a request to A got through but is not reported: %+v, InFlight() = %d", i, st, tg.InFlight())
 			}
 			hA.release()

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/config"
+	"github.com/zkgate/zkgate/internal/instancestate"
 )
 
 // A dying instance cuts every request already sent to it at once: that is
@@ -43,13 +44,13 @@ func TestEjectionOnePerFailureBurst(t *testing.T) {
 	if got := counterValue(t, tg.metrics.ejections.WithLabelValues("s")); got != 1 {
 		t.Fatalf("%d cut requests made %v ejections, want 1", failed, got)
 	}
-	if st := tg.status(t, dying.addr()); st.State != StateEjected {
+	if st := tg.status(t, dying.addr()); st.State != instancestate.Ejected {
 		t.Fatalf("dying: %+v", st)
 	}
 	// The backend is back within the base ejection: it serves once that
 	// ended (not 80 s later).
 	clk.Advance(ejectBase + time.Second)
-	if st := tg.status(t, dying.addr()); st.State != StateServing {
+	if st := tg.status(t, dying.addr()); st.State != instancestate.Serving {
 		t.Fatalf("%v after the burst: %+v", ejectBase+time.Second, st)
 	}
 	gt.open()
@@ -70,11 +71,11 @@ func TestEjectionOnePerFailureBurst(t *testing.T) {
 	for i := 0; i < 8; i++ {
 		post(t, c, tg.front.URL+"/svc/x", "x")
 	}
-	if st := tg.status(t, dying.addr()); st.State != StateEjected {
+	if st := tg.status(t, dying.addr()); st.State != instancestate.Ejected {
 		t.Fatalf("dead again: %+v", st)
 	}
 	tg.Update(regSnap(2, inst("s", dying.addr(), 3), inst("s", live.addr(), 2)), nil)
-	if st := tg.status(t, dying.addr()); st.State != StateServing {
+	if st := tg.status(t, dying.addr()); st.State != instancestate.Serving {
 		t.Fatalf("re-registered: %+v", st)
 	}
 }

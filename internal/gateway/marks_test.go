@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/config"
+	"github.com/zkgate/zkgate/internal/instancestate"
 	"github.com/zkgate/zkgate/internal/registry"
 	"github.com/zkgate/zkgate/internal/zktree"
 )
@@ -27,7 +28,7 @@ func TestDrainMarkedInstance(t *testing.T) {
 		t.Fatalf("applied revision %d/%d", r, m)
 	}
 	st := tg.status(t, a.addr())
-	if st.State != StateDraining || st.InFlight != 1 || !st.Marked || st.MarkReason != "deploy" || st.FailOpen {
+	if st.State != instancestate.Draining || st.InFlight != 1 || !st.Marked || st.MarkReason != "deploy" || st.FailOpen {
 		t.Fatalf("a while its request runs: %+v", st)
 	}
 	for i := 0; i < 30; i++ {
@@ -47,7 +48,7 @@ func TestDrainMarkedInstance(t *testing.T) {
 	waitChange(t, tg.Gateway)
 	eventually(t, "a drained", func() bool {
 		st := tg.status(t, a.addr())
-		return st.State == StateDrained && st.InFlight == 0
+		return st.State == instancestate.Drained && st.InFlight == 0
 	})
 }
 
@@ -62,7 +63,7 @@ func TestMarkZxidRuleAndExpiry(t *testing.T) {
 
 	// Re-registered after the mark: served.
 	tg.Update(regSnap(1, inst("s", a.addr(), 30)), markSnap(1, mark("s", a.addr(), 20)))
-	if st := tg.status(t, a.addr()); st.State != StateServing || st.Marked {
+	if st := tg.status(t, a.addr()); st.State != instancestate.Serving || st.Marked {
 		t.Fatalf("registered after the mark: %+v", st)
 	}
 	if r := get(t, c, tg.front.URL+"/"); r.code != 200 {
@@ -71,7 +72,7 @@ func TestMarkZxidRuleAndExpiry(t *testing.T) {
 
 	// Registered before the mark: out (no fail-open here).
 	tg.Update(regSnap(2, inst("s", a.addr(), 10)), markSnap(1, mark("s", a.addr(), 20)))
-	if st := tg.status(t, a.addr()); st.State != StateDrained || !st.Marked {
+	if st := tg.status(t, a.addr()); st.State != instancestate.Drained || !st.Marked {
 		t.Fatalf("registered before the mark: %+v", st)
 	}
 	if r := get(t, c, tg.front.URL+"/"); r.code != 503 {
@@ -82,19 +83,19 @@ func TestMarkZxidRuleAndExpiry(t *testing.T) {
 	m := mark("s", a.addr(), 20)
 	m.ExpiresMs = clk.Now().Add(-time.Second).UnixMilli()
 	tg.Update(regSnap(2, inst("s", a.addr(), 10)), markSnap(2, m))
-	if st := tg.status(t, a.addr()); st.State != StateServing || st.Marked {
+	if st := tg.status(t, a.addr()); st.State != instancestate.Serving || st.Marked {
 		t.Fatalf("expired mark: %+v", st)
 	}
 
 	// Expiring later: applies until then.
 	m.ExpiresMs = clk.Now().Add(time.Minute).UnixMilli()
 	tg.Update(regSnap(2, inst("s", a.addr(), 10)), markSnap(3, m))
-	if st := tg.status(t, a.addr()); st.State != StateDrained {
+	if st := tg.status(t, a.addr()); st.State != instancestate.Drained {
 		t.Fatalf("live mark: %+v", st)
 	}
 	clk.Advance(2 * time.Minute)
 	tg.refresh()
-	if st := tg.status(t, a.addr()); st.State != StateServing {
+	if st := tg.status(t, a.addr()); st.State != instancestate.Serving {
 		t.Fatalf("after expiry: %+v", st)
 	}
 }
@@ -117,11 +118,11 @@ func TestMarkFlapRule(t *testing.T) {
 		return in
 	}
 	tg.Update(regSnap(1, reg(30, "u-1@5")), markSnap(1, m))
-	if st := tg.status(t, a.addr()); st.State != StateDrained || !st.Marked {
+	if st := tg.status(t, a.addr()); st.State != instancestate.Drained || !st.Marked {
 		t.Fatalf("re-created after a flap: %+v", st)
 	}
 	tg.Update(regSnap(2, reg(40, "u-2@9")), markSnap(1, m))
-	if st := tg.status(t, a.addr()); st.State != StateServing || st.Marked {
+	if st := tg.status(t, a.addr()); st.State != instancestate.Serving || st.Marked {
 		t.Fatalf("restarted: %+v", st)
 	}
 
@@ -134,7 +135,7 @@ func TestMarkFlapRule(t *testing.T) {
 	defer gt.open() // before the gateway's cleanup waits for the request
 	gt.waitArrived(t)
 	tg.Update(regSnap(5), markSnap(2, m))
-	if st := tg.status(t, a.addr()); st.State != StateGone || !st.Marked || st.InFlight != 1 {
+	if st := tg.status(t, a.addr()); st.State != instancestate.Gone || !st.Marked || st.InFlight != 1 {
 		t.Fatalf("gone, flapped registration: %+v", st)
 	}
 	gt.open()
@@ -151,7 +152,7 @@ func TestMarkExpiryTimer(t *testing.T) {
 	m.ExpiresMs = time.Now().Add(50 * time.Millisecond).UnixMilli()
 	tg.Update(regSnap(1, inst("s", a.addr(), 10)), markSnap(1, m))
 	eventually(t, "the mark to expire", func() bool {
-		return tg.status(t, a.addr()).State == StateServing
+		return tg.status(t, a.addr()).State == instancestate.Serving
 	})
 	if r := get(t, client(), tg.front.URL+"/"); r.code != 200 {
 		t.Fatalf("got %d", r.code)
@@ -174,7 +175,7 @@ func TestFailOpenWhenAllMarked(t *testing.T) {
 		t.Fatalf("zkgate_fail_open_total = %v, want 10", n)
 	}
 	for _, st := range tg.InstanceStates() {
-		if !st.Marked || !st.FailOpen || (st.State != StateDrained && st.State != StateDraining) {
+		if !st.Marked || !st.FailOpen || (st.State != instancestate.Drained && st.State != instancestate.Draining) {
 			t.Fatalf("fail-open instance: %+v", st)
 		}
 	}
@@ -210,7 +211,7 @@ func TestOutOfServiceExcluded(t *testing.T) {
 			t.Fatalf("got %q", r.body)
 		}
 	}
-	if st := tg.status(t, a.addr()); st.State != StateDown || st.Weight != 0 {
+	if st := tg.status(t, a.addr()); st.State != instancestate.Down || st.Weight != 0 {
 		t.Fatalf("out of service: %+v", st)
 	}
 	// Down instances are never a fail-open target.
@@ -235,11 +236,11 @@ func TestHostStateSurvivesUpdate(t *testing.T) {
 	gt.waitArrived(t)
 
 	tg.Update(regSnap(2, ia, inst("s", b.addr(), 2)), nil)
-	if st := tg.status(t, a.addr()); st.InFlight != 1 || st.State != StateServing {
+	if st := tg.status(t, a.addr()); st.InFlight != 1 || st.State != instancestate.Serving {
 		t.Fatalf("after an update: %+v", st)
 	}
 	tg.Update(regSnap(3, inst("s", b.addr(), 2)), nil)
-	if st := tg.status(t, a.addr()); st.InFlight != 1 || st.State != StateGone {
+	if st := tg.status(t, a.addr()); st.InFlight != 1 || st.State != instancestate.Gone {
 		t.Fatalf("after leaving the registry: %+v", st)
 	}
 	// Back before its request ended: same state object.

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/config"
+	"github.com/zkgate/zkgate/internal/instancestate"
 	"github.com/zkgate/zkgate/internal/marks"
 )
 
@@ -30,13 +31,13 @@ func TestPendingMarkExcludes(t *testing.T) {
 	c := client()
 	reg := regSnap(1, inst("s", a.addr(), 10), inst("s", b.addr(), 11))
 	tg.Update(reg, markSnap(1))
-	if st := tg.status(t, a.addr()); st.State != StateServing || st.Weight != 1 {
+	if st := tg.status(t, a.addr()); st.State != instancestate.Serving || st.Weight != 1 {
 		t.Fatalf("a before any mark: %+v", st)
 	}
 
 	tg.Update(reg, pendingSnap(2, "s", []string{a.addr()}))
 	st := tg.status(t, a.addr())
-	if !st.MarkPending || st.Marked || st.Weight != 0 || st.State != StateServing {
+	if !st.MarkPending || st.Marked || st.Weight != 0 || st.State != instancestate.Serving {
 		t.Fatalf("a with a pending mark: %+v, want pending, not marked, weight 0", st)
 	}
 	before := a.hits.Load()
@@ -59,7 +60,7 @@ func TestPendingMarkExcludes(t *testing.T) {
 	// apply, and a is back at full weight (no warm-up restarted).
 	clk.Advance(time.Second)
 	tg.Update(reg, markSnap(4, mark("s", a.addr(), 5)))
-	if st := tg.status(t, a.addr()); st.MarkPending || st.Marked || st.State != StateServing || st.Weight != 1 {
+	if st := tg.status(t, a.addr()); st.MarkPending || st.Marked || st.State != instancestate.Serving || st.Weight != 1 {
 		t.Fatalf("a after its pending mark was read and does not apply: %+v", st)
 	}
 
@@ -75,13 +76,13 @@ func TestPendingMarkExcludes(t *testing.T) {
 	}
 	tg.Update(reg, pendingSnap(7, "s", []string{d.addr()}))
 	tg.Update(reg, markSnap(8, mark("s", d.addr(), 5)))
-	if st := tg.status(t, d.addr()); st.State != StateWarming || st.Weight != w0 {
+	if st := tg.status(t, d.addr()); st.State != instancestate.Warming || st.Weight != w0 {
 		t.Fatalf("d after a pending mark that does not apply: %+v, want still warming at weight %v", st, w0)
 	}
 
 	// The read finds a mark that applies: a is drained.
 	tg.Update(reg, markSnap(9, mark("s", a.addr(), 20)))
-	if st := tg.status(t, a.addr()); st.MarkPending || !st.Marked || st.State != StateDrained {
+	if st := tg.status(t, a.addr()); st.MarkPending || !st.Marked || st.State != instancestate.Drained {
 		t.Fatalf("a after its pending mark was read and applies: %+v", st)
 	}
 
@@ -98,7 +99,7 @@ func TestPendingMarkExcludes(t *testing.T) {
 	if n := a.hits.Load() - before; n != 0 {
 		t.Fatalf("drained a got %d requests while only b's mark was pending", n)
 	}
-	if st := tg.status(t, a.addr()); !st.Marked || st.FailOpen || st.State != StateDrained {
+	if st := tg.status(t, a.addr()); !st.Marked || st.FailOpen || st.State != instancestate.Drained {
 		t.Fatalf("a drained while b is pending: %+v, want drained, not failed open", st)
 	}
 }

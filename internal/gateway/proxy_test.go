@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/config"
+	"github.com/zkgate/zkgate/internal/instancestate"
 	"github.com/zkgate/zkgate/internal/testutil"
 )
 
@@ -83,7 +84,7 @@ func TestRetryConnectionRefused(t *testing.T) {
 				t.Fatalf("connect errors = %v", n)
 			}
 			// Three refused connections in a row ejected the dead instance.
-			if st := tg.status(t, dead); st.State != StateEjected || st.ConnectFailures != 3 {
+			if st := tg.status(t, dead); st.State != instancestate.Ejected || st.ConnectFailures != 3 {
 				t.Fatalf("dead instance: %+v", st)
 			}
 		})
@@ -376,7 +377,7 @@ func TestEjectionExpires(t *testing.T) {
 			t.Fatalf("got %d", r.code)
 		}
 	}
-	if st := tg.status(t, dead); st.State != StateEjected {
+	if st := tg.status(t, dead); st.State != instancestate.Ejected {
 		t.Fatalf("dead: %+v", st)
 	}
 	before := counterValue(t, tg.metrics.upstreamErrors.WithLabelValues("s", "connect"))
@@ -387,7 +388,7 @@ func TestEjectionExpires(t *testing.T) {
 		t.Fatalf("ejected instance still tried: connect errors %v → %v", before, after)
 	}
 	clk.Advance(11 * time.Second)
-	if st := tg.status(t, dead); st.State != StateServing {
+	if st := tg.status(t, dead); st.State != instancestate.Serving {
 		t.Fatalf("after the ejection: %+v", st)
 	}
 
@@ -399,7 +400,7 @@ func TestEjectionExpires(t *testing.T) {
 			t.Fatalf("only an ejected instance: got %d", r.code)
 		}
 	}
-	if st := tg.status(t, dead); st.State != StateEjected {
+	if st := tg.status(t, dead); st.State != instancestate.Ejected {
 		t.Fatalf("dead: %+v", st)
 	}
 }

@@ -3,8 +3,6 @@ package gateway
 import (
 	"bytes"
 	"fmt"
-	"net/http"
-	"net/url"
 	"sort"
 	"strings"
 	"time"
@@ -73,26 +71,8 @@ func newRouteSet(cfg []config.Route) (*routeSet, error) {
 	return rs, nil
 }
 
-// match returns the route for r, or nil.
-func (rs *routeSet) match(r *http.Request) *route {
-	path := r.URL.Path
-	var host string
-	if rs.anyHost {
-		host = requestHost(r.Host)
-	}
-	for _, rt := range rs.routes {
-		if rt.host != "" && !strings.EqualFold(rt.host, host) {
-			continue
-		}
-		if matchPrefix(path, rt.prefix) {
-			return rt
-		}
-	}
-	return nil
-}
-
-// matchBytes is match for the native engine: path is the request's
-// cleaned path, host its Host header.
+// matchBytes returns the route for a request, or nil: path is the
+// request's cleaned path, host its Host header.
 func (rs *routeSet) matchBytes(path, host []byte) *route {
 	if rs.anyHost {
 		host = requestHostBytes(host)
@@ -108,6 +88,9 @@ func (rs *routeSet) matchBytes(path, host []byte) *route {
 	return nil
 }
 
+// matchPrefixBytes reports whether path is under prefix. A prefix ending
+// in "/" also matches the path without that slash ("/orders" for
+// "/orders/").
 func matchPrefixBytes(path, prefix []byte) bool {
 	if bytes.HasPrefix(path, prefix) {
 		return true
@@ -116,7 +99,8 @@ func matchPrefixBytes(path, prefix []byte) bool {
 	return n > 0 && prefix[n] == '/' && len(path) == n && bytes.Equal(path, prefix[:n])
 }
 
-// requestHostBytes is requestHost for the native engine.
+// requestHostBytes returns the host of a Host header without port,
+// brackets or trailing dot (not lower-cased: compare with bytes.EqualFold).
 func requestHostBytes(h []byte) []byte {
 	if i := bytes.LastIndexByte(h, ':'); i >= 0 && bytes.IndexByte(h[i:], ']') < 0 {
 		h = h[:i]
@@ -127,61 +111,10 @@ func requestHostBytes(h []byte) []byte {
 	return bytes.TrimSuffix(h, []byte("."))
 }
 
-// matchPrefix reports whether path is under prefix. A prefix ending in "/"
-// also matches the path without that slash ("/orders" for "/orders/").
-func matchPrefix(path, prefix string) bool {
-	if strings.HasPrefix(path, prefix) {
-		return true
-	}
-	n := len(prefix) - 1
-	return n > 0 && prefix[n] == '/' && len(path) == n && path == prefix[:n]
-}
-
-// stripPrefix removes prefix from u's path, keeping a leading "/". The
-// slash that ends a prefix is kept, so "/orders/x" under "/orders/" becomes
-// "/x" without allocating.
-func stripPrefix(u *url.URL, prefix string) {
-	n := len(prefix)
-	if prefix[n-1] == '/' {
-		n--
-	}
-	u.Path = restPath(u.Path, n)
-	if u.RawPath != "" {
-		if strings.HasPrefix(u.RawPath, prefix[:n]) {
-			u.RawPath = restPath(u.RawPath, n)
-		} else {
-			u.RawPath = "" // re-encoded from Path
-		}
-	}
-}
-
-func restPath(p string, n int) string {
-	if n >= len(p) {
-		return "/"
-	}
-	p = p[n:]
-	if p[0] != '/' {
-		return "/" + p
-	}
-	return p
-}
-
-// requestHost returns the host of a Host header without port, brackets or
-// trailing dot (not lower-cased: compare with strings.EqualFold).
-func requestHost(h string) string {
-	if i := strings.LastIndexByte(h, ':'); i >= 0 && strings.IndexByte(h[i:], ']') < 0 {
-		h = h[:i]
-	}
-	if len(h) > 1 && h[0] == '[' && h[len(h)-1] == ']' {
-		h = h[1 : len(h)-1]
-	}
-	return strings.TrimSuffix(h, ".")
-}
-
 func normalizeHost(h string) string {
 	h = strings.TrimSpace(h)
 	if strings.Count(h, ":") > 1 && !strings.HasPrefix(h, "[") {
 		return strings.ToLower(h) // bare IPv6 literal
 	}
-	return strings.ToLower(requestHost(h))
+	return strings.ToLower(string(requestHostBytes([]byte(h))))
 }

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/config"
+	"github.com/zkgate/zkgate/internal/instancestate"
 )
 
 // semRejected sends raw on a new connection and expects an answer with one
@@ -321,7 +322,7 @@ func TestSemMalformedChunkedBody(t *testing.T) {
 					t.Errorf("upstream errors{kind=%s} = %v for the client's bad body", k, n)
 				}
 			}
-			if st := tg.status(t, b.addr()); st.State != StateServing || st.ConnectFailures != 0 {
+			if st := tg.status(t, b.addr()); st.State != instancestate.Serving || st.ConnectFailures != 0 {
 				t.Errorf("instance charged with the client's bad body: %+v", st)
 			}
 		})
@@ -426,7 +427,7 @@ func TestSemClientTimeouts(t *testing.T) {
 		semWrite(t, conn, "POST /body/up HTTP/1.1\r\nHost: gw\r\nContent-Length: 1000\r\n\r\n0123456789")
 		closedMaybe408(t, conn, br)
 		eventually(t, "in-flight 0", func() bool { return tg.status(t, bodyB.addr()).InFlight == 0 })
-		if st := tg.status(t, bodyB.addr()); st.State != StateServing {
+		if st := tg.status(t, bodyB.addr()); st.State != instancestate.Serving {
 			t.Errorf("instance charged with the slow client: %+v", st)
 		}
 	})

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/zkgate/zkgate/internal/config"
+	"github.com/zkgate/zkgate/internal/instancestate"
 	"github.com/zkgate/zkgate/internal/marks"
 )
 
@@ -78,7 +79,7 @@ func TestConcurrentLoadUpdatesAndDrain(t *testing.T) {
 			waitChange(t, tg.Gateway)
 			eventually(t, "a drained", func() bool {
 				st := tg.status(t, a.addr())
-				return st.State == StateDrained && st.InFlight == 0
+				return st.State == instancestate.Drained && st.InFlight == 0
 			})
 			hits := a.hits.Load()
 			before := b.hits.Load() + c.hits.Load()

@@ -10,29 +10,10 @@ import (
 	"github.com/zkgate/zkgate/internal/registry"
 )
 
-// Instance states (docs/architecture.md#instance-states), as InstanceStatus.State and the state
-// label of zkgate_instances.
-const (
-	// StateWarming: in rotation, weight still ramping up after the address
-	// (re)appeared or stopped being marked.
-	StateWarming = instancestate.Warming
-	// StateServing: in rotation at full weight.
-	StateServing = instancestate.Serving
-	// StateDraining: a mark applies and requests are still in flight.
-	StateDraining = instancestate.Draining
-	// StateDrained: a mark applies and nothing is in flight.
-	StateDrained = instancestate.Drained
-	// StateDown: the registry says the instance is not UP
-	// (instance_status OUT_OF_SERVICE and the like).
-	StateDown = instancestate.Down
-	// StateEjected: taken out for a while by passive outlier detection.
-	StateEjected = instancestate.Ejected
-	// StateGone: no longer in the registry, requests still in flight. Only
-	// reported while something is in flight.
-	StateGone = instancestate.Gone
-)
-
-var stateNames = [...]string{StateWarming, StateServing, StateDraining, StateDrained, StateDown, StateEjected, StateGone}
+// The instance states (docs/architecture.md#instance-states) are
+// instancestate's, as InstanceStatus.State and the state label of
+// zkgate_instances; stateNames orders them for the per-state counts.
+var stateNames = [...]string{instancestate.Warming, instancestate.Serving, instancestate.Draining, instancestate.Drained, instancestate.Down, instancestate.Ejected, instancestate.Gone}
 
 const numStates = len(stateNames)
 
@@ -405,22 +386,22 @@ func (p *pool) each(now int64, fn func(InstanceStatus)) {
 		st.MarkPending = m.pending
 		switch {
 		case !m.inst.Up():
-			st.State = StateDown
+			st.State = instancestate.Down
 		case m.marked:
-			st.State = StateDrained
+			st.State = instancestate.Drained
 			if st.InFlight > 0 {
-				st.State = StateDraining
+				st.State = instancestate.Draining
 			}
 			if m.active {
 				st.Weight = 1
 			}
 		case h.ejectedAt(now):
-			st.State = StateEjected
+			st.State = instancestate.Ejected
 		default:
 			st.Weight = h.weightAt(now, warmup)
-			st.State = StateServing
+			st.State = instancestate.Serving
 			if st.Weight < 1 {
-				st.State = StateWarming
+				st.State = instancestate.Warming
 			}
 			if m.pending && !m.active {
 				st.Weight = 0
@@ -437,7 +418,7 @@ func (p *pool) each(now int64, fn func(InstanceStatus)) {
 		fn(InstanceStatus{
 			Service:         p.svc.name,
 			Addr:            h.addr,
-			State:           StateGone,
+			State:           instancestate.Gone,
 			InFlight:        n,
 			Marked:          gh.marked,
 			Czxid:           gh.czxid,

@@ -3,6 +3,8 @@ package gateway
 import (
 	"encoding/json"
 	"net/http"
+
+	"github.com/zkgate/zkgate/internal/instancestate"
 )
 
 // TrafficPath is the admin endpoint the controller polls for the traffic
@@ -57,7 +59,7 @@ func (g *Gateway) Traffic() TrafficReport {
 			prev.Requests += tc.Requests
 			prev.Errors += tc.Errors
 			prev.InFlight += tc.InFlight
-			if st.State != StateGone {
+			if st.State != instancestate.Gone {
 				prev.State = st.State
 			}
 			continue

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/zkgate/zkgate/internal/config"
+	"github.com/zkgate/zkgate/internal/instancestate"
 )
 
 // TestTrafficCounters: /admin/traffic counts, per instance, the exchanges
@@ -42,9 +43,9 @@ func TestTrafficCounters(t *testing.T) {
 		got[tc.Service] = tc
 	}
 	want := map[string]TrafficCounters{
-		"ok":   {Service: "ok", Addr: ok.addr(), State: StateServing, Requests: 7},
-		"bad":  {Service: "bad", Addr: bad.addr(), State: StateServing, Requests: 3, Errors: 3},
-		"dead": {Service: "dead", Addr: dead, State: StateServing, Requests: 1, Errors: 1},
+		"ok":   {Service: "ok", Addr: ok.addr(), State: instancestate.Serving, Requests: 7},
+		"bad":  {Service: "bad", Addr: bad.addr(), State: instancestate.Serving, Requests: 3, Errors: 3},
+		"dead": {Service: "dead", Addr: dead, State: instancestate.Serving, Requests: 1, Errors: 1},
 	}
 	for k, w := range want {
 		if got[k] != w {

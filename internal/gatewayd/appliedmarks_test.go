@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/zkgate/zkgate/internal/gateway"
+	"github.com/zkgate/zkgate/internal/instancestate"
 	"github.com/zkgate/zkgate/internal/marks"
 	"github.com/zkgate/zkgate/internal/presence"
 )
@@ -27,11 +28,11 @@ func TestAppliedMarksStates(t *testing.T) {
 		"billing": {"10.0.0.9:80": mk("billing", "10.0.0.9:80")},
 	}}
 	states := []gateway.InstanceStatus{
-		{Service: "orders", Addr: "10.0.0.1:80", Marked: true, InFlight: 2, State: gateway.StateDraining},
-		{Service: "orders", Addr: "10.0.0.2:80", Marked: true, State: gateway.StateDrained},
-		{Service: "orders", Addr: "10.0.0.3:80", State: gateway.StateWarming},
-		{Service: "orders", Addr: "10.0.0.4:80", Marked: true, InFlight: 1, State: gateway.StateGone},
-		{Service: "orders", Addr: "10.0.0.6:80", Marked: true, FailOpen: true, State: gateway.StateDrained},
+		{Service: "orders", Addr: "10.0.0.1:80", Marked: true, InFlight: 2, State: instancestate.Draining},
+		{Service: "orders", Addr: "10.0.0.2:80", Marked: true, State: instancestate.Drained},
+		{Service: "orders", Addr: "10.0.0.3:80", State: instancestate.Warming},
+		{Service: "orders", Addr: "10.0.0.4:80", Marked: true, InFlight: 1, State: instancestate.Gone},
+		{Service: "orders", Addr: "10.0.0.6:80", Marked: true, FailOpen: true, State: instancestate.Drained},
 	}
 	got := map[string]presence.AppliedMark{}
 	for _, am := range appliedMarks(ms, states, map[string]bool{"orders": true}) {
@@ -41,8 +42,8 @@ func TestAppliedMarksStates(t *testing.T) {
 		got[am.Addr] = am
 	}
 	want := map[string]string{
-		"10.0.0.1:80": gateway.StateDraining, "10.0.0.2:80": gateway.StateDrained, "10.0.0.3:80": gateway.StateWarming,
-		"10.0.0.4:80": gateway.StateDraining, "10.0.0.5:80": presence.StateAbsent, "10.0.0.9:80": presence.StateUnrouted,
+		"10.0.0.1:80": instancestate.Draining, "10.0.0.2:80": instancestate.Drained, "10.0.0.3:80": instancestate.Warming,
+		"10.0.0.4:80": instancestate.Draining, "10.0.0.5:80": presence.StateAbsent, "10.0.0.9:80": presence.StateUnrouted,
 		"10.0.0.6:80": presence.StateFailOpen,
 	}
 	if len(got) != len(want) {

@@ -25,6 +25,7 @@ import (
 	"github.com/zkgate/zkgate/internal/component"
 	"github.com/zkgate/zkgate/internal/config"
 	"github.com/zkgate/zkgate/internal/gateway"
+	"github.com/zkgate/zkgate/internal/instancestate"
 	"github.com/zkgate/zkgate/internal/marks"
 	"github.com/zkgate/zkgate/internal/presence"
 	"github.com/zkgate/zkgate/internal/registry"
@@ -239,10 +240,10 @@ func appliedMarks(ms *marks.Snapshot, states []gateway.InstanceStatus, routed ma
 				case st.Marked && st.FailOpen:
 					am.State = presence.StateFailOpen
 				case st.Marked && st.InFlight > 0:
-					am.State = gateway.StateDraining
+					am.State = instancestate.Draining
 				case st.Marked:
-					am.State = gateway.StateDrained
-				case st.State == gateway.StateGone:
+					am.State = instancestate.Drained
+				case st.State == instancestate.Gone:
 					am.State = presence.StateAbsent
 				default:
 					// The mark does not apply (the address registered

@@ -5,8 +5,9 @@
 // cycle: warming → serving → draining → drained → gone → (registered
 // again) warming; ejected and down are orthogonal.
 //
-// These are the only spellings of the state names in zkgate's code; the
-// packages that report states alias them.
+// These are the only spellings of the state names in zkgate's code: the
+// gateway uses them as they are; ctlclient and presence alias the ones
+// their API documents under their own names.
 package instancestate
 
 // States of an instance at one gateway.

@@ -73,10 +73,10 @@ type Writer struct {
 	owned    map[int64]bool // sessions in which we created the node
 	conflict int64          // owner of the node while another session holds it
 
+	// Counters, read by the metrics and tests.
+	writes, skipped, deferred atomic.Int64
+
 	mu       sync.Mutex
-	writes   int64
-	skipped  int64
-	deferred int64
 	detached string // why the node is not held, when known
 }
 
@@ -135,26 +135,14 @@ func (w *Writer) Notify() {
 }
 
 // Writes returns how many times the node was written (created included).
-func (w *Writer) Writes() int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.writes
-}
+func (w *Writer) Writes() int64 { return w.writes.Load() }
 
 // Deferred returns how many notifications found only marks removed since
 // the last write, and so left the write to the next change or heartbeat.
-func (w *Writer) Deferred() int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.deferred
-}
+func (w *Writer) Deferred() int64 { return w.deferred.Load() }
 
 // Skipped returns how many notifications found nothing new to write.
-func (w *Writer) Skipped() int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.skipped
-}
+func (w *Writer) Skipped() int64 { return w.skipped.Load() }
 
 // Detached returns "" while the writer holds its node in the current
 // session (it created or wrote it in this session and has not learnt
@@ -315,7 +303,7 @@ func (w *Writer) leaveNow(ctx context.Context, needCreate bool) error {
 	if err != nil {
 		return fmt.Errorf("writing the leaving report: %w", err)
 	}
-	w.count()
+	w.writes.Add(1)
 	t := time.NewTimer(w.opts.LeaveLinger)
 	defer t.Stop()
 	select {
@@ -396,15 +384,11 @@ func onlyRemoved(last Report, lastKey []byte, cur Report) bool {
 func (w *Writer) update(ctx context.Context, force bool) bool {
 	enc := w.encode(false)
 	if !force && bytes.Equal(enc.key, w.lastKey) {
-		w.mu.Lock()
-		w.skipped++
-		w.mu.Unlock()
+		w.skipped.Add(1)
 		return true
 	}
 	if !force && w.lastKey != nil && onlyRemoved(w.lastRep, w.lastKey, enc.rep) {
-		w.mu.Lock()
-		w.deferred++
-		w.mu.Unlock()
+		w.deferred.Add(1)
 		return true
 	}
 	held := w.heldGen.Load()
@@ -447,7 +431,7 @@ func (w *Writer) write(ctx context.Context, enc encoded) error {
 		return err
 	}
 	w.version, w.lastKey, w.lastRep = st.Version, enc.key, enc.rep
-	w.count()
+	w.writes.Add(1)
 	return nil
 }
 
@@ -530,16 +514,10 @@ func (w *Writer) create(ctx context.Context) error {
 			return err
 		}
 		w.version, w.lastKey, w.lastRep = 0, enc.key, enc.rep
-		w.count()
+		w.writes.Add(1)
 		w.setHeld(gen)
 		w.log.Info("presence node created", "path", w.Path())
 		return nil
 	}
 	return fmt.Errorf("presence node %s keeps changing under us: is gateway id %q used twice?", w.Path(), w.opts.ID)
-}
-
-func (w *Writer) count() {
-	w.mu.Lock()
-	w.writes++
-	w.mu.Unlock()
 }

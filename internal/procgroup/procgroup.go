@@ -221,8 +221,12 @@ func (p *Proc) ExitError(tailLines int) error {
 }
 
 // Signal sends sig to the child's process group, or to the child alone if
-// the group cannot be signalled.
+// the group cannot be signalled. A reaped child is not signalled: its
+// process group id may belong to another process by now.
 func (p *Proc) Signal(sig syscall.Signal) {
+	if p.Exited() {
+		return
+	}
 	if err := killGroup(p.cmd, sig); err != nil {
 		_ = p.cmd.Process.Signal(sig)
 	}

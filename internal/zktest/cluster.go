@@ -146,34 +146,10 @@ type server struct {
 	dir, dataDir, cfgPath, log4jPath     string
 	logPath, stdoutPath                  string
 	clientPort, quorumPort, electionPort int
-	proc                                 *process // last launched; nil before the first launch
+	proc                                 *procgroup.Proc // last launched; nil before the first launch
 }
 
 func (s *server) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.clientPort)) }
-
-// process is one run of a server. err is written before done is closed.
-type process struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
-}
-
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// signal sends sig to the server process. It uses os.Process.Signal, which
-// is safe against PID reuse after the process has been reaped.
-func (p *process) signal(sig syscall.Signal) {
-	// The only possible error is that the process is already gone, which
-	// callers notice through done.
-	_ = p.cmd.Process.Signal(sig)
-}
 
 // New starts a cluster as described by cfg and waits until every server
 // answers srvr with a Mode (for an ensemble: a quorum has formed and every
@@ -348,10 +324,10 @@ func (c *Cluster) server(i int) (*server, error) {
 }
 
 // running returns server i's live process, or nil.
-func (c *Cluster) running(s *server) *process {
+func (c *Cluster) running(s *server) *procgroup.Proc {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if s.proc == nil || s.proc.exited() {
+	if s.proc == nil || s.proc.Exited() {
 		return nil
 	}
 	return s.proc
@@ -371,7 +347,7 @@ func (c *Cluster) Launch(i int) error {
 	if c.closed {
 		return ErrClosed
 	}
-	if s.proc != nil && !s.proc.exited() {
+	if s.proc != nil && !s.proc.Exited() {
 		return nil
 	}
 	out, err := os.OpenFile(s.stdoutPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -387,22 +363,17 @@ func (c *Cluster) Launch(i int) error {
 	cmd := exec.Command(c.cfg.Java, args...)
 	cmd.Dir = s.dir
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = procgroup.SysProcAttr()
-	if err := c.spawn.Start(cmd); err != nil {
-		out.Close()
-		return fmt.Errorf("zktest: starting server %d: %w", i, err)
+	p, err := c.spawn.Spawn("zookeeper server "+strconv.Itoa(i), cmd, s.logPath, out)
+	if err != nil {
+		return fmt.Errorf("zktest: %w", err)
 	}
-	p := &process{cmd: cmd, done: make(chan struct{})}
 	s.proc = p
-	c.cfg.Logf("zktest: server %d started (pid %d, client port %d)", i, cmd.Process.Pid, s.clientPort)
+	c.cfg.Logf("zktest: server %d started (pid %d, client port %d)", i, p.Pid(), s.clientPort)
 	c.waiters.Add(1)
 	go func() {
 		defer c.waiters.Done()
-		err := cmd.Wait()
-		out.Close()
-		p.err = err
-		close(p.done)
-		c.cfg.Logf("zktest: server %d (pid %d) exited: %v", i, cmd.Process.Pid, exitString(err))
+		<-p.Done()
+		c.cfg.Logf("zktest: server %d (pid %d) exited: %v", i, p.Pid(), exitString(p.Err()))
 	}()
 	return nil
 }
@@ -481,18 +452,10 @@ func (c *Cluster) Stop(i int) error {
 	if p == nil {
 		return nil
 	}
-	p.signal(syscall.SIGTERM)
-	p.signal(syscall.SIGCONT) // in case it was paused
-	t := time.NewTimer(c.cfg.StopTimeout)
-	defer t.Stop()
-	select {
-	case <-p.done:
-		return nil
-	case <-t.C:
+	p.Signal(syscall.SIGCONT) // in case it was paused
+	if !p.Stop(context.Background(), syscall.SIGTERM, c.cfg.StopTimeout) {
+		c.cfg.Logf("zktest: server %d ignored SIGTERM for %v; killed it", i, c.cfg.StopTimeout)
 	}
-	c.cfg.Logf("zktest: server %d ignored SIGTERM for %v; sending SIGKILL", i, c.cfg.StopTimeout)
-	p.signal(syscall.SIGKILL)
-	<-p.done
 	return nil
 }
 
@@ -505,8 +468,8 @@ func (c *Cluster) Kill(i int) error {
 		return err
 	}
 	if p := c.running(s); p != nil {
-		p.signal(syscall.SIGKILL)
-		<-p.done
+		p.Signal(syscall.SIGKILL)
+		<-p.Done()
 	}
 	return nil
 }
@@ -536,7 +499,7 @@ func (c *Cluster) signalRunning(i int, sig syscall.Signal) error {
 	if p == nil {
 		return fmt.Errorf("zktest: server %d: %w", i, ErrNotRunning)
 	}
-	p.signal(sig)
+	p.Signal(sig)
 	return nil
 }
 
@@ -562,9 +525,9 @@ func (c *Cluster) WaitReady(ctx context.Context, i int) error {
 	var lastErr error
 	for {
 		select {
-		case <-p.done:
+		case <-p.Done():
 			return fmt.Errorf("zktest: server %d exited before it was ready (%s); log tail:\n%s",
-				i, exitString(p.err), c.LogTail(i, 30))
+				i, exitString(p.Err()), c.LogTail(i, 30))
 		case <-ctx.Done():
 			return fmt.Errorf("zktest: server %d not ready (last srvr answer %q, last error %v): %w",
 				i, strings.TrimSpace(last), lastErr, ctx.Err())
@@ -688,7 +651,7 @@ func (c *Cluster) PID(i int) int {
 		return 0
 	}
 	if p := c.running(s); p != nil {
-		return p.cmd.Process.Pid
+		return p.Pid()
 	}
 	return 0
 }
@@ -759,7 +722,7 @@ func (c *Cluster) Close() error {
 		return nil
 	}
 	c.closed = true
-	var procs []*process
+	var procs []*procgroup.Proc
 	for _, s := range c.servers {
 		if s.proc != nil {
 			procs = append(procs, s.proc)
@@ -768,7 +731,7 @@ func (c *Cluster) Close() error {
 	c.mu.Unlock()
 
 	for _, p := range procs {
-		p.signal(syscall.SIGKILL)
+		p.Signal(syscall.SIGKILL)
 	}
 	c.waiters.Wait()
 	c.spawn.Close()

@@ -205,7 +205,11 @@ func TestEnsembleLeaderFailover(t *testing.T) {
 
 func TestRestartStopStartPause(t *testing.T) {
 	t.Parallel()
-	c := Start(t)
+	var logs testutil.SyncBuffer
+	c := Start(t, WithLogf(func(format string, args ...any) {
+		t.Logf(format, args...)
+		fmt.Fprintf(&logs, format+"\n", args...)
+	}))
 	ctx := t.Context()
 	addr := c.Addr(0)
 
@@ -261,6 +265,21 @@ func TestRestartStopStartPause(t *testing.T) {
 	}
 	if err := c.WaitReady(ctx, 0); err != nil {
 		t.Fatalf("WaitReady after Resume: %v", err)
+	}
+
+	// Stop continues a paused server, so it ends on SIGTERM, not on the
+	// SIGKILL that follows StopTimeout.
+	if err := c.Pause(0); err != nil {
+		t.Fatalf("Pause before Stop: %v", err)
+	}
+	if err := c.Stop(0); err != nil {
+		t.Fatalf("Stop of a paused server: %v", err)
+	}
+	if _, err := c.Mode(0); !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("Mode after Stop of a paused server: err = %v, want ErrNotRunning", err)
+	}
+	if strings.Contains(logs.String(), "ignored SIGTERM") {
+		t.Fatalf("a paused server needed SIGKILL to stop:\n%s", logs.String())
 	}
 }
 
