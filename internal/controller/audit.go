@@ -9,9 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
-	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -94,7 +91,7 @@ func (a *auditLog) Run(ctx context.Context) error {
 // noteCreated judges from the sequence number of a node just created
 // whether a trim may be due, and if so signals Run.
 func (a *auditLog) noteCreated(created string) {
-	seq, ok := auditSeq(path.Base(created))
+	seq, ok := zksession.SequenceOf(path.Base(created))
 	a.baseMu.Lock()
 	due := !ok || !a.baseKnown || seq-a.base+1 > int64(a.limit+a.slack())
 	a.baseMu.Unlock()
@@ -214,26 +211,7 @@ func (a *auditLog) names(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing audit entries: %w", err)
 	}
-	out := names[:0]
-	for _, n := range names {
-		if _, ok := auditSeq(n); ok {
-			out = append(out, n)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		a, _ := auditSeq(out[i])
-		b, _ := auditSeq(out[j])
-		return a < b
-	})
-	return out, nil
-}
-
-func auditSeq(name string) (int64, bool) {
-	if !strings.HasPrefix(name, auditPrefix) {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(strings.TrimPrefix(name, auditPrefix), 10, 64)
-	return n, err == nil
+	return zksession.SortSequential(names, auditPrefix), nil
 }
 
 // trim lists the trail once and, when it holds more than limit+slack
@@ -249,7 +227,7 @@ func (a *auditLog) trim(ctx context.Context) error {
 	}
 	count := len(names)
 	if count > 0 {
-		top, _ := auditSeq(names[count-1])
+		top, _ := zksession.SequenceOf(names[count-1])
 		defer func() { a.setBase(top, count) }()
 	}
 	if count <= a.limit+a.slack() {
@@ -290,7 +268,7 @@ func (a *auditLog) List(ctx context.Context, service string, limit int) ([]ctlcl
 		if service != "" && e.Service != service {
 			continue
 		}
-		e.Seq, _ = auditSeq(names[i])
+		e.Seq, _ = zksession.SequenceOf(names[i])
 		out = append(out, e)
 	}
 	return out, nil

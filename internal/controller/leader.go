@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -74,32 +72,8 @@ func (e *elector) setLeader(id string) {
 	e.mu.Unlock()
 }
 
-// seqOf returns the sequence suffix of an election node name.
-func seqOf(name string) (int64, bool) {
-	i := strings.LastIndexByte(name, '_')
-	if i < 0 || !strings.HasPrefix(name, "n_") {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(name[i+1:], 10, 64)
-	return n, err == nil
-}
-
-// sortCandidates keeps the election nodes among names, lowest sequence
-// first.
-func sortCandidates(names []string) []string {
-	out := make([]string, 0, len(names))
-	for _, n := range names {
-		if _, ok := seqOf(n); ok {
-			out = append(out, n)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		a, _ := seqOf(out[i])
-		b, _ := seqOf(out[j])
-		return a < b
-	})
-	return out
-}
+// electionPrefix starts every election node's name: n_<token>_<sequence>.
+const electionPrefix = "n_"
 
 // Run takes part in the election until ctx ends or the session closes.
 func (e *elector) Run(ctx context.Context) error {
@@ -170,7 +144,7 @@ func (e *elector) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		cands := sortCandidates(names)
+		cands := zksession.SortSequential(names, electionPrefix)
 		idx := -1
 		for i, n := range cands {
 			if n == mine {
@@ -285,7 +259,7 @@ func (e *elector) watch(ctx context.Context, p string) bool {
 func (e *elector) create(ctx context.Context, token string) (string, error) {
 	acl := e.sess.ACL()
 	data, _ := json.Marshal(leaderData{ID: e.id}) // plain data: cannot fail
-	prefix := "n_" + token + "_"
+	prefix := electionPrefix + token + "_"
 	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
 		if err := retryPause(ctx, attempt); err != nil {
 			return "", err

@@ -134,14 +134,6 @@ func TestAuthenticator(t *testing.T) {
 	}
 }
 
-func TestSortCandidates(t *testing.T) {
-	got := sortCandidates([]string{"n_b_0000000010", "junk", "n_a_0000000002", "n_c_0000000011", "n_x"})
-	want := []string{"n_a_0000000002", "n_b_0000000010", "n_c_0000000011"}
-	if strings.Join(got, ",") != strings.Join(want, ",") {
-		t.Errorf("sortCandidates = %v, want %v", got, want)
-	}
-}
-
 // regOf is a registry snapshot of svc's instances (Service set to svc).
 func regOf(svc string, ins ...registry.Instance) *registry.Snapshot {
 	for i := range ins {

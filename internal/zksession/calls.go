@@ -1,10 +1,13 @@
 package zksession
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"path"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/go-zookeeper/zk"
@@ -34,6 +37,39 @@ const (
 	FlagEphemeral  = zk.FlagEphemeral
 	FlagSequence   = zk.FlagSequence
 )
+
+// seqDigits is how many digits ZooKeeper appends to the name of a node
+// created with FlagSequence: the parent's counter, zero-padded ("%010d").
+const seqDigits = 10
+
+// SequenceOf returns the sequence number ZooKeeper appended to the name
+// of a node created with FlagSequence; ok is false when the name does not
+// end in one.
+func SequenceOf(name string) (seq int64, ok bool) {
+	if len(name) < seqDigits {
+		return 0, false
+	}
+	seq, err := strconv.ParseInt(name[len(name)-seqDigits:], 10, 64)
+	return seq, err == nil && seq >= 0
+}
+
+// SortSequential returns, in a new slice, the names that start with
+// prefix and end in a sequence number (see SequenceOf), lowest sequence
+// first: the order in which the nodes were created under one parent.
+func SortSequential(names []string, prefix string) []string {
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		if _, ok := SequenceOf(n); ok && strings.HasPrefix(n, prefix) && len(n) >= len(prefix)+seqDigits {
+			out = append(out, n)
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int {
+		x, _ := SequenceOf(a)
+		y, _ := SequenceOf(b)
+		return cmp.Compare(x, y)
+	})
+	return out
+}
 
 // IsUnknownOutcome reports whether err leaves the outcome of a write
 // unknown: the request may or may not have been applied. Such writes must
