@@ -3,8 +3,11 @@ package zktree_test
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/go-zookeeper/zk"
 
 	"github.com/zkgate/zkgate/internal/zksession"
 	"github.com/zkgate/zkgate/internal/zktest"
@@ -111,4 +114,56 @@ func TestPendingItems(t *testing.T) {
 	close(hold)
 	held = false
 	eventually(t, "the held read published", func() bool { return strings.Contains(g.groups()["a"], "z=late") }, func() string { return fmt.Sprint(g.groups()) })
+}
+
+// An item whose read fails after its event was published as pending (the
+// connection is cut the moment the event arrives, and the session is lost)
+// stays pending, with the last snapshot's groups, until a new session's
+// full re-read clears it, here one that finds nothing to change (the item
+// is deleted again meanwhile).
+func TestPendingAcrossLostConnection(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	w.put("/pend/a/x", "v=1")
+	part := zktest.NewPartitioner()
+	var cutOnEvent atomic.Bool
+	f := startTree(t, zc.Servers(), "/pend", func(s *setup) {
+		s.opts.Persistent, s.opts.Pending = true, true
+		s.session.SessionTimeout = 2 * time.Second
+		s.session.Dialer = part.Dialer()
+		s.session.DropEvent = func(ev zk.Event) bool {
+			// Runs before the event is delivered: the read the event
+			// causes finds the connection cut.
+			if ev.Path == "/pend/a/y" && cutOnEvent.CompareAndSwap(true, false) {
+				part.Cut()
+			}
+			return false
+		}
+	})
+	f.waitGroups("the first snapshot", map[string]string{"a": "x=1"})
+	resyncs := f.resyncs()
+
+	cutOnEvent.Store(true)
+	w.put("/pend/a/y", "v=2")
+	want := "map[a:map[y:{}]]"
+	eventually(t, "the creation published as pending", func() bool { return fmt.Sprint(f.tree.Snapshot().Pending) == want },
+		func() string { return fmt.Sprint(f.tree.Snapshot().Pending) })
+	if !part.Partitioned() {
+		t.Fatal("the connection was not cut when the event arrived")
+	}
+	w.Remove("/pend/a/y")
+	eventually(t, "the session to be lost", func() bool { st, _ := f.sess.State(); return st == zksession.StateLost }, nil)
+	if s := f.tree.Snapshot(); fmt.Sprint(s.Pending) != want || !mapsEqual(f.groups(), map[string]string{"a": "x=1"}) {
+		t.Fatalf("while cut: pending %v, groups %v; want %s and the last snapshot's groups", s.Pending, f.groups(), want)
+	}
+
+	part.Restore()
+	eventually(t, "the new session's full re-read", func() bool { return f.resyncs() > resyncs }, nil)
+	eventually(t, "the re-read clearing the pending item", func() bool { return f.tree.Snapshot().Pending == nil },
+		func() string { return fmt.Sprint(f.tree.Snapshot().Pending) })
+	if got := f.groups(); !mapsEqual(got, map[string]string{"a": "x=1"}) {
+		t.Fatalf("groups %v after the re-read, want a: x=1", got)
+	}
+	w.put("/pend/a/x", "v=3")
+	f.waitGroups("watches working after the cut", map[string]string{"a": "x=3"})
 }
