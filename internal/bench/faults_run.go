@@ -20,7 +20,7 @@ import (
 // "Fault suite".
 func RunFaults(ctx context.Context, opts FaultsOptions) (*FaultsReport, error) {
 	if err := opts.defaults(); err != nil {
-		return nil, err
+		return nil, &OptionsError{Err: err}
 	}
 	began := time.Now()
 	rep := &FaultsReport{

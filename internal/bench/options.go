@@ -17,6 +17,13 @@ type RunOptions struct {
 	Logger *slog.Logger
 }
 
+// OptionsError is the error of a benchmark whose options are refused:
+// nothing was started.
+type OptionsError struct{ Err error }
+
+func (e *OptionsError) Error() string { return e.Err.Error() }
+func (e *OptionsError) Unwrap() error { return e.Err }
+
 // withDefaults sets every field of *opts that holds its zero value (an
 // option left unset) to that field of defaults, looking into fields that
 // are structs of options themselves: zero values take the documented

@@ -116,7 +116,7 @@ const (
 // instances, and runs drain/undrain cycles through the controller's API.
 func RunPropagation(ctx context.Context, opts PropagationOptions) (*PropagationReport, error) {
 	if err := opts.defaults(); err != nil {
-		return nil, err
+		return nil, &OptionsError{Err: err}
 	}
 	log := opts.Logger
 	rep := &PropagationReport{

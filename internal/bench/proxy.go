@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -85,6 +86,11 @@ type ProxyOptions struct {
 	// CPUProfile, when set, adds a gateway pass with the CPU profiler on
 	// and writes the profile there (the measured runs are not profiled).
 	CPUProfile string
+	// RegisterHost, when set, registers the backend as RegisterHost:port
+	// (a host name that resolves to the backend's loopback address, e.g.
+	// localhost) instead of its IP address, as Spring Cloud Zookeeper
+	// registers instances by default.
+	RegisterHost string
 	RunOptions
 }
 
@@ -120,8 +126,29 @@ func (o *ProxyOptions) defaults() error {
 		return errors.New("--rounds must be between 1 and 20")
 	case o.BodySize < 0 || o.BodySize > 16<<20:
 		return errors.New("--size must be between 0 and 16 MiB")
+	case o.RegisterHost != "" && !validHostName(o.RegisterHost):
+		return fmt.Errorf("--register-host: %q is not a host name", o.RegisterHost)
 	}
 	return nil
+}
+
+// validHostName reports whether s is a DNS host name: dot-separated labels
+// of letters, digits and inner hyphens.
+func validHostName(s string) bool {
+	if len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(s, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // env is the running setup: every process the run started.
@@ -146,7 +173,7 @@ type env struct {
 // started is stopped before it returns, also when ctx is cancelled.
 func RunProxy(ctx context.Context, opts ProxyOptions) (*ProxyReport, error) {
 	if err := opts.defaults(); err != nil {
-		return nil, err
+		return nil, &OptionsError{Err: err}
 	}
 	log := opts.Logger
 	rep := &ProxyReport{
@@ -232,7 +259,13 @@ func RunProxy(ctx context.Context, opts ProxyOptions) (*ProxyReport, error) {
 		return nil, err
 	}
 	rep.Setup.Backend += " at " + e.backendAddr
-	if sess, err = registerBackend(ctx, servers, e.backendAddr, log); err != nil {
+	registered := e.backendAddr
+	if opts.RegisterHost != "" {
+		_, port, _ := net.SplitHostPort(e.backendAddr)
+		registered = net.JoinHostPort(opts.RegisterHost, port)
+		rep.Setup.Backend += ", registered as " + registered
+	}
+	if sess, err = registerBackend(ctx, servers, registered, log); err != nil {
 		return nil, err
 	}
 	if err := e.startGateway(ctx, servers); err != nil {

@@ -123,7 +123,7 @@ const outOfService = "OUT_OF_SERVICE"
 // routing table.
 func RunRegistry(ctx context.Context, opts RegistryOptions) (*RegistryReport, error) {
 	if err := opts.defaults(); err != nil {
-		return nil, err
+		return nil, &OptionsError{Err: err}
 	}
 	log := opts.Logger
 	l := layout{services: opts.Services, instances: opts.Instances}

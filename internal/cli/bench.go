@@ -111,6 +111,7 @@ Flags:
 	nginxWorkers := fs.String("nginx-workers", "auto", "nginx worker_processes")
 	wrkBin := fs.String("wrk", "wrk", "wrk binary")
 	zkServers := fs.String("zookeeper", "", "host:port,... of an existing ZooKeeper (default: start one from the Debian package)")
+	registerHost := fs.String("register-host", "", "register the backend as `NAME`:port instead of its IP address (NAME must resolve to 127.0.0.1, e.g. localhost), as Spring Cloud Zookeeper registers host names")
 	gatewayEnv := gatewayEnvFlag(fs, "GOGC=400")
 	var gatewaySet []string
 	fs.Func("gateway-set", "KEY=VALUE written as \"KEY: VALUE\" into the gateway section of the gateway's configuration, e.g. balancer=round_robin (repeatable)", func(v string) error {
@@ -155,7 +156,8 @@ Flags:
 		Binary: run.bin, Wrk: *wrkBin, Nginx: *nginxBin, NoNginx: *noNginx, Baseline: *baseline,
 		Load:      bench.Load{Threads: *threads, Connections: *conns, Duration: *duration, Timeout: *timeout},
 		Scenarios: scenarioList, Warmup: *warmup, Rounds: *rounds, BodySize: *size, NginxWorkers: *nginxWorkers,
-		ZooKeeper: servers, GatewayEnv: *gatewayEnv, GatewaySet: gatewaySet, CPUProfile: *cpuProfile, RunOptions: run.options,
+		ZooKeeper: servers, GatewayEnv: *gatewayEnv, GatewaySet: gatewaySet, CPUProfile: *cpuProfile, RegisterHost: *registerHost,
+		RunOptions: run.options,
 	})
 	return c.finish(ctx, stdout, rep, err, "a run had more than 1% failed responses: its figures are not comparable (see the notes)")
 }
@@ -411,6 +413,10 @@ func gatewayEnvFlag(fs *flag.FlagSet, example string) *[]string {
 // withDirHint adds to a failed run's error that --dir keeps its logs,
 // unless they were kept.
 func withDirHint(err error, dir string) error {
+	var refused *bench.OptionsError
+	if errors.As(err, &refused) {
+		return err // nothing ran: no logs
+	}
 	if dir != "" {
 		return fmt.Errorf("%w (logs in %s)", err, dir)
 	}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/zkgate/zkgate/internal/bench"
 )
 
 func TestBenchHelpListsBenchmarks(t *testing.T) {
@@ -41,6 +43,8 @@ func TestBenchRejectsBadFlags(t *testing.T) {
 		{[]string{"proxy", "--gateway-set", "listen=127.0.0.1:1"}, "the bench sets gateway.listen itself"},
 		{[]string{"proxy", "--gateway-set", "retries=1", "--gateway-set", "retries=2"}, "gateway.retries set twice"},
 		{[]string{"proxy", "--gateway-env", "NOEQUALS"}, "is not KEY=VALUE"},
+		{[]string{"proxy", "--register-host", "bad_host"}, `--register-host: "bad_host" is not a host name`},
+		{[]string{"proxy", "--rounds", "50"}, "--rounds must be between 1 and 20"},
 		{[]string{"nonsense"}, "unknown benchmark"},
 	}
 	for _, c := range cases {
@@ -48,6 +52,9 @@ func TestBenchRejectsBadFlags(t *testing.T) {
 		code := RunBench(context.Background(), c.args, &out, &errOut)
 		if code == 0 || !strings.Contains(errOut.String(), c.want) {
 			t.Errorf("%v: exit %d, stderr %q; want an error containing %q", c.args, code, errOut.String(), c.want)
+		}
+		if strings.Contains(errOut.String(), "--dir") {
+			t.Errorf("%v: stderr %q points to logs of a run that never started", c.args, errOut.String())
 		}
 	}
 }
@@ -59,6 +66,9 @@ func TestWithDirHint(t *testing.T) {
 	}
 	if err := withDirHint(base, "/tmp/x"); !errors.Is(err, base) || !strings.Contains(err.Error(), "logs in /tmp/x") {
 		t.Errorf("with --dir: %v", err)
+	}
+	if err := withDirHint(&bench.OptionsError{Err: base}, ""); !errors.Is(err, base) || err.Error() != "boom" {
+		t.Errorf("refused options: %v", err)
 	}
 }
 

@@ -90,6 +90,11 @@ type Gateway struct {
 	Retries *int `yaml:"retries"`
 	// DialTimeout bounds connecting to an instance. Default 2s.
 	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// DNSRefresh is how long the event loops dial the address a lookup
+	// found for an instance registered by host name before they look the
+	// name up again (in the background; the old address serves
+	// meanwhile). Default 30s.
+	DNSRefresh time.Duration `yaml:"dns_refresh"`
 	// StaleAfter: /readyz fails when ZooKeeper has been unreachable and the
 	// routing state is older than this. Default 60s.
 	StaleAfter time.Duration `yaml:"stale_after"`
@@ -207,6 +212,7 @@ const (
 	DefaultControllerAddr  = "127.0.0.1:7070"
 	DefaultRetries         = 2
 	DefaultDialTimeout     = 2 * time.Second
+	DefaultDNSRefresh      = 30 * time.Second
 	DefaultStaleAfter      = 60 * time.Second
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultMaxIdlePerHost  = 256
@@ -318,6 +324,7 @@ func (g *Gateway) ApplyDefaults() {
 	setDefault(&g.Balancer, BalancerLeastRequests)
 	setDefault(&g.Retries, ptr(DefaultRetries))
 	setDefault(&g.DialTimeout, DefaultDialTimeout)
+	setDefault(&g.DNSRefresh, DefaultDNSRefresh)
 	setDefault(&g.StaleAfter, DefaultStaleAfter)
 	setDefault(&g.FailOpen, ptr(true))
 	setDefault(&g.ShutdownTimeout, DefaultShutdownTimeout)
@@ -427,7 +434,7 @@ func (g Gateway) Validate() error {
 	if *g.Retries < 0 || *g.Retries > 10 {
 		return errors.New("gateway.retries must be between 0 and 10")
 	}
-	if g.DialTimeout < 0 || g.StaleAfter < 0 || g.Warmup < 0 || g.ShutdownTimeout < 0 ||
+	if g.DialTimeout < 0 || g.DNSRefresh < 0 || g.StaleAfter < 0 || g.Warmup < 0 || g.ShutdownTimeout < 0 ||
 		g.ClientIdleTimeout < 0 || g.ClientHeaderTimeout < 0 || g.ClientBodyTimeout < 0 || g.ClientSendTimeout < 0 {
 		return errors.New("gateway: durations must be positive")
 	}

@@ -56,3 +56,20 @@ func TestYAMLErrorIsOneLine(t *testing.T) {
 		t.Errorf("both unknown keys should be named: %q", msg)
 	}
 }
+
+func TestDNSRefresh(t *testing.T) {
+	var g Gateway
+	g.ApplyDefaults()
+	if g.DNSRefresh != DefaultDNSRefresh || DefaultDNSRefresh != 30*time.Second {
+		t.Errorf("default dns_refresh %v, want 30s", g.DNSRefresh)
+	}
+	c, err := Parse([]byte("gateway:\n  routes: [{prefix: /, service: s}]\n  dns_refresh: 5s\n"))
+	if err != nil || c.Gateway.DNSRefresh != 5*time.Second {
+		t.Fatalf("dns_refresh: 5s: %v %v", c, err)
+	}
+	g = Gateway{DNSRefresh: -time.Second, Routes: []Route{{Prefix: "/", Service: "s"}}}
+	g.ApplyDefaults()
+	if err := g.Validate(); err == nil {
+		t.Error("a negative dns_refresh passed Validate")
+	}
+}

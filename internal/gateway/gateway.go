@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -80,6 +81,9 @@ type Options struct {
 	// Now is the clock for mark expiry, warm-up, ejection and staleness.
 	// Default time.Now. (Request durations always use the real clock.)
 	Now func() time.Time
+	// Resolver looks up the host names instances registered with, for
+	// the event loops (see resolve.go). Default net.DefaultResolver.
+	Resolver registry.Resolver
 }
 
 // Gateway is the data plane. It is an http.Handler (the proxy); its admin
@@ -101,6 +105,7 @@ type Gateway struct {
 	warmup   int64 // ns
 
 	dialer      *dialer
+	resolver    registry.Resolver
 	bodyNoRoute []byte
 
 	// table is the routing table of the request path. reported is the same
@@ -156,6 +161,10 @@ func New(cfg config.Gateway, opts Options) (*Gateway, error) {
 	}
 	if g.now == nil {
 		g.now = time.Now
+	}
+	g.resolver = opts.Resolver
+	if g.resolver == nil {
+		g.resolver = net.DefaultResolver
 	}
 	reg, gath := opts.Registerer, opts.Gatherer
 	if reg == nil {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,6 +76,14 @@ type host struct {
 
 	conns connPool // idle upstream connections (native engine)
 
+	// What the event loops dial (resolve.go): ip when addr is an IP
+	// address; otherwise the last lookup of its host name, the index of
+	// the looked-up address to dial, and whether a lookup is running.
+	ip       netip.AddrPort
+	lookup   atomic.Pointer[lookup]
+	dialNext atomic.Uint32
+	looking  atomic.Bool
+
 	// Guarded by Gateway.mu; only the table builder uses them.
 	czxid   int64 // registration the host was last seen with
 	inRot   bool  // in rotation in the latest table
@@ -83,7 +92,11 @@ type host struct {
 }
 
 func newHost(service, addr string, changes chan struct{}) *host {
-	return &host{service: service, addr: addr, changes: changes}
+	h := &host{service: service, addr: addr, changes: changes}
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		h.ip = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return h
 }
 
 // signal tells Gateway.Updates' reader that something changed, without

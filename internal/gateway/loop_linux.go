@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"sync"
 	"syscall"
@@ -466,8 +465,12 @@ func (l *evloop) proxy(c *clientConn, rt *route, path []byte, start time.Time, k
 	if uc == nil {
 		var err error
 		if uc, err = l.connect(h); err != nil {
-			// A name to resolve, or a connection refused: the goroutine
-			// engine does it again, with its retries and ejection.
+			// A name not looked up yet, or a connection refused: the
+			// goroutine engine does it again, with its retries and
+			// ejection.
+			if err != errNotLookedUp {
+				g.dialFailed(h)
+			}
 			h.release()
 			l.handoff(c, handoffConnect, handleRequest)
 			return false, true
@@ -554,6 +557,7 @@ func (l *evloop) upEvent(uc *upConn, ev uint32) {
 			// Refused or unreachable: the goroutine engine tries again,
 			// with its retries and ejection.
 			l.closeUp(uc)
+			l.g.dialFailed(c.ex.h)
 			c.ex.h.release()
 			l.handoff(c, handoffConnect, handleRequest)
 			return
@@ -652,6 +656,9 @@ func (l *evloop) finish(c *clientConn, err error) {
 		// again on a new one, as the goroutine engine does.
 		uc, cerr := l.connect(ex.h)
 		if cerr != nil {
+			if cerr != errNotLookedUp {
+				l.g.dialFailed(ex.h)
+			}
 			ex.h.release()
 			l.handoff(c, handoffConnect, handleRequest)
 			return
@@ -669,12 +676,16 @@ func (l *evloop) finish(c *clientConn, err error) {
 	}
 }
 
-// connect opens a connection to h without waiting. Host names are not
-// resolved here (that could block): they are an error.
+// errNotLookedUp: a host name that has not been looked up yet.
+var errNotLookedUp = errors.New("the instance's host name is not looked up yet")
+
+// connect opens a connection to h without waiting. A host name is dialled
+// at the address its last lookup found (resolve.go); before the first
+// lookup has answered it is an error (a lookup could block).
 func (l *evloop) connect(h *host) (*upConn, error) {
-	ap, err := netip.ParseAddrPort(h.addr)
-	if err != nil {
-		return nil, err
+	ap, ok := l.g.dialAddr(h, l.nowNs)
+	if !ok {
+		return nil, errNotLookedUp
 	}
 	var sa syscall.Sockaddr
 	family := syscall.AF_INET
@@ -916,6 +927,7 @@ func (l *evloop) scan(now int64) {
 				}
 			case uc.lu.st == luConnecting && now-uc.lu.since > int64(cfg.DialTimeout):
 				l.closeUp(uc)
+				g.dialFailed(ex.h)
 				ex.h.release()
 				l.handoff(c, handoffConnect, handleRequest)
 			}

@@ -25,9 +25,16 @@ var kindNames = [numKinds]string{"connect", "timeout", "reset", "other"}
 const (
 	handoffRequest  = iota // a request body to stream, 100-continue, an upgrade
 	handoffHead            // a request head larger than the loop's buffer
-	handoffConnect         // a host name to resolve, or connecting failed
+	handoffConnect         // a host name not looked up yet, or connecting failed
 	handoffResponse        // a response to stream (chunked, to EOF, larger than the buffer)
 	numHandoffs
+)
+
+// Results of a host name lookup (resolve.go), the result label of
+// zkgate_upstream_lookups_total.
+const (
+	lookupAnswered = iota
+	lookupFailed
 )
 
 var handoffNames = [numHandoffs]string{"request", "head", "connect", "response"}
@@ -45,6 +52,7 @@ type metrics struct {
 	drainCuts      *prometheus.CounterVec
 	noRoute        prometheus.Counter
 	handoffs       [numHandoffs]prometheus.Counter
+	lookups        [2]prometheus.Counter // by lookupAnswered, lookupFailed
 	// unrouted counts requests refused before routing (400, 408, 431...).
 	unrouted routeMetrics
 }
@@ -76,10 +84,15 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
 	for i := range m.handoffs {
 		m.handoffs[i] = handoffs.WithLabelValues(handoffNames[i])
 	}
+	lookups := metric.CounterVec("zkgate_upstream_lookups_total",
+		"Lookups of the host names instances registered with, for the event loops' connections (gateway.dns_refresh), by result (answered, failed).",
+		"result")
+	m.lookups[lookupAnswered] = lookups.WithLabelValues("answered")
+	m.lookups[lookupFailed] = lookups.WithLabelValues("failed")
 	m.noRoute = m.requests.WithLabelValues("", "", "404")
 	m.unrouted.vec = m.requests
 	for _, c := range []prometheus.Collector{
-		m.requests, m.duration, m.retries, m.upstreamErrors, m.failOpen, m.ejections, m.drainCuts, handoffs, &stateCollector{g: g},
+		m.requests, m.duration, m.retries, m.upstreamErrors, m.failOpen, m.ejections, m.drainCuts, handoffs, lookups, &stateCollector{g: g},
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -1,0 +1,128 @@
+package gateway
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// Instances registered by host name (Spring Cloud Zookeeper registers the
+// host name unless preferIpAddress is set). The goroutine engine dials
+// the name, so every new connection looks it up. The event loops cannot
+// wait for a lookup: they dial the addresses the last lookup found, kept
+// per host for gateway.dns_refresh, after which the next dial starts a
+// lookup in the background and goes on with the old addresses until it
+// answers. Until a host's first lookup has answered, a connection to it
+// is handed to a goroutine (zkgate_loop_handoffs_total{reason="connect"}),
+// as is one whose connecting failed; a failed connection also moves the
+// host on to the next address of the lookup and starts a new one.
+//
+// The address a request is sent to never changes its identity: marks,
+// in-flight counts and presence reports stay those of the registered
+// host:port.
+
+// lookupTimeout bounds one lookup of an instance's host name.
+const lookupTimeout = 5 * time.Second
+
+// lookupRetry is how soon a failed lookup is tried again (at most; sooner
+// when gateway.dns_refresh is shorter).
+const lookupRetry = 5 * time.Second
+
+// lookup is the answer of one lookup of a host's name. It is immutable.
+type lookup struct {
+	addrs   []netip.Addr
+	port    uint16
+	expires int64 // unix ns; a dial after it starts the next lookup
+	failing bool  // the last lookup failed: addrs are an earlier answer's
+}
+
+// dialAddr returns the address an event loop dials for h (nowNs is the
+// loop's clock), and false when there is none yet: the host name has not
+// been looked up. It never blocks; it may start a lookup.
+func (g *Gateway) dialAddr(h *host, nowNs int64) (netip.AddrPort, bool) {
+	if h.ip.IsValid() {
+		return h.ip, true
+	}
+	lk := h.lookup.Load()
+	if lk == nil || nowNs >= lk.expires {
+		g.startLookup(h)
+	}
+	if lk == nil || len(lk.addrs) == 0 {
+		return netip.AddrPort{}, false
+	}
+	a := lk.addrs[int(h.dialNext.Load()%uint32(len(lk.addrs)))]
+	return netip.AddrPortFrom(a, lk.port), true
+}
+
+// dialFailed notes that an event loop could not connect to h: a host
+// registered by name moves on to the next address of its lookup and is
+// looked up again.
+func (g *Gateway) dialFailed(h *host) {
+	if h.ip.IsValid() {
+		return
+	}
+	h.dialNext.Add(1)
+	if lk := h.lookup.Load(); lk != nil && lk.expires != 0 {
+		stale := *lk
+		stale.expires = 0
+		h.lookup.CompareAndSwap(lk, &stale)
+	}
+}
+
+// startLookup looks h's name up in the background, unless a lookup of it
+// is already running.
+func (g *Gateway) startLookup(h *host) {
+	if !h.looking.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer h.looking.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+		defer cancel()
+		g.lookUp(ctx, h)
+	}()
+}
+
+// lookUp resolves h's host name and stores the answer. A failed lookup
+// keeps the addresses of the last one that answered, and is tried again
+// after lookupRetry or dns_refresh, whichever is shorter.
+func (g *Gateway) lookUp(ctx context.Context, h *host) {
+	prev := h.lookup.Load()
+	name, portText, err := net.SplitHostPort(h.addr)
+	var port uint64
+	if err == nil {
+		port, err = strconv.ParseUint(portText, 10, 16)
+	}
+	var addrs []netip.Addr
+	if err == nil {
+		addrs, err = g.resolver.LookupNetIP(ctx, "ip", name)
+		if err == nil && len(addrs) == 0 {
+			err = &net.DNSError{Err: "no addresses", Name: name, IsNotFound: true}
+		}
+	}
+	now := time.Now().UnixNano()
+	if err != nil {
+		g.metrics.lookups[lookupFailed].Inc()
+		if prev == nil || !prev.failing {
+			g.log.Warn("looking up an instance's host name failed; its connections go through goroutines until a lookup answers",
+				"service", h.service, "addr", h.addr, "err", err)
+		}
+		next := &lookup{expires: now + int64(min(lookupRetry, g.cfg.DNSRefresh)), failing: true}
+		if prev != nil {
+			next.addrs, next.port = prev.addrs, prev.port
+		}
+		h.lookup.Store(next)
+		return
+	}
+	g.metrics.lookups[lookupAnswered].Inc()
+	for i, a := range addrs {
+		addrs[i] = a.Unmap()
+	}
+	if prev == nil || !slices.Equal(prev.addrs, addrs) {
+		h.dialNext.Store(0)
+	}
+	h.lookup.Store(&lookup{addrs: addrs, port: uint16(port), expires: now + int64(g.cfg.DNSRefresh)})
+}
