@@ -95,6 +95,7 @@ type Gateway struct {
 
 	routes   *routeSet
 	services []*service
+	byName   map[string]*service // services by name; fixed after New
 	balancer balancer
 	retries  int
 	failOpen bool
@@ -178,6 +179,7 @@ func New(cfg config.Gateway, opts Options) (*Gateway, error) {
 	}
 
 	byName := map[string]*service{}
+	g.byName = byName
 	for _, rt := range rs.routes {
 		s := byName[rt.service]
 		if s == nil {
@@ -300,6 +302,46 @@ func (g *Gateway) Applied() Applied {
 		return out[a].Addr < out[b].Addr
 	})
 	return a
+}
+
+// AppliedMarked is Applied with Instances limited to the instances (gone
+// ones included) whose address has a mark in Marks, whether or not it
+// applies: what a presence report needs, at a cost that grows with the marks, not
+// with the routed instances.
+func (g *Gateway) AppliedMarked() Applied {
+	t := g.reported.Load()
+	if t == nil {
+		return Applied{}
+	}
+	now := g.now().UnixNano()
+	a := Applied{RegistryRevision: t.regRev, MarksRevision: t.marksRev, Marks: t.mk}
+	if t.mk == nil {
+		return a
+	}
+	for name, byAddr := range t.mk.Marks {
+		s := g.byName[name]
+		if s == nil {
+			continue
+		}
+		p := t.pools[s.idx]
+		for addr := range byAddr {
+			if st, ok := p.status(addr, now); ok {
+				a.Instances = append(a.Instances, st)
+			}
+		}
+	}
+	sortInstances(a.Instances)
+	return a
+}
+
+// sortInstances sorts by service and address.
+func sortInstances(out []InstanceStatus) {
+	sort.Slice(out, func(a, b int) bool {
+		if out[a].Service != out[b].Service {
+			return out[a].Service < out[b].Service
+		}
+		return out[a].Addr < out[b].Addr
+	})
 }
 
 // InFlight returns the number of requests in flight to all instances
