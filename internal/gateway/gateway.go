@@ -174,9 +174,6 @@ func New(cfg config.Gateway, opts Options) (*Gateway, error) {
 		}
 	}
 	g.gatherer = gath
-	if g.metrics, err = newMetrics(reg, g); err != nil {
-		return nil, fmt.Errorf("registering gateway metrics: %w", err)
-	}
 
 	byName := map[string]*service{}
 	g.byName = byName
@@ -188,6 +185,10 @@ func New(cfg config.Gateway, opts Options) (*Gateway, error) {
 			g.services = append(g.services, s)
 		}
 		rt.svc = s
+	}
+	// After the services: the collectors read them at every scrape.
+	if g.metrics, err = newMetrics(reg, g); err != nil {
+		return nil, fmt.Errorf("registering gateway metrics: %w", err)
 	}
 	g.dialer = newDialer(cfg.DialTimeout)
 	for _, rt := range rs.routes {
@@ -209,7 +210,6 @@ func (g *Gateway) newService(name string, idx int) *service {
 		idx:     idx,
 		warmup:  g.warmup,
 		hosts:   map[string]*host{},
-		metrics: g.metrics.forService(name),
 		body502: body("upstream connection failed"),
 		body503: body("no instance available"),
 		body504: body("upstream timeout"),

@@ -244,9 +244,10 @@ func TestRebuildOnMarkExpiry(t *testing.T) {
 	}
 }
 
-// A full re-read publishes new slices for every service, changed or not:
-// every pool is built again from them, the changed service shows its
-// change, and per-address state carries over everywhere.
+// A snapshot with new slices for every service, changed or not (a full
+// re-read after a failed partial one builds every group): every pool is
+// built again from them, the changed service shows its change, and
+// per-address state carries over everywhere.
 func TestRebuildAfterFullResync(t *testing.T) {
 	tg := newTestGateway(t, config.Gateway{Routes: []config.Route{rte("/a/", "a"), rte("/b/", "b")}}, Options{})
 	const x, y = "10.0.0.1:80", "10.0.0.2:80"
