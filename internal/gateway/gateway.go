@@ -218,9 +218,12 @@ func (g *Gateway) newService(name string, idx int) *service {
 
 // Update builds a routing table from a registry and a marks snapshot and
 // swaps it in. Either may be nil (nothing registered, nothing marked). The
-// snapshots must not be modified afterwards. Per-address state (in-flight
-// requests, ejection, warm-up) carries over from the previous table for
-// every address still registered. Safe for concurrent use.
+// snapshots must not be modified afterwards: a service's instance slice
+// that is the very slice of the previous registry snapshot is taken to be
+// unchanged, and only the services whose instances or marks changed get
+// their pools built again (see rebuildLocked). Per-address state
+// (in-flight requests, ejection, warm-up) carries over from the previous
+// table for every address still registered. Safe for concurrent use.
 func (g *Gateway) Update(reg *registry.Snapshot, mk *marks.Snapshot) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
