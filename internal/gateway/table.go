@@ -106,7 +106,8 @@ type table struct {
 	pools    []*pool // by service.idx
 	regRev   uint64
 	marksRev uint64
-	mk       *marks.Snapshot // the marks snapshot it was built from (may be nil)
+	reg      *registry.Snapshot // the registry snapshot it was built from (may be nil)
+	mk       *marks.Snapshot    // the marks snapshot it was built from (may be nil)
 }
 
 // pool is the routing state of one service in one table. A pool whose
@@ -146,10 +147,24 @@ type poolInputs struct {
 	pending   map[string]struct{}
 }
 
-func inputsOf(reg *registry.Snapshot, mk *marks.Snapshot, service string) poolInputs {
-	in := poolInputs{instances: reg.Instances(service)}
-	if mk != nil {
-		in.marks, in.pending = mk.Marks[service], mk.Pending[service]
+// inputsOf returns the inputs of service's pool in reg and mk. When old
+// (the previous table, may be nil) was built from the same registry or
+// marks snapshot, that part is taken from its pool at idx instead of
+// being looked up: a registry change then costs one map look-up per
+// routed service, a marks change two.
+func inputsOf(reg *registry.Snapshot, mk *marks.Snapshot, old *table, idx int, service string) poolInputs {
+	var in poolInputs
+	if old != nil {
+		in = old.pools[idx].in
+	}
+	if old == nil || old.reg != reg {
+		in.instances = reg.Instances(service)
+	}
+	if old == nil || old.mk != mk {
+		in.marks, in.pending = nil, nil
+		if mk != nil {
+			in.marks, in.pending = mk.Marks[service], mk.Pending[service]
+		}
 	}
 	return in
 }
@@ -274,37 +289,38 @@ func (g *Gateway) rebuildLocked() {
 	now := g.now()
 	nowMs := now.UnixMilli()
 	old := g.table.Load()
-	t := &table{pools: make([]*pool, len(g.services)), mk: g.mk}
+	t := &table{pools: make([]*pool, len(g.services)), reg: g.reg, mk: g.mk}
 	if g.reg != nil {
 		t.regRev = g.reg.Revision
 	}
 	if g.mk != nil {
 		t.marksRev = g.mk.Revision
 	}
-	// prev[i] is the hosts of service i before this rebuild, for the
-	// services built again (nil for a shared pool).
-	prev := make([]map[string]*host, len(g.services))
-	var rebuilt []int
+	// The services built again, with their hosts before this rebuild.
+	type rebuiltPool struct {
+		i    int
+		prev map[string]*host
+	}
+	var rebuilt []rebuiltPool
 	for i, s := range g.services {
-		in := inputsOf(g.reg, g.mk, s.name)
+		in := inputsOf(g.reg, g.mk, old, i, s.name)
 		if old != nil {
 			if op := old.pools[i]; op.reusable(in, nowMs) {
 				t.pools[i] = op
 				continue
 			}
 		}
-		prev[i] = s.hosts
+		rebuilt = append(rebuilt, rebuiltPool{i, s.hosts})
 		t.pools[i] = g.buildPoolLocked(s, in, now, old == nil)
-		rebuilt = append(rebuilt, i)
 	}
 
 	g.table.Store(t)
 	if testHookPublished != nil {
 		testHookPublished()
 	}
-	for _, i := range rebuilt {
-		s, p := g.services[i], t.pools[i]
-		for addr, h := range prev[i] {
+	for _, r := range rebuilt {
+		s, p := g.services[r.i], t.pools[r.i]
+		for addr, h := range r.prev {
 			if s.hosts[addr] != nil {
 				continue
 			}
@@ -334,8 +350,8 @@ func (g *Gateway) rebuildLocked() {
 		}
 		sort.Slice(p.gone, func(a, b int) bool { return p.gone[a].h.addr < p.gone[b].h.addr })
 	}
-	for _, i := range rebuilt {
-		p := t.pools[i]
+	for _, r := range rebuilt {
+		p := t.pools[r.i]
 		for k := range p.members {
 			m := &p.members[k]
 			var f uint32
