@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -158,9 +160,57 @@ func BenchmarkUpdate(b *testing.B) {
 		}
 	}
 	mk := markSnap(1, ms...)
+	// Two copies with slices of their own, in turn: every Update builds
+	// every routed pool (an unchanged slice would be shared).
+	regs := [2]*registry.Snapshot{reg, {Info: reg.Info, Services: map[string][]registry.Instance{}}}
+	for name, ins := range reg.Services {
+		regs[1].Services[name] = slices.Clone(ins)
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		g.Update(reg, mk)
+		g.Update(regs[i%2], mk)
+	}
+}
+
+// BenchmarkUpdateOneService: a gateway routing to all 10k services of a
+// registry of 100k instances, 1000 of them marked; each Update is one
+// service's change, as the registry cache publishes it (the other
+// services' slices shared with the previous snapshot).
+func BenchmarkUpdateOneService(b *testing.B) {
+	var routes []config.Route
+	for i := 0; i < 10000; i++ {
+		routes = append(routes, config.Route{Prefix: fmt.Sprintf("/s%d/", i), Service: fmt.Sprintf("s%d", i)})
+	}
+	g, err := New(config.Gateway{Routes: routes}, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	reg := &registry.Snapshot{Info: zktree.Info{Revision: 1}, Services: map[string][]registry.Instance{}}
+	var ms []marks.Mark
+	for s := 0; s < 10000; s++ {
+		name := fmt.Sprintf("s%d", s)
+		for i := 0; i < 10; i++ {
+			in := inst(name, fmt.Sprintf("10.%d.%d.%d:8080", s/256, s%256, i), int64(s*10+i))
+			reg.Services[name] = append(reg.Services[name], in)
+			if i == 0 && s%10 == 0 {
+				ms = append(ms, mark(name, in.Addr, 1<<40))
+			}
+		}
+	}
+	mk := markSnap(1, ms...)
+	g.Update(reg, mk)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer() // the registry cache's part
+		name := fmt.Sprintf("s%d", i%10000)
+		next := &registry.Snapshot{Info: zktree.Info{Revision: reg.Revision + 1}, Services: maps.Clone(reg.Services)}
+		ins := slices.Clone(reg.Services[name])
+		ins[0].Czxid += 100000 // re-registered
+		next.Services[name] = ins
+		b.StartTimer()
+		g.Update(next, mk)
+		reg = next
 	}
 }

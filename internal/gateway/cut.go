@@ -54,7 +54,7 @@ func (g *Gateway) cutDrained(h *host, gen uint64) {
 	g.upMu.Unlock()
 	if n > 0 {
 		if s := g.serviceNamed(h.service); s != nil {
-			s.metrics.drainCuts.Add(float64(n))
+			s.metrics.drainCuts.Add(uint64(n))
 		}
 		g.log.Warn("cut requests still in flight to a drained instance after gateway.drain_cutoff",
 			"service", h.service, "addr", h.addr, "requests", n, "cutoff", g.cfg.DrainCutoff)

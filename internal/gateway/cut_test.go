@@ -48,7 +48,7 @@ func TestDrainCutsSlowClients(t *testing.T) {
 	if st := tg.status(t, b.addr()); st.State != "drained" {
 		t.Fatalf("state %q, want drained", st.State)
 	}
-	if n := counterValue(t, tg.services[0].metrics.drainCuts); n != 1 {
+	if n := counterValue(t, tg.metrics.drainCuts.WithLabelValues(tg.services[0].name)); n != 1 {
 		t.Fatalf("zkgate_drain_cuts_total %v, want 1", n)
 	}
 }

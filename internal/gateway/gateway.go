@@ -99,6 +99,7 @@ type Gateway struct {
 
 	routes   *routeSet
 	services []*service
+	byName   map[string]*service // services by name; fixed after New
 	balancer balancer
 	retries  int
 	failOpen bool
@@ -182,11 +183,9 @@ func New(cfg config.Gateway, opts Options) (*Gateway, error) {
 		}
 	}
 	g.gatherer = gath
-	if g.metrics, err = newMetrics(reg, g); err != nil {
-		return nil, fmt.Errorf("registering gateway metrics: %w", err)
-	}
 
 	byName := map[string]*service{}
+	g.byName = byName
 	for _, rt := range rs.routes {
 		s := byName[rt.service]
 		if s == nil {
@@ -195,6 +194,10 @@ func New(cfg config.Gateway, opts Options) (*Gateway, error) {
 			g.services = append(g.services, s)
 		}
 		rt.svc = s
+	}
+	// After the services: the collectors read them at every scrape.
+	if g.metrics, err = newMetrics(reg, g); err != nil {
+		return nil, fmt.Errorf("registering gateway metrics: %w", err)
 	}
 	g.dialer = newDialer(cfg.DialTimeout)
 	for _, rt := range rs.routes {
@@ -216,7 +219,6 @@ func (g *Gateway) newService(name string, idx int) *service {
 		idx:     idx,
 		warmup:  g.warmup,
 		hosts:   map[string]*host{},
-		metrics: g.metrics.forService(name),
 		body502: body("upstream connection failed"),
 		body503: body("no instance available"),
 		body504: body("upstream timeout"),
@@ -225,9 +227,12 @@ func (g *Gateway) newService(name string, idx int) *service {
 
 // Update builds a routing table from a registry and a marks snapshot and
 // swaps it in. Either may be nil (nothing registered, nothing marked). The
-// snapshots must not be modified afterwards. Per-address state (in-flight
-// requests, ejection, warm-up) carries over from the previous table for
-// every address still registered. Safe for concurrent use.
+// snapshots must not be modified afterwards: a service's instance slice
+// that is the very slice of the previous registry snapshot is taken to be
+// unchanged, and only the services whose instances or marks changed get
+// their pools built again (see rebuildLocked). Per-address state
+// (in-flight requests, ejection, warm-up) carries over from the previous
+// table for every address still registered. Safe for concurrent use.
 func (g *Gateway) Update(reg *registry.Snapshot, mk *marks.Snapshot) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -309,6 +314,46 @@ func (g *Gateway) Applied() Applied {
 		return out[a].Addr < out[b].Addr
 	})
 	return a
+}
+
+// AppliedMarked is Applied with Instances limited to the instances (gone
+// ones included) whose address has a mark in Marks, whether or not it
+// applies: what a presence report needs, at a cost that grows with the marks, not
+// with the routed instances.
+func (g *Gateway) AppliedMarked() Applied {
+	t := g.reported.Load()
+	if t == nil {
+		return Applied{}
+	}
+	now := g.now().UnixNano()
+	a := Applied{RegistryRevision: t.regRev, MarksRevision: t.marksRev, Marks: t.mk}
+	if t.mk == nil {
+		return a
+	}
+	for name, byAddr := range t.mk.Marks {
+		s := g.byName[name]
+		if s == nil {
+			continue
+		}
+		p := t.pools[s.idx]
+		for addr := range byAddr {
+			if st, ok := p.status(addr, now); ok {
+				a.Instances = append(a.Instances, st)
+			}
+		}
+	}
+	sortInstances(a.Instances)
+	return a
+}
+
+// sortInstances sorts by service and address.
+func sortInstances(out []InstanceStatus) {
+	sort.Slice(out, func(a, b int) bool {
+		if out[a].Service != out[b].Service {
+			return out[a].Service < out[b].Service
+		}
+		return out[a].Addr < out[b].Addr
+	})
 }
 
 // InFlight returns the number of requests in flight to all instances

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -367,4 +368,21 @@ func counterValue(t testing.TB, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// WithLabelValues returns the current value of f's series of service (and
+// kind), as a counter for counterValue.
+func (f *counterFamily) WithLabelValues(lvs ...string) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "snapshot"})
+	for _, s := range f.g.services {
+		if s.name != lvs[0] {
+			continue
+		}
+		k := 0
+		if len(lvs) > 1 {
+			k = slices.Index(f.kinds, lvs[1])
+		}
+		c.Add(float64(f.of(&s.metrics, k).n.Load()))
+	}
+	return c
 }

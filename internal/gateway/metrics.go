@@ -41,15 +41,19 @@ var handoffNames = [numHandoffs]string{"request", "head", "connect", "response"}
 
 // metrics are the gateway's Prometheus collectors. Label children are
 // resolved when the gateway is built (routes and services are fixed), so
-// the request path only touches atomics.
+// the request path only touches atomics. The per-service counters are
+// plain atomics in each service (serviceMetrics), collected by their
+// counterFamily at scrape time: a client_golang child costs about half a kilobyte, and
+// a gateway routing to 10,000 services had 80,000 of them
+// (docs/benchmarks.md, "A gateway that routes to every service").
 type metrics struct {
 	requests       *prometheus.CounterVec
 	duration       *prometheus.HistogramVec
-	retries        *prometheus.CounterVec
-	upstreamErrors *prometheus.CounterVec
-	failOpen       *prometheus.CounterVec
-	ejections      *prometheus.CounterVec
-	drainCuts      *prometheus.CounterVec
+	retries        *counterFamily
+	upstreamErrors *counterFamily
+	failOpen       *counterFamily
+	ejections      *counterFamily
+	drainCuts      *counterFamily
 	noRoute        prometheus.Counter
 	handoffs       [numHandoffs]prometheus.Counter
 	lookups        [2]prometheus.Counter // by lookupAnswered, lookupFailed
@@ -60,6 +64,13 @@ type metrics struct {
 var durationBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 
 func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
+	family := func(name, help string, of func(sm *serviceMetrics, k int) *counter, kinds ...string) *counterFamily {
+		labels := []string{"service"}
+		if len(kinds) > 0 {
+			labels = append(labels, "kind")
+		}
+		return &counterFamily{g: g, desc: prometheus.NewDesc(name, help, labels, nil), kinds: kinds, of: of}
+	}
 	m := &metrics{
 		requests: metric.CounterVec("zkgate_requests_total",
 			"Requests handled by the gateway, by route, service and response status (499: the client went away).",
@@ -67,16 +78,21 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
 		duration: metric.HistogramVec("zkgate_request_duration_seconds",
 			"Time from receiving a request to the end of its response (or of its upgraded connection).",
 			durationBuckets, "route", "service"),
-		retries: metric.CounterVec("zkgate_retries_total",
-			"Requests sent to another instance after connecting to one failed before anything was sent.", "service"),
-		upstreamErrors: metric.CounterVec("zkgate_upstream_errors_total",
-			"Failed exchanges with instances, by kind (connect, timeout, reset, other).", "service", "kind"),
-		failOpen: metric.CounterVec("zkgate_fail_open_total",
-			"Requests sent to marked instances because every instance of the service was marked.", "service"),
-		ejections: metric.CounterVec("zkgate_ejections_total",
-			"Instances taken out of rotation by passive outlier detection (consecutive connection failures).", "service"),
-		drainCuts: metric.CounterVec("zkgate_drain_cuts_total",
-			"Requests cut because they were still in flight to a drained instance after gateway.drain_cutoff.", "service"),
+		retries: family("zkgate_retries_total",
+			"Requests sent to another instance after connecting to one failed before anything was sent.",
+			func(sm *serviceMetrics, _ int) *counter { return &sm.retries }),
+		upstreamErrors: family("zkgate_upstream_errors_total",
+			"Failed exchanges with instances, by kind (connect, timeout, reset, other).",
+			func(sm *serviceMetrics, k int) *counter { return &sm.errors[k] }, kindNames[:]...),
+		failOpen: family("zkgate_fail_open_total",
+			"Requests sent to marked instances because every instance of the service was marked.",
+			func(sm *serviceMetrics, _ int) *counter { return &sm.failOpen }),
+		ejections: family("zkgate_ejections_total",
+			"Instances taken out of rotation by passive outlier detection (consecutive connection failures).",
+			func(sm *serviceMetrics, _ int) *counter { return &sm.ejections }),
+		drainCuts: family("zkgate_drain_cuts_total",
+			"Requests cut because they were still in flight to a drained instance after gateway.drain_cutoff.",
+			func(sm *serviceMetrics, _ int) *counter { return &sm.drainCuts }),
 	}
 	handoffs := metric.CounterVec("zkgate_loop_handoffs_total",
 		"Client connections an event loop (gateway.engine: epoll) handed to a goroutine, by reason (request, head, connect, response); they stay there.",
@@ -101,37 +117,64 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
 	return m, nil
 }
 
-// serviceMetrics are the children of one service.
+// counter is a count only ever added to, read at scrape time.
+type counter struct{ n atomic.Uint64 }
+
+func (c *counter) Inc()         { c.n.Add(1) }
+func (c *counter) Add(n uint64) { c.n.Add(n) }
+
+// serviceMetrics are the per-service counters (see metrics). Every one
+// is a series of its family from the start, 0 until it counts.
 type serviceMetrics struct {
-	retries   prometheus.Counter
-	errors    [numKinds]prometheus.Counter
-	failOpen  prometheus.Counter
-	ejections prometheus.Counter
-	drainCuts prometheus.Counter
+	retries   counter
+	errors    [numKinds]counter
+	failOpen  counter
+	ejections counter
+	drainCuts counter
 }
 
-func (m *metrics) forService(name string) serviceMetrics {
-	sm := serviceMetrics{
-		retries:   m.retries.WithLabelValues(name),
-		failOpen:  m.failOpen.WithLabelValues(name),
-		ejections: m.ejections.WithLabelValues(name),
-		drainCuts: m.drainCuts.WithLabelValues(name),
+// counterFamily is a counter metric with a series per routed service
+// (and per kind, when kinds is set: the kind label), collected from the
+// services' counters at scrape time.
+type counterFamily struct {
+	g     *Gateway
+	desc  *prometheus.Desc
+	kinds []string
+	// of returns a service's counter of the family of kind k (0 without
+	// kinds).
+	of func(sm *serviceMetrics, k int) *counter
+}
+
+func (f *counterFamily) Describe(ch chan<- *prometheus.Desc) { ch <- f.desc }
+
+func (f *counterFamily) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range f.g.services {
+		if f.kinds == nil {
+			v := float64(f.of(&s.metrics, 0).n.Load())
+			ch <- prometheus.MustNewConstMetric(f.desc, prometheus.CounterValue, v, s.name)
+			continue
+		}
+		for k, kind := range f.kinds {
+			v := float64(f.of(&s.metrics, k).n.Load())
+			ch <- prometheus.MustNewConstMetric(f.desc, prometheus.CounterValue, v, s.name, kind)
+		}
 	}
-	for k := range sm.errors {
-		sm.errors[k] = m.upstreamErrors.WithLabelValues(name, kindNames[k])
-	}
-	return sm
 }
 
 // routeMetrics are the children of one route. Status codes are resolved
-// on first use and cached in an array, so counting is a load and an add.
+// on first use and cached in an array, so counting is two loads and an
+// add. The array (4.8 KB) is allocated at the route's first response: a
+// gateway routing to thousands of services holds one only for the routes
+// that were used.
 type routeMetrics struct {
 	vec      *prometheus.CounterVec
 	route    string
 	service  string
 	duration prometheus.Observer
-	codes    [600]atomic.Pointer[codeCounter]
+	codes    atomic.Pointer[codeCounters]
 }
+
+type codeCounters [600]atomic.Pointer[codeCounter]
 
 type codeCounter struct{ c prometheus.Counter }
 
@@ -141,14 +184,19 @@ func (m *metrics) forRoute(rm *routeMetrics, route, service string) {
 }
 
 func (rm *routeMetrics) count(code int) {
-	if code < 0 || code >= len(rm.codes) {
+	if code < 0 || code >= len(codeCounters{}) {
 		rm.vec.WithLabelValues(rm.route, rm.service, strconv.Itoa(code)).Inc()
 		return
 	}
-	c := rm.codes[code].Load()
+	codes := rm.codes.Load()
+	if codes == nil {
+		rm.codes.CompareAndSwap(nil, new(codeCounters))
+		codes = rm.codes.Load()
+	}
+	c := codes[code].Load()
 	if c == nil {
 		c = &codeCounter{rm.vec.WithLabelValues(rm.route, rm.service, strconv.Itoa(code))}
-		rm.codes[code].Store(c) // a racing store holds the same child
+		codes[code].Store(c) // a racing store holds the same child
 	}
 	c.c.Inc()
 }

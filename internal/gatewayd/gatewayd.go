@@ -200,9 +200,11 @@ func (d *Daemon) apply(ctx context.Context, onApply func(*registry.Snapshot, *ma
 }
 
 // report builds the presence report from what the proxy applies (one
-// routing table: the marks, their states and the revisions agree).
+// routing table: the marks, their states and the revisions agree). It
+// reads only the marked addresses' states: the writer calls it after
+// every applied table.
 func (d *Daemon) report(version string) presence.Report {
-	a := d.gw.Applied()
+	a := d.gw.AppliedMarked()
 	r := presence.Report{
 		Listen: d.ProxyAddr(), AdminListen: d.AdminAddr(), Version: version,
 		StartedMs: d.identity.StartedMs, BootID: d.identity.BootID,

@@ -146,6 +146,10 @@ type Tree[T, G any] struct {
 	revision uint64
 	resyncs  uint64 // full re-reads completed
 	covered  uint64 // the ticket the last completed full re-read covers
+	// unpublished: re-reading after watch events failed part way, so
+	// groups may hold changes no snapshot carries; the next full re-read
+	// builds every group instead of the ones it finds changed.
+	unpublished bool
 	// badByGroup counts each group's malformed items as of the last
 	// publish, and malformed their sum, so that publishing one changed
 	// group costs O(that group), not O(tree).
@@ -356,13 +360,22 @@ func (t *Tree[T, G]) fullResync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The groups the re-read found as they were are not built again: the
+	// snapshot shares their values with the previous one, as a snapshot
+	// of watch events does (a consumer compares them to find what
+	// changed, e.g. the gateway's pools).
+	var changed map[string]bool // nil: build every group
 	if t.Snapshot() != nil {
-		t.countDivergence(fresh)
+		changed = t.countDivergence(fresh)
+		if t.unpublished {
+			changed = nil
+		}
 	}
 	t.groups = fresh
+	t.unpublished = false
 	t.resyncs++
 	t.covered = ticket
-	t.publish(nil, true)
+	t.publish(changed, true)
 	t.lastSync.Store(time.Now().UnixNano())
 	t.metrics.resyncs.Inc()
 	t.metrics.resyncSeconds.Observe(time.Since(start).Seconds())
@@ -509,13 +522,22 @@ func (t *Tree[T, G]) watchRootCreation(ctx context.Context) error {
 	return err
 }
 
-func (t *Tree[T, G]) countDivergence(fresh map[string]*group[T]) {
+// countDivergence counts (and logs) what a full re-read found, fresh,
+// that differs from the groups the watches had produced, and returns the
+// groups that differ: an item added, removed or changed (by mzxid or
+// czxid), or the group itself appeared or went away.
+func (t *Tree[T, G]) countDivergence(fresh map[string]*group[T]) (changed map[string]bool) {
+	changed = map[string]bool{}
 	report := func(kind, name, n string) {
 		t.metrics.divergence.WithLabelValues(kind).Inc()
 		t.log.Info("resync found what the watches missed", "kind", kind, "group", name, "item", n)
+		changed[name] = true
 	}
 	for name, g := range fresh {
 		old := t.groups[name]
+		if old == nil {
+			changed[name] = true // (an empty group appeared: no item to report)
+		}
 		for n, it := range g.items {
 			var prev item[T]
 			var ok bool
@@ -532,6 +554,9 @@ func (t *Tree[T, G]) countDivergence(fresh map[string]*group[T]) {
 	}
 	for name, old := range t.groups {
 		g := fresh[name]
+		if g == nil {
+			changed[name] = true
+		}
 		for n := range old.items {
 			if g == nil {
 				report("removed", name, n)
@@ -540,6 +565,7 @@ func (t *Tree[T, G]) countDivergence(fresh map[string]*group[T]) {
 			}
 		}
 	}
+	return changed
 }
 
 // applyHints re-reads the paths that had watch events and publishes the
@@ -550,7 +576,12 @@ func (t *Tree[T, G]) countDivergence(fresh map[string]*group[T]) {
 // group's child event came in an earlier batch and its re-listing, seeing
 // the item still known, did not read it. With persistent watches the
 // re-creation has its own event.
-func (t *Tree[T, G]) applyHints(ctx context.Context, paths, deleted map[string]struct{}) error {
+func (t *Tree[T, G]) applyHints(ctx context.Context, paths, deleted map[string]struct{}) (err error) {
+	defer func() {
+		if err != nil {
+			t.unpublished = true
+		}
+	}()
 	dirty := map[string]bool{}
 	relist := map[string]bool{}
 	rootChanged := false
