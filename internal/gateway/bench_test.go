@@ -135,23 +135,29 @@ func BenchmarkDirectBackend(b *testing.B) {
 	benchSerial(b, addr, req)
 }
 
-// BenchmarkUpdate: building and swapping a table for a registry of 100k
-// instances in 10k services, 200 of them routed (only routed services are
-// built), with 1000 marks.
-func BenchmarkUpdate(b *testing.B) {
+// routedGateway is a gateway with routes /s<i>/ to the services s0 to
+// s<n-1> of bigRegistry.
+func routedGateway(b *testing.B, n int) *Gateway {
+	b.Helper()
 	var routes []config.Route
-	for i := 0; i < 200; i++ {
+	for i := range n {
 		routes = append(routes, config.Route{Prefix: fmt.Sprintf("/s%d/", i), Service: fmt.Sprintf("s%d", i)})
 	}
 	g, err := New(config.Gateway{Routes: routes}, Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
+	return g
+}
+
+// bigRegistry is a registry of 100k instances in 10k services s0 to
+// s9999, and marks of the first instance of every tenth service.
+func bigRegistry() (*registry.Snapshot, *marks.Snapshot) {
 	reg := &registry.Snapshot{Info: zktree.Info{Revision: 1}, Services: map[string][]registry.Instance{}}
 	var ms []marks.Mark
-	for s := 0; s < 10000; s++ {
+	for s := range 10000 {
 		name := fmt.Sprintf("s%d", s)
-		for i := 0; i < 10; i++ {
+		for i := range 10 {
 			in := inst(name, fmt.Sprintf("10.%d.%d.%d:8080", s/256, s%256, i), int64(s*10+i))
 			reg.Services[name] = append(reg.Services[name], in)
 			if i == 0 && s%10 == 0 {
@@ -159,7 +165,15 @@ func BenchmarkUpdate(b *testing.B) {
 			}
 		}
 	}
-	mk := markSnap(1, ms...)
+	return reg, markSnap(1, ms...)
+}
+
+// BenchmarkUpdate: building and swapping a table for a registry of 100k
+// instances in 10k services, 200 of them routed (only routed services are
+// built), with 1000 marks.
+func BenchmarkUpdate(b *testing.B) {
+	g := routedGateway(b, 200)
+	reg, mk := bigRegistry()
 	// Two copies with slices of their own, in turn: every Update builds
 	// every routed pool (an unchanged slice would be shared).
 	regs := [2]*registry.Snapshot{reg, {Info: reg.Info, Services: map[string][]registry.Instance{}}}
@@ -178,27 +192,8 @@ func BenchmarkUpdate(b *testing.B) {
 // service's change, as the registry cache publishes it (the other
 // services' slices shared with the previous snapshot).
 func BenchmarkUpdateOneService(b *testing.B) {
-	var routes []config.Route
-	for i := 0; i < 10000; i++ {
-		routes = append(routes, config.Route{Prefix: fmt.Sprintf("/s%d/", i), Service: fmt.Sprintf("s%d", i)})
-	}
-	g, err := New(config.Gateway{Routes: routes}, Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	reg := &registry.Snapshot{Info: zktree.Info{Revision: 1}, Services: map[string][]registry.Instance{}}
-	var ms []marks.Mark
-	for s := 0; s < 10000; s++ {
-		name := fmt.Sprintf("s%d", s)
-		for i := 0; i < 10; i++ {
-			in := inst(name, fmt.Sprintf("10.%d.%d.%d:8080", s/256, s%256, i), int64(s*10+i))
-			reg.Services[name] = append(reg.Services[name], in)
-			if i == 0 && s%10 == 0 {
-				ms = append(ms, mark(name, in.Addr, 1<<40))
-			}
-		}
-	}
-	mk := markSnap(1, ms...)
+	g := routedGateway(b, 10000)
+	reg, mk := bigRegistry()
 	g.Update(reg, mk)
 	b.ReportAllocs()
 	b.ResetTimer()
