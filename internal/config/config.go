@@ -16,6 +16,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -78,10 +79,15 @@ type Registry struct {
 type Gateway struct {
 	// ID names this gateway in its presence node; it must be unique.
 	// Default: hostname-<the address gateway.listen is bound to>.
-	ID          string  `yaml:"id"`
-	Listen      string  `yaml:"listen"`
-	AdminListen string  `yaml:"admin_listen"`
-	Routes      []Route `yaml:"routes"`
+	ID          string `yaml:"id"`
+	Listen      string `yaml:"listen"`
+	AdminListen string `yaml:"admin_listen"`
+	// AdminAdvertise is the host:port controllers ask for the admin
+	// endpoints (crash probes, traffic) when admin_listen is bound to
+	// every interface. Default: the admin port on the address the
+	// gateway's ZooKeeper connection leaves from.
+	AdminAdvertise string  `yaml:"admin_advertise"`
+	Routes         []Route `yaml:"routes"`
 	// Balancer is "least_requests" (power of two choices, default) or
 	// "round_robin".
 	Balancer string `yaml:"balancer"`
@@ -396,6 +402,14 @@ func (c *Config) ValidateGateway() error {
 	}
 	if err := checkListen("gateway.admin_listen", g.AdminListen); err != nil {
 		return err
+	}
+	if g.AdminAdvertise != "" {
+		host, port, err := net.SplitHostPort(g.AdminAdvertise)
+		ip := net.ParseIP(host)
+		n, perr := strconv.Atoi(port)
+		if err != nil || host == "" || ip != nil && ip.IsUnspecified() || perr != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("gateway.admin_advertise: %q is not host:port naming one host and port", g.AdminAdvertise)
+		}
 	}
 	return g.Validate()
 }

@@ -214,7 +214,7 @@ func (c *Controller) getGateways(w http.ResponseWriter, r *http.Request, _ strin
 	}
 	gws := c.presence.Gateways()
 	writeJSON(w, http.StatusOK, ctlclient.GatewaysResponse{
-		Gateways: gatewayViews(gws),
+		Gateways: gatewayViews(gws, c.presence.ProbeReady),
 		Departed: departedViews(c.presence.Departed(), gws, c.presence.DepartedWindow()),
 	})
 }

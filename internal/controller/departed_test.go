@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -245,35 +246,59 @@ func TestDepartedGatewayProbes(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { silent.Close() })
+	// gw-r's process answers until it is "restarted": then another
+	// process answers there.
+	var restartedBoot atomic.Pointer[presence.Identity]
+	restartedBoot.Store(&presence.Identity{ID: "gw-r", BootID: "old-boot", StartedMs: 1000})
 	restarted := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(presence.Identity{ID: "gw-r", BootID: "new-boot", StartedMs: 2000})
+		json.NewEncoder(w).Encode(restartedBoot.Load())
 	}))
 	t.Cleanup(restarted.Close)
 
+	// gw-x's admin address refuses from the start (as a gateway on
+	// another machine that listens on its own 127.0.0.1 looks from here):
+	// a refusal there proves nothing about gw-x.
+	refusing := httptest.NewServer(http.NotFoundHandler())
+	refusingAddr := refusing.Listener.Addr().String()
+	refusing.Close()
+	pElsewhere := e.fakeGateway("gw-x", reportJSON(t, presence.Report{ID: "gw-x", Version: "test",
+		AdminListen: refusingAddr, BootID: "boot-x", StartedMs: 1000}))
 	pSilent := e.fakeGateway("gw-s", reportJSON(t, presence.Report{ID: "gw-s", Version: "test",
 		AdminListen: silent.Addr().String(), BootID: "boot-s", StartedMs: 1000}))
 	pRestarted := e.fakeGateway("gw-r", reportJSON(t, presence.Report{ID: "gw-r", Version: "test",
 		AdminListen: restarted.Listener.Addr().String(), BootID: "old-boot", StartedMs: 1000}))
-	eventually(t, "gw-s and gw-r present", func() bool {
+	// gw-r's address is seen answering as gw-r; gw-s's never answers, so
+	// its departure will not be probed at all.
+	eventually(t, "gw-r ready to be probed, gw-s's address asked in vain", func() bool {
 		g, err := cl.Gateways(context.Background())
-		return err == nil && len(g.Gateways) == 2
+		if err != nil || len(g.Gateways) != 3 {
+			return false
+		}
+		byID := map[string]ctlclient.GatewayView{}
+		for _, v := range g.Gateways {
+			byID[v.ID] = v
+		}
+		return byID["gw-r"].ProbeReady && !byID["gw-s"].ProbeReady && strings.Contains(byID["gw-s"].ProbeNote, "did not answer") &&
+			!byID["gw-x"].ProbeReady && strings.Contains(byID["gw-x"].ProbeNote, "refused")
 	})
-	for _, p := range []string{pSilent, pRestarted} {
+	restartedBoot.Store(&presence.Identity{ID: "gw-r", BootID: "new-boot", StartedMs: 2000})
+	for _, p := range []string{pSilent, pRestarted, pElsewhere} {
 		if err := e.conn.Delete(p, -1); err != nil {
 			t.Fatal(err)
 		}
 	}
 	eventually(t, "gw-r found gone, gw-s probed without an answer", func() bool {
 		g, err := cl.Gateways(context.Background())
-		if err != nil || len(g.Departed) != 2 {
+		if err != nil || len(g.Departed) != 3 {
 			return false
 		}
 		dep := map[string]ctlclient.DepartedGateway{}
 		for _, d := range g.Departed {
 			dep[d.ID] = d
 		}
-		return strings.Contains(dep["gw-r"].Gone, "another process") && dep["gw-s"].Gone == "" &&
-			strings.Contains(dep["gw-s"].Probe, "did not answer")
+		return strings.Contains(dep["gw-r"].Gone, "another process") && dep["gw-s"].Gone == "" && dep["gw-x"].Gone == "" &&
+			strings.HasPrefix(dep["gw-x"].Probe, "not probed: ") &&
+			strings.HasPrefix(dep["gw-s"].Probe, "not probed: ") && strings.Contains(dep["gw-s"].Probe, "did not answer")
 	})
 	r := <-drainAsync(cl, "orders", addr, ctlclient.DrainRequest{Reason: "x", Wait: true, Timeout: "6s", AllowAbsent: true})
 	if r.err != nil {
@@ -284,7 +309,8 @@ func TestDepartedGatewayProbes(t *testing.T) {
 		states[g.ID] = g.State
 	}
 	// gw-r was known gone before the drain started: not even tracked.
-	if r.resp.Confirmed || r.resp.Status != ctlclient.StatusLost || len(states) != 1 || states["gw-s"] != ctlclient.GatewayLost {
+	if r.resp.Confirmed || r.resp.Status != ctlclient.StatusLost || len(states) != 2 || states["gw-s"] != ctlclient.GatewayLost ||
+		states["gw-x"] != ctlclient.GatewayLost {
 		t.Fatalf("drain with gw-s silent and gw-r restarted answered %+v", r.resp)
 	}
 }

@@ -190,9 +190,11 @@ func (e *env) startPartitionWorld(started chan string, g2Session time.Duration) 
 	waitRoutes(e.t, w.g1.ProxyAddr(), "a", "b")
 	waitRoutes(e.t, w.g2.ProxyAddr(), "a", "b")
 	w.cl = client(e.t, w.ctl.URL())
-	eventually(e.t, "both gateways present", func() bool {
+	// Present, and their admin addresses seen answering as them: a crash
+	// of either is then probed.
+	eventually(e.t, "both gateways present, ready to be probed", func() bool {
 		g, err := w.cl.Gateways(context.Background())
-		return err == nil && len(g.Gateways) == 2
+		return err == nil && len(g.Gateways) == 2 && g.Gateways[0].ProbeReady && g.Gateways[1].ProbeReady
 	})
 	return w
 }

@@ -255,18 +255,15 @@ func (p *trafficPoller) fetch(ctx context.Context, r presence.Report) (gateway.T
 		if r.Malformed != "" {
 			return fmt.Errorf("its presence report cannot be read: %s", r.Malformed)
 		}
-		host, _, err := net.SplitHostPort(r.AdminListen)
+		addr, err := r.AdminTarget()
 		if err != nil {
-			return fmt.Errorf("admin address %q: %v", r.AdminListen, err)
-		}
-		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-			return fmt.Errorf("admin address %s listens on every interface: the controller cannot tell which host to ask", r.AdminListen)
+			return err
 		}
 		ctx, cancel := context.WithTimeout(ctx, trafficTimeout)
 		defer cancel()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+r.AdminListen+gateway.TrafficPath, nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+gateway.TrafficPath, nil)
 		if err != nil {
-			return fmt.Errorf("polling %s: %w", r.AdminListen, err)
+			return fmt.Errorf("polling %s: %w", addr, err)
 		}
 		resp, err := p.client.Do(req)
 		if err != nil {

@@ -80,6 +80,8 @@ func TestTrafficPollerLazy(t *testing.T) {
 		return map[string]presence.Report{
 			"g1":   {ID: "g1", AdminListen: strings.TrimPrefix(srv.URL, "http://"), BootID: "x"},
 			"wild": {ID: "wild", AdminListen: "0.0.0.0:1"},
+			// Bound to every interface, reached at its advertised address.
+			"adv": {ID: "adv", AdminListen: "[::]:1", AdminAddr: strings.TrimPrefix(srv.URL, "http://"), BootID: "y"},
 		}
 	}
 	p := newTrafficPoller(gws, now, slog.Default(), nil)
@@ -103,7 +105,7 @@ func TestTrafficPollerLazy(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if v.Traffic.Polled != 1 || !strings.Contains(v.Traffic.Errors["wild"], "every interface") {
+	if v.Traffic.Polled != 2 || !strings.Contains(v.Traffic.Errors["wild"], "every interface") || v.Traffic.Errors["adv"] != "" {
 		t.Errorf("status: %+v", v.Traffic)
 	}
 	clock.Add(int64(2 * time.Minute)) // nobody read it for two minutes

@@ -226,16 +226,18 @@ func unacknowledged(service, addr string, mzxid int64, gws map[string]presence.R
 
 // gatewayViews lists the live gateways (those whose report cannot be
 // decoded with the reason in Error).
-func gatewayViews(gws map[string]presence.Report) []ctlclient.GatewayView {
+// ready says whether a gateway's departure would be probed, and why not.
+func gatewayViews(gws map[string]presence.Report, ready func(id string) (bool, string)) []ctlclient.GatewayView {
 	out := make([]ctlclient.GatewayView, 0, len(gws))
 	for id, r := range gws {
 		v := ctlclient.GatewayView{
-			ID: id, Listen: r.Listen, AdminListen: r.AdminListen, Version: r.Version,
+			ID: id, Listen: r.Listen, AdminListen: r.AdminListen, AdminAddr: r.AdminAddr, Version: r.Version,
 			StartedMs: r.StartedMs, UpdatedMs: r.UpdatedMs, RegistryRevision: r.RegistryRevision,
 			MarksRevision: r.MarksRevision, Session: fmt.Sprintf("0x%x", r.Session),
 			Marks:   append(make([]ctlclient.AppliedMark, 0, len(r.Marks)), r.Marks...),
 			Leaving: r.Leaving, Error: r.Malformed,
 		}
+		v.ProbeReady, v.ProbeNote = ready(id)
 		out = append(out, v)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })

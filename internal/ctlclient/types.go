@@ -399,9 +399,20 @@ type AppliedMark struct {
 
 // GatewayView is one live gateway in GET /v1/gateways.
 type GatewayView struct {
-	ID               string        `json:"id"`
-	Listen           string        `json:"listen"`
-	AdminListen      string        `json:"admin_listen"`
+	ID          string `json:"id"`
+	Listen      string `json:"listen"`
+	AdminListen string `json:"admin_listen"`
+	// AdminAddr is where controllers reach the gateway's admin endpoints
+	// when AdminListen is bound to every interface (see the presence
+	// node in README.md, ZooKeeper layout).
+	AdminAddr string `json:"admin_addr,omitempty"`
+	// ProbeReady: were the gateway's presence node to vanish without a
+	// graceful leave, the controller would ask its admin address whether
+	// its process is gone (controller.probe_departed): it has seen the
+	// gateway answer there. Otherwise ProbeNote says why not, and such a
+	// departure holds drains for the whole departed window.
+	ProbeReady       bool          `json:"probe_ready"`
+	ProbeNote        string        `json:"probe_note,omitempty"`
 	Version          string        `json:"version"`
 	StartedMs        int64         `json:"started_ms"`
 	UpdatedMs        int64         `json:"updated_ms"`

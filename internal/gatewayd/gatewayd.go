@@ -207,11 +207,35 @@ func (d *Daemon) report(version string) presence.Report {
 	a := d.gw.AppliedMarked()
 	r := presence.Report{
 		Listen: d.ProxyAddr(), AdminListen: d.AdminAddr(), Version: version,
+		AdminAddr: advertisedAdmin(d.cfg.Gateway.AdminAdvertise, d.AdminAddr(), d.sess.LocalAddr()),
 		StartedMs: d.identity.StartedMs, BootID: d.identity.BootID,
 		RegistryRevision: a.RegistryRevision, MarksRevision: a.MarksRevision,
 	}
 	r.Marks = appliedMarks(a.Marks, a.Instances, d.routed)
 	return r
+}
+
+// advertisedAdmin is the presence report's AdminAddr: advertise when set;
+// else, when the admin listener is bound to every interface (bound), the
+// admin port on the host of zkLocal, the address this gateway's
+// ZooKeeper connection leaves from (an address other machines of the
+// ensemble's network reach it at); else "" (admin_listen names its host).
+func advertisedAdmin(advertise, bound, zkLocal string) string {
+	if advertise != "" {
+		return advertise
+	}
+	host, port, err := net.SplitHostPort(bound)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return ""
+	}
+	lhost, _, err := net.SplitHostPort(zkLocal)
+	if err != nil {
+		return ""
+	}
+	return net.JoinHostPort(lhost, port)
 }
 
 // appliedMarks says, for every mark of the applied snapshot, what it means

@@ -138,7 +138,9 @@ func TestGatewayFollowsRegistryAndSurvivesOutage(t *testing.T) {
 			return false
 		}
 		var r presence.Report
-		return json.Unmarshal(data, &r) == nil && r.Listen == d.ProxyAddr() && r.RegistryRevision > 0
+		// admin_listen names its host: nothing else is advertised.
+		return json.Unmarshal(data, &r) == nil && r.Listen == d.ProxyAddr() && r.RegistryRevision > 0 &&
+			r.AdminListen == d.AdminAddr() && r.AdminAddr == ""
 	})
 
 	if err := conn.Delete(node, -1); err != nil {
@@ -178,6 +180,9 @@ func TestGatewayConfigErrors(t *testing.T) {
 		{"gateway:\n  routes: []\n", "at least one route"},
 		{"gateway:\n  routes:\n    - prefix: orders\n      service: orders\n", "must start with /"},
 		{"gateway:\n  balancer: random\n  routes:\n    - prefix: /\n      service: s\n", "balancer"},
+		{"gateway:\n  admin_advertise: 0.0.0.0:9080\n  routes:\n    - prefix: /\n      service: s\n", "admin_advertise"},
+		{"gateway:\n  admin_advertise: gw1.example\n  routes:\n    - prefix: /\n      service: s\n", "admin_advertise"},
+		{"gateway:\n  admin_advertise: gw1.example:0\n  routes:\n    - prefix: /\n      service: s\n", "admin_advertise"},
 	} {
 		cfg, err := config.Parse([]byte(tc.yaml))
 		if err == nil {
@@ -187,6 +192,19 @@ func TestGatewayConfigErrors(t *testing.T) {
 			t.Errorf("config %q: error %v, want it to mention %q", tc.yaml, err, tc.want)
 		}
 	}
+}
+
+// gateway.admin_advertise is what the presence node gives controllers to
+// ask (crash probes, traffic polls).
+func TestGatewayAdvertisesAdminAddress(t *testing.T) {
+	zc := zktest.Start(t)
+	conn := connect(t, zc)
+	startGateway(t, zc.Servers(), func(c *config.Config) { c.Gateway.AdminAdvertise = "gw1.example:9443" })
+	eventually(t, "the presence node with the advertised admin address", func() bool {
+		data, _, err := conn.Get(presence.Dir("/zkgate") + "/gw-test")
+		var r presence.Report
+		return err == nil && json.Unmarshal(data, &r) == nil && r.AdminAddr == "gw1.example:9443"
+	})
 }
 
 // A gateway reads and watches only the services its routes name: a

@@ -9,8 +9,10 @@ package presence
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"path"
 	"sync"
 	"time"
@@ -23,6 +25,27 @@ import (
 	"github.com/zkgate/zkgate/internal/zktree"
 )
 
+// AdminTarget returns the address a controller asks for the gateway's
+// admin endpoints (identity probes, traffic polls): AdminAddr when set,
+// else AdminListen, unless that names no host to ask.
+func (r *Report) AdminTarget() (string, error) {
+	if r.AdminAddr != "" {
+		return r.AdminAddr, nil
+	}
+	addr := r.AdminListen
+	if addr == "" {
+		return "", errors.New("its report names no admin address")
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("admin address %q: %v", addr, err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		return "", fmt.Errorf("admin address %s listens on every interface and the gateway advertises no other (gateway.admin_advertise): the controller cannot tell which host to ask", addr)
+	}
+	return addr, nil
+}
+
 // Dir returns the presence directory under zkgate's root.
 func Dir(zkRoot string) string { return path.Join(zkRoot, "gateways") }
 
@@ -32,8 +55,14 @@ type Report struct {
 	ID          string `json:"id"`
 	Listen      string `json:"listen"`
 	AdminListen string `json:"admin_listen"`
-	Version     string `json:"version"`
-	StartedMs   int64  `json:"started_ms"`
+	// AdminAddr is where controllers reach the admin endpoints when
+	// AdminListen names no host (bound to every interface):
+	// gateway.admin_advertise, else the admin port on the address the
+	// gateway's ZooKeeper connection leaves from. Empty when AdminListen
+	// names its host.
+	AdminAddr string `json:"admin_addr,omitempty"`
+	Version   string `json:"version"`
+	StartedMs int64  `json:"started_ms"`
 	// BootID is random per gateway process: with StartedMs it tells the
 	// process that wrote the report from a later one on the same admin
 	// address (see Identity and ProbeAdmin).
@@ -114,17 +143,26 @@ type Watcher struct {
 	window time.Duration
 	now    func() time.Time
 
-	probe         ProbeFunc
-	probeInterval time.Duration
-	probeTimeout  time.Duration
-	probed        chan struct{} // a departure was found gone
+	probe          ProbeFunc
+	probeInterval  time.Duration
+	probeTimeout   time.Duration
+	probed         chan struct{} // a departure was found gone
+	verify         VerifyFunc
+	verifyInterval time.Duration
 
 	mu       sync.Mutex
 	prev     map[string]Report    // the reports of the last build
 	departed map[string]Departure // by id
 	badSeen  map[string]int64     // id → mzxid of a malformed node already logged
-	runCtx   context.Context      // Run's, for the probes (nil outside Run)
-	probes   sync.WaitGroup
+	// trusted maps a gateway id to the trustKey at which its identity was
+	// seen while it was live (Verify); verifying holds the id|trustKey
+	// pairs being verified; verifyNote the last failed verification's
+	// error by id.
+	trusted    map[string]string
+	verifying  map[string]bool
+	verifyNote map[string]string
+	runCtx     context.Context // Run's, for the probes (nil outside Run)
+	probes     sync.WaitGroup
 }
 
 // Departure is a gateway whose presence node disappeared and has not come
@@ -160,9 +198,14 @@ const DefaultDepartedWindow = 60 * time.Second
 
 // Defaults of the departure probes.
 const (
-	DefaultProbeInterval = time.Second
-	DefaultProbeTimeout  = 2 * time.Second
+	DefaultProbeInterval  = time.Second
+	DefaultProbeTimeout   = 2 * time.Second
+	DefaultVerifyInterval = 5 * time.Second
 )
+
+// VerifyFunc checks that a live gateway's admin target (Report.AdminTarget)
+// answers as the process that wrote r. It must return when ctx ends.
+type VerifyFunc func(ctx context.Context, r Report) error
 
 // WatcherOptions configure a Watcher.
 type WatcherOptions struct {
@@ -180,10 +223,23 @@ type WatcherOptions struct {
 	// ProbeInterval is the pause between two probes of one departure;
 	// default DefaultProbeInterval.
 	ProbeInterval time.Duration
-	// ProbeTimeout bounds one probe; default DefaultProbeTimeout.
+	// ProbeTimeout bounds one probe (and one verification); default
+	// DefaultProbeTimeout.
 	ProbeTimeout time.Duration
-	Logger       *slog.Logger
-	Registerer   prometheus.Registerer
+	// Verify, when set (with Probe), is asked about every live gateway,
+	// again every VerifyInterval until it answers nil. A departure is
+	// probed only when its gateway's identity was seen at its admin
+	// target while it was live and no other live gateway names the same
+	// target: otherwise a refusal there could come from another machine
+	// (a loopback or NATed address, a name shared by several gateways)
+	// and release drains falsely. Typically VerifyAdmin. Nil: every
+	// departure is probed.
+	Verify VerifyFunc
+	// VerifyInterval is the pause between two verifications of a live
+	// gateway that failed; default DefaultVerifyInterval.
+	VerifyInterval time.Duration
+	Logger         *slog.Logger
+	Registerer     prometheus.Registerer
 }
 
 // NewWatcher returns a watcher; call Run.
@@ -203,16 +259,24 @@ func NewWatcher(sess *zksession.Session, opts WatcherOptions) *Watcher {
 	if opts.ProbeTimeout <= 0 {
 		opts.ProbeTimeout = DefaultProbeTimeout
 	}
+	if opts.VerifyInterval <= 0 {
+		opts.VerifyInterval = DefaultVerifyInterval
+	}
 	w := &Watcher{
-		log:           opts.Logger.With("component", "presence-watcher"),
-		window:        opts.DepartedWindow,
-		now:           opts.Now,
-		probe:         opts.Probe,
-		probeInterval: opts.ProbeInterval,
-		probeTimeout:  opts.ProbeTimeout,
-		probed:        make(chan struct{}, 1),
-		departed:      map[string]Departure{},
-		badSeen:       map[string]int64{},
+		log:            opts.Logger.With("component", "presence-watcher"),
+		window:         opts.DepartedWindow,
+		now:            opts.Now,
+		probe:          opts.Probe,
+		probeInterval:  opts.ProbeInterval,
+		probeTimeout:   opts.ProbeTimeout,
+		probed:         make(chan struct{}, 1),
+		verify:         opts.Verify,
+		verifyInterval: opts.VerifyInterval,
+		departed:       map[string]Departure{},
+		badSeen:        map[string]int64{},
+		trusted:        map[string]string{},
+		verifying:      map[string]bool{},
+		verifyNote:     map[string]string{},
 	}
 	w.tree = zktree.New(sess, zktree.Options[Report, map[string]Report]{
 		Root:  Dir(opts.ZKRoot),
@@ -283,6 +347,11 @@ func (w *Watcher) noteBuild(cur map[string]Report) {
 		switch {
 		case r.Leaving:
 			w.log.Info("gateway left (graceful shutdown)", "gateway", id)
+		case w.probe != nil && w.runCtx != nil && !w.probeableLocked(id, r, w.prev):
+			d.Probe = "not probed: " + w.unprobeableLocked(id, r, w.prev)
+			w.departed[id] = d
+			w.log.Warn("gateway's presence node disappeared without a graceful shutdown: it may still route by its last state; drains are not confirmed until it comes back or the window passes (its admin address is not probed)",
+				"gateway", id, "session", fmt.Sprintf("0x%x", r.Session), "why", d.Probe, "window", w.window)
 		case w.probe != nil && w.runCtx != nil:
 			w.log.Warn("gateway's presence node disappeared without a graceful shutdown: it may still route by its last state; drains are not confirmed until it comes back, its process is found gone, or the window passes",
 				"gateway", id, "session", fmt.Sprintf("0x%x", r.Session), "admin", r.AdminListen, "window", w.window)
@@ -293,8 +362,17 @@ func (w *Watcher) noteBuild(cur map[string]Report) {
 				"gateway", id, "session", fmt.Sprintf("0x%x", r.Session), "window", w.window)
 		}
 	}
-	for id := range cur {
+	for id, r := range cur {
 		delete(w.departed, id)
+		w.startVerifyLocked(id, r)
+	}
+	for id := range w.trusted {
+		if _, live := cur[id]; !live {
+			if _, gone := w.departed[id]; !gone {
+				delete(w.trusted, id)
+				delete(w.verifyNote, id)
+			}
+		}
 	}
 	for id, d := range w.departed {
 		if now.Sub(d.At) >= w.window {
@@ -307,6 +385,114 @@ func (w *Watcher) noteBuild(cur map[string]Report) {
 		}
 	}
 	w.prev = cur
+}
+
+// trustKey is what a verification of r vouches for: its process (boot id)
+// at its admin target; "" when r names no target.
+func trustKey(r Report) string {
+	target, err := r.AdminTarget()
+	if err != nil {
+		return ""
+	}
+	return r.BootID + "|" + target
+}
+
+// unprobeableLocked says why the departure of gateway id, whose last
+// report is r, among the reports all, cannot be probed; "" when it can
+// (see WatcherOptions.Verify).
+func (w *Watcher) unprobeableLocked(id string, r Report, all map[string]Report) string {
+	if w.verify == nil {
+		return ""
+	}
+	target, err := r.AdminTarget()
+	if err != nil {
+		return err.Error()
+	}
+	for other, o := range all {
+		if t, err := o.AdminTarget(); other != id && err == nil && t == target {
+			return fmt.Sprintf("gateway %q names the same admin address %s", other, target)
+		}
+	}
+	if w.trusted[id] != trustKey(r) {
+		note := w.verifyNote[id]
+		if note == "" {
+			note = "not asked yet"
+		}
+		return fmt.Sprintf("its admin address %s was never seen answering as this gateway while it was live (%s)", target, note)
+	}
+	return ""
+}
+
+func (w *Watcher) probeableLocked(id string, r Report, all map[string]Report) bool {
+	return w.unprobeableLocked(id, r, all) == ""
+}
+
+// ProbeReady reports whether the departure of live gateway id would be
+// probed now, and if not why (see WatcherOptions.Verify).
+func (w *Watcher) ProbeReady(id string) (bool, string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r, ok := w.prev[id]
+	if !ok || w.probe == nil {
+		return false, "departures are not probed (controller.probe_departed: false)"
+	}
+	why := w.unprobeableLocked(id, r, w.prev)
+	return why == "", why
+}
+
+// startVerifyLocked starts verifying live gateway id's report r unless it
+// is verified or being verified.
+func (w *Watcher) startVerifyLocked(id string, r Report) {
+	if w.verify == nil || w.runCtx == nil || r.Malformed != "" {
+		return
+	}
+	key := trustKey(r)
+	if key == "" || w.trusted[id] == key || w.verifying[id+"|"+key] {
+		return
+	}
+	w.verifying[id+"|"+key] = true
+	w.probes.Add(1)
+	go w.verifyLive(w.runCtx, id, r, key)
+}
+
+// verifyLive asks Verify about live gateway id's report r until it
+// answers nil (the gateway is then trusted at key), the gateway's report
+// names another process or target, it goes away, or ctx ends.
+func (w *Watcher) verifyLive(ctx context.Context, id string, r Report, key string) {
+	defer w.probes.Done()
+	defer func() {
+		w.mu.Lock()
+		delete(w.verifying, id+"|"+key)
+		w.mu.Unlock()
+	}()
+	for {
+		vctx, cancel := context.WithTimeout(ctx, w.probeTimeout)
+		err := w.verify(vctx, r)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		w.mu.Lock()
+		cur, live := w.prev[id]
+		still := live && trustKey(cur) == key
+		if still && err == nil {
+			w.trusted[id] = key
+			delete(w.verifyNote, id)
+		} else if still {
+			w.verifyNote[id] = err.Error()
+		}
+		w.mu.Unlock()
+		if !still || err == nil {
+			return
+		}
+		t := time.NewTimer(w.verifyInterval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Run follows the reports, and probes departures, until ctx ends.

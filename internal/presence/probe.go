@@ -54,21 +54,69 @@ type ProbeFunc func(ctx context.Context, d Departure) ProbeResult
 //     ZooKeeper, not crashed) and may route by its last state;
 //   - a timeout, another network error, any other answer: unknown.
 //
-// An admin address without a host (bound to every interface: 0.0.0.0,
-// [::]) is not probed: the controller cannot tell which machine it is on,
-// and a probe of its own machine could be refused.
+// The address asked is the report's AdminTarget: an admin listener bound
+// to every interface (0.0.0.0, [::]) is asked at the address the gateway
+// advertises; without one it is not probed (the controller cannot tell
+// which machine it is on, and a probe of its own machine could be
+// refused).
 func ProbeAdmin(ctx context.Context, d Departure) ProbeResult {
-	addr := d.Last.AdminListen
-	if addr == "" {
-		return ProbeResult{Detail: "its last report names no admin address"}
-	}
-	host, _, err := net.SplitHostPort(addr)
+	addr, err := d.Last.AdminTarget()
 	if err != nil {
-		return ProbeResult{Detail: fmt.Sprintf("admin address %q: %v", addr, err)}
+		return ProbeResult{Detail: err.Error()}
 	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		return ProbeResult{Detail: "admin address " + addr + " listens on every interface: the controller cannot tell which host to ask"}
+	id, err := fetchIdentity(ctx, addr)
+	var refused *refusedError
+	switch {
+	case errors.As(err, &refused):
+		return ProbeResult{Gone: true, Detail: "connection to its admin address " + addr + " refused: no process listens there"}
+	case err != nil:
+		return ProbeResult{Detail: err.Error()}
 	}
+	if !id.is(d.ID, d.Last) {
+		return ProbeResult{Gone: true, Detail: fmt.Sprintf("another process answers on its admin address %s: gateway %q started %s",
+			addr, id.ID, time.UnixMilli(id.StartedMs).UTC().Format(time.RFC3339Nano))}
+	}
+	return ProbeResult{Detail: "its process still answers on its admin address " + addr + ": cut off from ZooKeeper, it may route by its last state"}
+}
+
+// VerifyAdmin is the default VerifyFunc: it asks a live gateway's admin
+// target (Report.AdminTarget) for IdentityPath and returns nil when the
+// gateway of r answers there, the one process that wrote r.
+func VerifyAdmin(ctx context.Context, r Report) error {
+	addr, err := r.AdminTarget()
+	if err != nil {
+		return err
+	}
+	id, err := fetchIdentity(ctx, addr)
+	if err != nil {
+		return err
+	}
+	if !id.is(r.ID, r) {
+		return fmt.Errorf("admin address %s answers as gateway %q started %s, not as this gateway",
+			addr, id.ID, time.UnixMilli(id.StartedMs).UTC().Format(time.RFC3339Nano))
+	}
+	return nil
+}
+
+// is reports whether the identity is that of gateway id's process that
+// wrote last.
+func (id Identity) is(gatewayID string, last Report) bool {
+	return id.ID == gatewayID && (last.BootID == "" || id.BootID == last.BootID) &&
+		(last.StartedMs == 0 || id.StartedMs == last.StartedMs)
+}
+
+// refusedError: nothing listens at the address (connection refused).
+type refusedError struct{ addr string }
+
+func (e *refusedError) Error() string {
+	return "connection to admin address " + e.addr + " refused"
+}
+
+// fetchIdentity asks addr for IdentityPath: a *refusedError when nothing
+// listens there, another error (saying what was seen) when the answer is
+// not a gateway identity.
+func fetchIdentity(ctx context.Context, addr string) (Identity, error) {
+	var id Identity
 	tr := &http.Transport{
 		Proxy:             nil, // never through an HTTP proxy: the answer must come from the address itself
 		DialContext:       (&net.Dialer{}).DialContext,
@@ -77,31 +125,25 @@ func ProbeAdmin(ctx context.Context, d Departure) ProbeResult {
 	defer tr.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+IdentityPath, nil)
 	if err != nil {
-		return ProbeResult{Detail: fmt.Sprintf("building the probe of %s: %v", addr, err)}
+		return id, fmt.Errorf("building the request to %s: %v", addr, err)
 	}
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
 		if errors.Is(err, syscall.ECONNREFUSED) {
-			return ProbeResult{Gone: true, Detail: "connection to its admin address " + addr + " refused: no process listens there"}
+			return id, &refusedError{addr: addr}
 		}
 		if ctx.Err() != nil {
-			return ProbeResult{Detail: "admin address " + addr + " did not answer in time"}
+			return id, errors.New("admin address " + addr + " did not answer in time")
 		}
-		return ProbeResult{Detail: fmt.Sprintf("admin address %s unreachable: %v", addr, err)}
+		return id, fmt.Errorf("admin address %s unreachable: %v", addr, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if err != nil {
-		return ProbeResult{Detail: fmt.Sprintf("admin address %s: reading the answer: %v", addr, err)}
+		return id, fmt.Errorf("admin address %s: reading the answer: %v", addr, err)
 	}
-	var id Identity
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &id) != nil || id.ID == "" {
-		return ProbeResult{Detail: fmt.Sprintf("admin address %s answered %d without a gateway identity", addr, resp.StatusCode)}
+		return id, fmt.Errorf("admin address %s answered %d without a gateway identity", addr, resp.StatusCode)
 	}
-	if id.ID != d.ID || (d.Last.BootID != "" && id.BootID != d.Last.BootID) ||
-		(d.Last.StartedMs != 0 && id.StartedMs != d.Last.StartedMs) {
-		return ProbeResult{Gone: true, Detail: fmt.Sprintf("another process answers on its admin address %s: gateway %q started %s",
-			addr, id.ID, time.UnixMilli(id.StartedMs).UTC().Format(time.RFC3339Nano))}
-	}
-	return ProbeResult{Detail: "its process still answers on its admin address " + addr + ": cut off from ZooKeeper, it may route by its last state"}
+	return id, nil
 }

@@ -3,12 +3,16 @@ package presence
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/zkgate/zkgate/internal/testutil"
 )
 
 // ProbeAdmin finds a departed gateway gone only on evidence: nothing
@@ -77,8 +81,44 @@ func TestProbeAdmin(t *testing.T) {
 	}
 	// No host to ask, no address at all.
 	for _, addr := range []string{"0.0.0.0:" + portOf(closedAddr), "[::]:" + portOf(closedAddr), ""} {
-		if r := probe(addr); r.Gone {
+		if r := probe(addr); r.Gone || !strings.Contains(r.Detail, "address") {
 			t.Errorf("%q: %+v", addr, r)
+		}
+	}
+	// Bound to every interface, with an address advertised: that one is
+	// asked.
+	for _, c := range []struct {
+		advertised string
+		gone       bool
+	}{{closedAddr, true}, {same.Listener.Addr().String(), false}} {
+		l := last
+		l.AdminListen, l.AdminAddr = "0.0.0.0:"+portOf(c.advertised), c.advertised
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		r := ProbeAdmin(ctx, Departure{ID: "gw-1", Last: l})
+		cancel()
+		if r.Gone != c.gone {
+			t.Errorf("advertised %s: %+v, want gone %v", c.advertised, r, c.gone)
+		}
+	}
+}
+
+func TestAdminTarget(t *testing.T) {
+	for _, c := range []struct {
+		listen, addr, want, err string
+	}{
+		{"10.0.0.5:9080", "", "10.0.0.5:9080", ""},
+		{"gw1.example:9080", "", "gw1.example:9080", ""},
+		{"0.0.0.0:9080", "10.0.0.5:9080", "10.0.0.5:9080", ""},
+		{"[::]:9080", "gw1.example:9080", "gw1.example:9080", ""},
+		{"0.0.0.0:9080", "", "", "listens on every interface"},
+		{":9080", "", "", "listens on every interface"},
+		{"", "", "", "no admin address"},
+		{"nonsense", "", "", "missing port"},
+	} {
+		r := Report{AdminListen: c.listen, AdminAddr: c.addr}
+		got, err := r.AdminTarget()
+		if got != c.want || (c.err == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), c.err) {
+			t.Errorf("AdminTarget(listen %q, addr %q) = %q, %v; want %q, error with %q", c.listen, c.addr, got, err, c.want, c.err)
 		}
 	}
 }
@@ -135,5 +175,89 @@ func TestWatcherProbesDepartures(t *testing.T) {
 		if d := <-calls; d.ID != "gw-1" {
 			t.Fatalf("a graceful departure was probed: %+v", d)
 		}
+	}
+}
+
+// With Verify, a departure is probed only when its gateway was seen at
+// its admin target while live (the same process), and no other live
+// gateway names that target; a restarted process must be seen again.
+func TestWatcherProbesOnlyVerifiedAddresses(t *testing.T) {
+	var mu sync.Mutex
+	answers := map[string]error{} // by admin target; missing: not verified
+	probed := make(chan string, 10)
+	w := NewWatcher(nil, WatcherOptions{ZKRoot: "/zkgate", ProbeInterval: time.Hour, VerifyInterval: 10 * time.Millisecond,
+		Probe: func(ctx context.Context, d Departure) ProbeResult {
+			probed <- d.ID
+			return ProbeResult{Gone: true, Detail: "refused"}
+		},
+		Verify: func(ctx context.Context, r Report) error {
+			mu.Lock()
+			defer mu.Unlock()
+			target, _ := r.AdminTarget()
+			if err, ok := answers[r.BootID+"@"+target]; ok {
+				return err
+			}
+			return errors.New("connection refused")
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); w.probes.Wait() }()
+	w.mu.Lock()
+	w.runCtx = ctx // as Run does
+	w.mu.Unlock()
+	answer := func(key string) {
+		mu.Lock()
+		answers[key] = nil
+		mu.Unlock()
+	}
+	ready := func(id string) bool { ok, _ := w.ProbeReady(id); return ok }
+
+	gw := func(id, boot, admin string) Report {
+		return Report{ID: id, Session: 1, BootID: boot, AdminListen: admin}
+	}
+	live := map[string]Report{
+		"seen":    gw("seen", "b1", "10.0.0.1:9080"),
+		"unseen":  gw("unseen", "b2", "127.0.0.1:9080"),
+		"shared1": gw("shared1", "b3", "10.0.0.9:9080"),
+		"shared2": gw("shared2", "b4", "10.0.0.9:9080"),
+	}
+	answer("b1@10.0.0.1:9080")
+	answer("b3@10.0.0.9:9080")
+	w.noteBuild(live)
+	testutil.Eventually(t, 5*time.Second, "the reachable gateway verified", func() bool { return ready("seen") })
+	if ok, why := w.ProbeReady("unseen"); ok || !strings.Contains(why, "never seen answering") || !strings.Contains(why, "connection refused") {
+		t.Errorf("unseen: ready %v, %q", ok, why)
+	}
+	if ok, why := w.ProbeReady("shared1"); ok || !strings.Contains(why, "names the same admin address") {
+		t.Errorf("shared1: ready %v, %q", ok, why)
+	}
+
+	// A restart of "seen" (another boot id) must be verified anew.
+	live["seen"] = gw("seen", "b5", "10.0.0.1:9080")
+	w.noteBuild(live)
+	if ready("seen") {
+		t.Error("a new process trusted before it was seen")
+	}
+	answer("b5@10.0.0.1:9080")
+	testutil.Eventually(t, 5*time.Second, "the new process verified", func() bool { return ready("seen") })
+
+	w.noteBuild(map[string]Report{}) // every node gone, none leaving
+	select {
+	case id := <-probed:
+		if id != "seen" {
+			t.Fatalf("probed %q", id)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the verified gateway was not probed")
+	}
+	d := w.Departed()
+	for _, id := range []string{"unseen", "shared1", "shared2"} {
+		if !d[id].MayRoute() || !strings.HasPrefix(d[id].Probe, "not probed: ") {
+			t.Errorf("%s: %+v, want it to keep counting, not probed", id, d[id])
+		}
+	}
+	select {
+	case id := <-probed:
+		t.Fatalf("%s probed", id)
+	case <-time.After(100 * time.Millisecond):
 	}
 }

@@ -83,7 +83,13 @@ func (e *writerEnv) read(t *testing.T) (presence.Report, *zk.Stat) {
 func TestWriterWritesOnlyChanges(t *testing.T) {
 	e := newWriterEnv(t)
 	e.set(func(r *presence.Report) { r.Listen = "127.0.0.1:1" })
-	waitUntil(t, "the listen address", func() bool { r, _ := e.read(t); return r.Listen == "127.0.0.1:1" })
+	// The node is read as written before the writer counts the write:
+	// wait until the count agrees with the node's version (one create,
+	// then Version sets).
+	waitUntil(t, "the listen address, written and counted", func() bool {
+		r, st := e.read(t)
+		return r.Listen == "127.0.0.1:1" && e.w.Writes() == int64(st.Version)+1
+	})
 	writes := e.w.Writes()
 	for i := 0; i < 20; i++ {
 		e.set(func(r *presence.Report) { r.RegistryRevision++; r.MarksRevision++ })

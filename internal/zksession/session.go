@@ -106,6 +106,8 @@ type Session struct {
 	conn  *zk.Conn
 	log   *slog.Logger
 	calls atomic.Uint64 // requests sent through the session's methods
+	// localAddr is the local address of the last connection to a server.
+	localAddr atomic.Pointer[string]
 
 	mu          sync.Mutex
 	state       State
@@ -193,6 +195,15 @@ func Connect(cfg Config) (*Session, error) {
 			_ = tlsConn.SetDeadline(time.Time{})
 			return tlsConn, nil
 		}
+	}
+	base := dialer
+	dialer = func(network, addr string, timeout time.Duration) (net.Conn, error) {
+		c, err := base(network, addr, timeout)
+		if err == nil {
+			local := c.LocalAddr().String()
+			s.localAddr.Store(&local)
+		}
+		return c, err
 	}
 	// Hold the lock until s.conn is set: the client's goroutines may call
 	// the event callback (which takes the lock and uses s.conn) as soon as
@@ -332,6 +343,16 @@ func (s *Session) LastConnected() time.Time {
 		return s.cfg.Now()
 	}
 	return s.leftConn
+}
+
+// LocalAddr returns the local address (ip:port) of the current or last
+// connection to a ZooKeeper server, "" before the first: the address this
+// process reaches the ensemble from.
+func (s *Session) LocalAddr() string {
+	if p := s.localAddr.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // SessionID returns the current (or last) session id, 0 before the first.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -81,6 +82,10 @@ func TestSessionStatesThroughPartition(t *testing.T) {
 	if gen != 1 || id == 0 {
 		t.Fatalf("generation %d, session %x after the first connect", gen, id)
 	}
+	local := s.LocalAddr()
+	if ap, err := netip.ParseAddrPort(local); err != nil || !ap.Addr().IsLoopback() || ap.Port() == 0 {
+		t.Fatalf("LocalAddr %q after the first connect, want a loopback ip:port", local)
+	}
 
 	// A short cut: suspended, then the same session again.
 	part.Cut()
@@ -92,6 +97,9 @@ func TestSessionStatesThroughPartition(t *testing.T) {
 	waitState(t, s, zksession.StateConnected)
 	if s.Generation() != gen || s.SessionID() != id {
 		t.Fatalf("a short cut changed the session (%d/%x → %d/%x)", gen, id, s.Generation(), s.SessionID())
+	}
+	if again := s.LocalAddr(); again == local || again == "" {
+		t.Fatalf("LocalAddr %q after reconnecting, want the new connection's (was %q)", again, local)
 	}
 	waitHint(t, h, func(b zksession.Batch) bool { return b.Reconnected && !b.NewSession })
 
