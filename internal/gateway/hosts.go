@@ -79,10 +79,13 @@ type host struct {
 	// What the event loops dial (resolve.go): ip when addr is an IP
 	// address; otherwise the last lookup of its host name, the index of
 	// the looked-up address to dial, and whether a lookup is running.
-	ip       netip.AddrPort
-	lookup   atomic.Pointer[lookup]
-	dialNext atomic.Uint32
-	looking  atomic.Bool
+	// lookupEpoch is bumped when a new registration makes the lookup
+	// stale (forgetLookup): a lookup begun before drops its answer.
+	ip          netip.AddrPort
+	lookup      atomic.Pointer[lookup]
+	dialNext    atomic.Uint32
+	looking     atomic.Bool
+	lookupEpoch atomic.Uint64
 
 	// Guarded by Gateway.mu; only the table builder uses them.
 	czxid   int64 // registration the host was last seen with

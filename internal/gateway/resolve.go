@@ -18,7 +18,10 @@ import (
 // answers. Until a host's first lookup has answered, a connection to it
 // is handed to a goroutine (zkgate_loop_handoffs_total{reason="connect"}),
 // as is one whose connecting failed; a failed connection also moves the
-// host on to the next address of the lookup and starts a new one.
+// host on to the next address of the lookup and starts a new one. A new
+// registration at the address (a new czxid: most likely a new process,
+// maybe with a new address under the same name) forgets the lookup, as if
+// the name had never been looked up.
 //
 // The address a request is sent to never changes its identity: marks,
 // in-flight counts and presence reports stay those of the registered
@@ -72,6 +75,36 @@ func (g *Gateway) dialFailed(h *host) {
 	}
 }
 
+// forgetLookup drops what h's name was last looked up to, and the answer
+// of any lookup of it already running: a new registration at the address
+// is most likely a new process, which may have a new address under the
+// same name (and the old address may be someone else's by now). Until a
+// new lookup answers, connections to h go through goroutines, which dial
+// the name.
+func (h *host) forgetLookup() {
+	if h.ip.IsValid() {
+		return
+	}
+	h.lookupEpoch.Add(1) // before the store: see storeLookup
+	h.lookup.Store(nil)
+}
+
+// storeLookup stores lk as h's lookup unless forgetLookup ran since the
+// lookup began (epoch is lookupEpoch then). forgetLookup bumps the epoch
+// before it stores nil, so either this sees the new epoch, or its store
+// comes first and is replaced by forgetLookup's.
+func (h *host) storeLookup(lk *lookup, epoch uint64) bool {
+	for {
+		if h.lookupEpoch.Load() != epoch {
+			return false
+		}
+		cur := h.lookup.Load()
+		if h.lookup.CompareAndSwap(cur, lk) {
+			return true
+		}
+	}
+}
+
 // startLookup looks h's name up in the background, unless a lookup of it
 // is already running.
 func (g *Gateway) startLookup(h *host) {
@@ -90,6 +123,7 @@ func (g *Gateway) startLookup(h *host) {
 // keeps the addresses of the last one that answered, and is tried again
 // after lookupRetry or dns_refresh, whichever is shorter.
 func (g *Gateway) lookUp(ctx context.Context, h *host) {
+	epoch := h.lookupEpoch.Load()
 	prev := h.lookup.Load()
 	name, portText, err := net.SplitHostPort(h.addr)
 	var port uint64
@@ -114,15 +148,15 @@ func (g *Gateway) lookUp(ctx context.Context, h *host) {
 		if prev != nil {
 			next.addrs, next.port = prev.addrs, prev.port
 		}
-		h.lookup.Store(next)
+		h.storeLookup(next, epoch)
 		return
 	}
 	g.metrics.lookups[lookupAnswered].Inc()
 	for i, a := range addrs {
 		addrs[i] = a.Unmap()
 	}
-	if prev == nil || !slices.Equal(prev.addrs, addrs) {
+	if h.storeLookup(&lookup{addrs: addrs, port: uint16(port), expires: now + int64(g.cfg.DNSRefresh)}, epoch) &&
+		(prev == nil || !slices.Equal(prev.addrs, addrs)) {
 		h.dialNext.Store(0)
 	}
-	h.lookup.Store(&lookup{addrs: addrs, port: uint16(port), expires: now + int64(g.cfg.DNSRefresh)})
 }

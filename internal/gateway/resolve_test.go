@@ -164,3 +164,68 @@ func TestLoopKeepsAddressesWhenLookupFails(t *testing.T) {
 		t.Fatalf("handoffs %v after the failures, want still one", n)
 	}
 }
+
+// backendOn starts an instance named name listening on addr (host:port),
+// answering as newBackend's default handler does and closing every
+// connection (so that nothing is pooled: each exchange dials).
+func backendOn(t *testing.T, name, addr string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("listening on %s: %v", addr, err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Connection", "close")
+		w.Header().Set("X-Backend", name)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// backendOnNewConn sends one request on a new client connection and
+// returns the name of the instance that answered it.
+func backendOnNewConn(t *testing.T, tg *testGateway) string {
+	t.Helper()
+	conn, br := semDial(t, tg.front.Addr)
+	defer conn.Close()
+	semWrite(t, conn, "GET /x HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+	resp, body := semMustRead(t, br, "GET")
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET: %d %q", resp.StatusCode, body)
+	}
+	return resp.Header.Get("X-Backend")
+}
+
+// A new registration of an instance registered by host name is most
+// likely a new process, which may well have a new address (a container
+// re-created with the same host name): the loops must not go on dialling
+// what the name pointed to before it, for up to dns_refresh, while the
+// address may already belong to someone else.
+func TestLoopForgetsLookupOnNewRegistration(t *testing.T) {
+	b := newBackend(t, "new", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		w.Header().Set("X-Backend", "new")
+	})
+	_, port, _ := net.SplitHostPort(b.addr())
+	// What the name pointed to before: another process, still answering
+	// on the same port.
+	backendOn(t, "old", net.JoinHostPort("127.0.0.2", port))
+	r := &fakeResolver{answers: map[string][]netip.Addr{}}
+	r.set("localhost", nil, "127.0.0.2")
+	tg := nameGateway(t, config.Gateway{}, b, r)
+	backendOnNewConn(t, tg) // not looked up yet: a goroutine serves it
+	eventually(t, "the lookup to answer", func() bool { return counterValue(t, tg.metrics.lookups[lookupAnswered]) >= 1 })
+	if got := backendOnNewConn(t, tg); got != "old" {
+		t.Fatalf("the loops dialled %q, want the looked-up address (old)", got)
+	}
+
+	// The instance registers again (a new czxid) and its name now points
+	// to 127.0.0.1.
+	r.set("localhost", nil, "127.0.0.1")
+	tg.Update(regSnap(2, inst("s", "localhost:"+port, 7)), nil)
+	for i := 0; i < 5; i++ {
+		if got := backendOnNewConn(t, tg); got != "new" {
+			t.Fatalf("request %d after the new registration went to %q: the loops still dial the address the name had before", i, got)
+		}
+	}
+}

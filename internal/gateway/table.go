@@ -410,6 +410,9 @@ func (g *Gateway) buildPoolLocked(s *service, in poolInputs, now time.Time, firs
 			// one's failures and ejection are not the new one's.
 			h.conns.closeIdle()
 			h.resetEjection()
+			// A new process may have a new address under the same host
+			// name: look the name up again before the loops dial it.
+			h.forgetLookup()
 		}
 		h.czxid, h.present, h.marked = in.Czxid, true, marked
 		hosts[in.Addr] = h
