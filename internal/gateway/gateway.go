@@ -105,8 +105,12 @@ type Gateway struct {
 	failOpen bool
 	warmup   int64 // ns
 
-	dialer      *dialer
-	resolver    registry.Resolver
+	dialer   *dialer
+	resolver registry.Resolver
+	// lookupCtx bounds the lookups of instance host names (resolve.go);
+	// stopLookups ends them when the gateway stops.
+	lookupCtx   context.Context
+	stopLookups context.CancelFunc
 	bodyNoRoute []byte
 
 	// table is the routing table of the request path. reported is the same
@@ -167,6 +171,7 @@ func New(cfg config.Gateway, opts Options) (*Gateway, error) {
 	if g.resolver == nil {
 		g.resolver = net.DefaultResolver
 	}
+	g.lookupCtx, g.stopLookups = context.WithCancel(context.Background())
 	reg, gath := opts.Registerer, opts.Gatherer
 	if reg == nil {
 		r := prometheus.NewRegistry()
@@ -402,12 +407,14 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 			g.closeUpgrades()
 			g.stopLoops()
 			g.closeIdleUpstreams()
+			g.stopLookups()
 			return ctx.Err()
 		case <-tick.C:
 		}
 	}
 	g.stopLoops()
 	g.closeIdleUpstreams()
+	g.stopLookups()
 	return err
 }
 

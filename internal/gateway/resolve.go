@@ -39,6 +39,7 @@ type lookup struct {
 	addrs   []netip.Addr
 	port    uint16
 	expires int64 // unix ns; a dial after it starts the next lookup
+	at      int64 // unix ns the lookup answered (or failed)
 	failing bool  // the last lookup failed: addrs are an earlier answer's
 }
 
@@ -62,16 +63,19 @@ func (g *Gateway) dialAddr(h *host, nowNs int64) (netip.AddrPort, bool) {
 
 // dialFailed notes that an event loop could not connect to h: a host
 // registered by name moves on to the next address of its lookup and is
-// looked up again.
+// looked up again, no sooner than lookupRetry after the last lookup (an
+// address that keeps refusing does not make lookups back to back).
 func (g *Gateway) dialFailed(h *host) {
 	if h.ip.IsValid() {
 		return
 	}
 	h.dialNext.Add(1)
-	if lk := h.lookup.Load(); lk != nil && lk.expires != 0 {
-		stale := *lk
-		stale.expires = 0
-		h.lookup.CompareAndSwap(lk, &stale)
+	if lk := h.lookup.Load(); lk != nil {
+		if due := lk.at + int64(lookupRetry); due < lk.expires {
+			stale := *lk
+			stale.expires = due
+			h.lookup.CompareAndSwap(lk, &stale)
+		}
 	}
 }
 
@@ -113,7 +117,7 @@ func (g *Gateway) startLookup(h *host) {
 	}
 	go func() {
 		defer h.looking.Store(false)
-		ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+		ctx, cancel := context.WithTimeout(g.lookupCtx, lookupTimeout)
 		defer cancel()
 		g.lookUp(ctx, h)
 	}()
@@ -138,13 +142,16 @@ func (g *Gateway) lookUp(ctx context.Context, h *host) {
 		}
 	}
 	now := time.Now().UnixNano()
+	if err != nil && g.lookupCtx.Err() != nil {
+		return // the gateway is closed
+	}
 	if err != nil {
 		g.metrics.lookups[lookupFailed].Inc()
 		if prev == nil || !prev.failing {
 			g.log.Warn("looking up an instance's host name failed; its connections go through goroutines until a lookup answers",
 				"service", h.service, "addr", h.addr, "err", err)
 		}
-		next := &lookup{expires: now + int64(min(lookupRetry, g.cfg.DNSRefresh)), failing: true}
+		next := &lookup{expires: now + int64(min(lookupRetry, g.cfg.DNSRefresh)), at: now, failing: true}
 		if prev != nil {
 			next.addrs, next.port = prev.addrs, prev.port
 		}
@@ -155,7 +162,7 @@ func (g *Gateway) lookUp(ctx context.Context, h *host) {
 	for i, a := range addrs {
 		addrs[i] = a.Unmap()
 	}
-	if h.storeLookup(&lookup{addrs: addrs, port: uint16(port), expires: now + int64(g.cfg.DNSRefresh)}, epoch) &&
+	if h.storeLookup(&lookup{addrs: addrs, port: uint16(port), expires: now + int64(g.cfg.DNSRefresh), at: now}, epoch) &&
 		(prev == nil || !slices.Equal(prev.addrs, addrs)) {
 		h.dialNext.Store(0)
 	}

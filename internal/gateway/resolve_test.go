@@ -105,12 +105,15 @@ func TestLoopDialsLookedUpHostName(t *testing.T) {
 	if n := tg.handoffs(t); n[handoffConnect] != 2 {
 		t.Fatalf("handoffs %v: connections to the looked-up address should stay on the loops", n)
 	}
-	// The refusal started a second lookup; dns_refresh (30 s) has not
-	// passed, so there is no third.
-	eventually(t, "the lookup after the refusal", func() bool { return counterValue(t, tg.metrics.lookups[lookupAnswered]) == 2 })
+	// The refusal makes the next lookup due lookupRetry (5 s) after the
+	// last one, not at once: within that, one lookup in all.
 	time.Sleep(50 * time.Millisecond)
-	if got := counterValue(t, tg.metrics.lookups[lookupAnswered]); got != 2 {
-		t.Fatalf("%v lookups within dns_refresh, want 2", got)
+	if got := counterValue(t, tg.metrics.lookups[lookupAnswered]); got != 1 {
+		t.Fatalf("%v lookups within lookupRetry of a refusal, want 1", got)
+	}
+	_, port, _ := net.SplitHostPort(b.addr())
+	if lk := tg.host(t, "s", "localhost:"+port).lookup.Load(); lk == nil || lk.expires != lk.at+int64(lookupRetry) {
+		t.Fatalf("lookup after the refusal %+v: want it due lookupRetry after the last", lk)
 	}
 	if v := testutil.MetricValue(t, tg.reg, "zkgate_upstream_lookups_total", "result", "failed"); v != 0 {
 		t.Fatalf("%v failed lookups, want 0", v)

@@ -43,5 +43,6 @@ func (g *Gateway) Close() error {
 	g.stopLoops()
 	g.closeUpgrades()
 	g.closeIdleUpstreams()
+	g.stopLookups()
 	return nil
 }
