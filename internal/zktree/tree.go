@@ -206,6 +206,13 @@ func (t *Tree[T, G]) Snapshot() *Snapshot[G] { return t.snap.Load() }
 type Typed[T, G, S any] struct {
 	*Tree[T, G]
 	convert func(*Snapshot[G]) *S
+	last    atomic.Pointer[converted[G, S]]
+}
+
+// converted is a snapshot and its conversion.
+type converted[G, S any] struct {
+	from *Snapshot[G]
+	to   *S
 }
 
 // NewTyped returns a Typed over New(sess, opts). convert must not modify
@@ -215,13 +222,20 @@ func NewTyped[T, G, S any](sess *zksession.Session, convert func(*Snapshot[G]) *
 }
 
 // Snapshot returns the latest snapshot converted, or nil before the first
-// full read.
+// full read. A snapshot is converted once: until the next is published,
+// every call returns the same pointer (so a consumer can tell "unchanged"
+// by comparing pointers).
 func (t *Typed[T, G, S]) Snapshot() *S {
 	ts := t.Tree.Snapshot()
 	if ts == nil {
 		return nil
 	}
-	return t.convert(ts)
+	if c := t.last.Load(); c != nil && c.from == ts {
+		return c.to
+	}
+	out := t.convert(ts)
+	t.last.Store(&converted[G, S]{from: ts, to: out})
+	return out
 }
 
 // Updates is signalled (capacity one, never closed) after each new snapshot
