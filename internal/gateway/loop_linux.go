@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"syscall"
@@ -78,6 +79,9 @@ type loopUp struct {
 	wbuf  []byte      // the request to send
 	woff  int
 	since int64 // unix ns: idle or connecting since
+	// addr is the address dialled: for an instance registered by host
+	// name, one its lookup gave (see getIdle).
+	addr netip.Addr
 }
 
 // evloop is one event loop.
@@ -706,7 +710,7 @@ func (l *evloop) connect(h *host) (*upConn, error) {
 	uc := &upConn{loop: l}
 	uc.rd.raw = rawFD{on: true, fd: fd}
 	uc.br = bufio.NewReaderSize(&uc.rd, upstreamBufSize)
-	uc.lu = loopUp{fd: fd, st: luConnecting, since: l.nowNs}
+	uc.lu = loopUp{fd: fd, st: luConnecting, since: l.nowNs, addr: ap.Addr()}
 	err = syscall.Connect(fd, sa)
 	switch err {
 	case nil:
@@ -727,16 +731,32 @@ func (l *evloop) connect(h *host) (*upConn, error) {
 }
 
 // getIdle returns a pooled connection to h, or nil.
+//
+// For an instance registered by host name, taking a pooled connection
+// starts the name's next lookup when it is due, as a dial does, and a
+// connection to an address the latest lookup no longer gives is closed
+// instead: the name moved (and the old address may be another process's
+// by now).
 func (l *evloop) getIdle(h *host) *upConn {
-	list := l.idle[h]
-	n := len(list)
-	if n == 0 {
-		return nil
+	if !h.ip.IsValid() && len(l.idle[h]) > 0 {
+		if lk := h.lookup.Load(); lk != nil && l.nowNs >= lk.expires {
+			l.g.startLookup(h)
+		}
 	}
-	uc := list[n-1]
-	list[n-1] = nil
-	l.idle[h] = list[:n-1]
-	return uc
+	for {
+		list := l.idle[h]
+		n := len(list)
+		if n == 0 {
+			return nil
+		}
+		uc := list[n-1]
+		list[n-1] = nil
+		l.idle[h] = list[:n-1]
+		if h.ip.IsValid() || h.lookedUp(uc.lu.addr) {
+			return uc
+		}
+		l.closeUp(uc)
+	}
 }
 
 // putIdle pools uc after a clean exchange with h.

@@ -61,6 +61,12 @@ func (g *Gateway) dialAddr(h *host, nowNs int64) (netip.AddrPort, bool) {
 	return netip.AddrPortFrom(a, lk.port), true
 }
 
+// lookedUp reports whether a is one of the addresses of h's latest lookup.
+func (h *host) lookedUp(a netip.Addr) bool {
+	lk := h.lookup.Load()
+	return lk != nil && slices.Contains(lk.addrs, a)
+}
+
 // dialFailed notes that an event loop could not connect to h: a host
 // registered by name moves on to the next address of its lookup and is
 // looked up again, no sooner than lookupRetry after the last lookup (an

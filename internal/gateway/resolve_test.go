@@ -232,3 +232,41 @@ func TestLoopForgetsLookupOnNewRegistration(t *testing.T) {
 		}
 	}
 }
+
+// Pooled connections follow the name: once a lookup gives other
+// addresses, a connection kept alive to the old one is closed rather than
+// reused, and the loops dial what the name points to now.
+func TestLoopPooledConnectionsFollowTheName(t *testing.T) {
+	b := newBackend(t, "new", nil) // keeps its connections alive
+	_, port, _ := net.SplitHostPort(b.addr())
+	old := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("X-Backend", "old")
+	})}
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.2", port))
+	if err != nil {
+		t.Skipf("listening on 127.0.0.2: %v", err)
+	}
+	go old.Serve(ln)
+	t.Cleanup(func() { old.Close() })
+
+	r := &fakeResolver{answers: map[string][]netip.Addr{}}
+	r.set("localhost", nil, "127.0.0.2")
+	tg := nameGateway(t, config.Gateway{DNSRefresh: 20 * time.Millisecond}, b, r)
+	backendOnNewConn(t, tg) // not looked up yet: a goroutine serves it
+	eventually(t, "the lookup to answer", func() bool { return counterValue(t, tg.metrics.lookups[lookupAnswered]) >= 1 })
+	for i := 0; i < 3; i++ {
+		if got := backendOnNewConn(t, tg); got != "old" {
+			t.Fatalf("request %d went to %q, want the looked-up address (old)", i, got)
+		}
+	}
+
+	// The name moves; the pooled connection to the old address must not
+	// keep serving it.
+	r.set("localhost", nil, "127.0.0.1")
+	eventually(t, "requests reaching where the name points now", func() bool { return backendOnNewConn(t, tg) == "new" })
+	for i := 0; i < 5; i++ {
+		if got := backendOnNewConn(t, tg); got != "new" {
+			t.Fatalf("request %d after the move went to %q", i, got)
+		}
+	}
+}
