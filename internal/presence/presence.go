@@ -235,8 +235,9 @@ type WatcherOptions struct {
 	// and release drains falsely. Typically VerifyAdmin. Nil: every
 	// departure is probed.
 	Verify VerifyFunc
-	// VerifyInterval is the pause between two verifications of a live
-	// gateway that failed; default DefaultVerifyInterval.
+	// VerifyInterval is the pause after a live gateway's verification
+	// failed, doubling with each failure up to a minute; default
+	// DefaultVerifyInterval.
 	VerifyInterval time.Duration
 	Logger         *slog.Logger
 	Registerer     prometheus.Registerer
@@ -465,6 +466,7 @@ func (w *Watcher) verifyLive(ctx context.Context, id string, r Report, key strin
 		delete(w.verifying, id+"|"+key)
 		w.mu.Unlock()
 	}()
+	pause := w.verifyInterval
 	for {
 		vctx, cancel := context.WithTimeout(ctx, w.probeTimeout)
 		err := w.verify(vctx, r)
@@ -485,15 +487,20 @@ func (w *Watcher) verifyLive(ctx context.Context, id string, r Report, key strin
 		if !still || err == nil {
 			return
 		}
-		t := time.NewTimer(w.verifyInterval)
+		t := time.NewTimer(pause)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
 		case <-t.C:
 		}
+		pause = min(2*pause, maxVerifyInterval)
 	}
 }
+
+// maxVerifyInterval bounds the backoff of a live gateway's verification
+// that keeps failing.
+const maxVerifyInterval = time.Minute
 
 // Run follows the reports, and probes departures, until ctx ends.
 func (w *Watcher) Run(ctx context.Context) error {

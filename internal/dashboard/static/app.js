@@ -206,7 +206,8 @@ async function refresh() {
     box.replaceChildren(...(parts.length ? parts : [el("p", { class: "muted" }, "no services registered")]));
     document.querySelector("#gateways tbody").replaceChildren(...(gws.gateways || []).map((g) =>
       el("tr", { "data-gateway": g.id }, el("td", {}, g.id), el("td", {}, g.listen), el("td", {}, g.version),
-        el("td", {}, g.registry_revision), el("td", {}, g.marks_revision), el("td", {}, (g.marks || []).length), el("td", {}, ago(g.updated_ms)))));
+        el("td", {}, g.registry_revision), el("td", {}, g.marks_revision), el("td", {}, (g.marks || []).length), el("td", {}, ago(g.updated_ms)),
+        el("td", { "data-probe-ready": String(!!g.probe_ready), title: g.probe_note || "" }, g.probe_ready ? "ready" : "no (holds drains for the window)"))));
     document.querySelector("#audit tbody").replaceChildren(...(audit.entries || []).map((a) =>
       el("tr", {}, el("td", {}, new Date(a.time_ms).toISOString()), el("td", {}, a.by), el("td", {}, a.action),
         el("td", {}, (a.service || "") + (a.addr ? "/" + a.addr : "")), el("td", {}, a.reason), el("td", {}, a.deploy_id || ""), el("td", {}, a.detail))));
