@@ -168,7 +168,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		`data-timeline="draining,drained,gone,warming,serving"`, // b's deploy
 		`data-timeline="draining,drained"`,                      // c
 		`data-gateway-ack="gw-ui-2"`,
-		`data-probe-ready="true"`, // its admin address answered as gw-ui
+		`data-probe-ready="true"`,          // its admin address answered as gw-ui
 		`data-deploy="deploy-42"`,          // c's mark
 		`data-deploy-progress="deploy-42"`, // the rollout's progress
 		"release 4711",                     // in the audit
