@@ -60,7 +60,11 @@ type Options[T, G any] struct {
 	// (no re-listing of its group), a deleted one none, and no change can
 	// fall between an event and the read that would re-arm a one-shot
 	// watch. The watches are added again after every reconnection, before
-	// the full re-read.
+	// the full re-read. When a full read finds that Groups accepts nearly
+	// all (wideShare) of Root's children, the tree arms one watch on Root
+	// instead, from then on, and ignores the events of the other groups:
+	// one request instead of one per group (a gateway that routes to every
+	// service; see docs/benchmarks.md).
 	Persistent bool
 	// Pending (with Persistent) publishes a snapshot naming the items
 	// whose creation or change an event just reported, before they are
@@ -89,6 +93,10 @@ type Options[T, G any] struct {
 	Logger        *slog.Logger
 	Registerer    prometheus.Registerer
 }
+
+// wideShare: when Options.Groups accepts at least this share of Root's
+// children, a persistent tree watches Root instead of each group.
+const wideShare = 0.9
 
 // DefaultBatch is the default Options.Batch.
 const DefaultBatch = 250
@@ -152,6 +160,10 @@ type Tree[T, G any] struct {
 	// oneShot is set when the servers refused persistent watches (before
 	// ZooKeeper 3.6): the tree falls back to one-shot watches.
 	oneShot atomic.Bool
+	// rootWide is set (for good) when a full read found that Groups
+	// accepts nearly all of Root's children: one persistent recursive
+	// watch on Root replaces the watches on each group.
+	rootWide atomic.Bool
 
 	// Owned by Run.
 	groups   map[string]*group[T]
@@ -369,7 +381,18 @@ func (t *Tree[T, G]) fullResync(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("listing %s: %w", t.opts.Root, err)
 		}
+		all := len(names)
 		names = t.accepted(names)
+		if t.groupRecursive() && all > 0 && float64(len(names)) >= wideShare*float64(all) {
+			// Armed before any group is listed (the listing above armed a
+			// child watch on Root: a group created since is reported too).
+			if err := t.addRecursive(ctx, t.opts.Root); err != nil {
+				return fmt.Errorf("watching %s: %w", t.opts.Root, err)
+			}
+			t.rootWide.Store(true)
+			t.log.Info("following nearly every group: one persistent watch on the root instead of one per group",
+				"groups", len(names), "of", all)
+		}
 	}
 	fresh, err := t.readAll(ctx, names)
 	if err != nil {
@@ -989,11 +1012,11 @@ func (t *Tree[T, G]) addRecursive(ctx context.Context, p string) error {
 }
 
 func (t *Tree[T, G]) rootRecursive() bool {
-	return t.persistent() && (t.opts.Flat || t.opts.Groups == nil)
+	return t.persistent() && (t.opts.Flat || t.opts.Groups == nil || t.rootWide.Load())
 }
 
 func (t *Tree[T, G]) groupRecursive() bool {
-	return t.persistent() && !t.opts.Flat && t.opts.Groups != nil
+	return t.persistent() && !t.opts.Flat && t.opts.Groups != nil && !t.rootWide.Load()
 }
 
 // listRoot lists Root's children, arming a child watch unless a
