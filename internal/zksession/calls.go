@@ -344,3 +344,33 @@ func wrap(op, p string, err error) error {
 	}
 	return fmt.Errorf("zookeeper %s %s: %w", op, p, err)
 }
+
+// ReadOp is one read of a MultiRead: Path's data and stat, or, with
+// Children, Path's children.
+type ReadOp = zk.ReadOp
+
+// ReadResult is the outcome of one ReadOp: its own Error (ErrNoNode when
+// the node does not exist), else Data and Stat, or Children.
+type ReadResult = zk.ReadResult
+
+// MultiRead runs reads in one request (ZooKeeper 3.6+ multiRead) and
+// returns their results in the order of ops; it arms no watch. A failed
+// operation does not fail the others: its error is in its result. The
+// returned error is the call's (connection lost, ctx ended). Against a
+// server before 3.6 (or with Config.NoMultiRead) the reads are sent as
+// one request each, all at once, with the same results. The results may
+// come from different points in time: like separate Gets, not a
+// consistent view.
+func (s *Session) MultiRead(ctx context.Context, ops []ReadOp) ([]ReadResult, error) {
+	res, err := call(ctx, s, func(c *zk.Conn) ([]ReadResult, error) {
+		return c.MultiRead(ops...)
+	})
+	if err != nil {
+		first := ""
+		if len(ops) > 0 {
+			first = ops[0].Path
+		}
+		return nil, fmt.Errorf("zookeeper multiRead of %d nodes (first %s): %w", len(ops), first, err)
+	}
+	return res, nil
+}

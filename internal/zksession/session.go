@@ -94,6 +94,10 @@ type Config struct {
 	// the last connection error is logged this often. Default
 	// DefaultUnreachableWarnEvery.
 	UnreachableWarnEvery time.Duration
+	// NoMultiRead makes MultiRead send one request per operation, as it
+	// does with a server that does not know multiRead (before ZooKeeper
+	// 3.6). For comparisons and tests of that path.
+	NoMultiRead bool
 }
 
 // DefaultUnreachableWarnEvery is the default Config.UnreachableWarnEvery.
@@ -214,6 +218,7 @@ func Connect(cfg Config) (*Session, error) {
 		zk.WithEventCallback(s.onEvent),
 		zk.WithLogger(zkLogger{s}),
 		zk.WithLogInfo(false),
+		zk.WithMultiRead(!cfg.NoMultiRead),
 	)
 	if err != nil {
 		s.mu.Unlock()

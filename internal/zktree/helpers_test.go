@@ -3,6 +3,7 @@ package zktree_test
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -18,6 +19,12 @@ import (
 	"github.com/zkgate/zkgate/internal/zktest"
 	"github.com/zkgate/zkgate/internal/zktree"
 )
+
+// batchFlag sets Options.Batch of every tree startTree starts (before the
+// test's own adjustments): `go test ./internal/zktree -args
+// -zktree.batch=1` runs the tests with one request per node, the default
+// with multiRead batches.
+var batchFlag = flag.Int("zktree.batch", 0, "Options.Batch of the test trees (0: the default)")
 
 // waitFor bounds every wait: generous, since the machine is shared and a
 // ZooKeeper session may take a few seconds to come back.
@@ -134,6 +141,7 @@ func startTree(t *testing.T, servers []string, root string, adjust ...func(*setu
 		opts: zktree.Options[item, string]{
 			Root: root, Parse: parse, Build: build, Watch: true,
 			ResyncInterval: time.Hour, MetricsPrefix: "zkgate_test", Logger: log,
+			Batch: *batchFlag,
 		},
 	}
 	for _, f := range adjust {

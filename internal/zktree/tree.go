@@ -60,7 +60,11 @@ type Options[T, G any] struct {
 	// (no re-listing of its group), a deleted one none, and no change can
 	// fall between an event and the read that would re-arm a one-shot
 	// watch. The watches are added again after every reconnection, before
-	// the full re-read.
+	// the full re-read. When a full read finds that Groups accepts nearly
+	// all (wideShare) of Root's children, the tree arms one watch on Root
+	// instead, from then on, and ignores the events of the other groups:
+	// one request instead of one per group (a gateway that routes to every
+	// service; see docs/benchmarks.md).
 	Persistent bool
 	// Pending (with Persistent) publishes a snapshot naming the items
 	// whose creation or change an event just reported, before they are
@@ -75,11 +79,27 @@ type Options[T, G any] struct {
 	// Concurrency bounds the reads in flight during a full resync.
 	// Default 64.
 	Concurrency int
+	// Batch is how many nodes a full re-read reads per request when its
+	// reads arm no one-shot watch (Persistent, or not Watch): group
+	// listings and items go in ZooKeeper 3.6+ multiRead requests of up to
+	// Batch operations (zksession.MultiRead, which sends one request per
+	// operation to older servers), at most Concurrency/8 (at least 2) in
+	// flight. Default DefaultBatch; 1 reads each node with its own
+	// request, Concurrency at a time. See docs/benchmarks.md, "A gateway
+	// that routes to every service".
+	Batch int
 	// MetricsPrefix names the metrics, e.g. "zkgate_registry".
 	MetricsPrefix string
 	Logger        *slog.Logger
 	Registerer    prometheus.Registerer
 }
+
+// wideShare: when Options.Groups accepts at least this share of Root's
+// children, a persistent tree watches Root instead of each group.
+const wideShare = 0.9
+
+// DefaultBatch is the default Options.Batch.
+const DefaultBatch = 250
 
 // Info is what a snapshot tells besides its content: its revision, what
 // was skipped, when and how it was published. The typed snapshots of the
@@ -140,6 +160,10 @@ type Tree[T, G any] struct {
 	// oneShot is set when the servers refused persistent watches (before
 	// ZooKeeper 3.6): the tree falls back to one-shot watches.
 	oneShot atomic.Bool
+	// rootWide is set (for good) when a full read found that Groups
+	// accepts nearly all of Root's children: one persistent recursive
+	// watch on Root replaces the watches on each group.
+	rootWide atomic.Bool
 
 	// Owned by Run.
 	groups   map[string]*group[T]
@@ -178,6 +202,9 @@ func New[T, G any](sess *zksession.Session, opts Options[T, G]) *Tree[T, G] {
 	}
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 64
+	}
+	if opts.Batch <= 0 {
+		opts.Batch = DefaultBatch
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -368,7 +395,18 @@ func (t *Tree[T, G]) fullResync(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("listing %s: %w", t.opts.Root, err)
 		}
+		all := len(names)
 		names = t.accepted(names)
+		if t.groupRecursive() && all > 0 && float64(len(names)) >= wideShare*float64(all) {
+			// Armed before any group is listed (the listing above armed a
+			// child watch on Root: a group created since is reported too).
+			if err := t.addRecursive(ctx, t.opts.Root); err != nil {
+				return fmt.Errorf("watching %s: %w", t.opts.Root, err)
+			}
+			t.rootWide.Store(true)
+			t.log.Info("following nearly every group: one persistent watch on the root instead of one per group",
+				"groups", len(names), "of", all)
+		}
 	}
 	fresh, err := t.readAll(ctx, names)
 	if err != nil {
@@ -421,7 +459,10 @@ func (t *Tree[T, G]) follows(name string) bool {
 // Concurrency calls in flight: first every group's item list, then every
 // item. (Listing a group only after the previous group's items were
 // queued made every listing wait behind up to Concurrency reads: a full
-// read of 10,000 groups took about three times as long.)
+// read of 10,000 groups took about three times as long.) When its reads
+// arm no one-shot watch (batched), both phases read Batch nodes per
+// request (multiRead); the persistent watches on the groups are then all
+// added before the first listing.
 func (t *Tree[T, G]) readAll(ctx context.Context, names []string) (map[string]*group[T], error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -435,9 +476,10 @@ func (t *Tree[T, G]) readAll(ctx context.Context, names []string) (map[string]*g
 			cancel()
 		}
 	}
-	sem := make(chan struct{}, t.opts.Concurrency)
+	wide := make(chan struct{}, t.opts.Concurrency)
+	narrow := make(chan struct{}, max(2, t.opts.Concurrency/8)) // batches
 	var wg sync.WaitGroup
-	run := func(f func()) bool {
+	run := func(sem chan struct{}, f func()) bool {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -458,23 +500,70 @@ func (t *Tree[T, G]) readAll(ctx context.Context, names []string) (map[string]*g
 		}
 		return ctx.Err()
 	}
+	batched := t.batched()
 
 	itemNames := make([][]string, len(names))
 	listed := make([]bool, len(names))
-	for i, name := range names {
-		ok := run(func() {
-			ns, err := t.listGroup(ctx, name)
-			if errors.Is(err, zksession.ErrNoNode) {
-				return // gone meanwhile (or, flat, the root is missing)
+	if batched && t.groupRecursive() {
+		// Armed before the groups are listed: every later change is
+		// reported.
+		for _, name := range names {
+			if !run(wide, func() {
+				p := path.Join(t.opts.Root, name)
+				if err := t.addRecursive(ctx, p); err != nil {
+					fail(fmt.Errorf("watching %s: %w", p, err))
+				}
+			}) {
+				break
 			}
-			if err != nil {
-				fail(fmt.Errorf("listing %s/%s: %w", t.opts.Root, name, err))
-				return
+		}
+		if err := wait(); err != nil {
+			return nil, err
+		}
+	}
+	if batched {
+		for lo := 0; lo < len(names); lo += t.opts.Batch {
+			hi := min(lo+t.opts.Batch, len(names))
+			if !run(narrow, func() {
+				ops := make([]zksession.ReadOp, hi-lo)
+				for i := lo; i < hi; i++ {
+					ops[i-lo] = zksession.ReadOp{Path: path.Join(t.opts.Root, names[i]), Children: true}
+				}
+				res, err := t.sess.MultiRead(ctx, ops)
+				if err != nil {
+					fail(fmt.Errorf("listing %d groups of %s: %w", len(ops), t.opts.Root, err))
+					return
+				}
+				for i, r := range res {
+					if errors.Is(r.Error, zksession.ErrNoNode) {
+						continue // gone meanwhile (or, flat, the root is missing)
+					}
+					if r.Error != nil {
+						fail(fmt.Errorf("listing %s: %w", ops[i].Path, r.Error))
+						return
+					}
+					itemNames[lo+i], listed[lo+i] = r.Children, true
+				}
+			}) {
+				break
 			}
-			itemNames[i], listed[i] = ns, true
-		})
-		if !ok {
-			break
+		}
+	} else {
+		for i, name := range names {
+			ok := run(wide, func() {
+				ns, err := t.listGroup(ctx, name)
+				if errors.Is(err, zksession.ErrNoNode) {
+					return // gone meanwhile (or, flat, the root is missing)
+				}
+				if err != nil {
+					fail(fmt.Errorf("listing %s/%s: %w", t.opts.Root, name, err))
+					return
+				}
+				itemNames[i], listed[i] = ns, true
+			})
+			if !ok {
+				break
+			}
 		}
 	}
 	if err := wait(); err != nil {
@@ -487,6 +576,17 @@ func (t *Tree[T, G]) readAll(ctx context.Context, names []string) (map[string]*g
 	}
 
 	fresh := make(map[string]*group[T], len(names))
+	var batch []itemRef[T]
+	flush := func() bool {
+		refs := batch
+		batch = nil
+		return run(narrow, func() {
+			if err := t.readItems(ctx, refs, &mu); err != nil {
+				fail(err)
+			}
+		})
+	}
+items:
 	for i, name := range names {
 		if !listed[i] {
 			continue
@@ -494,7 +594,14 @@ func (t *Tree[T, G]) readAll(ctx context.Context, names []string) (map[string]*g
 		g := &group[T]{items: make(map[string]item[T], len(itemNames[i]))}
 		fresh[name] = g
 		for _, n := range itemNames[i] {
-			ok := run(func() {
+			if batched {
+				batch = append(batch, itemRef[T]{g: g, group: name, name: n})
+				if len(batch) == t.opts.Batch && !flush() {
+					break items
+				}
+				continue
+			}
+			ok := run(wide, func() {
 				it, ok, err := t.readItem(ctx, name, n)
 				if err != nil {
 					fail(err)
@@ -507,14 +614,59 @@ func (t *Tree[T, G]) readAll(ctx context.Context, names []string) (map[string]*g
 				}
 			})
 			if !ok {
-				break
+				break items
 			}
 		}
+	}
+	if len(batch) > 0 {
+		flush()
 	}
 	if err := wait(); err != nil {
 		return nil, err
 	}
 	return fresh, nil
+}
+
+// batched reports whether a full re-read reads several nodes per request:
+// its reads arm no one-shot watch (multiRead arms none) and Batch > 1.
+func (t *Tree[T, G]) batched() bool {
+	return t.opts.Batch > 1 && !(t.opts.Watch && !t.persistent())
+}
+
+// itemRef names an item to read into group g.
+type itemRef[T any] struct {
+	g           *group[T]
+	group, name string
+}
+
+// readItems reads and parses refs in one multiRead and adds them to their
+// groups under mu. An item gone meanwhile is left out (as readItem does).
+func (t *Tree[T, G]) readItems(ctx context.Context, refs []itemRef[T], mu *sync.Mutex) error {
+	ops := make([]zksession.ReadOp, len(refs))
+	for i, r := range refs {
+		ops[i] = zksession.ReadOp{Path: path.Join(t.opts.Root, r.group, r.name)}
+	}
+	res, err := t.sess.MultiRead(ctx, ops)
+	if err != nil {
+		return fmt.Errorf("reading %d items of %s: %w", len(ops), t.opts.Root, err)
+	}
+	its := make([]item[T], len(refs))
+	for i, r := range res {
+		if r.Error != nil && !errors.Is(r.Error, zksession.ErrNoNode) {
+			return fmt.Errorf("reading %s: %w", ops[i].Path, r.Error)
+		}
+		if r.Error == nil {
+			its[i] = t.parseItem(refs[i].group, refs[i].name, ops[i].Path, r.Data, r.Stat)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, r := range res {
+		if r.Error == nil {
+			refs[i].g.items[refs[i].name] = its[i]
+		}
+	}
+	return nil
 }
 
 // errRootAppeared says the root was created between listing it and arming
@@ -826,15 +978,20 @@ func (t *Tree[T, G]) readItem(ctx context.Context, name, n string) (item[T], boo
 	if err != nil {
 		return item[T]{}, false, err
 	}
+	return t.parseItem(name, n, p, data, st), true, nil
+}
+
+// parseItem parses an item read at path p, reporting it if malformed.
+func (t *Tree[T, G]) parseItem(name, n, p string, data []byte, st *zksession.Stat) item[T] {
 	it := item[T]{mzxid: st.Mzxid, czxid: st.Czxid}
 	val, perr := t.opts.Parse(name, n, data, st)
 	if perr != nil {
 		it.bad = true
 		t.reportMalformed(p, st.Mzxid, perr)
-		return it, true, nil
+		return it
 	}
 	it.val = val
-	return it, true, nil
+	return it
 }
 
 // reportMalformed logs and counts a malformed node once per node version.
@@ -869,11 +1026,11 @@ func (t *Tree[T, G]) addRecursive(ctx context.Context, p string) error {
 }
 
 func (t *Tree[T, G]) rootRecursive() bool {
-	return t.persistent() && (t.opts.Flat || t.opts.Groups == nil)
+	return t.persistent() && (t.opts.Flat || t.opts.Groups == nil || t.rootWide.Load())
 }
 
 func (t *Tree[T, G]) groupRecursive() bool {
-	return t.persistent() && !t.opts.Flat && t.opts.Groups != nil
+	return t.persistent() && !t.opts.Flat && t.opts.Groups != nil && !t.rootWide.Load()
 }
 
 // listRoot lists Root's children, arming a child watch unless a

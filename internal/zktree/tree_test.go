@@ -723,6 +723,72 @@ func TestPersistentWatches(t *testing.T) {
 		f.waitGroups("the group created again", map[string]string{"a": "q=5", "late": "z=4"})
 	})
 
+	t.Run("nearly all groups", func(t *testing.T) {
+		// 10 groups, 9 accepted (90%): one persistent watch on the root
+		// instead of 9, the other group's events ignored.
+		want := map[string]string{}
+		for g := range 10 {
+			w.put(fmt.Sprintf("/p4/g%d/x", g), "v=1")
+			if g > 0 {
+				want[fmt.Sprintf("g%d", g)] = "x=1"
+			}
+		}
+		f := startTree(t, zc.Servers(), "/p4", persistent, func(s *setup) {
+			s.opts.Groups = func(name string) bool { return name != "g0" && name != "other" }
+		})
+		f.waitGroups("the accepted groups", want)
+		watches := func(when string) {
+			t.Helper()
+			// The persistent watch on the root and, at most, the child
+			// watch the first listing of the root armed.
+			if got := f.sess.Watches(); got > 2 {
+				t.Fatalf("%s: %d watches, want the root's (one per group without the switch)", when, got)
+			}
+		}
+		watches("after the first load")
+		w.put("/p4/g1/y", "v=2")
+		want["g1"] = "x=1,y=2"
+		f.waitGroups("a new item", want)
+		w.put("/p4/g2/x", "v=3")
+		want["g2"] = "x=3"
+		f.waitGroups("a data change", want)
+		w.Remove("/p4/g3/x")
+		delete(want, "g3")
+		f.waitGroups("an item removed", want)
+		calls := f.sess.Calls()
+		w.put("/p4/g0/y", "v=9") // not followed
+		w.put("/p4/g1/z", "v=7")
+		want["g1"] = "x=1,y=2,z=7"
+		f.waitGroups("a new item after one in a group not followed", want)
+		if got := f.sess.Calls() - calls; got != 1 {
+			t.Errorf("a new item cost %d requests, want 1 (its read; nothing for the group not followed)", got)
+		}
+		w.put("/p4/other/y", "v=9")
+		w.put("/p4/late/z", "v=4")
+		want["late"] = "z=4"
+		f.waitGroups("an accepted group created late", want)
+		w.Remove("/p4/g4")
+		delete(want, "g4")
+		f.waitGroups("a group removed", want)
+		f.resyncExpect(want, 0, 0, 0)
+		watches("after a full re-read")
+
+		sid, resyncs := f.sess.SessionID(), f.resyncs()
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		if err := zc.Restart(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "a full re-read after the reconnection", func() bool { return f.resyncs() > resyncs }, nil)
+		if f.sess.SessionID() != sid {
+			t.Fatal("a new session: this test is about a reconnection to the same one")
+		}
+		w.put("/p4/g5/y", "v=5")
+		want["g5"] = "x=1,y=5"
+		f.waitGroups("a change after the reconnection", want)
+		watches("after the reconnection")
+	})
+
 	t.Run("reconnection", func(t *testing.T) {
 		w.put("/p3/a/x", "v=1")
 		f := startTree(t, zc.Servers(), "/p3", persistent)

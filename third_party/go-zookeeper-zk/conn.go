@@ -74,6 +74,7 @@ type Conn struct {
 	state            State // must be 32-bit aligned
 	xid              uint32
 	sessionTimeoutMs int32 // session timeout in milliseconds
+	noMultiRead      int32 // atomic; 1: MultiRead sends one request per op (zkgate patch, multiread.go)
 	passwd           []byte
 
 	dialer         Dialer
