@@ -129,3 +129,42 @@ func TestMultiRead(t *testing.T) {
 		})
 	}
 }
+
+// A batch whose answer is larger than a node may be (ZooKeeper's 1 MB
+// jute.maxbuffer) still reads: the client grows its buffer, and the
+// server does not bound a response (zktree reads up to Options.Batch
+// nodes per request, whatever their size).
+func TestMultiReadLargeAnswer(t *testing.T) {
+	zc := zktest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := zksession.Connect(zksession.Config{Servers: zc.Servers(), SessionTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	val := make([]byte, 900_000)
+	for i := range val {
+		val[i] = byte('a' + i%26)
+	}
+	var ops []zksession.ReadOp
+	for i := range 6 {
+		p := fmt.Sprintf("/big%d", i)
+		if _, err := s.Create(ctx, p, val, 0, nil); err != nil {
+			t.Fatal(err)
+		}
+		ops = append(ops, zksession.ReadOp{Path: p})
+	}
+	res, err := s.MultiRead(ctx, ops)
+	if err != nil {
+		t.Fatalf("MultiRead of 6 × 900 kB: %v", err)
+	}
+	for i, r := range res {
+		if r.Error != nil || !slices.Equal(r.Data, val) {
+			t.Fatalf("op %d: error %v, %d bytes", i, r.Error, len(r.Data))
+		}
+	}
+}
