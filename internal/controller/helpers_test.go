@@ -452,6 +452,16 @@ func startSlow(t *testing.T, proxyAddr string, started chan string) (string, <-c
 	return "", nil
 }
 
+// auditEventually returns the audit trail once ok accepts it: a job writes
+// its entry after the change it records, so a test that saw the change may
+// read the trail before the entry is there.
+func auditEventually(t *testing.T, c *ctlclient.Client, what string, ok func([]ctlclient.AuditEntry) bool) []ctlclient.AuditEntry {
+	t.Helper()
+	var entries []ctlclient.AuditEntry
+	eventually(t, what, func() bool { entries = audit(t, c); return ok(entries) })
+	return entries
+}
+
 func audit(t *testing.T, c *ctlclient.Client) []ctlclient.AuditEntry {
 	t.Helper()
 	a, err := c.Audit(context.Background(), "", 0)

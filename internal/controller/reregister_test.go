@@ -109,8 +109,10 @@ func TestReregistrationClearsMarkOnceEveryGatewayAcknowledged(t *testing.T) {
 	// It acknowledges: the mark goes.
 	writeFake(presence.AppliedMark{Service: "orders", Addr: a.addr, Mzxid: mz, State: "warming"})
 	eventually(t, "the mark to go once every gateway acknowledged", func() bool { return !e.markExists("orders", a.addr) })
-	entries := audit(t, cl)
-	if !hasAudit(entries, ctlclient.AuditClearReregistered, a.addr) || !strings.Contains(entries[0].Detail, "acknowledged") {
+	entries := auditEventually(t, cl, "the clearing in the audit trail", func(entries []ctlclient.AuditEntry) bool {
+		return hasAudit(entries, ctlclient.AuditClearReregistered, a.addr)
+	})
+	if !strings.Contains(entries[0].Detail, "acknowledged") {
 		t.Fatalf("audit entries %+v", entries)
 	}
 
@@ -146,7 +148,9 @@ func TestReregistrationClearsMarkOnceEveryGatewayAcknowledged(t *testing.T) {
 	if m := ctlMetrics(t, c2); !strings.Contains(m, `zkgate_controller_marks_cleared_total{why="reregistered_bound"} 1`) {
 		t.Errorf("the clearing by the bound is not counted:\n%s", grepLines(m, "marks_cleared"))
 	}
-	entries = audit(t, cl2)
+	entries = auditEventually(t, cl2, "the clearing by the bound in the audit trail", func(entries []ctlclient.AuditEntry) bool {
+		return len(entries) > 0 && entries[0].Action == ctlclient.AuditClearReregistered
+	})
 	if entries[0].Action != ctlclient.AuditClearReregistered || !strings.Contains(entries[0].Detail, "fake") {
 		t.Errorf("the audit entry does not name the silent gateway: %+v", entries[0])
 	}
