@@ -38,3 +38,32 @@ func TestServiceCounterFamilies(t *testing.T) {
 		}
 	}
 }
+
+// A route's duration histogram appears with its first request: a gateway
+// with thousands of routes exports none for the routes that served none.
+func TestRouteDurationHistogramAtFirstRequest(t *testing.T) {
+	b := newBackend(t, "b", nil)
+	tg := newTestGateway(t, config.Gateway{Routes: []config.Route{rte("/1/", "s1"), rte("/2/", "s2")}}, Options{})
+	tg.Update(regSnap(1, inst("s1", b.addr(), 1), inst("s2", b.addr(), 2)), nil)
+	metrics := func() string {
+		t.Helper()
+		r := get(t, client(), tg.admin.URL+"/metrics")
+		if r.code != 200 {
+			t.Fatalf("metrics %d", r.code)
+		}
+		return r.body
+	}
+	if m := metrics(); strings.Contains(m, "zkgate_request_duration_seconds_count{") {
+		t.Fatalf("duration series before any request:\n%s", m)
+	}
+	if r := get(t, client(), tg.front.URL+"/1/x"); r.code != 200 {
+		t.Fatalf("GET /1/x: %d", r.code)
+	}
+	m := metrics()
+	if !strings.Contains(m, `zkgate_request_duration_seconds_count{route="/1/",service="s1"} 1`) {
+		t.Errorf("no duration series for the route that served a request")
+	}
+	if strings.Contains(m, `route="/2/"`) {
+		t.Errorf("series for a route that served nothing")
+	}
+}

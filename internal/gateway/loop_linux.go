@@ -674,7 +674,7 @@ func (l *evloop) finish(c *clientConn, err error) {
 		}
 		return
 	}
-	ex.rt.metrics.duration.Observe(l.now.Sub(ex.start).Seconds())
+	ex.rt.metrics.observe(l.now.Sub(ex.start).Seconds())
 	if l.ended(c, keep) && (c.br.Buffered() > 0 || c.rd.raw.ready) {
 		l.input(c)
 	}
@@ -886,7 +886,7 @@ func (l *evloop) handoffExchange(c *clientConn, headRead bool) {
 			ex.uc, ex.reused = uc, false
 			res, keep = ex.run()
 		}
-		ex.rt.metrics.duration.Observe(time.Since(ex.start).Seconds())
+		ex.rt.metrics.observe(time.Since(ex.start).Seconds())
 		c.cur.Store(nil)
 		return keep
 	})
@@ -936,7 +936,7 @@ func (l *evloop) scan(now int64) {
 					ex.rt.svc.metrics.errors[kindTimeout].Inc()
 					ex.h.failed.Add(1)
 					keep := ex.fail(kindTimeout, os.ErrDeadlineExceeded)
-					ex.rt.metrics.duration.Observe(time.Since(ex.start).Seconds())
+					ex.rt.metrics.observe(time.Since(ex.start).Seconds())
 					if l.ended(c, keep) && (c.br.Buffered() > 0 || c.rd.raw.ready) {
 						l.input(c)
 					}

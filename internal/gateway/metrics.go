@@ -167,20 +167,35 @@ func (f *counterFamily) Collect(ch chan<- prometheus.Metric) {
 // gateway routing to thousands of services holds one only for the routes
 // that were used.
 type routeMetrics struct {
-	vec      *prometheus.CounterVec
-	route    string
-	service  string
-	duration prometheus.Observer
-	codes    atomic.Pointer[codeCounters]
+	vec     *prometheus.CounterVec
+	hist    *prometheus.HistogramVec
+	route   string
+	service string
+	codes   atomic.Pointer[codeCounters]
+	// duration is the route's child of hist, made at its first request:
+	// a gateway with thousands of routes exports no histogram for the
+	// ones that never served one (17 series each).
+	duration atomic.Pointer[durationChild]
 }
+
+type durationChild struct{ o prometheus.Observer }
 
 type codeCounters [600]atomic.Pointer[codeCounter]
 
 type codeCounter struct{ c prometheus.Counter }
 
 func (m *metrics) forRoute(rm *routeMetrics, route, service string) {
-	rm.vec, rm.route, rm.service = m.requests, route, service
-	rm.duration = m.duration.WithLabelValues(route, service)
+	rm.vec, rm.hist, rm.route, rm.service = m.requests, m.duration, route, service
+}
+
+// observe records one request's duration on the route.
+func (rm *routeMetrics) observe(seconds float64) {
+	d := rm.duration.Load()
+	if d == nil {
+		d = &durationChild{rm.hist.WithLabelValues(rm.route, rm.service)}
+		rm.duration.Store(d) // a racing store holds the same child
+	}
+	d.o.Observe(seconds)
 }
 
 func (rm *routeMetrics) count(code int) {

@@ -483,9 +483,9 @@ func (c *clientConn) handle() (keep, async bool) {
 		c.cur.Store(nil)
 	}
 	if c.loop != nil {
-		rt.metrics.duration.Observe(c.loop.now.Sub(start).Seconds())
+		rt.metrics.observe(c.loop.now.Sub(start).Seconds())
 	} else {
-		rt.metrics.duration.Observe(time.Since(start).Seconds())
+		rt.metrics.observe(time.Since(start).Seconds())
 	}
 	return keep, false
 }
