@@ -170,6 +170,22 @@ func startTree(t *testing.T, servers []string, root string, adjust ...func(*setu
 	return f
 }
 
+// reconnect restarts zc's (standalone) server and waits for the full
+// re-read that follows the reconnection, which must keep the session.
+func (f *follower) reconnect(zc *zktest.Cluster) {
+	f.t.Helper()
+	sid, resyncs := f.sess.SessionID(), f.resyncs()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := zc.Restart(ctx, 0); err != nil {
+		f.t.Fatal(err)
+	}
+	eventually(f.t, "a full re-read after the reconnection", func() bool { return f.resyncs() > resyncs }, nil)
+	if f.sess.SessionID() != sid {
+		f.t.Fatal("a new session: the test is about a reconnection to the same one")
+	}
+}
+
 // groups returns the latest snapshot's groups ("" before the first).
 func (f *follower) groups() map[string]string {
 	s := f.tree.Snapshot()

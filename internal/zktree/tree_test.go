@@ -773,16 +773,7 @@ func TestPersistentWatches(t *testing.T) {
 		f.resyncExpect(want, 0, 0, 0)
 		watches("after a full re-read")
 
-		sid, resyncs := f.sess.SessionID(), f.resyncs()
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-		defer cancel()
-		if err := zc.Restart(ctx, 0); err != nil {
-			t.Fatal(err)
-		}
-		eventually(t, "a full re-read after the reconnection", func() bool { return f.resyncs() > resyncs }, nil)
-		if f.sess.SessionID() != sid {
-			t.Fatal("a new session: this test is about a reconnection to the same one")
-		}
+		f.reconnect(zc)
 		w.put("/p4/g5/y", "v=5")
 		want["g5"] = "x=1,y=5"
 		f.waitGroups("a change after the reconnection", want)
@@ -793,20 +784,94 @@ func TestPersistentWatches(t *testing.T) {
 		w.put("/p3/a/x", "v=1")
 		f := startTree(t, zc.Servers(), "/p3", persistent)
 		f.waitGroups("the first load", map[string]string{"a": "x=1"})
-		sid := f.sess.SessionID()
-		resyncs := f.resyncs()
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-		defer cancel()
-		if err := zc.Restart(ctx, 0); err != nil {
-			t.Fatal(err)
-		}
-		eventually(t, "a full re-read after the reconnection", func() bool { return f.resyncs() > resyncs }, nil)
-		if f.sess.SessionID() != sid {
-			t.Fatal("a new session: this test is about a reconnection to the same one")
-		}
+		f.reconnect(zc)
 		w.put("/p3/a/y", "v=2")
 		f.waitGroups("a change after the reconnection", map[string]string{"a": "x=1,y=2"})
 		w.put("/p3/a/x", "v=3")
 		f.waitGroups("a data change after the reconnection", map[string]string{"a": "x=3,y=2"})
 	})
+}
+
+// A full re-read builds again only the groups it finds changed; the
+// others keep the values of the previous snapshot (a consumer compares
+// them to find what changed: the gateway rebuilds only those services'
+// pools). What changed without a watch event is still published.
+func TestResyncBuildsOnlyChangedGroups(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	w.put("/tree/a/x", "v=1")
+	w.put("/tree/b/x", "v=2")
+	w.put("/tree/c/x", "v=3")
+	var mu sync.Mutex
+	builds := map[string]int{}
+	f := startTree(t, zc.Servers(), "/tree", func(s *setup) {
+		s.opts.Watch = false // only full re-reads see changes
+		s.opts.Build = func(name string, items []item) (string, bool) {
+			mu.Lock()
+			builds[name]++
+			mu.Unlock()
+			return build(name, items)
+		}
+	})
+	f.waitGroups("the first load", map[string]string{"a": "x=1", "b": "x=2", "c": "x=3"})
+	counts := func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(builds)
+	}
+	if got := counts(); !maps.Equal(got, map[string]int{"a": 1, "b": 1, "c": 1}) {
+		t.Fatalf("builds of the first load: %v", got)
+	}
+
+	f.fullResync()
+	if got := counts(); !maps.Equal(got, map[string]int{"a": 1, "b": 1, "c": 1}) {
+		t.Fatalf("a re-read that found nothing changed built %v (each group once before)", got)
+	}
+	if s := f.tree.Snapshot(); !s.FullResync || !mapsEqual(s.Groups, map[string]string{"a": "x=1", "b": "x=2", "c": "x=3"}) {
+		t.Fatalf("after a re-read that found nothing: FullResync %v, groups %v", s.FullResync, s.Groups)
+	}
+
+	w.put("/tree/b/x", "v=9") // changed
+	w.put("/tree/d/y", "v=4") // a new group
+	w.Remove("/tree/c/x")     // c loses its only item
+	f.fullResync()
+	if got := counts(); !maps.Equal(got, map[string]int{"a": 1, "b": 2, "c": 2, "d": 1}) {
+		t.Fatalf("builds after changes to b, c and d: %v", got)
+	}
+	f.waitGroups("the changes", map[string]string{"a": "x=1", "b": "x=9", "d": "y=4"})
+}
+
+// A Typed tree converts each snapshot once: until the next one, Snapshot
+// returns the same pointer.
+func TestTypedConvertsOnce(t *testing.T) {
+	zc := zktest.Start(t)
+	w := newWriter(t, zc.Servers())
+	w.put("/typed/a/x", "v=1")
+	sess, err := zksession.Connect(zksession.Config{Servers: zc.Servers(), SessionTimeout: 4 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sess.Close)
+	var converts atomic.Int64
+	ty := zktree.NewTyped(sess, func(s *zktree.Snapshot[string]) *map[string]string {
+		converts.Add(1)
+		return &s.Groups
+	}, zktree.Options[item, string]{Root: "/typed", Parse: parse, Build: build, Watch: true, ResyncInterval: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); ty.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	eventually(t, "the first snapshot", func() bool { return ty.Snapshot() != nil }, nil)
+	first, n := ty.Snapshot(), converts.Load()
+	for range 3 {
+		if ty.Snapshot() != first {
+			t.Fatal("Snapshot returned another pointer without a new snapshot")
+		}
+	}
+	if converts.Load() != n {
+		t.Fatalf("%d conversions of one snapshot", converts.Load()-n+1)
+	}
+	w.put("/typed/a/x", "v=2")
+	eventually(t, "the change converted", func() bool { s := ty.Snapshot(); return s != first && (*s)["a"] == "x=2" }, nil)
 }
