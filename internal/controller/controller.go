@@ -161,12 +161,14 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Controller, 
 		// answers there), not only when the window ends
 		// (docs/architecture.md#departed-gateways-and-lost-drains).
 		wopts.Probe = presence.ProbeAdmin
-		// Only an admin address seen answering as the gateway while it was
-		// live is probed: a refusal elsewhere proves nothing.
-		wopts.Verify = presence.VerifyAdmin
 	}
+	// Only an admin address seen answering as the gateway while it was
+	// live is probed (a refusal elsewhere proves nothing) or polled for
+	// traffic (another gateway's figures would be shown as its).
+	wopts.Verify = presence.VerifyAdmin
 	c.presence = presence.NewWatcher(sess, wopts)
 	c.traffic = newTrafficPoller(c.presence.Gateways, now, log, c.promReg)
+	c.traffic.trusted = c.presence.AdminTrusted
 	c.traffic.polled = c.kickTimelines
 	c.timelines, c.timelineKick = newTimelines(), make(chan struct{}, 1)
 	c.store = &store{sess: sess, root: root, metrics: c.metrics}

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -67,6 +68,9 @@ type trafficPoller struct {
 	client   *http.Client
 	wake     chan struct{}
 	polled   func() // after every poll, must not block (the timelines look at the gateways' states)
+	// trusted, when set, says whether a gateway's admin target is its own
+	// (presence.Watcher.AdminTrusted): others are not polled.
+	trusted func(id string) (bool, string)
 
 	polls  prometheus.Counter
 	bytes  prometheus.Counter
@@ -258,6 +262,11 @@ func (p *trafficPoller) fetch(ctx context.Context, r presence.Report) (gateway.T
 		addr, err := r.AdminTarget()
 		if err != nil {
 			return err
+		}
+		if p.trusted != nil {
+			if ok, why := p.trusted(r.ID); !ok {
+				return errors.New("not polled: " + why)
+			}
 		}
 		ctx, cancel := context.WithTimeout(ctx, trafficTimeout)
 		defer cancel()

@@ -82,9 +82,17 @@ func TestTrafficPollerLazy(t *testing.T) {
 			"wild": {ID: "wild", AdminListen: "0.0.0.0:1"},
 			// Bound to every interface, reached at its advertised address.
 			"adv": {ID: "adv", AdminListen: "[::]:1", AdminAddr: strings.TrimPrefix(srv.URL, "http://"), BootID: "y"},
+			// Its admin address is not known to be its own: not polled.
+			"twin": {ID: "twin", AdminListen: strings.TrimPrefix(srv.URL, "http://"), BootID: "z"},
 		}
 	}
 	p := newTrafficPoller(gws, now, slog.Default(), nil)
+	p.trusted = func(id string) (bool, string) {
+		if id == "twin" {
+			return false, `gateway "g1" names the same admin address`
+		}
+		return true, ""
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go p.Run(ctx)
@@ -105,7 +113,8 @@ func TestTrafficPollerLazy(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if v.Traffic.Polled != 2 || !strings.Contains(v.Traffic.Errors["wild"], "every interface") || v.Traffic.Errors["adv"] != "" {
+	if v.Traffic.Polled != 2 || !strings.Contains(v.Traffic.Errors["wild"], "every interface") || v.Traffic.Errors["adv"] != "" ||
+		!strings.Contains(v.Traffic.Errors["twin"], "not polled: ") {
 		t.Errorf("status: %+v", v.Traffic)
 	}
 	clock.Add(int64(2 * time.Minute)) // nobody read it for two minutes

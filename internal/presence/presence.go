@@ -226,7 +226,7 @@ type WatcherOptions struct {
 	// ProbeTimeout bounds one probe (and one verification); default
 	// DefaultProbeTimeout.
 	ProbeTimeout time.Duration
-	// Verify, when set (with Probe), is asked about every live gateway,
+	// Verify, when set, is asked about every live gateway,
 	// again every VerifyInterval until it answers nil. A departure is
 	// probed only when its gateway's identity was seen at its admin
 	// target while it was live and no other live gateway names the same
@@ -431,11 +431,22 @@ func (w *Watcher) probeableLocked(id string, r Report, all map[string]Report) bo
 // ProbeReady reports whether the departure of live gateway id would be
 // probed now, and if not why (see WatcherOptions.Verify).
 func (w *Watcher) ProbeReady(id string) (bool, string) {
+	if w.probe == nil {
+		return false, "departures are not probed (controller.probe_departed: false)"
+	}
+	return w.AdminTrusted(id)
+}
+
+// AdminTrusted reports whether live gateway id's admin target is known to
+// be its own — Verify saw its process answer there, and no other live
+// gateway names it — and if not why. Without Verify every target is
+// trusted.
+func (w *Watcher) AdminTrusted(id string) (bool, string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	r, ok := w.prev[id]
-	if !ok || w.probe == nil {
-		return false, "departures are not probed (controller.probe_departed: false)"
+	if !ok {
+		return false, "not live"
 	}
 	why := w.unprobeableLocked(id, r, w.prev)
 	return why == "", why
