@@ -64,6 +64,15 @@ func newFakeController(t *testing.T, status string) *fakeController {
 	mux.HandleFunc("DELETE /v1/services/{service}/instances/{addr}/drain", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(ctlclient.UndrainResponse{Service: r.PathValue("service"), Addr: r.PathValue("addr"), Removed: r.PathValue("addr") == "10.0.0.5:8080"})
 	})
+	mux.HandleFunc("GET /v1/gateways", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(ctlclient.GatewaysResponse{
+			Gateways: []ctlclient.GatewayView{
+				{ID: "gw-1", Listen: "10.0.1.1:8080", Version: "v1", ProbeReady: true, UpdatedMs: time.Now().UnixMilli()},
+				{ID: "gw-2", Listen: "10.0.1.2:8080", Version: "v1", ProbeNote: `gateway "gw-1" names the same admin address 127.0.0.1:9080`},
+			},
+			Departed: []ctlclient.DepartedGateway{{ID: "gw-3", DepartedMs: time.Now().Add(-5 * time.Second).UnixMilli(), Probe: "not probed: never seen"}},
+		})
+	})
 	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(ctlclient.ServicesResponse{Services: []ctlclient.ServiceSummary{{Name: "orders", Instances: 2}}})
 	})
@@ -160,7 +169,19 @@ func TestUndrainAndStatus(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("status %v: %d %q", args, code, errs)
 		}
-		lines := strings.Split(strings.TrimSpace(out), "\n")
+		services, gateways, all := strings.Cut(out, "\n\n")
+		if all != (len(args) == 2) {
+			t.Fatalf("status %v: a gateways table %v, want it only without --service:\n%s", args, all, out)
+		}
+		if all {
+			g := strings.Split(strings.TrimSpace(gateways), "\n")
+			if len(g) != 4 || !strings.HasPrefix(g[0], "GATEWAY") || !strings.Contains(g[1], "gw-1") || !strings.HasSuffix(g[1], "ready") ||
+				!strings.Contains(g[2], `no: gateway "gw-1" names the same admin address`) ||
+				!strings.Contains(g[3], "departed gw-3 5s ago: may still route by its last state") || !strings.Contains(g[3], "not probed") {
+				t.Fatalf("gateways table:\n%s", gateways)
+			}
+		}
+		lines := strings.Split(strings.TrimSpace(services), "\n")
 		if len(lines) != 3 || !strings.HasPrefix(lines[0], "SERVICE") ||
 			!strings.Contains(lines[1], "10.0.0.5:8080") || !strings.Contains(lines[1], "release 4711 (by ci)") ||
 			!strings.Contains(lines[1], "gw-2:draining(3)") || !strings.Contains(lines[2], "serving") {

@@ -83,6 +83,9 @@ func TestStatusEscapesControlCharacters(t *testing.T) {
 		switch r.URL.Path {
 		case "/v1/services":
 			io.WriteString(w, `{"services":[{"name":"orders","instances":1}],"skipped":["<img src=x onerror=alert(1)>\u001b[31m"]}`)
+		case "/v1/gateways":
+			io.WriteString(w, `{"gateways":[{"id":"gw\u001b]0;pwned\u0007","listen":"x\u009b","probe_ready":false,"probe_note":"n\u001b[2J"}],`+
+				`"departed":[{"id":"gw\u0007","departed_ms":1,"probe":"p\u001b"}]}`)
 		case "/v1/services/orders":
 			io.WriteString(w, `{"service":"orders","live_gateways":1,"instances":[{"service":"orders","addr":"10.0.0.1\u001b[2J:80",`+
 				`"state":"drained","registered":true,"status":"UP\u0007","marked":true,`+

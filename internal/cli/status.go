@@ -15,7 +15,10 @@ import (
 
 // statusCommand is `zkgate status [--service S] [--json] [--controller URL]
 // [--token T]`: a table of instances (one service, or every service) with
-// their state, mark and per-gateway states. Exit 0 success, 1 error.
+// their state, mark and per-gateway states; without --service, then a
+// table of the gateways (whether a crash of each would be found by asking
+// its admin address) and the recently departed ones. Exit 0 success, 1
+// error.
 func statusCommand(c *invocation) func(context.Context) int {
 	var cf clientFlags
 	cf.register(c.fs)
@@ -63,7 +66,18 @@ func statusCommand(c *invocation) func(context.Context) int {
 			printJSON(c.stdout, views)
 			return exitOK
 		}
-		writeStatusTable(c.stdout, views, time.Now())
+		var gws *ctlclient.GatewaysResponse
+		if *service == "" {
+			if gws, err = client.Gateways(cctx); err != nil {
+				return c.fail(err)
+			}
+		}
+		now := time.Now()
+		writeStatusTable(c.stdout, views, now)
+		if gws != nil {
+			fmt.Fprintln(c.stdout)
+			writeGatewaysTable(c.stdout, gws, now)
+		}
 		return exitOK
 	}
 }
@@ -107,6 +121,48 @@ func writeStatusTable(w io.Writer, views []*ctlclient.ServiceResponse, now time.
 		}
 	}
 	tw.Flush()
+}
+
+// writeGatewaysTable prints one line per live gateway, then one per
+// recently departed one.
+func writeGatewaysTable(w io.Writer, gws *ctlclient.GatewaysResponse, now time.Time) {
+	if len(gws.Gateways) == 0 {
+		fmt.Fprintln(w, "no live gateways")
+	} else {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "GATEWAY\tLISTEN\tVERSION\tMARKS\tUPDATED\tCRASH PROBE")
+		for _, g := range gws.Gateways {
+			probe := "ready"
+			if !g.ProbeReady {
+				probe = "no: " + g.ProbeNote
+			}
+			if g.Error != "" {
+				probe = "report unreadable: " + g.Error
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", g.ID, g.Listen, g.Version, len(g.Marks), ago(now, g.UpdatedMs), probe)
+		}
+		tw.Flush()
+	}
+	for _, d := range gws.Departed {
+		what := "may still route by its last state: drains report it lost"
+		switch {
+		case d.Leaving:
+			what = "left (graceful shutdown)"
+		case d.Gone != "":
+			what = "gone: " + d.Gone
+		case d.Probe != "":
+			what += " (" + d.Probe + ")"
+		}
+		fmt.Fprintf(w, "departed %s %s: %s\n", d.ID, ago(now, d.DepartedMs), what)
+	}
+}
+
+// ago is e.g. "3s ago"; "-" for 0.
+func ago(now time.Time, ms int64) string {
+	if ms == 0 {
+		return "-"
+	}
+	return now.Sub(time.UnixMilli(ms)).Round(time.Second).String() + " ago"
 }
 
 // gatewaySummary is e.g. "gw-1:drained gw-2:draining(3)".
