@@ -348,8 +348,8 @@ func (w *Watcher) noteBuild(cur map[string]Report) {
 		switch {
 		case r.Leaving:
 			w.log.Info("gateway left (graceful shutdown)", "gateway", id)
-		case w.probe != nil && w.runCtx != nil && !w.probeableLocked(id, r, w.prev):
-			d.Probe = "not probed: " + w.unprobeableLocked(id, r, w.prev)
+		case w.probe != nil && w.runCtx != nil && !w.probeableLocked(id, r, w.prev, cur):
+			d.Probe = "not probed: " + w.unprobeableLocked(id, r, w.prev, cur)
 			w.departed[id] = d
 			w.log.Warn("gateway's presence node disappeared without a graceful shutdown: it may still route by its last state; drains are not confirmed until it comes back or the window passes (its admin address is not probed)",
 				"gateway", id, "session", fmt.Sprintf("0x%x", r.Session), "why", d.Probe, "window", w.window)
@@ -399,9 +399,10 @@ func trustKey(r Report) string {
 }
 
 // unprobeableLocked says why the departure of gateway id, whose last
-// report is r, among the reports all, cannot be probed; "" when it can
-// (see WatcherOptions.Verify).
-func (w *Watcher) unprobeableLocked(id string, r Report, all map[string]Report) string {
+// report is r, cannot be probed; "" when it can (see
+// WatcherOptions.Verify). lives are the live gateways' reports (the
+// previous and the current set, when a departure is being noted).
+func (w *Watcher) unprobeableLocked(id string, r Report, lives ...map[string]Report) string {
 	if w.verify == nil {
 		return ""
 	}
@@ -409,10 +410,8 @@ func (w *Watcher) unprobeableLocked(id string, r Report, all map[string]Report) 
 	if err != nil {
 		return err.Error()
 	}
-	for other, o := range all {
-		if t, err := o.AdminTarget(); other != id && err == nil && t == target {
-			return fmt.Sprintf("gateway %q names the same admin address %s", other, target)
-		}
+	if why := w.sharedLocked(id, target, lives...); why != "" {
+		return why
 	}
 	if w.trusted[id] != trustKey(r) {
 		note := w.verifyNote[id]
@@ -424,8 +423,31 @@ func (w *Watcher) unprobeableLocked(id string, r Report, all map[string]Report) 
 	return ""
 }
 
-func (w *Watcher) probeableLocked(id string, r Report, all map[string]Report) bool {
-	return w.unprobeableLocked(id, r, all) == ""
+func (w *Watcher) probeableLocked(id string, r Report, lives ...map[string]Report) bool {
+	return w.unprobeableLocked(id, r, lives...) == ""
+}
+
+// sharedLocked names, when there is one, a gateway other than id whose
+// admin target is target: live (in lives), or departed within the window.
+// A target two gateways named is evidence for neither, even when they go
+// at different times: a name or a load balancer that led to each in
+// turn can answer "refused" from the first one's dead machine while the
+// second still runs (docs/architecture.md#departed-gateways-and-lost-drains).
+func (w *Watcher) sharedLocked(id, target string, lives ...map[string]Report) string {
+	for _, all := range lives {
+		for other, o := range all {
+			if t, err := o.AdminTarget(); other != id && err == nil && t == target {
+				return fmt.Sprintf("gateway %q names the same admin address %s", other, target)
+			}
+		}
+	}
+	now := w.now()
+	for other, d := range w.departed {
+		if t, err := d.Last.AdminTarget(); other != id && err == nil && t == target && now.Sub(d.At) < w.window {
+			return fmt.Sprintf("gateway %q, departed %s ago, named the same admin address %s", other, now.Sub(d.At).Round(time.Millisecond), target)
+		}
+	}
+	return ""
 }
 
 // ProbeReady reports whether the departure of live gateway id would be
@@ -543,6 +565,20 @@ func (w *Watcher) probeDeparture(ctx context.Context, d Departure) {
 		w.mu.Lock()
 		cur, ok := w.departed[d.ID]
 		current := ok && cur.Session == d.Session && cur.At.Equal(d.At)
+		shared := ""
+		if target, err := d.Last.AdminTarget(); current && w.verify != nil && err == nil {
+			// Another gateway that names the target since the departure
+			// may be what answered (or refused) there.
+			shared = w.sharedLocked(d.ID, target, w.prev)
+		}
+		if current && shared != "" {
+			cur.Probe = "not probed: " + shared
+			w.departed[d.ID] = cur
+			w.mu.Unlock()
+			w.log.Warn("departed gateway's admin address is named by another gateway now: no longer probed",
+				"gateway", d.ID, "why", shared)
+			return
+		}
 		if current {
 			if res.Gone {
 				cur.Gone = res.Detail

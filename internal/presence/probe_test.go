@@ -261,3 +261,97 @@ func TestWatcherProbesOnlyVerifiedAddresses(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 }
+
+// A target two gateways named is never evidence for either, even when
+// they go at different times: here a DNS name (or a load balancer) that
+// led to each gateway in turn, so both were verified there. When the
+// first has departed, a refusal at the name may come from its dead
+// machine while the second, cut off from ZooKeeper, still routes. So a
+// departure is not probed while a gateway departed within the window
+// named its target, and a gateway naming the target that appears while
+// a departure is probed stops the probe (a refusal or another identity
+// there proves nothing about the departed gateway any more).
+func TestWatcherSharedTargetAcrossDepartures(t *testing.T) {
+	probed := make(chan string, 10)
+	var mu sync.Mutex
+	gone := false
+	w := NewWatcher(nil, WatcherOptions{ZKRoot: "/zkgate", ProbeInterval: 10 * time.Millisecond, VerifyInterval: 10 * time.Millisecond,
+		Probe: func(ctx context.Context, d Departure) ProbeResult {
+			probed <- d.ID
+			mu.Lock()
+			defer mu.Unlock()
+			if gone {
+				return ProbeResult{Gone: true, Detail: "refused"}
+			}
+			return ProbeResult{Detail: "silent"}
+		},
+		Verify: func(ctx context.Context, r Report) error { return nil }, // every gateway answered there once
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); w.probes.Wait() }()
+	w.mu.Lock()
+	w.runCtx = ctx // as Run does
+	w.mu.Unlock()
+	trusted := func(ids ...string) bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for _, id := range ids {
+			if w.trusted[id] == "" {
+				return false
+			}
+		}
+		return true
+	}
+	gw := func(id, boot string) Report {
+		return Report{ID: id, Session: 1, BootID: boot, AdminListen: "gateways.example:9080"}
+	}
+
+	// Staggered departures of two gateways sharing a name.
+	a, b := gw("a", "ba"), gw("b", "bb")
+	w.noteBuild(map[string]Report{"a": a, "b": b})
+	testutil.Eventually(t, 5*time.Second, "a and b verified", func() bool { return trusted("a", "b") })
+	w.noteBuild(map[string]Report{"b": b}) // a crashed; b named its target
+	w.noteBuild(map[string]Report{})       // then b is cut off from ZooKeeper
+	mu.Lock()
+	gone = true
+	mu.Unlock()
+	select {
+	case id := <-probed:
+		t.Fatalf("%s probed though another gateway, departed a moment before, named its admin address", id)
+	case <-time.After(200 * time.Millisecond):
+	}
+	d := w.Departed()
+	for _, id := range []string{"a", "b"} {
+		if !d[id].MayRoute() || !strings.HasPrefix(d[id].Probe, "not probed: ") {
+			t.Errorf("%s: %+v, want it to keep counting, not probed", id, d[id])
+		}
+	}
+
+	// A gateway naming the target appears while a departure is probed.
+	mu.Lock()
+	gone = false
+	mu.Unlock()
+	c, e := gw("c", "bc"), gw("e", "be")
+	c.AdminListen, e.AdminListen = "10.0.0.3:9080", "10.0.0.3:9080"
+	w.noteBuild(map[string]Report{"c": c})
+	testutil.Eventually(t, 5*time.Second, "c verified", func() bool { return trusted("c") })
+	w.noteBuild(map[string]Report{})
+	select {
+	case id := <-probed:
+		if id != "c" {
+			t.Fatalf("probed %q", id)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("c, the only gateway naming its admin address, was not probed")
+	}
+	w.noteBuild(map[string]Report{"e": e})
+	mu.Lock()
+	gone = true
+	mu.Unlock()
+	testutil.Eventually(t, 5*time.Second, "c's probe stopped", func() bool {
+		return strings.HasPrefix(w.Departed()["c"].Probe, "not probed: ") || !w.Departed()["c"].MayRoute()
+	})
+	if dc := w.Departed()["c"]; !dc.MayRoute() {
+		t.Fatalf("c found gone at an address gateway e names too: %+v", dc)
+	}
+}
