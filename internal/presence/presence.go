@@ -389,10 +389,12 @@ func (w *Watcher) noteBuild(cur map[string]Report) {
 }
 
 // trustKey is what a verification of r vouches for: its process (boot id)
-// at its admin target; "" when r names no target.
+// at its admin target; "" when r names no target, or no boot id (then a
+// verification of one process would vouch for a later one at the same
+// target).
 func trustKey(r Report) string {
 	target, err := r.AdminTarget()
-	if err != nil {
+	if err != nil || r.BootID == "" {
 		return ""
 	}
 	return r.BootID + "|" + target
@@ -412,6 +414,9 @@ func (w *Watcher) unprobeableLocked(id string, r Report, lives ...map[string]Rep
 	}
 	if why := w.sharedLocked(id, target, lives...); why != "" {
 		return why
+	}
+	if r.BootID == "" {
+		return "its report has no boot id (a gateway without /admin/identity): its process cannot be told from a later one"
 	}
 	if w.trusted[id] != trustKey(r) {
 		note := w.verifyNote[id]

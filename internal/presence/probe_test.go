@@ -360,3 +360,43 @@ func TestWatcherSharedTargetAcrossDepartures(t *testing.T) {
 		t.Fatalf("c found gone at an address gateway e names too: %+v", dc)
 	}
 }
+
+// A report without a boot id (hand-written, or another implementation)
+// cannot tell its process from a later one on the same address: the
+// trust seen for one must not carry to the next, so none is given.
+func TestWatcherNoTrustWithoutBootID(t *testing.T) {
+	var mu sync.Mutex
+	answering := int64(1) // StartedMs of the process that answers as "old"
+	w := NewWatcher(nil, WatcherOptions{ZKRoot: "/zkgate", ProbeInterval: time.Hour, VerifyInterval: 10 * time.Millisecond,
+		Probe: func(ctx context.Context, d Departure) ProbeResult { return ProbeResult{Gone: true, Detail: "refused"} },
+		Verify: func(ctx context.Context, r Report) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if r.StartedMs != answering {
+				return errors.New("another process answers")
+			}
+			return nil
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); w.probes.Wait() }()
+	w.mu.Lock()
+	w.runCtx = ctx // as Run does
+	w.mu.Unlock()
+	p1 := Report{ID: "old", Session: 1, StartedMs: 1, AdminListen: "127.0.0.1:9080"}
+	w.noteBuild(map[string]Report{"old": p1})
+	time.Sleep(100 * time.Millisecond) // verification, if any, done
+	w.noteBuild(map[string]Report{})   // p1 crashed
+	// Another process of "old" (elsewhere: its 127.0.0.1 is not the
+	// controller's) registers within the window.
+	p2 := p1
+	p2.Session, p2.StartedMs = 2, 2
+	w.noteBuild(map[string]Report{"old": p2})
+	time.Sleep(100 * time.Millisecond)
+	if ok, why := w.ProbeReady("old"); ok {
+		t.Fatalf("a process never seen at its admin address is ready to be probed (%q)", why)
+	}
+	w.noteBuild(map[string]Report{})
+	if d := w.Departed()["old"]; !d.MayRoute() || !strings.HasPrefix(d.Probe, "not probed: ") {
+		t.Fatalf("departure %+v, want it to keep counting, not probed", d)
+	}
+}
