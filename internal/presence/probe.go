@@ -31,8 +31,8 @@ type Identity struct {
 type ProbeResult struct {
 	// Gone: the process that held the departed presence node no longer
 	// runs. Only evidence counts: nothing listens on its admin address
-	// (connection refused), or another process (another boot id or
-	// gateway id) answers there. A timeout, an unreachable network or an
+	// (connection refused), or another process of the same gateway
+	// (another boot id) answers there. A timeout, an unreachable network or an
 	// answer without an identity is not evidence.
 	Gone bool
 	// Detail says what the probe saw, in a few words.
@@ -48,8 +48,10 @@ type ProbeFunc func(ctx context.Context, d Departure) ProbeResult
 //
 //   - connection refused: no process listens there, the gateway is gone
 //     (its admin listener lives as long as its process);
-//   - an Identity with another boot id, start time or gateway id: a new
-//     process took the address, the old one is gone;
+//   - an Identity of the same gateway with another boot id or start
+//     time: a new process took the address, the old one is gone;
+//   - another gateway's Identity: unknown (the address leads elsewhere:
+//     a shared name, a balancer, NAT);
 //   - the same identity: the old process still runs (cut off from
 //     ZooKeeper, not crashed) and may route by its last state;
 //   - a timeout, another network error, any other answer: unknown.
@@ -71,6 +73,13 @@ func ProbeAdmin(ctx context.Context, d Departure) ProbeResult {
 		return ProbeResult{Gone: true, Detail: "connection to its admin address " + addr + " refused: no process listens there"}
 	case err != nil:
 		return ProbeResult{Detail: err.Error()}
+	}
+	if id.ID != d.ID {
+		// The address leads to another gateway now: a name several
+		// gateways' addresses resolve to, a balancer or NAT (spelled
+		// otherwise than the other gateway's own target, so not caught as
+		// shared). That proves nothing about this gateway's process.
+		return ProbeResult{Detail: fmt.Sprintf("gateway %q answers on its admin address %s: the address leads to another gateway, which says nothing about this one", id.ID, addr)}
 	}
 	if !id.is(d.ID, d.Last) {
 		return ProbeResult{Gone: true, Detail: fmt.Sprintf("another process answers on its admin address %s: gateway %q started %s",

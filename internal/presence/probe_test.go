@@ -57,11 +57,22 @@ func TestProbeAdmin(t *testing.T) {
 	for _, id := range []Identity{
 		{ID: "gw-1", BootID: "boot-b", StartedMs: 2000},
 		{ID: "gw-1", BootID: "boot-b", StartedMs: 1000},
-		{ID: "gw-other", BootID: "boot-a", StartedMs: 1000},
 	} {
 		srv := identity(id)
 		if r := probe(srv.Listener.Addr().String()); !r.Gone || !strings.Contains(r.Detail, "another process") {
 			t.Errorf("another process %+v: %+v", id, r)
+		}
+	}
+	// Another gateway answers: the address (a name several gateways'
+	// addresses resolve to, a balancer, NAT) leads elsewhere now, which
+	// says nothing about gw-1's process: unknown.
+	for _, id := range []Identity{
+		{ID: "gw-other", BootID: "boot-a", StartedMs: 1000},
+		{ID: "gw-other", BootID: "boot-c", StartedMs: 3000},
+	} {
+		srv := identity(id)
+		if r := probe(srv.Listener.Addr().String()); r.Gone || !strings.Contains(r.Detail, "gw-other") {
+			t.Errorf("another gateway %+v: %+v", id, r)
 		}
 	}
 	// Something else answers without an identity: unknown.
