@@ -159,6 +159,7 @@ type Watcher struct {
 	// pairs being verified; verifyNote the last failed verification's
 	// error by id.
 	trusted    map[string]string
+	pinned     map[string]string // id → the ip:port that answered at its trusted target
 	verifying  map[string]bool
 	verifyNote map[string]string
 	runCtx     context.Context // Run's, for the probes (nil outside Run)
@@ -186,6 +187,10 @@ type Departure struct {
 	Gone string
 	// Probe is what the last probe that found no such evidence saw.
 	Probe string
+	// ProbeAddr is the ip:port at which the gateway's process was seen
+	// answering while it was live (WatcherOptions.Verify): the probe asks
+	// it rather than resolving a name again. Empty: its admin target.
+	ProbeAddr string
 }
 
 // MayRoute reports whether the departed gateway may still route by its
@@ -204,8 +209,10 @@ const (
 )
 
 // VerifyFunc checks that a live gateway's admin target (Report.AdminTarget)
-// answers as the process that wrote r. It must return when ctx ends.
-type VerifyFunc func(ctx context.Context, r Report) error
+// answers as the process that wrote r, and returns the ip:port that
+// answered (a name resolved), which a probe of its departure asks. It
+// must return when ctx ends.
+type VerifyFunc func(ctx context.Context, r Report) (string, error)
 
 // WatcherOptions configure a Watcher.
 type WatcherOptions struct {
@@ -276,6 +283,7 @@ func NewWatcher(sess *zksession.Session, opts WatcherOptions) *Watcher {
 		departed:       map[string]Departure{},
 		badSeen:        map[string]int64{},
 		trusted:        map[string]string{},
+		pinned:         map[string]string{},
 		verifying:      map[string]bool{},
 		verifyNote:     map[string]string{},
 	}
@@ -354,6 +362,10 @@ func (w *Watcher) noteBuild(cur map[string]Report) {
 			w.log.Warn("gateway's presence node disappeared without a graceful shutdown: it may still route by its last state; drains are not confirmed until it comes back or the window passes (its admin address is not probed)",
 				"gateway", id, "session", fmt.Sprintf("0x%x", r.Session), "why", d.Probe, "window", w.window)
 		case w.probe != nil && w.runCtx != nil:
+			if w.verify != nil {
+				d.ProbeAddr = w.pinned[id]
+				w.departed[id] = d
+			}
 			w.log.Warn("gateway's presence node disappeared without a graceful shutdown: it may still route by its last state; drains are not confirmed until it comes back, its process is found gone, or the window passes",
 				"gateway", id, "session", fmt.Sprintf("0x%x", r.Session), "admin", r.AdminListen, "window", w.window)
 			w.probes.Add(1)
@@ -371,6 +383,7 @@ func (w *Watcher) noteBuild(cur map[string]Report) {
 		if _, live := cur[id]; !live {
 			if _, gone := w.departed[id]; !gone {
 				delete(w.trusted, id)
+				delete(w.pinned, id)
 				delete(w.verifyNote, id)
 			}
 		}
@@ -446,6 +459,13 @@ func (w *Watcher) sharedLocked(id, target string, lives ...map[string]Report) st
 			}
 		}
 	}
+	if p := w.pinned[id]; p != "" {
+		for other, q := range w.pinned {
+			if other != id && q == p {
+				return fmt.Sprintf("gateway %q was seen at the same admin address %s", other, p)
+			}
+		}
+	}
 	now := w.now()
 	for other, d := range w.departed {
 		if t, err := d.Last.AdminTarget(); other != id && err == nil && t == target && now.Sub(d.At) < w.window {
@@ -507,7 +527,7 @@ func (w *Watcher) verifyLive(ctx context.Context, id string, r Report, key strin
 	pause := w.verifyInterval
 	for {
 		vctx, cancel := context.WithTimeout(ctx, w.probeTimeout)
-		err := w.verify(vctx, r)
+		at, err := w.verify(vctx, r)
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -517,6 +537,7 @@ func (w *Watcher) verifyLive(ctx context.Context, id string, r Report, key strin
 		still := live && trustKey(cur) == key
 		if still && err == nil {
 			w.trusted[id] = key
+			w.pinned[id] = at
 			delete(w.verifyNote, id)
 		} else if still {
 			w.verifyNote[id] = err.Error()

@@ -201,14 +201,14 @@ func TestWatcherProbesOnlyVerifiedAddresses(t *testing.T) {
 			probed <- d.ID
 			return ProbeResult{Gone: true, Detail: "refused"}
 		},
-		Verify: func(ctx context.Context, r Report) error {
+		Verify: func(ctx context.Context, r Report) (string, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			target, _ := r.AdminTarget()
 			if err, ok := answers[r.BootID+"@"+target]; ok {
-				return err
+				return target, err
 			}
-			return errors.New("connection refused")
+			return "", errors.New("connection refused")
 		}})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel(); w.probes.Wait() }()
@@ -301,7 +301,7 @@ func TestWatcherSharedTargetAcrossDepartures(t *testing.T) {
 			}
 			return ProbeResult{Detail: "silent"}
 		},
-		Verify: func(ctx context.Context, r Report) error { return nil }, // every gateway answered there once
+		Verify: func(ctx context.Context, r Report) (string, error) { return "", nil }, // every gateway answered there once
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel(); w.probes.Wait() }()
@@ -380,13 +380,13 @@ func TestWatcherNoTrustWithoutBootID(t *testing.T) {
 	answering := int64(1) // StartedMs of the process that answers as "old"
 	w := NewWatcher(nil, WatcherOptions{ZKRoot: "/zkgate", ProbeInterval: time.Hour, VerifyInterval: 10 * time.Millisecond,
 		Probe: func(ctx context.Context, d Departure) ProbeResult { return ProbeResult{Gone: true, Detail: "refused"} },
-		Verify: func(ctx context.Context, r Report) error {
+		Verify: func(ctx context.Context, r Report) (string, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			if r.StartedMs != answering {
-				return errors.New("another process answers")
+				return "", errors.New("another process answers")
 			}
-			return nil
+			return r.AdminListen, nil
 		}})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel(); w.probes.Wait() }()
@@ -409,5 +409,105 @@ func TestWatcherNoTrustWithoutBootID(t *testing.T) {
 	w.noteBuild(map[string]Report{})
 	if d := w.Departed()["old"]; !d.MayRoute() || !strings.HasPrefix(d.Probe, "not probed: ") {
 		t.Fatalf("departure %+v, want it to keep counting, not probed", d)
+	}
+}
+
+// The probe of a departure asks the ip:port seen answering as the gateway
+// while it was live, not its target's name resolved again (which could
+// lead to another machine by now), and follows no redirect (the answer
+// must come from that address).
+func TestProbeAdminAsksTheAddressSeenAnswering(t *testing.T) {
+	last := Report{ID: "gw-1", BootID: "boot-a", StartedMs: 1000}
+	same := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(Identity{ID: "gw-1", BootID: "boot-a", StartedMs: 1000})
+	}))
+	t.Cleanup(same.Close)
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closedAddr := closed.Listener.Addr().String()
+	closed.Close()
+	_, port, _ := net.SplitHostPort(same.Listener.Addr().String())
+
+	// Verified under a name: the address that answered is pinned.
+	l := last
+	l.AdminListen = "localhost:" + port
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	at, err := VerifyAdmin(ctx, l)
+	cancel()
+	if err != nil || at != same.Listener.Addr().String() {
+		t.Fatalf("VerifyAdmin(%s) = %q, %v; want %s", l.AdminListen, at, err, same.Listener.Addr())
+	}
+
+	// The name now leads to a refusing address; the process still answers
+	// where it was seen.
+	l.AdminListen = closedAddr
+	ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+	r := ProbeAdmin(ctx, Departure{ID: "gw-1", Last: l, ProbeAddr: at})
+	cancel()
+	if r.Gone || !strings.Contains(r.Detail, "still answers") {
+		t.Errorf("probe of the pinned address: %+v", r)
+	}
+
+	// A redirect to a refusing address is not evidence.
+	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "http://"+closedAddr+IdentityPath, http.StatusFound)
+	}))
+	t.Cleanup(redirect.Close)
+	l.AdminListen = redirect.Listener.Addr().String()
+	ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+	r = ProbeAdmin(ctx, Departure{ID: "gw-1", Last: l})
+	cancel()
+	if r.Gone {
+		t.Errorf("probe redirected to a refusing address: %+v", r)
+	}
+}
+
+// Two gateways seen answering at the same ip:port, under different
+// spellings (a round-robin name and an address), share it: neither's
+// departure is probed.
+func TestWatcherSharedPinnedAddress(t *testing.T) {
+	probed := make(chan string, 10)
+	w := NewWatcher(nil, WatcherOptions{ZKRoot: "/zkgate", ProbeInterval: time.Hour, VerifyInterval: 10 * time.Millisecond,
+		Probe: func(ctx context.Context, d Departure) ProbeResult {
+			probed <- d.ID + "@" + d.ProbeAddr
+			return ProbeResult{Gone: true, Detail: "refused"}
+		},
+		Verify: func(ctx context.Context, r Report) (string, error) { return "10.0.0.6:9080", nil },
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); w.probes.Wait() }()
+	w.mu.Lock()
+	w.runCtx = ctx // as Run does
+	w.mu.Unlock()
+	a := Report{ID: "a", Session: 1, BootID: "ba", AdminListen: "gateways.example:9080"}
+	b := Report{ID: "b", Session: 2, BootID: "bb", AdminListen: "10.0.0.6:9080"}
+	c := Report{ID: "c", Session: 3, BootID: "bc", AdminListen: "gw-c.example:9080"}
+	w.noteBuild(map[string]Report{"a": a, "b": b})
+	testutil.Eventually(t, 5*time.Second, "a and b verified", func() bool {
+		_, whyA := w.ProbeReady("a")
+		_, whyB := w.ProbeReady("b")
+		return strings.Contains(whyA, "seen at the same admin address") && strings.Contains(whyB, "seen at the same admin address")
+	})
+	w.noteBuild(map[string]Report{"b": b})
+	w.noteBuild(map[string]Report{})
+	// c alone at its pinned address: probed there.
+	w.noteBuild(map[string]Report{"c": c})
+	w.mu.Lock()
+	w.pinned["a"], w.pinned["b"] = "10.0.0.1:9080", "10.0.0.2:9080" // as if seen elsewhere: c is alone at 10.0.0.6
+	w.mu.Unlock()
+	testutil.Eventually(t, 5*time.Second, "c verified", func() bool { ok, _ := w.ProbeReady("c"); return ok })
+	w.noteBuild(map[string]Report{})
+	select {
+	case got := <-probed:
+		if got != "c@10.0.0.6:9080" {
+			t.Fatalf("probed %s, want c at its pinned address", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("c not probed")
+	}
+	d := w.Departed()
+	for _, id := range []string{"a", "b"} {
+		if !d[id].MayRoute() || !strings.HasPrefix(d[id].Probe, "not probed: ") {
+			t.Errorf("%s: %+v, want it to keep counting, not probed", id, d[id])
+		}
 	}
 }
