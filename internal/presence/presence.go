@@ -159,6 +159,7 @@ type Watcher struct {
 	// pairs being verified; verifyNote the last failed verification's
 	// error by id.
 	trusted    map[string]string
+	pinned     map[string]string // id → the ip:port that answered at its trusted target
 	verifying  map[string]bool
 	verifyNote map[string]string
 	runCtx     context.Context // Run's, for the probes (nil outside Run)
@@ -186,6 +187,10 @@ type Departure struct {
 	Gone string
 	// Probe is what the last probe that found no such evidence saw.
 	Probe string
+	// ProbeAddr is the ip:port at which the gateway's process was seen
+	// answering while it was live (WatcherOptions.Verify): the probe asks
+	// it rather than resolving a name again. Empty: its admin target.
+	ProbeAddr string
 }
 
 // MayRoute reports whether the departed gateway may still route by its
@@ -204,8 +209,10 @@ const (
 )
 
 // VerifyFunc checks that a live gateway's admin target (Report.AdminTarget)
-// answers as the process that wrote r. It must return when ctx ends.
-type VerifyFunc func(ctx context.Context, r Report) error
+// answers as the process that wrote r, and returns the ip:port that
+// answered (a name resolved), which a probe of its departure asks. It
+// must return when ctx ends.
+type VerifyFunc func(ctx context.Context, r Report) (string, error)
 
 // WatcherOptions configure a Watcher.
 type WatcherOptions struct {
@@ -276,6 +283,7 @@ func NewWatcher(sess *zksession.Session, opts WatcherOptions) *Watcher {
 		departed:       map[string]Departure{},
 		badSeen:        map[string]int64{},
 		trusted:        map[string]string{},
+		pinned:         map[string]string{},
 		verifying:      map[string]bool{},
 		verifyNote:     map[string]string{},
 	}
@@ -348,12 +356,16 @@ func (w *Watcher) noteBuild(cur map[string]Report) {
 		switch {
 		case r.Leaving:
 			w.log.Info("gateway left (graceful shutdown)", "gateway", id)
-		case w.probe != nil && w.runCtx != nil && !w.probeableLocked(id, r, w.prev):
-			d.Probe = "not probed: " + w.unprobeableLocked(id, r, w.prev)
+		case w.probe != nil && w.runCtx != nil && !w.probeableLocked(id, r, w.prev, cur):
+			d.Probe = "not probed: " + w.unprobeableLocked(id, r, w.prev, cur)
 			w.departed[id] = d
 			w.log.Warn("gateway's presence node disappeared without a graceful shutdown: it may still route by its last state; drains are not confirmed until it comes back or the window passes (its admin address is not probed)",
 				"gateway", id, "session", fmt.Sprintf("0x%x", r.Session), "why", d.Probe, "window", w.window)
 		case w.probe != nil && w.runCtx != nil:
+			if w.verify != nil {
+				d.ProbeAddr = w.pinned[id]
+				w.departed[id] = d
+			}
 			w.log.Warn("gateway's presence node disappeared without a graceful shutdown: it may still route by its last state; drains are not confirmed until it comes back, its process is found gone, or the window passes",
 				"gateway", id, "session", fmt.Sprintf("0x%x", r.Session), "admin", r.AdminListen, "window", w.window)
 			w.probes.Add(1)
@@ -371,6 +383,7 @@ func (w *Watcher) noteBuild(cur map[string]Report) {
 		if _, live := cur[id]; !live {
 			if _, gone := w.departed[id]; !gone {
 				delete(w.trusted, id)
+				delete(w.pinned, id)
 				delete(w.verifyNote, id)
 			}
 		}
@@ -389,19 +402,22 @@ func (w *Watcher) noteBuild(cur map[string]Report) {
 }
 
 // trustKey is what a verification of r vouches for: its process (boot id)
-// at its admin target; "" when r names no target.
+// at its admin target; "" when r names no target, or no boot id (then a
+// verification of one process would vouch for a later one at the same
+// target).
 func trustKey(r Report) string {
 	target, err := r.AdminTarget()
-	if err != nil {
+	if err != nil || r.BootID == "" {
 		return ""
 	}
 	return r.BootID + "|" + target
 }
 
 // unprobeableLocked says why the departure of gateway id, whose last
-// report is r, among the reports all, cannot be probed; "" when it can
-// (see WatcherOptions.Verify).
-func (w *Watcher) unprobeableLocked(id string, r Report, all map[string]Report) string {
+// report is r, cannot be probed; "" when it can (see
+// WatcherOptions.Verify). lives are the live gateways' reports (the
+// previous and the current set, when a departure is being noted).
+func (w *Watcher) unprobeableLocked(id string, r Report, lives ...map[string]Report) string {
 	if w.verify == nil {
 		return ""
 	}
@@ -409,10 +425,11 @@ func (w *Watcher) unprobeableLocked(id string, r Report, all map[string]Report) 
 	if err != nil {
 		return err.Error()
 	}
-	for other, o := range all {
-		if t, err := o.AdminTarget(); other != id && err == nil && t == target {
-			return fmt.Sprintf("gateway %q names the same admin address %s", other, target)
-		}
+	if why := w.sharedLocked(id, target, lives...); why != "" {
+		return why
+	}
+	if r.BootID == "" {
+		return "its report has no boot id (a gateway without /admin/identity): its process cannot be told from a later one"
 	}
 	if w.trusted[id] != trustKey(r) {
 		note := w.verifyNote[id]
@@ -424,8 +441,38 @@ func (w *Watcher) unprobeableLocked(id string, r Report, all map[string]Report) 
 	return ""
 }
 
-func (w *Watcher) probeableLocked(id string, r Report, all map[string]Report) bool {
-	return w.unprobeableLocked(id, r, all) == ""
+func (w *Watcher) probeableLocked(id string, r Report, lives ...map[string]Report) bool {
+	return w.unprobeableLocked(id, r, lives...) == ""
+}
+
+// sharedLocked names, when there is one, a gateway other than id whose
+// admin target is target: live (in lives), or departed within the window.
+// A target two gateways named is evidence for neither, even when they go
+// at different times: a name or a load balancer that led to each in
+// turn can answer "refused" from the first one's dead machine while the
+// second still runs (docs/architecture.md#departed-gateways-and-lost-drains).
+func (w *Watcher) sharedLocked(id, target string, lives ...map[string]Report) string {
+	for _, all := range lives {
+		for other, o := range all {
+			if t, err := o.AdminTarget(); other != id && err == nil && t == target {
+				return fmt.Sprintf("gateway %q names the same admin address %s", other, target)
+			}
+		}
+	}
+	if p := w.pinned[id]; p != "" {
+		for other, q := range w.pinned {
+			if other != id && q == p {
+				return fmt.Sprintf("gateway %q was seen at the same admin address %s", other, p)
+			}
+		}
+	}
+	now := w.now()
+	for other, d := range w.departed {
+		if t, err := d.Last.AdminTarget(); other != id && err == nil && t == target && now.Sub(d.At) < w.window {
+			return fmt.Sprintf("gateway %q, departed %s ago, named the same admin address %s", other, now.Sub(d.At).Round(time.Millisecond), target)
+		}
+	}
+	return ""
 }
 
 // ProbeReady reports whether the departure of live gateway id would be
@@ -480,7 +527,7 @@ func (w *Watcher) verifyLive(ctx context.Context, id string, r Report, key strin
 	pause := w.verifyInterval
 	for {
 		vctx, cancel := context.WithTimeout(ctx, w.probeTimeout)
-		err := w.verify(vctx, r)
+		at, err := w.verify(vctx, r)
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -490,6 +537,7 @@ func (w *Watcher) verifyLive(ctx context.Context, id string, r Report, key strin
 		still := live && trustKey(cur) == key
 		if still && err == nil {
 			w.trusted[id] = key
+			w.pinned[id] = at
 			delete(w.verifyNote, id)
 		} else if still {
 			w.verifyNote[id] = err.Error()
@@ -543,6 +591,20 @@ func (w *Watcher) probeDeparture(ctx context.Context, d Departure) {
 		w.mu.Lock()
 		cur, ok := w.departed[d.ID]
 		current := ok && cur.Session == d.Session && cur.At.Equal(d.At)
+		shared := ""
+		if target, err := d.Last.AdminTarget(); current && w.verify != nil && err == nil {
+			// Another gateway that names the target since the departure
+			// may be what answered (or refused) there.
+			shared = w.sharedLocked(d.ID, target, w.prev)
+		}
+		if current && shared != "" {
+			cur.Probe = "not probed: " + shared
+			w.departed[d.ID] = cur
+			w.mu.Unlock()
+			w.log.Warn("departed gateway's admin address is named by another gateway now: no longer probed",
+				"gateway", d.ID, "why", shared)
+			return
+		}
 		if current {
 			if res.Gone {
 				cur.Gone = res.Detail

@@ -57,11 +57,22 @@ func TestProbeAdmin(t *testing.T) {
 	for _, id := range []Identity{
 		{ID: "gw-1", BootID: "boot-b", StartedMs: 2000},
 		{ID: "gw-1", BootID: "boot-b", StartedMs: 1000},
-		{ID: "gw-other", BootID: "boot-a", StartedMs: 1000},
 	} {
 		srv := identity(id)
 		if r := probe(srv.Listener.Addr().String()); !r.Gone || !strings.Contains(r.Detail, "another process") {
 			t.Errorf("another process %+v: %+v", id, r)
+		}
+	}
+	// Another gateway answers: the address (a name several gateways'
+	// addresses resolve to, a balancer, NAT) leads elsewhere now, which
+	// says nothing about gw-1's process: unknown.
+	for _, id := range []Identity{
+		{ID: "gw-other", BootID: "boot-a", StartedMs: 1000},
+		{ID: "gw-other", BootID: "boot-c", StartedMs: 3000},
+	} {
+		srv := identity(id)
+		if r := probe(srv.Listener.Addr().String()); r.Gone || !strings.Contains(r.Detail, "gw-other") {
+			t.Errorf("another gateway %+v: %+v", id, r)
 		}
 	}
 	// Something else answers without an identity: unknown.
@@ -190,14 +201,14 @@ func TestWatcherProbesOnlyVerifiedAddresses(t *testing.T) {
 			probed <- d.ID
 			return ProbeResult{Gone: true, Detail: "refused"}
 		},
-		Verify: func(ctx context.Context, r Report) error {
+		Verify: func(ctx context.Context, r Report) (string, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			target, _ := r.AdminTarget()
 			if err, ok := answers[r.BootID+"@"+target]; ok {
-				return err
+				return target, err
 			}
-			return errors.New("connection refused")
+			return "", errors.New("connection refused")
 		}})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel(); w.probes.Wait() }()
@@ -224,7 +235,12 @@ func TestWatcherProbesOnlyVerifiedAddresses(t *testing.T) {
 	answer("b3@10.0.0.9:9080")
 	w.noteBuild(live)
 	testutil.Eventually(t, 5*time.Second, "the reachable gateway verified", func() bool { return ready("seen") })
-	if ok, why := w.ProbeReady("unseen"); ok || !strings.Contains(why, "never seen answering") || !strings.Contains(why, "connection refused") {
+	// Its verification runs beside seen's: its failure may come later.
+	testutil.Eventually(t, 5*time.Second, "unseen's failed verification noted", func() bool {
+		ok, why := w.ProbeReady("unseen")
+		return strings.Contains(why, "connection refused") && !ok
+	})
+	if ok, why := w.ProbeReady("unseen"); ok || !strings.Contains(why, "never seen answering") {
 		t.Errorf("unseen: ready %v, %q", ok, why)
 	}
 	if ok, why := w.ProbeReady("shared1"); ok || !strings.Contains(why, "names the same admin address") {
@@ -259,5 +275,239 @@ func TestWatcherProbesOnlyVerifiedAddresses(t *testing.T) {
 	case id := <-probed:
 		t.Fatalf("%s probed", id)
 	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// A target two gateways named is never evidence for either, even when
+// they go at different times: here a DNS name (or a load balancer) that
+// led to each gateway in turn, so both were verified there. When the
+// first has departed, a refusal at the name may come from its dead
+// machine while the second, cut off from ZooKeeper, still routes. So a
+// departure is not probed while a gateway departed within the window
+// named its target, and a gateway naming the target that appears while
+// a departure is probed stops the probe (a refusal or another identity
+// there proves nothing about the departed gateway any more).
+func TestWatcherSharedTargetAcrossDepartures(t *testing.T) {
+	probed := make(chan string, 10)
+	var mu sync.Mutex
+	gone := false
+	w := NewWatcher(nil, WatcherOptions{ZKRoot: "/zkgate", ProbeInterval: 10 * time.Millisecond, VerifyInterval: 10 * time.Millisecond,
+		Probe: func(ctx context.Context, d Departure) ProbeResult {
+			probed <- d.ID
+			mu.Lock()
+			defer mu.Unlock()
+			if gone {
+				return ProbeResult{Gone: true, Detail: "refused"}
+			}
+			return ProbeResult{Detail: "silent"}
+		},
+		Verify: func(ctx context.Context, r Report) (string, error) { return "", nil }, // every gateway answered there once
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); w.probes.Wait() }()
+	w.mu.Lock()
+	w.runCtx = ctx // as Run does
+	w.mu.Unlock()
+	trusted := func(ids ...string) bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for _, id := range ids {
+			if w.trusted[id] == "" {
+				return false
+			}
+		}
+		return true
+	}
+	gw := func(id, boot string) Report {
+		return Report{ID: id, Session: 1, BootID: boot, AdminListen: "gateways.example:9080"}
+	}
+
+	// Staggered departures of two gateways sharing a name.
+	a, b := gw("a", "ba"), gw("b", "bb")
+	w.noteBuild(map[string]Report{"a": a, "b": b})
+	testutil.Eventually(t, 5*time.Second, "a and b verified", func() bool { return trusted("a", "b") })
+	w.noteBuild(map[string]Report{"b": b}) // a crashed; b named its target
+	w.noteBuild(map[string]Report{})       // then b is cut off from ZooKeeper
+	mu.Lock()
+	gone = true
+	mu.Unlock()
+	select {
+	case id := <-probed:
+		t.Fatalf("%s probed though another gateway, departed a moment before, named its admin address", id)
+	case <-time.After(200 * time.Millisecond):
+	}
+	d := w.Departed()
+	for _, id := range []string{"a", "b"} {
+		if !d[id].MayRoute() || !strings.HasPrefix(d[id].Probe, "not probed: ") {
+			t.Errorf("%s: %+v, want it to keep counting, not probed", id, d[id])
+		}
+	}
+
+	// A gateway naming the target appears while a departure is probed.
+	mu.Lock()
+	gone = false
+	mu.Unlock()
+	c, e := gw("c", "bc"), gw("e", "be")
+	c.AdminListen, e.AdminListen = "10.0.0.3:9080", "10.0.0.3:9080"
+	w.noteBuild(map[string]Report{"c": c})
+	testutil.Eventually(t, 5*time.Second, "c verified", func() bool { return trusted("c") })
+	w.noteBuild(map[string]Report{})
+	select {
+	case id := <-probed:
+		if id != "c" {
+			t.Fatalf("probed %q", id)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("c, the only gateway naming its admin address, was not probed")
+	}
+	w.noteBuild(map[string]Report{"e": e})
+	mu.Lock()
+	gone = true
+	mu.Unlock()
+	testutil.Eventually(t, 5*time.Second, "c's probe stopped", func() bool {
+		return strings.HasPrefix(w.Departed()["c"].Probe, "not probed: ") || !w.Departed()["c"].MayRoute()
+	})
+	if dc := w.Departed()["c"]; !dc.MayRoute() {
+		t.Fatalf("c found gone at an address gateway e names too: %+v", dc)
+	}
+}
+
+// A report without a boot id (hand-written, or another implementation)
+// cannot tell its process from a later one on the same address: the
+// trust seen for one must not carry to the next, so none is given.
+func TestWatcherNoTrustWithoutBootID(t *testing.T) {
+	var mu sync.Mutex
+	answering := int64(1) // StartedMs of the process that answers as "old"
+	w := NewWatcher(nil, WatcherOptions{ZKRoot: "/zkgate", ProbeInterval: time.Hour, VerifyInterval: 10 * time.Millisecond,
+		Probe: func(ctx context.Context, d Departure) ProbeResult { return ProbeResult{Gone: true, Detail: "refused"} },
+		Verify: func(ctx context.Context, r Report) (string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if r.StartedMs != answering {
+				return "", errors.New("another process answers")
+			}
+			return r.AdminListen, nil
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); w.probes.Wait() }()
+	w.mu.Lock()
+	w.runCtx = ctx // as Run does
+	w.mu.Unlock()
+	p1 := Report{ID: "old", Session: 1, StartedMs: 1, AdminListen: "127.0.0.1:9080"}
+	w.noteBuild(map[string]Report{"old": p1})
+	time.Sleep(100 * time.Millisecond) // verification, if any, done
+	w.noteBuild(map[string]Report{})   // p1 crashed
+	// Another process of "old" (elsewhere: its 127.0.0.1 is not the
+	// controller's) registers within the window.
+	p2 := p1
+	p2.Session, p2.StartedMs = 2, 2
+	w.noteBuild(map[string]Report{"old": p2})
+	time.Sleep(100 * time.Millisecond)
+	if ok, why := w.ProbeReady("old"); ok {
+		t.Fatalf("a process never seen at its admin address is ready to be probed (%q)", why)
+	}
+	w.noteBuild(map[string]Report{})
+	if d := w.Departed()["old"]; !d.MayRoute() || !strings.HasPrefix(d.Probe, "not probed: ") {
+		t.Fatalf("departure %+v, want it to keep counting, not probed", d)
+	}
+}
+
+// The probe of a departure asks the ip:port seen answering as the gateway
+// while it was live, not its target's name resolved again (which could
+// lead to another machine by now), and follows no redirect (the answer
+// must come from that address).
+func TestProbeAdminAsksTheAddressSeenAnswering(t *testing.T) {
+	last := Report{ID: "gw-1", BootID: "boot-a", StartedMs: 1000}
+	same := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(Identity{ID: "gw-1", BootID: "boot-a", StartedMs: 1000})
+	}))
+	t.Cleanup(same.Close)
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closedAddr := closed.Listener.Addr().String()
+	closed.Close()
+	_, port, _ := net.SplitHostPort(same.Listener.Addr().String())
+
+	// Verified under a name: the address that answered is pinned.
+	l := last
+	l.AdminListen = "localhost:" + port
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	at, err := VerifyAdmin(ctx, l)
+	cancel()
+	if err != nil || at != same.Listener.Addr().String() {
+		t.Fatalf("VerifyAdmin(%s) = %q, %v; want %s", l.AdminListen, at, err, same.Listener.Addr())
+	}
+
+	// The name now leads to a refusing address; the process still answers
+	// where it was seen.
+	l.AdminListen = closedAddr
+	ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+	r := ProbeAdmin(ctx, Departure{ID: "gw-1", Last: l, ProbeAddr: at})
+	cancel()
+	if r.Gone || !strings.Contains(r.Detail, "still answers") {
+		t.Errorf("probe of the pinned address: %+v", r)
+	}
+
+	// A redirect to a refusing address is not evidence.
+	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "http://"+closedAddr+IdentityPath, http.StatusFound)
+	}))
+	t.Cleanup(redirect.Close)
+	l.AdminListen = redirect.Listener.Addr().String()
+	ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+	r = ProbeAdmin(ctx, Departure{ID: "gw-1", Last: l})
+	cancel()
+	if r.Gone {
+		t.Errorf("probe redirected to a refusing address: %+v", r)
+	}
+}
+
+// Two gateways seen answering at the same ip:port, under different
+// spellings (a round-robin name and an address), share it: neither's
+// departure is probed.
+func TestWatcherSharedPinnedAddress(t *testing.T) {
+	probed := make(chan string, 10)
+	w := NewWatcher(nil, WatcherOptions{ZKRoot: "/zkgate", ProbeInterval: time.Hour, VerifyInterval: 10 * time.Millisecond,
+		Probe: func(ctx context.Context, d Departure) ProbeResult {
+			probed <- d.ID + "@" + d.ProbeAddr
+			return ProbeResult{Gone: true, Detail: "refused"}
+		},
+		Verify: func(ctx context.Context, r Report) (string, error) { return "10.0.0.6:9080", nil },
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); w.probes.Wait() }()
+	w.mu.Lock()
+	w.runCtx = ctx // as Run does
+	w.mu.Unlock()
+	a := Report{ID: "a", Session: 1, BootID: "ba", AdminListen: "gateways.example:9080"}
+	b := Report{ID: "b", Session: 2, BootID: "bb", AdminListen: "10.0.0.6:9080"}
+	c := Report{ID: "c", Session: 3, BootID: "bc", AdminListen: "gw-c.example:9080"}
+	w.noteBuild(map[string]Report{"a": a, "b": b})
+	testutil.Eventually(t, 5*time.Second, "a and b verified", func() bool {
+		_, whyA := w.ProbeReady("a")
+		_, whyB := w.ProbeReady("b")
+		return strings.Contains(whyA, "seen at the same admin address") && strings.Contains(whyB, "seen at the same admin address")
+	})
+	w.noteBuild(map[string]Report{"b": b})
+	w.noteBuild(map[string]Report{})
+	// c alone at its pinned address: probed there.
+	w.noteBuild(map[string]Report{"c": c})
+	w.mu.Lock()
+	w.pinned["a"], w.pinned["b"] = "10.0.0.1:9080", "10.0.0.2:9080" // as if seen elsewhere: c is alone at 10.0.0.6
+	w.mu.Unlock()
+	testutil.Eventually(t, 5*time.Second, "c verified", func() bool { ok, _ := w.ProbeReady("c"); return ok })
+	w.noteBuild(map[string]Report{})
+	select {
+	case got := <-probed:
+		if got != "c@10.0.0.6:9080" {
+			t.Fatalf("probed %s, want c at its pinned address", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("c not probed")
+	}
+	d := w.Departed()
+	for _, id := range []string{"a", "b"} {
+		if !d[id].MayRoute() || !strings.HasPrefix(d[id].Probe, "not probed: ") {
+			t.Errorf("%s: %+v, want it to keep counting, not probed", id, d[id])
+		}
 	}
 }
