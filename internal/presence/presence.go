@@ -149,6 +149,7 @@ type Watcher struct {
 	probed         chan struct{} // a departure was found gone
 	verify         VerifyFunc
 	verifyInterval time.Duration
+	reverify       time.Duration
 
 	mu       sync.Mutex
 	prev     map[string]Report    // the reports of the last build
@@ -206,6 +207,7 @@ const (
 	DefaultProbeInterval  = time.Second
 	DefaultProbeTimeout   = 2 * time.Second
 	DefaultVerifyInterval = 5 * time.Second
+	DefaultReverify       = 2 * time.Minute
 )
 
 // VerifyFunc checks that a live gateway's admin target (Report.AdminTarget)
@@ -246,6 +248,10 @@ type WatcherOptions struct {
 	// failed, doubling with each failure up to a minute; default
 	// DefaultVerifyInterval.
 	VerifyInterval time.Duration
+	// Reverify is how often a trusted live gateway is verified again (its
+	// address may have moved to another machine); a failure withdraws the
+	// trust until a verification succeeds again. Default DefaultReverify.
+	Reverify time.Duration
 	Logger         *slog.Logger
 	Registerer     prometheus.Registerer
 }
@@ -267,6 +273,9 @@ func NewWatcher(sess *zksession.Session, opts WatcherOptions) *Watcher {
 	if opts.ProbeTimeout <= 0 {
 		opts.ProbeTimeout = DefaultProbeTimeout
 	}
+	if opts.Reverify <= 0 {
+		opts.Reverify = DefaultReverify
+	}
 	if opts.VerifyInterval <= 0 {
 		opts.VerifyInterval = DefaultVerifyInterval
 	}
@@ -280,6 +289,7 @@ func NewWatcher(sess *zksession.Session, opts WatcherOptions) *Watcher {
 		probed:         make(chan struct{}, 1),
 		verify:         opts.Verify,
 		verifyInterval: opts.VerifyInterval,
+		reverify:       opts.Reverify,
 		departed:       map[string]Departure{},
 		badSeen:        map[string]int64{},
 		trusted:        map[string]string{},
@@ -506,7 +516,13 @@ func (w *Watcher) startVerifyLocked(id string, r Report) {
 		return
 	}
 	key := trustKey(r)
-	if key == "" || w.trusted[id] == key || w.verifying[id+"|"+key] {
+	if w.trusted[id] != key {
+		// The report names another process or address: what was verified
+		// before vouches for nothing now, even if it comes back.
+		delete(w.trusted, id)
+		delete(w.pinned, id)
+	}
+	if key == "" || w.verifying[id+"|"+key] {
 		return
 	}
 	w.verifying[id+"|"+key] = true
@@ -514,9 +530,11 @@ func (w *Watcher) startVerifyLocked(id string, r Report) {
 	go w.verifyLive(w.runCtx, id, r, key)
 }
 
-// verifyLive asks Verify about live gateway id's report r until it
-// answers nil (the gateway is then trusted at key), the gateway's report
-// names another process or target, it goes away, or ctx ends.
+// verifyLive asks Verify about live gateway id's report r — with backoff
+// until it answers nil (the gateway is then trusted at key), then again
+// every Reverify, withdrawing the trust when it fails — until the
+// gateway's report names another process or target, it goes away, or ctx
+// ends.
 func (w *Watcher) verifyLive(ctx context.Context, id string, r Report, key string) {
 	defer w.probes.Done()
 	defer func() {
@@ -540,20 +558,32 @@ func (w *Watcher) verifyLive(ctx context.Context, id string, r Report, key strin
 			w.pinned[id] = at
 			delete(w.verifyNote, id)
 		} else if still {
+			if w.trusted[id] == key {
+				w.log.Warn("a gateway's admin address no longer answers as the gateway: its departure will not be probed until it does again",
+					"gateway", id, "err", err)
+			}
+			delete(w.trusted, id)
+			delete(w.pinned, id)
 			w.verifyNote[id] = err.Error()
 		}
 		w.mu.Unlock()
-		if !still || err == nil {
+		if !still {
 			return
 		}
-		t := time.NewTimer(pause)
+		wait := pause
+		if err == nil {
+			wait, pause = w.reverify, w.verifyInterval
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
 		case <-t.C:
 		}
-		pause = min(2*pause, maxVerifyInterval)
+		if err != nil {
+			pause = min(2*pause, maxVerifyInterval)
+		}
 	}
 }
 

@@ -511,3 +511,57 @@ func TestWatcherSharedPinnedAddress(t *testing.T) {
 		}
 	}
 }
+
+// A trusted gateway is verified again every Reverify: when its address no
+// longer answers as it (the address moved to another machine), the trust
+// goes, and a report that names another address and then the first one
+// again is not trusted before it is verified again.
+func TestWatcherReverifiesTrust(t *testing.T) {
+	var mu sync.Mutex
+	ok := map[string]bool{"10.0.0.1:9080": true}
+	w := NewWatcher(nil, WatcherOptions{ZKRoot: "/zkgate", ProbeInterval: time.Hour,
+		VerifyInterval: 10 * time.Millisecond, Reverify: 20 * time.Millisecond,
+		Probe: func(ctx context.Context, d Departure) ProbeResult { return ProbeResult{} },
+		Verify: func(ctx context.Context, r Report) (string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			target, _ := r.AdminTarget()
+			if ok[target] {
+				return target, nil
+			}
+			return "", errors.New("another gateway answers there")
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); w.probes.Wait() }()
+	w.mu.Lock()
+	w.runCtx = ctx // as Run does
+	w.mu.Unlock()
+	set := func(target string, answers bool) {
+		mu.Lock()
+		ok[target] = answers
+		mu.Unlock()
+	}
+	ready := func() bool { r, _ := w.ProbeReady("gw"); return r }
+	report := func(admin string) map[string]Report {
+		return map[string]Report{"gw": {ID: "gw", Session: 1, BootID: "b", AdminListen: admin}}
+	}
+
+	w.noteBuild(report("10.0.0.1:9080"))
+	testutil.Eventually(t, 5*time.Second, "trusted", ready)
+	set("10.0.0.1:9080", false) // the address moved
+	testutil.Eventually(t, 5*time.Second, "the trust withdrawn by a verification again", func() bool { return !ready() })
+	if _, why := w.ProbeReady("gw"); !strings.Contains(why, "another gateway answers there") {
+		t.Errorf("note %q", why)
+	}
+	set("10.0.0.1:9080", true)
+	testutil.Eventually(t, 5*time.Second, "trusted again", ready)
+
+	// Another address (not answering), then the first again: not trusted
+	// until verified again.
+	set("10.0.0.1:9080", false)
+	w.noteBuild(report("10.0.0.2:9080"))
+	w.noteBuild(report("10.0.0.1:9080"))
+	if ready() {
+		t.Fatal("trusted again at once after the address changed and came back")
+	}
+}
