@@ -251,9 +251,9 @@ type WatcherOptions struct {
 	// Reverify is how often a trusted live gateway is verified again (its
 	// address may have moved to another machine); a failure withdraws the
 	// trust until a verification succeeds again. Default DefaultReverify.
-	Reverify time.Duration
-	Logger         *slog.Logger
-	Registerer     prometheus.Registerer
+	Reverify   time.Duration
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // NewWatcher returns a watcher; call Run.
