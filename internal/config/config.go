@@ -85,9 +85,9 @@ type Gateway struct {
 	// AdminAdvertise is the host:port controllers ask for the admin
 	// endpoints (crash probes, traffic) when admin_listen is bound to
 	// every interface. It must reach this gateway alone, never a load
-	// balancer in front of several: another gateway answering there is
-	// taken for evidence that this one is gone. Default: the admin port on
-	// the address the gateway's ZooKeeper connection leaves from.
+	// balancer in front of several (controllers verify that this gateway
+	// answers there before they trust it). Default: the admin port on the
+	// address the gateway's ZooKeeper connection leaves from.
 	AdminAdvertise string  `yaml:"admin_advertise"`
 	Routes         []Route `yaml:"routes"`
 	// Balancer is "least_requests" (power of two choices, default) or
