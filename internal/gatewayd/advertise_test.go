@@ -20,3 +20,17 @@ func TestAdvertisedAdmin(t *testing.T) {
 		}
 	}
 }
+
+func TestIsLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:9080":   true,
+		"[::1]:9080":       true,
+		"10.0.0.5:9080":    false,
+		"gw1.example:9080": false,
+		"":                 false,
+	} {
+		if got := isLoopback(addr); got != want {
+			t.Errorf("isLoopback(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}

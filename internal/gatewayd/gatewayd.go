@@ -71,6 +71,9 @@ type Daemon struct {
 	cancel     context.CancelFunc
 	components *component.Group
 	killed     atomic.Bool
+	// loopbackWarned: the warning that the derived admin address is a
+	// loopback one was logged.
+	loopbackWarned atomic.Bool
 }
 
 // Start connects to ZooKeeper, starts following the registry and marks and
@@ -205,9 +208,14 @@ func (d *Daemon) apply(ctx context.Context, onApply func(*registry.Snapshot, *ma
 // every applied table.
 func (d *Daemon) report(version string) presence.Report {
 	a := d.gw.AppliedMarked()
+	adv := advertisedAdmin(d.cfg.Gateway.AdminAdvertise, d.AdminAddr(), d.sess.LocalAddr())
+	if d.cfg.Gateway.AdminAdvertise == "" && isLoopback(adv) && d.loopbackWarned.CompareAndSwap(false, true) {
+		d.log.Warn("the admin address this gateway advertises is a loopback one (its ZooKeeper connection runs over loopback): controllers on other machines cannot verify it, so a crash of this gateway holds drains for controller.departed_window; set gateway.admin_advertise",
+			"admin_addr", adv)
+	}
 	r := presence.Report{
 		Listen: d.ProxyAddr(), AdminListen: d.AdminAddr(), Version: version,
-		AdminAddr: advertisedAdmin(d.cfg.Gateway.AdminAdvertise, d.AdminAddr(), d.sess.LocalAddr()),
+		AdminAddr: adv,
 		StartedMs: d.identity.StartedMs, BootID: d.identity.BootID,
 		RegistryRevision: a.RegistryRevision, MarksRevision: a.MarksRevision,
 	}
@@ -236,6 +244,13 @@ func advertisedAdmin(advertise, bound, zkLocal string) string {
 		return ""
 	}
 	return net.JoinHostPort(lhost, port)
+}
+
+// isLoopback reports whether hostport's host is a loopback IP address.
+func isLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	ip := net.ParseIP(host)
+	return err == nil && ip != nil && ip.IsLoopback()
 }
 
 // appliedMarks says, for every mark of the applied snapshot, what it means
