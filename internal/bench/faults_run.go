@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/zkgate/zkgate/internal/component"
 	"github.com/zkgate/zkgate/internal/ctlclient"
 	"github.com/zkgate/zkgate/internal/harness"
 	"github.com/zkgate/zkgate/internal/procgroup"
@@ -48,7 +49,7 @@ func RunFaults(ctx context.Context, opts FaultsOptions) (*FaultsReport, error) {
 		return nil, err
 	}
 	e.load.start()
-	if err := sleepCtx(ctx, 3*time.Second); err != nil { // warm the connections
+	if err := component.Sleep(ctx, 3*time.Second); err != nil { // warm the connections
 		return nil, err
 	}
 	// The fault windows follow each other: every request of the load from
@@ -401,7 +402,7 @@ func (e *faultEnv) faultLeaderKill(ctx context.Context, row *faultRow, b *faultP
 	t0 := time.Now()
 	err = e.zk.StartServer(ctx, i)
 	row.check("the killed server rejoins", err == nil, fmt.Sprintf("in %s%s", since(t0), errSuffix(err)))
-	if err := sleepCtx(ctx, 2*time.Second); err != nil {
+	if err := component.Sleep(ctx, 2*time.Second); err != nil {
 		return err
 	}
 	row.undrainAndReturn(ctx, b)
@@ -435,7 +436,7 @@ func (e *faultEnv) faultEnsembleOutage(ctx context.Context, row *faultRow, b *fa
 				notReady++
 			}
 		}
-		if err := sleepCtx(ctx, time.Second); err != nil {
+		if err := component.Sleep(ctx, time.Second); err != nil {
 			return err
 		}
 	}
@@ -451,7 +452,7 @@ func (e *faultEnv) faultEnsembleOutage(ctx context.Context, row *faultRow, b *fa
 		row.recovery(time.Since(up), "ensemble restarted → every process reconnected")
 	}
 	if g := row.drainConfirmed(ctx, b, 20*time.Second, "a drain after the outage is confirmed"); g != nil {
-		if err := sleepCtx(ctx, 2*time.Second); err != nil {
+		if err := component.Sleep(ctx, 2*time.Second); err != nil {
 			return err
 		}
 	}
@@ -471,7 +472,7 @@ func (e *faultEnv) faultGatewayPause(ctx context.Context, row *faultRow, b *faul
 	e.load.setActive(gi, false)
 	gw.proc.Signal(syscall.SIGSTOP)
 	stopped := time.Now()
-	if err := sleepCtx(ctx, pause); err != nil {
+	if err := component.Sleep(ctx, pause); err != nil {
 		gw.proc.Signal(syscall.SIGCONT)
 		return err
 	}
@@ -508,7 +509,7 @@ func (e *faultEnv) faultGatewayPause(ctx context.Context, row *faultRow, b *faul
 	if g := row.drainConfirmed(ctx, b, 15*time.Second, "the drain is confirmed once the gateway is back"); g != nil {
 		row.recovery(g.at.Sub(cont), "SIGCONT → the gateway is back and the drain confirmed")
 	}
-	if err := sleepCtx(ctx, 2*time.Second); err != nil {
+	if err := component.Sleep(ctx, 2*time.Second); err != nil {
 		return err
 	}
 	row.undrainAndReturn(ctx, b)
@@ -547,7 +548,7 @@ func (e *faultEnv) faultGatewayKill(ctx context.Context, row *faultRow, b *fault
 	err = e.waitFor(ctx, 30*time.Second, func() string { return e.gatewayReady(ctx, gw) })
 	row.check("the restarted gateway is ready", err == nil, fmt.Sprintf("in %s%s", since(t0), errSuffix(err)))
 	e.load.setActive(gi, true)
-	if err := sleepCtx(ctx, 2*time.Second); err != nil {
+	if err := component.Sleep(ctx, 2*time.Second); err != nil {
 		return err
 	}
 	row.undrainAndReturn(ctx, b)
@@ -640,7 +641,7 @@ func (e *faultEnv) faultControllerKill(ctx context.Context, row *faultRow, b *fa
 	if err := e.start(ctx, leader); err != nil {
 		return err
 	}
-	if err := sleepCtx(ctx, 2*time.Second); err != nil {
+	if err := component.Sleep(ctx, 2*time.Second); err != nil {
 		return err
 	}
 	row.undrainAndReturn(ctx, b)
@@ -657,7 +658,7 @@ func (e *faultEnv) faultBackendKill(ctx context.Context, row *faultRow, b *fault
 	killed := time.Now()
 	err := e.waitUnregistered(ctx, b, 3*e.opts.SessionTimeout+5*time.Second)
 	row.check("its registration expires", err == nil, fmt.Sprintf("%s after the kill%s", since(killed), errSuffix(err)))
-	if err := sleepCtx(ctx, time.Second); err != nil {
+	if err := component.Sleep(ctx, time.Second); err != nil {
 		return err
 	}
 	if last := e.load.lastFailureIn(row.start, time.Now()); !last.IsZero() {
@@ -692,7 +693,7 @@ func (e *faultEnv) faultSessionFlap(ctx context.Context, row *faultRow, b *fault
 	err = e.waitUnregistered(ctx, b, 3*e.opts.SessionTimeout)
 	row.check("its session expires (registration gone)", err == nil, fmt.Sprintf("%s after SIGSTOP%s", since(stopped), errSuffix(err)))
 	if d := pause - time.Since(stopped); d > 0 {
-		if err := sleepCtx(ctx, d); err != nil {
+		if err := component.Sleep(ctx, d); err != nil {
 			b.proc.Signal(syscall.SIGCONT)
 			return err
 		}
@@ -716,7 +717,7 @@ func (e *faultEnv) faultSessionFlap(ctx context.Context, row *faultRow, b *fault
 		row.recovery(time.Since(cont), "SIGCONT → registered again")
 	}
 	// Give the gateways and the controller's leader time to act on it.
-	if err := sleepCtx(ctx, 3*time.Second); err != nil {
+	if err := component.Sleep(ctx, 3*time.Second); err != nil {
 		return err
 	}
 	in, err = e.instance(ctx, b)
@@ -735,7 +736,7 @@ func (e *faultEnv) faultDrainedBackendKill(ctx context.Context, row *faultRow, b
 	if g == nil {
 		return nil
 	}
-	if err := sleepCtx(ctx, time.Second); err != nil {
+	if err := component.Sleep(ctx, time.Second); err != nil {
 		return err
 	}
 	row.verify(ctx, g) // while it can still be asked

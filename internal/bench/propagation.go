@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/zkgate/zkgate/internal/component"
 	"github.com/zkgate/zkgate/internal/config"
 	"github.com/zkgate/zkgate/internal/controller"
 	"github.com/zkgate/zkgate/internal/ctlclient"
@@ -183,7 +184,7 @@ func RunPropagation(ctx context.Context, opts PropagationOptions) (*PropagationR
 		if _, err := e.cycle(ctx, c, e.instances[c%len(e.instances)].addr); err != nil {
 			return nil, fmt.Errorf("warm-up cycle %d: %w", c+1, err)
 		}
-		if err := sleepCtx(ctx, opts.Pause); err != nil {
+		if err := component.Sleep(ctx, opts.Pause); err != nil {
 			return nil, err
 		}
 	}
@@ -208,7 +209,7 @@ func RunPropagation(ctx context.Context, opts PropagationOptions) (*PropagationR
 		if n+1 == opts.Drains || (n+1)%50 == 0 {
 			log.Info("progress", "drains", n+1, "of", opts.Drains)
 		}
-		if err := sleepCtx(ctx, opts.Pause); err != nil {
+		if err := component.Sleep(ctx, opts.Pause); err != nil {
 			return nil, err
 		}
 	}
@@ -243,16 +244,6 @@ func (e *propEnv) gatewayCalls() uint64 {
 
 // minWarmupCycles is the least number of warm-up cycles.
 const minWarmupCycles = 5
-
-// sleepCtx waits for d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(d):
-		return nil
-	}
-}
 
 // zkCount is what ZooKeeper's srvr answers count: the packets each
 // server received and the last transaction id.

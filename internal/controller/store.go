@@ -8,6 +8,7 @@ import (
 	"path"
 	"time"
 
+	"github.com/zkgate/zkgate/internal/component"
 	"github.com/zkgate/zkgate/internal/marks"
 	"github.com/zkgate/zkgate/internal/zksession"
 )
@@ -64,12 +65,7 @@ func retryPause(ctx context.Context, attempt int) error {
 	if attempt == 0 {
 		return nil
 	}
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
-		return nil
-	}
+	return component.Sleep(ctx, time.Duration(attempt)*50*time.Millisecond)
 }
 
 // putMark writes m at its path (creating the service directory if needed)

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/zkgate/zkgate/internal/component"
 	"github.com/zkgate/zkgate/internal/harness"
 	"github.com/zkgate/zkgate/internal/procgroup"
 	"github.com/zkgate/zkgate/internal/zksession"
@@ -243,12 +244,12 @@ func (r *run) runMode(ctx context.Context, m Mode, keep bool) (res ModeResult, k
 		restarts []time.Duration
 		rerr     error
 	)
-	if err := sleepCtx(ctx, r.timing.PreRoll); err == nil {
+	if err := component.Sleep(ctx, r.timing.PreRoll); err == nil {
 		total, per, rerr = r.rollout(ctx, s)
 		restarts = s.restartTimes()
 		if ctx.Err() == nil {
 			r.prog.setPhase("load running " + r.timing.Tail.String() + " more")
-			sleepCtx(ctx, r.timing.Tail)
+			component.Sleep(ctx, r.timing.Tail)
 		}
 	}
 	measured := time.Since(start)
@@ -350,7 +351,7 @@ func deleteTree(ctx context.Context, sess *zksession.Session, p string) error {
 		if !errors.Is(err, zksession.ErrNotEmpty) || attempt >= 5 {
 			return err
 		}
-		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+		if err := component.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
 	}

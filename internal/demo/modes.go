@@ -6,6 +6,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/zkgate/zkgate/internal/component"
 	"github.com/zkgate/zkgate/internal/ctlclient"
 	"github.com/zkgate/zkgate/internal/rollout"
 )
@@ -67,7 +68,7 @@ func (r *run) rollout(ctx context.Context, s *stack) (total time.Duration, per [
 				return time.Since(start), per, fmt.Errorf("draining %s: %w", b.addr, err)
 			}
 			r.prog.step(i, b.addr, fmt.Sprintf("sleeping %s before restarting", r.timing.Sleep))
-			if err := sleepCtx(ctx, r.timing.Sleep); err != nil {
+			if err := component.Sleep(ctx, r.timing.Sleep); err != nil {
 				return time.Since(start), per, err
 			}
 		}
@@ -77,7 +78,7 @@ func (r *run) rollout(ctx context.Context, s *stack) (total time.Duration, per [
 				return time.Since(start), per, fmt.Errorf("taking %s out of service: %w", b.addr, err)
 			}
 			r.prog.step(i, b.addr, fmt.Sprintf("sleeping %s before restarting", r.timing.Sleep))
-			if err := sleepCtx(ctx, r.timing.Sleep); err != nil {
+			if err := component.Sleep(ctx, r.timing.Sleep); err != nil {
 				return time.Since(start), per, err
 			}
 		}
@@ -177,16 +178,4 @@ func (r *run) rolloutZkgate(ctx context.Context, s *stack) (time.Duration, []tim
 		return total, per, fmt.Errorf("rollout: %w", err)
 	}
 	return total, per, nil
-}
-
-// sleepCtx sleeps d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

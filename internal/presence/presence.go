@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/zkgate/zkgate/internal/component"
 	"github.com/zkgate/zkgate/internal/ctlclient"
 	"github.com/zkgate/zkgate/internal/instancestate"
 	"github.com/zkgate/zkgate/internal/zksession"
@@ -574,12 +575,8 @@ func (w *Watcher) verifyLive(ctx context.Context, id string, r Report, key strin
 		if err == nil {
 			wait, pause = w.reverify, w.verifyInterval
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if component.Sleep(ctx, wait) != nil {
 			return
-		case <-t.C:
 		}
 		if err != nil {
 			pause = min(2*pause, maxVerifyInterval)
@@ -659,12 +656,8 @@ func (w *Watcher) probeDeparture(ctx context.Context, d Departure) {
 		if w.now().Sub(d.At) >= w.window {
 			return
 		}
-		t := time.NewTimer(w.probeInterval)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if component.Sleep(ctx, w.probeInterval) != nil {
 			return
-		case <-t.C:
 		}
 	}
 }
