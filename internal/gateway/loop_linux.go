@@ -472,9 +472,6 @@ func (l *evloop) proxy(c *clientConn, rt *route, path []byte, start time.Time, k
 			// A name not looked up yet, or a connection refused: the
 			// goroutine engine does it again, with its retries and
 			// ejection.
-			if err != errNotLookedUp {
-				g.dialFailed(h)
-			}
 			h.release()
 			l.handoff(c, handoffConnect, handleRequest)
 			return false, true
@@ -660,9 +657,6 @@ func (l *evloop) finish(c *clientConn, err error) {
 		// again on a new one, as the goroutine engine does.
 		uc, cerr := l.connect(ex.h)
 		if cerr != nil {
-			if cerr != errNotLookedUp {
-				l.g.dialFailed(ex.h)
-			}
 			ex.h.release()
 			l.handoff(c, handoffConnect, handleRequest)
 			return
@@ -685,7 +679,9 @@ var errNotLookedUp = errors.New("the instance's host name is not looked up yet")
 
 // connect opens a connection to h without waiting. A host name is dialled
 // at the address its last lookup found (resolve.go); before the first
-// lookup has answered it is an error (a lookup could block).
+// lookup has answered it is an error (a lookup could block). A refused
+// connect is noted (dialFailed), as the callers note one that fails
+// later (SO_ERROR, dial timeout).
 func (l *evloop) connect(h *host) (*upConn, error) {
 	ap, ok := l.g.dialAddr(h, l.nowNs)
 	if !ok {
@@ -718,6 +714,7 @@ func (l *evloop) connect(h *host) (*upConn, error) {
 	case syscall.EINPROGRESS:
 	default:
 		syscall.Close(fd)
+		l.g.dialFailed(h)
 		return nil, os.NewSyscallError("connect", err)
 	}
 	growTo(&l.ups, fd)
