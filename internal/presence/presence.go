@@ -364,15 +364,20 @@ func (w *Watcher) noteBuild(cur map[string]Report) {
 		}
 		d := Departure{ID: id, Session: r.Session, At: now, Leaving: r.Leaving, Last: r}
 		w.departed[id] = d
+		probing := w.probe != nil && w.runCtx != nil && !r.Leaving
+		var unprobeable string
+		if probing {
+			unprobeable = w.unprobeableLocked(id, r, w.prev, cur)
+		}
 		switch {
 		case r.Leaving:
 			w.log.Info("gateway left (graceful shutdown)", "gateway", id)
-		case w.probe != nil && w.runCtx != nil && !w.probeableLocked(id, r, w.prev, cur):
-			d.Probe = "not probed: " + w.unprobeableLocked(id, r, w.prev, cur)
+		case probing && unprobeable != "":
+			d.Probe = "not probed: " + unprobeable
 			w.departed[id] = d
 			w.log.Warn("gateway's presence node disappeared without a graceful shutdown: it may still route by its last state; drains are not confirmed until it comes back or the window passes (its admin address is not probed)",
 				"gateway", id, "session", fmt.Sprintf("0x%x", r.Session), "why", d.Probe, "window", w.window)
-		case w.probe != nil && w.runCtx != nil:
+		case probing:
 			if w.verify != nil {
 				d.ProbeAddr = w.pinned[id]
 				w.departed[id] = d
@@ -450,10 +455,6 @@ func (w *Watcher) unprobeableLocked(id string, r Report, lives ...map[string]Rep
 		return fmt.Sprintf("its admin address %s was never seen answering as this gateway while it was live (%s)", target, note)
 	}
 	return ""
-}
-
-func (w *Watcher) probeableLocked(id string, r Report, lives ...map[string]Report) bool {
-	return w.unprobeableLocked(id, r, lives...) == ""
 }
 
 // sharedLocked names, when there is one, a gateway other than id whose
